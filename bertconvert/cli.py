@@ -1,0 +1,75 @@
+"""Command-line entry point: ``bertconvert <command> ...``.
+
+Parsing only: each sub-command lives in :mod:`bertconvert.commands` and calls the library.
+Errors from the :class:`~bertconvert.errors.BertConvertError` family become a one-line
+message on stderr and the error's exit code (2 for bad input, 1 for a parity mismatch);
+``--debug`` shows the traceback instead.
+"""
+import argparse
+import importlib
+import logging
+import sys
+
+from . import __version__
+from .commands import COMMAND_MODULES
+from .errors import BertConvertError
+
+log = logging.getLogger("bertconvert")
+
+
+def build_parser():
+    """The full argparse parser with every registered sub-command."""
+    parser = argparse.ArgumentParser(
+        prog="bertconvert",
+        description="Convert Google TensorFlow BERT checkpoints to PyTorch, cache weights, "
+                    "and verify numerical parity.")
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    parser.add_argument("--debug", action="store_true",
+                        help="show tracebacks and debug logging")
+    parser.add_argument("--quiet", "-q", action="store_true",
+                        help="only warnings and errors; no progress bars")
+    subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
+    subparsers.required = True
+    for name in COMMAND_MODULES:
+        importlib.import_module(f"{__package__}.commands.{name}").register(subparsers)
+    return parser
+
+
+def _hoist_global_flags(argv):
+    """Accept --debug/--quiet after the sub-command too (``bertconvert convert ... --quiet``)."""
+    front = [a for a in argv if a in ("--debug", "--quiet", "-q")]
+    rest = [a for a in argv if a not in ("--debug", "--quiet", "-q")]
+    return front + rest
+
+
+def _configure_logging(args):
+    level = logging.DEBUG if args.debug else logging.WARNING if args.quiet else logging.INFO
+    logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s",
+                        stream=sys.stderr)
+    # Third-party chatter stays at WARNING even in --debug.
+    for noisy in ("urllib3", "botocore", "boto3", "s3transfer", "filelock"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+
+
+def main(argv=None):
+    """Run the CLI; returns the process exit code."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    parser = build_parser()
+    args = parser.parse_args(_hoist_global_flags(argv))
+    _configure_logging(args)
+    args.progress = not args.quiet
+    try:
+        code = args.func(args)
+    except BertConvertError as e:
+        if args.debug:
+            raise
+        print(f"bertconvert {args.command}: error: {e}", file=sys.stderr)
+        return e.exit_code
+    except KeyboardInterrupt:
+        print("bertconvert: interrupted", file=sys.stderr)
+        return 130
+    return 0 if code is None else int(code)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,213 @@
+"""BertConfig: reads and writes Google's ``bert_config.json`` and transformers' ``config.json``.
+
+Both files describe the same trunk with the same key names; transformers adds bookkeeping
+(``model_type``, ``architectures``, ``id2label``...). We keep every key we do not know
+about, so a config read and written again loses nothing.
+
+Example::
+
+    >>> cfg = BertConfig.from_json_file("uncased_L-12_H-768_A-12/bert_config.json")
+    >>> cfg.hidden_size, cfg.layer_norm_eps
+    (768, 1e-12)
+    >>> cfg.to_json_file("out/config.json")            # transformers flavour
+    >>> cfg.to_json_file("out/bert_config.json", flavour="google")
+"""
+import copy
+import json
+import os
+
+from .atomic import atomic_write
+from .errors import ConfigError
+
+#: Keys every BERT config must carry; there is no sensible default for them.
+REQUIRED_KEYS = (
+    "vocab_size",
+    "hidden_size",
+    "num_hidden_layers",
+    "num_attention_heads",
+    "intermediate_size",
+)
+
+#: Optional keys of Google's bert_config.json, with the defaults of google-research/bert.
+DEFAULTS = {
+    "hidden_act": "gelu",
+    "hidden_dropout_prob": 0.1,
+    "attention_probs_dropout_prob": 0.1,
+    "max_position_embeddings": 512,
+    "type_vocab_size": 2,
+    "initializer_range": 0.02,
+    # Google's modeling.py hard-codes this epsilon; HF configs spell it out.
+    "layer_norm_eps": 1e-12,
+}
+
+GOOGLE_KEYS = REQUIRED_KEYS + tuple(k for k in DEFAULTS if k != "layer_norm_eps")
+
+# Keys transformers writes that describe the trunk we do not implement. We keep them
+# (round trip) but refuse values that would change the math silently.
+_HF_ONLY_BOOKKEEPING = ("model_type", "architectures", "transformers_version")
+
+SUPPORTED_ACTIVATIONS = ("gelu", "gelu_new", "relu", "tanh", "swish", "silu", "gelu_python")
+
+
+class BertConfig:
+    """Hyper-parameters of a BERT trunk.
+
+    Accepts the 0.6.2 call forms ``BertConfig(vocab_size, hidden_size=..., ...)`` and
+    ``BertConfig("path/to/bert_config.json")``; extra keyword arguments are kept as
+    attributes and written back out.
+    """
+
+    def __init__(self, vocab_size_or_config_json_file=None, hidden_size=768,
+                 num_hidden_layers=12, num_attention_heads=12, intermediate_size=3072,
+                 hidden_act="gelu", hidden_dropout_prob=0.1,
+                 attention_probs_dropout_prob=0.1, max_position_embeddings=512,
+                 type_vocab_size=2, initializer_range=0.02, layer_norm_eps=1e-12, **extra):
+        source = vocab_size_or_config_json_file
+        if isinstance(source, (str, os.PathLike)):
+            loaded = self.from_json_file(source)
+            self.__dict__.update(loaded.__dict__)
+            return
+        if "vocab_size" in extra and source is None:
+            source = extra.pop("vocab_size")
+        if not isinstance(source, int) or isinstance(source, bool):
+            raise ConfigError(
+                "BertConfig needs vocab_size as an int or a path to a JSON config file; "
+                f"got {source!r}")
+        self.vocab_size = source
+        self.hidden_size = hidden_size
+        self.num_hidden_layers = num_hidden_layers
+        self.num_attention_heads = num_attention_heads
+        self.intermediate_size = intermediate_size
+        self.hidden_act = hidden_act
+        self.hidden_dropout_prob = hidden_dropout_prob
+        self.attention_probs_dropout_prob = attention_probs_dropout_prob
+        self.max_position_embeddings = max_position_embeddings
+        self.type_vocab_size = type_vocab_size
+        self.initializer_range = initializer_range
+        self.layer_norm_eps = layer_norm_eps
+        for key, value in extra.items():
+            setattr(self, key, value)
+        self._validate()
+
+    # --- construction ------------------------------------------------------------------
+    @classmethod
+    def from_dict(cls, data):
+        """Build a config from a dict of either flavour; unknown keys are kept."""
+        if not isinstance(data, dict):
+            raise ConfigError(f"a BERT config must be a JSON object, got {type(data).__name__}")
+        missing = [k for k in REQUIRED_KEYS if k not in data]
+        if missing:
+            raise ConfigError(
+                "BERT config is missing required field(s) " + ", ".join(missing)
+                + "; expected a Google bert_config.json or transformers config.json with "
+                + ", ".join(REQUIRED_KEYS))
+        data = dict(data)
+        vocab_size = data.pop("vocab_size")
+        return cls(vocab_size, **data)
+
+    @classmethod
+    def from_json_file(cls, json_file):
+        """Read ``bert_config.json`` or ``config.json``.
+
+        Raises ConfigError naming the file when it is missing, not JSON, or incomplete.
+        """
+        try:
+            with open(json_file, "r", encoding="utf-8") as reader:
+                text = reader.read()
+        except FileNotFoundError as e:
+            raise ConfigError(f"config file not found: {json_file}") from e
+        except (OSError, UnicodeDecodeError) as e:
+            raise ConfigError(f"cannot read config file {json_file}: {e}") from e
+        try:
+            data = json.loads(text)
+        except json.JSONDecodeError as e:
+            raise ConfigError(f"config file {json_file} is not valid JSON: {e}") from e
+        try:
+            return cls.from_dict(data)
+        except ConfigError as e:
+            raise ConfigError(f"{json_file}: {e}") from None
+
+    # --- checks ------------------------------------------------------------------------
+    def _validate(self):
+        for key in REQUIRED_KEYS:
+            value = getattr(self, key)
+            if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
+                raise ConfigError(f"config field {key} must be a positive integer, got {value!r}")
+        if self.hidden_size % self.num_attention_heads:
+            raise ConfigError(
+                f"hidden_size ({self.hidden_size}) is not a multiple of num_attention_heads "
+                f"({self.num_attention_heads})")
+        act = self.hidden_act
+        if isinstance(act, str) and act not in SUPPORTED_ACTIVATIONS:
+            raise ConfigError(
+                f"unsupported hidden_act {act!r}; supported: {', '.join(SUPPORTED_ACTIVATIONS)}")
+        embedding_size = getattr(self, "embedding_size", None)
+        if embedding_size not in (None, self.hidden_size):
+            raise ConfigError(
+                f"factorized embeddings (embedding_size={embedding_size} != hidden_size="
+                f"{self.hidden_size}) are ALBERT-style and not supported")
+
+    # --- derived values ----------------------------------------------------------------
+    @property
+    def num_labels(self):
+        """Number of labels from ``num_labels`` or ``id2label`` when present, else None."""
+        value = self.__dict__.get("num_labels")
+        if value is not None:
+            return value
+        id2label = self.__dict__.get("id2label")
+        return len(id2label) if isinstance(id2label, dict) else None
+
+    @num_labels.setter
+    def num_labels(self, value):
+        self.__dict__["num_labels"] = value
+        if value is not None:
+            old = self.__dict__.get("id2label")
+            if not isinstance(old, dict) or len(old) != value:
+                self.__dict__["id2label"] = {str(i): f"LABEL_{i}" for i in range(value)}
+                self.__dict__["label2id"] = {f"LABEL_{i}": i for i in range(value)}
+
+    # --- output ------------------------------------------------------------------------
+    def to_dict(self):
+        """Every key, known and extra, as a plain dict (a deep copy)."""
+        return copy.deepcopy({k: v for k, v in self.__dict__.items() if not k.startswith("_")})
+
+    def to_google_dict(self):
+        """Only the keys of Google's bert_config.json, in Google's order."""
+        data = self.to_dict()
+        return {k: data[k] for k in GOOGLE_KEYS}
+
+    def to_hf_dict(self, architectures=None):
+        """transformers-style dict: ``model_type`` bert, ``architectures``, label maps."""
+        data = self.to_dict()
+        data["model_type"] = "bert"
+        if architectures is not None:
+            data["architectures"] = list(architectures)
+        if data.get("num_labels") is not None and "id2label" not in data:
+            n = data["num_labels"]
+            data["id2label"] = {str(i): f"LABEL_{i}" for i in range(n)}
+            data["label2id"] = {f"LABEL_{i}": i for i in range(n)}
+        data.setdefault("pad_token_id", 0)
+        return dict(sorted(data.items()))
+
+    def to_json_string(self, flavour=None):
+        """JSON text; ``flavour`` None (all keys), ``"hf"`` or ``"google"``."""
+        if flavour is None:
+            data = dict(sorted(self.to_dict().items()))
+        elif flavour == "hf":
+            data = self.to_hf_dict()
+        elif flavour == "google":
+            data = self.to_google_dict()
+        else:
+            raise ValueError(f"flavour must be None, 'hf' or 'google', got {flavour!r}")
+        return json.dumps(data, indent=2) + "\n"
+
+    def to_json_file(self, json_file, flavour="hf"):
+        """Write the config atomically (see :meth:`to_json_string` for ``flavour``)."""
+        with atomic_write(json_file, "w") as f:
+            f.write(self.to_json_string(flavour))
+
+    def __eq__(self, other):
+        return isinstance(other, BertConfig) and self.to_dict() == other.to_dict()
+
+    def __repr__(self):
+        return f"{type(self).__name__} {self.to_json_string()}"
