@@ -40,6 +40,21 @@ class VocabError(TokenizerError):
     """A vocabulary file is missing, empty, not UTF-8, or lacks a required token."""
 
 
+class TokenizerInputError(TokenizerError, TypeError):
+    """The tokenizer was given something that is not text (bytes, None, a number...)."""
+
+
+class TokenizerArgumentError(TokenizerError, ValueError):
+    """An option of the tokenizer (padding, max_length, return_tensors...) is invalid."""
+
+
+class UnknownTokenError(TokenizerError, KeyError):
+    """A token or id is not in the vocabulary."""
+
+    def __str__(self):  # KeyError would otherwise quote the message
+        return Exception.__str__(self)
+
+
 # --- TensorFlow checkpoints ----------------------------------------------------------
 class CheckpointError(BertConvertError):
     """A TensorFlow checkpoint cannot be found or read."""
@@ -72,6 +87,10 @@ class TensorNotFoundError(CheckpointError, KeyError):
         return Exception.__str__(self)
 
 
+class CheckpointWriteError(CheckpointError):
+    """save_checkpoint was given something it cannot write (bad name, clashing names...)."""
+
+
 # --- conversion ----------------------------------------------------------------------
 class ConversionError(BertConvertError):
     """A checkpoint cannot be converted to the requested PyTorch layout."""
@@ -83,6 +102,10 @@ class MappingError(ConversionError):
 
 class HeadError(ConversionError):
     """The requested head layout is unknown or does not fit the checkpoint."""
+
+
+class OutputWriteError(ConversionError):
+    """Writing the converted output failed (disk full, I/O error); nothing was published."""
 
 
 # --- cache ---------------------------------------------------------------------------
@@ -108,6 +131,34 @@ class OfflineError(CacheError):
 
 class UnsafeArchiveError(CacheError):
     """An archive member would escape the extraction directory or is a device file."""
+
+
+class NetworkUnavailableError(OfflineError, DownloadError):
+    """The network failed (after retries) and no cached copy of the URL exists to fall back on."""
+
+
+class RemoteChangedError(DownloadError):
+    """The remote object changed (ETag or size) between the metadata request and the download."""
+
+
+class NotAnArchiveError(CacheError):
+    """``extract=True`` was asked for a file that is not a .tar(.gz/.bz2/.xz)/.tgz/.zip archive."""
+
+
+class UnsupportedURLError(CacheError, ValueError):
+    """The string is neither an existing local path nor an http(s):// or s3:// URL."""
+
+
+class PathNotFoundError(CacheError, FileNotFoundError):
+    """A local path given to the cache does not exist (an EnvironmentError, as in 0.6.2)."""
+
+
+class CacheEntryNotFoundError(CacheError, FileNotFoundError):
+    """A cache file or its ``<key>.json`` metadata is missing (filename_to_url, cache rm...)."""
+
+
+class UnknownModelError(CacheError, FileNotFoundError):
+    """A model name is not a known shortcut name, an existing path, or a URL."""
 
 
 # --- verification --------------------------------------------------------------------

@@ -1,0 +1,569 @@
+"""WordPiece tokenization that reproduces Google's ``tokenization.py`` token for token, fast.
+
+Three classes with the pytorch-pretrained-BERT 0.6.2 interface:
+
+* :class:`BasicTokenizer`: clean the text, split CJK ideographs, punctuation and
+  whitespace, optionally lower-case and strip accents;
+* :class:`WordpieceTokenizer`: greedy longest-match-first WordPiece over a vocabulary;
+* :class:`BertTokenizer`: both, plus ids, ``encode`` (model inputs), ``save_vocabulary``
+  and ``from_pretrained``.
+
+Output is identical to Google's ``FullTokenizer`` (both casings) on any ``str``, with
+0.6.2's one intended change kept: ``never_split`` tokens such as ``[CLS]`` stay whole.
+0.6.2's two unintended changes are *not* copied: only Cc/Cf characters are deleted
+(private-use and unassigned code points survive and become ``[UNK]``), and words are
+capped at 200 characters, not 100.
+
+Speed comes from doing per text only what must be done per text: delete control characters
+with one regex, ``str.split()``, then look every whitespace-delimited word up in a cache of
+finished word pieces. A miss runs the exact slow path once (character classes are
+precomputed regexes, see :mod:`bertconvert._charclass`). Caches are bounded and are dropped
+when the vocabulary size or an option changes.
+
+Example::
+
+    >>> tok = BertTokenizer("fixtures/tokenizer/vocab-uncased.txt", do_lower_case=True)
+    >>> tok.tokenize("Hello, world! unaffable")
+    ['hello', ',', 'world', '!', 'una', '##ff', '##able']
+    >>> tok.encode("Who?", "Me.", max_length=8, padding="max_length")["input_ids"]
+    [101, 4161, 134, 102, 2988, 117, 102, 0]
+"""
+import collections
+import json
+import logging
+import os
+import re
+
+from . import _charclass as cc
+from ._encoding import EncodeMixin
+from .atomic import atomic_write
+from .errors import TokenizerError, TokenizerInputError, UnknownTokenError, VocabError
+
+logger = logging.getLogger(__name__)
+
+VOCAB_NAME = "vocab.txt"
+NEVER_SPLIT = ("[UNK]", "[SEP]", "[PAD]", "[CLS]", "[MASK]")
+#: Google's cap on characters per word; longer words become the unknown token.
+MAX_INPUT_CHARS_PER_WORD = 200
+#: Cached words per tokenizer before the cache is dropped and refilled (bounds memory).
+CACHE_SIZE = 1 << 17
+#: Stand-in for "no limit", as in 0.6.2.
+NO_MAX_LEN = int(1e12)
+#: Position-embedding size of the seven seed models.
+PRETRAINED_MAX_LEN = 512
+
+
+def _check_text(text, what="text"):
+    """Return ``text`` as a plain str, or raise TokenizerInputError for anything else."""
+    if isinstance(text, str):
+        return text if type(text) is str else str.__str__(text)
+    hint = ""
+    if isinstance(text, (bytes, bytearray)):
+        hint = " (decode it first, e.g. text.decode('utf-8'))"
+    raise TokenizerInputError(f"{what} must be a str, got {type(text).__name__}{hint}")
+
+
+def load_vocab(vocab_file):
+    """Read a one-token-per-line vocabulary into an ordered ``{token: id}`` dict.
+
+    Follows Google's ``load_vocab`` (read through TensorFlow's GFile) exactly: lines end at
+    ``\\n`` only, every ``\\r`` is dropped, each line is ``str.strip()``-ed, and a repeated
+    token keeps its first id (later tokens close up the gap; a warning is logged because ids
+    then stop matching line numbers). Raises :class:`VocabError` for a missing, unreadable,
+    non-UTF-8 or empty file.
+    """
+    path = os.fspath(vocab_file)
+    try:
+        with open(path, "rb") as f:
+            data = f.read()
+    except FileNotFoundError as e:
+        raise VocabError(f"vocabulary file {path} does not exist; expected a vocab.txt with "
+                         "one wordpiece per line (pass its path or the directory holding it)") from e
+    except IsADirectoryError as e:
+        raise VocabError(f"{path} is a directory, not a vocabulary file; pass "
+                         f"{os.path.join(path, VOCAB_NAME)} or use BertTokenizer.from_pretrained") from e
+    except OSError as e:
+        raise VocabError(f"cannot read vocabulary file {path}: {e}") from e
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as e:
+        line = data.count(b"\n", 0, e.start) + 1
+        raise VocabError(f"vocabulary file {path} is not UTF-8 (byte {e.start}, line {line}: "
+                         f"{data[e.start:e.start + 4]!r}); BERT vocabularies are UTF-8 text, "
+                         "re-encode the file") from e
+    # TensorFlow's GFile (what Google reads vocabularies with) drops every carriage return
+    # while reading lines, not only the one of a CRLF pair.
+    lines = text.replace("\r", "").split("\n")
+    if lines[-1] == "":
+        lines.pop()  # the file's final newline ends a line, it does not start one
+    vocab = collections.OrderedDict()
+    duplicates = []
+    for line in lines:
+        token = line.strip()
+        if token in vocab:
+            duplicates.append(token)
+        else:
+            vocab[token] = len(vocab)
+    if not vocab:
+        raise VocabError(f"vocabulary file {path} is empty; expected one wordpiece per line")
+    if duplicates:
+        logger.warning("vocabulary %s repeats %d token(s) (first: %r); like Google's load_vocab "
+                       "the first occurrence keeps its id and later ids close up, so ids no longer "
+                       "match line numbers", path, len(duplicates), duplicates[0])
+    if text.startswith("\ufeff"):
+        logger.warning("vocabulary %s starts with a byte-order mark; it stays part of the first "
+                       "token %r as in Google's load_vocab", path, next(iter(vocab)))
+    return vocab
+
+
+def whitespace_tokenize(text):
+    """Split on runs of whitespace (``str.split()``); an empty or blank text gives []."""
+    return text.split()
+
+
+class BasicTokenizer:
+    """Cleaning, CJK/punctuation/whitespace splitting and optional lower-casing.
+
+    Identical to Google's ``BasicTokenizer`` when ``never_split`` is empty; words listed in
+    ``never_split`` are neither lower-cased nor split (0.6.2 behaviour).
+    """
+
+    def __init__(self, do_lower_case=True, never_split=NEVER_SPLIT):
+        self._do_lower_case = bool(do_lower_case)
+        self._never_split = frozenset(never_split or ())
+        self.generation = 0  # bumped on every option change so owners drop their caches
+        self._cache = {}
+
+    @property
+    def do_lower_case(self):
+        return self._do_lower_case
+
+    @do_lower_case.setter
+    def do_lower_case(self, value):
+        self._do_lower_case = bool(value)
+        self.clear_cache()
+
+    @property
+    def never_split(self):
+        return self._never_split
+
+    @never_split.setter
+    def never_split(self, value):
+        self._never_split = frozenset(value or ())
+        self.clear_cache()
+
+    def clear_cache(self):
+        """Forget cached words (done automatically when an option changes)."""
+        self._cache = {}
+        self.generation += 1
+
+    def tokenize(self, text):
+        """Split ``text`` into basic tokens (words and single punctuation characters)."""
+        text = cc.clean_text(_check_text(text))
+        out = []
+        cache = self._cache
+        for word in text.split():
+            pieces = cache.get(word)
+            if pieces is None:
+                pieces = self.tokenize_word(word)
+            out += pieces
+        return out
+
+    def tokenize_word(self, word):
+        """Basic tokens of one cleaned, whitespace-free word (cached)."""
+        pieces = self._cache.get(word)
+        if pieces is None:
+            pieces = tuple(self._split_word(word))
+            if len(self._cache) >= CACHE_SIZE:
+                self._cache = {}
+            self._cache[word] = pieces
+        return pieces
+
+    def _split_word(self, word):
+        never_split = self._never_split
+        if word.isascii():  # most words: no CJK, no accents, ASCII punctuation only
+            if word not in never_split and self._do_lower_case:
+                word = word.lower()
+            return [word] if word in never_split else cc.ASCII_PIECE_RE.findall(word)
+        out = []
+        for piece in cc.split_cjk(word):
+            if piece in never_split:
+                out.append(piece)
+                continue
+            if self._do_lower_case:
+                piece = cc.strip_accents(piece.lower())
+                if piece in never_split:  # 0.6.2 checks again after lower-casing
+                    out.append(piece)
+                    continue
+            if piece.isascii():
+                out += cc.ASCII_PIECE_RE.findall(piece)
+            else:
+                # Lower-casing/NFD cannot add whitespace today, but Google re-splits on it,
+                # so we do too rather than depend on that.
+                for part in cc.split_on_punctuation(piece):
+                    out += part.split()
+        return out
+
+
+class WordpieceTokenizer:
+    """Greedy longest-match-first WordPiece (Google's algorithm, 200-character cap).
+
+    ``vocab`` is any container of tokens that supports ``in``, ``len`` and iteration
+    (usually the ``{token: id}`` dict). Example: with ``un``, ``##aff`` and ``##able`` in
+    the vocabulary, ``tokenize("unaffable")`` gives ``["un", "##aff", "##able"]``.
+    """
+
+    def __init__(self, vocab, unk_token="[UNK]", max_input_chars_per_word=MAX_INPUT_CHARS_PER_WORD):
+        self._vocab = vocab
+        self._unk_token = unk_token
+        self._max_chars = max_input_chars_per_word
+        self.generation = 0
+        self.clear_cache()
+
+    def _option(name):  # noqa: N805 - property factory used only in this class body
+        def fget(self):
+            return getattr(self, name)
+
+        def fset(self, value):
+            setattr(self, name, value)
+            self.clear_cache()
+        return property(fget, fset)
+
+    vocab = _option("_vocab")
+    unk_token = _option("_unk_token")
+    max_input_chars_per_word = _option("_max_chars")
+    del _option
+
+    def clear_cache(self):
+        """Forget cached words; call it after editing the vocabulary in place."""
+        self._cache = {}
+        self._vocab_len = len(self._vocab)
+        # No vocabulary entry is longer than this, so no longer substring can match:
+        # starting the greedy search here gives the same answer as starting at the word end.
+        self._longest = max(map(len, self._vocab), default=0)
+        self.generation += 1
+
+    def tokenize(self, text):
+        """WordPiece tokens of every whitespace-separated word in ``text``."""
+        text = _check_text(text)
+        if len(self._vocab) != self._vocab_len:
+            self.clear_cache()
+        out = []
+        for word in text.split():
+            out += self.tokenize_word(word)
+        return out
+
+    def tokenize_word(self, word):
+        """WordPiece tokens of one whitespace-free word (cached)."""
+        pieces = self._cache.get(word)
+        if pieces is None:
+            pieces = self._split_word(word)
+            if len(self._cache) >= CACHE_SIZE:
+                self._cache = {}
+            self._cache[word] = pieces
+        return pieces
+
+    def _split_word(self, word):
+        n = len(word)
+        if n > self._max_chars:
+            return (self._unk_token,)
+        vocab, longest = self._vocab, self._longest
+        pieces = []
+        start = 0
+        while start < n:
+            end = min(n, start + longest)
+            while start < end:
+                piece = word[start:end] if start == 0 else "##" + word[start:end]
+                if piece in vocab:
+                    break
+                end -= 1
+            else:
+                return (self._unk_token,)
+            pieces.append(piece)
+            start = end
+        return tuple(pieces)
+
+
+_CASING_WORDS = re.compile(r"[a-z0-9]+")
+#: Written by transformers' save_pretrained next to vocab.txt; records the casing explicitly.
+TOKENIZER_CONFIG_NAME = "tokenizer_config.json"
+
+
+def _saved_options(directory):
+    """``do_lower_case`` and ``max_len`` from a directory's tokenizer_config.json, if any."""
+    path = os.path.join(directory, TOKENIZER_CONFIG_NAME)
+    if not os.path.isfile(path):
+        return {}
+    try:
+        with open(path, encoding="utf-8") as f:
+            saved = json.load(f)
+    except (OSError, ValueError) as e:
+        raise VocabError(f"cannot read {path}: {e}; fix or delete it") from e
+    options = {}
+    if isinstance(saved, dict) and isinstance(saved.get("do_lower_case"), bool):
+        options["do_lower_case"] = saved["do_lower_case"]
+    limit = saved.get("model_max_length") if isinstance(saved, dict) else None
+    if isinstance(limit, int) and not isinstance(limit, bool) and 0 < limit < NO_MAX_LEN:
+        options["max_len"] = limit
+    return options
+
+
+def casing_from_name(name):
+    """Guess ``do_lower_case`` from a model name, URL or directory name, or None.
+
+    ``*-uncased``, ``uncased_L-12_...``, ``chinese``, ``multilingual`` (Google's lower-cased
+    models) give True; ``*-cased``, ``cased_L-...``, ``multi_cased_...`` give False.
+    """
+    words = _CASING_WORDS.findall(os.path.basename(os.fspath(name).rstrip("/\\")).lower())
+    if "uncased" in words:
+        return True
+    if "cased" in words:
+        return False
+    if "chinese" in words or "multilingual" in words:
+        return True
+    return None
+
+
+class BertTokenizer(EncodeMixin):
+    """End-to-end BERT tokenizer: basic tokenization, WordPiece, ids, model inputs.
+
+    Args:
+        vocab_file: path of a one-wordpiece-per-line ``vocab.txt``.
+        do_lower_case: lower-case and strip accents (uncased models).
+        max_len: longest id sequence the model accepts; ``convert_tokens_to_ids`` warns
+            beyond it and ``encode`` truncates to it by default. None means no limit.
+        do_basic_tokenize: run :class:`BasicTokenizer` first (else WordPiece only on
+            whitespace-split words).
+        never_split: words kept whole by the basic tokenizer.
+        unk_token, cls_token, sep_token, pad_token: special tokens; ``unk_token`` must be
+            in the vocabulary, the others only when ``encode`` needs them.
+    """
+
+    def __init__(self, vocab_file, do_lower_case=True, max_len=None, do_basic_tokenize=True,
+                 never_split=NEVER_SPLIT, *, unk_token="[UNK]", cls_token="[CLS]",
+                 sep_token="[SEP]", pad_token="[PAD]"):
+        self.vocab = load_vocab(vocab_file)
+        self.vocab_file = os.fspath(vocab_file)
+        if unk_token not in self.vocab:
+            raise VocabError(f"vocabulary {self.vocab_file} has no {unk_token!r} token (unk_token), "
+                             "which words it cannot spell become; BERT vocabularies list [PAD], "
+                             "[UNK], [CLS], [SEP], [MASK] near the top. Pass unk_token= if yours "
+                             "spells it differently")
+        self.ids_to_tokens = collections.OrderedDict((i, t) for t, i in self.vocab.items())
+        self.do_basic_tokenize = do_basic_tokenize
+        self.basic_tokenizer = BasicTokenizer(do_lower_case=do_lower_case, never_split=never_split)
+        self.wordpiece_tokenizer = WordpieceTokenizer(self.vocab, unk_token=unk_token)
+        self.max_len = max_len if max_len is not None else NO_MAX_LEN
+        self.unk_token, self.cls_token, self.sep_token, self.pad_token = (
+            unk_token, cls_token, sep_token, pad_token)
+        self._cache = {}
+        self._cache_key = None
+
+    # ---------------------------------------------------------------- tokens
+    @property
+    def do_lower_case(self):
+        return self.basic_tokenizer.do_lower_case
+
+    @property
+    def vocab_size(self):
+        return len(self.vocab)
+
+    def __len__(self):
+        return len(self.vocab)
+
+    def tokenize(self, text):
+        """WordPiece tokens of ``text`` (any str; empty or blank text gives []).
+
+        Raises :class:`~bertconvert.errors.TokenizerInputError` (a TypeError) for non-str input.
+        """
+        if type(text) is not str:
+            text = _check_text(text)
+        wordpiece = self.wordpiece_tokenizer
+        if wordpiece.vocab is not self.vocab:
+            wordpiece.vocab = self.vocab  # someone replaced .vocab: follow it
+        if len(self.vocab) != wordpiece._vocab_len:
+            wordpiece.clear_cache()
+        if not self.do_basic_tokenize:
+            return wordpiece.tokenize(text)
+        basic = self.basic_tokenizer
+        key = (id(basic), basic.generation, id(wordpiece), wordpiece.generation)
+        if key != self._cache_key:
+            self._cache, self._cache_key = {}, key
+        if text.isascii():
+            if cc.ASCII_DELETE_RE.search(text):
+                text = cc.ASCII_DELETE_RE.sub("", text)
+        else:
+            text = cc.unicode_tables().delete_re.sub("", text)
+        cache = self._cache
+        out = []
+        for word in text.split():
+            pieces = cache.get(word)
+            if pieces is None:
+                pieces = self._tokenize_word(word)
+            out += pieces
+        return out
+
+    def _tokenize_word(self, word):
+        pieces = []
+        wordpiece_word = self.wordpiece_tokenizer.tokenize_word
+        for token in self.basic_tokenizer.tokenize_word(word):
+            pieces += wordpiece_word(token)
+        pieces = tuple(pieces)
+        if len(self._cache) >= CACHE_SIZE:
+            self._cache = {}
+        self._cache[word] = pieces
+        return pieces
+
+    def clear_cache(self):
+        """Forget cached words in all stages; call it after editing ``vocab`` in place."""
+        self._cache = {}
+        self.basic_tokenizer.clear_cache()
+        self.wordpiece_tokenizer.clear_cache()
+
+    # ---------------------------------------------------------------- ids
+    def convert_tokens_to_ids(self, tokens):
+        """Ids of ``tokens``; warns (like 0.6.2) when there are more than ``max_len``.
+
+        An unknown token raises :class:`~bertconvert.errors.UnknownTokenError` (a KeyError).
+        """
+        vocab = self.vocab
+        try:
+            ids = [vocab[t] for t in tokens]
+        except KeyError as e:
+            raise UnknownTokenError(f"token {e.args[0]!r} is not in the vocabulary "
+                                    f"({len(vocab)} tokens); tokenize text with tokenize() so "
+                                    f"unknown words become {self.unk_token!r}") from e
+        if len(ids) > self.max_len:
+            logger.warning("Token indices sequence length is longer than the specified maximum "
+                           "sequence length for this BERT model (%d > %d). Running this sequence "
+                           "through BERT will result in indexing errors", len(ids), self.max_len)
+        return ids
+
+    def convert_ids_to_tokens(self, ids):
+        """Tokens of ``ids`` (ints, numpy integers or 0-d tensors)."""
+        table = self.ids_to_tokens
+        tokens = []
+        for i in ids:
+            try:
+                tokens.append(table[int(i)])
+            except (KeyError, TypeError, ValueError) as e:
+                raise UnknownTokenError(f"id {i!r} is not in the vocabulary "
+                                        f"(ids 0..{len(table) - 1})") from e
+        return tokens
+
+    def save_vocabulary(self, vocab_path):
+        """Write the vocabulary (one token per line, in id order) atomically.
+
+        ``vocab_path`` is a directory (``vocab.txt`` is written inside) or a file path.
+        Returns the path written.
+        """
+        vocab_path = os.fspath(vocab_path)
+        vocab_file = os.path.join(vocab_path, VOCAB_NAME) if os.path.isdir(vocab_path) else vocab_path
+        lines = []
+        expected = 0
+        for token, index in sorted(self.vocab.items(), key=lambda kv: kv[1]):
+            if index != expected:
+                logger.warning("saving vocabulary to %s: ids are not consecutive (%d after %d); "
+                               "check that the vocabulary is not corrupted", vocab_file, index,
+                               expected - 1)
+                expected = index
+            if token != token.strip() or "\n" in token or "\r" in token:
+                raise VocabError(f"token {token!r} (id {index}) has surrounding whitespace or a "
+                                 "newline and would not read back the same; fix the vocabulary")
+            lines.append(token)
+            expected += 1
+        try:
+            payload = ("\n".join(lines) + "\n").encode("utf-8")
+        except UnicodeEncodeError as e:
+            raise VocabError(f"a vocabulary token cannot be written as UTF-8 ({e.reason}); "
+                             "remove tokens with lone surrogates") from e
+        with atomic_write(vocab_file, "wb") as f:
+            f.write(payload)
+        return vocab_file
+
+    # ---------------------------------------------------------------- loading
+    @classmethod
+    def from_pretrained(cls, name_or_path, cache_dir=None, *inputs, **kwargs):
+        """Build a tokenizer from a directory holding ``vocab.txt``, a vocab file, one of
+        the seven seed model names (e.g. ``bert-base-uncased``) or a URL.
+
+        A directory's ``tokenizer_config.json`` (written by transformers) supplies
+        ``do_lower_case`` and ``max_len`` (``model_max_length``) unless passed explicitly.
+        Names and URLs are fetched through :mod:`bertconvert.pretrained` (``cache_dir``,
+        ``force_download=`` and ``local_files_only=`` are passed on). For seed names
+        ``max_len`` is capped at 512 and ``do_lower_case`` follows the name (``-cased`` is
+        cased, anything else lower-cased), with a warning if the caller asked otherwise; a URL
+        whose file or folder name says ``cased``/``uncased`` is treated the same way. For a
+        local path whose name says so (Google's ``cased_L-12_H-768_A-12``...), a missing
+        ``do_lower_case`` is inferred and a contradicting one is kept, with a warning.
+
+        Example::
+
+            >>> tok = BertTokenizer.from_pretrained("converted/bert-base-cased")   # a directory
+            >>> tok = BertTokenizer.from_pretrained("bert-base-uncased", cache_dir="/nfs/bert")
+        """
+        fetch_options = {k: kwargs.pop(k) for k in ("force_download", "local_files_only") if k in kwargs}
+        source = os.fspath(name_or_path)
+        if os.path.isdir(source):
+            vocab_file = os.path.join(source, VOCAB_NAME)
+            if not os.path.isfile(vocab_file):
+                raise VocabError(f"directory {source} has no {VOCAB_NAME}; pass the vocabulary "
+                                 "file itself or a directory that holds vocab.txt")
+            saved = _saved_options(source)
+            for key, value in saved.items():
+                kwargs.setdefault(key, value)
+            if "do_lower_case" not in saved:
+                cls._apply_casing(kwargs, casing_from_name(source), source, name_wins=False)
+        elif os.path.isfile(source):
+            vocab_file = source
+            casing = casing_from_name(source)
+            if casing is None:
+                casing = casing_from_name(os.path.dirname(os.path.abspath(source)))
+            cls._apply_casing(kwargs, casing, source, name_wins=False)
+        else:
+            from .pretrained import PRETRAINED_VOCAB_ARCHIVE_MAP, resolve_vocab_file
+            is_name = source in PRETRAINED_VOCAB_ARCHIVE_MAP
+            if not is_name and "://" not in source:
+                raise VocabError(f"no vocabulary at {source!r}: it is not a file, not a directory "
+                                 f"holding {VOCAB_NAME}, not a URL and not a known model name "
+                                 f"({', '.join(PRETRAINED_VOCAB_ARCHIVE_MAP)})")
+            vocab_file = resolve_vocab_file(source, cache_dir=cache_dir, **fetch_options)
+            if os.path.isdir(vocab_file):
+                vocab_file = os.path.join(vocab_file, VOCAB_NAME)
+            logger.info("loading vocabulary %s from %s", source, vocab_file)
+            if is_name:
+                cls._apply_casing(kwargs, "-cased" not in source, source, name_wins=True)
+                limit = kwargs.get("max_len")
+                kwargs["max_len"] = min(PRETRAINED_MAX_LEN, NO_MAX_LEN if limit is None else limit)
+            else:
+                path = source.split("?")[0].rstrip("/")
+                casing = casing_from_name(path)
+                if casing is None:  # .../bert-base-cased/vocab.txt
+                    casing = casing_from_name(path.rsplit("/", 1)[0])
+                cls._apply_casing(kwargs, casing, source, name_wins=True)
+        return cls(vocab_file, *inputs, **kwargs)
+
+    @staticmethod
+    def _apply_casing(kwargs, lower_case, source, name_wins):
+        if lower_case is None:
+            return
+        given = kwargs.get("do_lower_case")
+        if given is None:
+            kwargs["do_lower_case"] = lower_case
+            logger.info("%s looks %s: using do_lower_case=%s", source,
+                        "uncased" if lower_case else "cased", lower_case)
+        elif bool(given) != lower_case:
+            kind = "an uncased" if lower_case else "a cased"
+            if name_wins:
+                logger.warning("%s is %s model but do_lower_case=%s was passed; using "
+                               "do_lower_case=%s to match how it was trained", source, kind,
+                               given, lower_case)
+                kwargs["do_lower_case"] = lower_case
+            else:
+                logger.warning("%s looks like %s model but do_lower_case=%s was passed; keeping "
+                               "it, check that it matches how the model was trained", source,
+                               kind, given)
+
+
+__all__ = ["BasicTokenizer", "BertTokenizer", "WordpieceTokenizer", "load_vocab",
+           "whitespace_tokenize", "casing_from_name", "TokenizerError"]
