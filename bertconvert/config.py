@@ -42,9 +42,13 @@ DEFAULTS = {
 
 GOOGLE_KEYS = REQUIRED_KEYS + tuple(k for k in DEFAULTS if k != "layer_norm_eps")
 
-# Keys transformers writes that describe the trunk we do not implement. We keep them
-# (round trip) but refuse values that would change the math silently.
-_HF_ONLY_BOOKKEEPING = ("model_type", "architectures", "transformers_version")
+# transformers flags that turn the encoder into something Google's BERT is not.
+_UNSUPPORTED_FLAGS = ("is_decoder", "add_cross_attention")
+
+
+def _is_number(value):
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
 
 SUPPORTED_ACTIVATIONS = ("gelu", "gelu_new", "relu", "tanh", "swish", "silu", "gelu_python")
 
@@ -103,6 +107,9 @@ class BertConfig:
                 + ", ".join(REQUIRED_KEYS))
         data = dict(data)
         vocab_size = data.pop("vocab_size")
+        if not isinstance(vocab_size, int) or isinstance(vocab_size, bool) or vocab_size <= 0:
+            # checked here: a string would otherwise be taken for a path by __init__
+            raise ConfigError(f"config field vocab_size must be a positive integer, got {vocab_size!r}")
         return cls(vocab_size, **data)
 
     @classmethod
@@ -141,6 +148,37 @@ class BertConfig:
         if isinstance(act, str) and act not in SUPPORTED_ACTIVATIONS:
             raise ConfigError(
                 f"unsupported hidden_act {act!r}; supported: {', '.join(SUPPORTED_ACTIVATIONS)}")
+        for key in ("max_position_embeddings", "type_vocab_size"):
+            value = getattr(self, key)
+            if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
+                raise ConfigError(f"config field {key} must be a positive integer, got {value!r}")
+        for key in ("hidden_dropout_prob", "attention_probs_dropout_prob"):
+            value = getattr(self, key)
+            if not _is_number(value) or not 0.0 <= value < 1.0:
+                raise ConfigError(f"config field {key} must be a probability in [0, 1), got {value!r}")
+        for key in ("layer_norm_eps", "initializer_range"):
+            value = getattr(self, key)
+            strict = key == "layer_norm_eps"  # eps 0 divides by zero on constant inputs
+            if not _is_number(value) or value < 0 or (strict and value == 0):
+                raise ConfigError(f"config field {key} must be a {'positive' if strict else 'non-negative'} "
+                                  f"number, got {value!r}")
+        # transformers variants whose math differs from Google's encoder: refuse rather than
+        # silently compute something else.
+        position_type = getattr(self, "position_embedding_type", None)
+        if position_type not in (None, "absolute"):
+            raise ConfigError(
+                f"position_embedding_type {position_type!r} is not supported; only Google's "
+                "learned absolute position embeddings (\"absolute\") are")
+        model_type = getattr(self, "model_type", None)
+        if model_type not in (None, "bert"):
+            raise ConfigError(
+                f"config has model_type {model_type!r}; only BERT (\"bert\") configs are "
+                "supported (other families use different embeddings or layers)")
+        for key in _UNSUPPORTED_FLAGS:
+            if getattr(self, key, False):
+                raise ConfigError(
+                    f"config sets {key}=true (a decoder / cross-attention BERT); only the "
+                    "bidirectional encoder of Google's BERT is supported")
         embedding_size = getattr(self, "embedding_size", None)
         if embedding_size not in (None, self.hidden_size):
             raise ConfigError(

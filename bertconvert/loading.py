@@ -1,0 +1,383 @@
+"""``from_pretrained`` / ``save_pretrained`` for the BERT model classes.
+
+Loading builds the model on the meta device (no time spent on a random initialisation that
+would be overwritten), assigns the checkpoint's tensors to it, and only then gives every
+parameter the checkpoint lacked a proper initialisation -- normal(0, initializer_range),
+LayerNorm 1/0, biases 0 -- and names it in a WARNING. Nothing is ever left uninitialised and
+nothing is silently random.
+
+Accepted state dicts: ours, transformers' (``cls.predictions.decoder.bias`` duplicate,
+``position_ids`` buffers) and pytorch-pretrained-bert's (``LayerNorm.gamma``/``beta``; a
+``bert.``-prefixed dict loaded into BertModel and vice versa).
+"""
+import contextlib
+import copy
+import functools
+import json
+import logging
+import os
+import re
+
+import torch
+from torch import nn
+
+from . import serialization
+from .atomic import atomic_write
+from .config import BertConfig
+from .errors import ConfigError, OutputExistsError, WeightsError
+
+logger = logging.getLogger(__name__)
+
+#: Buffers older transformers versions saved; no model here has them.
+_IGNORED_KEYS = re.compile(r"(bert\.)?embeddings\.(position_ids|token_type_ids)")
+#: pytorch-pretrained-bert <= 0.4 named LayerNorm parameters after TF's gamma/beta.
+_LEGACY_SUFFIXES = ((".gamma", ".weight"), (".beta", ".bias"))
+#: Top-level children of BertModel: a dict with these keys has no ``bert.`` prefix.
+_TRUNK_PREFIXES = ("embeddings.", "encoder.", "pooler.")
+_ARCHIVE_SUFFIXES = (".tar.gz", ".tgz", ".tar", ".zip", ".tar.bz2", ".tar.xz")
+_INIT_FUNCTIONS = ("uniform_", "normal_", "trunc_normal_", "constant_", "ones_", "zeros_",
+                   "xavier_uniform_", "xavier_normal_", "kaiming_uniform_", "kaiming_normal_")
+#: from_pretrained keyword arguments that are options of loading, not of the constructor.
+_LOAD_OPTIONS = ("config", "torch_dtype", "dtype", "strict", "force_download",
+                 "local_files_only", "output_loading_info", "from_tf", "attention_implementation")
+
+
+# --- locating config and weights ---------------------------------------------------------
+def _resolve(path, need_config, need_weights, cache_dir, force_download, local_files_only):
+    """(config_file, weights_file) for a directory, a weights/config file, a name or a URL."""
+    config_file = weights_file = None
+    if path is None:
+        directory = None
+    else:
+        path = os.path.expanduser(os.fspath(path))
+        if os.path.isdir(path):
+            directory = path
+        elif os.path.isfile(path) and path.lower().endswith(_ARCHIVE_SUFFIXES):
+            # 0.6.2 loaded model archives (.tar.gz) directly; the cache extracts them safely.
+            directory = _fetch(path, cache_dir, force_download, local_files_only)
+        elif os.path.isfile(path):
+            directory = os.path.dirname(os.path.abspath(path))
+            if path.endswith(".json") and not path.endswith(".index.json"):
+                config_file = path
+            else:
+                weights_file = path
+        else:
+            directory = _fetch(path, cache_dir, force_download, local_files_only)
+    if need_config and config_file is None:
+        if directory is None:
+            raise ConfigError("no config: pass a model directory, a config file, or config=")
+        config_file = serialization.find_config_file(directory)
+    if need_weights and weights_file is None:
+        if directory is None:
+            raise WeightsError("no weights: pass a model directory, a weights file, or state_dict=")
+        weights_file = serialization.find_weights_file(directory)
+    return config_file, weights_file
+
+
+def _fetch(name_or_url, cache_dir, force_download, local_files_only):
+    """A model name or URL -> local directory, through the shared cache (imported lazily)."""
+    try:
+        from .pretrained import resolve_model_dir
+    except ModuleNotFoundError as e:
+        if e.name != f"{__package__}.pretrained":
+            raise
+        raise WeightsError(
+            f"{name_or_url} is not an existing directory or file, and this installation cannot "
+            "fetch model names or URLs (bertconvert.pretrained is missing)") from e
+    return resolve_model_dir(name_or_url, cache_dir=cache_dir, force_download=force_download,
+                             local_files_only=local_files_only)
+
+
+def _as_config(config):
+    if config is None or isinstance(config, BertConfig):
+        return copy.deepcopy(config)
+    if isinstance(config, dict):
+        return BertConfig.from_dict(config)
+    if isinstance(config, (str, os.PathLike)):
+        path = os.fspath(config)
+        if os.path.isdir(path):
+            path = serialization.find_config_file(path)
+        return BertConfig.from_json_file(path)
+    raise ConfigError(f"config= must be a BertConfig, a dict or a path, got {type(config).__name__}")
+
+
+# --- state-dict normalisation ----------------------------------------------------------------
+def normalize_state_dict(state_dict, model_has_bert_prefix):
+    """Rename keys of every accepted dialect to ours; returns a new dict (input untouched)."""
+    out = {}
+    for key, value in state_dict.items():
+        if _IGNORED_KEYS.fullmatch(key):
+            logger.debug("ignoring buffer %s (not a parameter of this model)", key)
+            continue
+        for old, new in _LEGACY_SUFFIXES:
+            if key.endswith(old) and "LayerNorm" in key:
+                key = key[: -len(old)] + new
+        out[key] = value
+    has_prefix = any(k.startswith("bert.") for k in out)
+    if not model_has_bert_prefix and has_prefix:
+        # A head's dict loaded into BertModel: keep its trunk; its head keys become unexpected.
+        out = {(k[5:] if k.startswith("bert.") else k): v for k, v in out.items()}
+    elif model_has_bert_prefix and not has_prefix and any(k.startswith(_TRUNK_PREFIXES) for k in out):
+        out = {(f"bert.{k}" if k.startswith(_TRUNK_PREFIXES) else k): v for k, v in out.items()}
+    # transformers keeps the MLM output bias twice (decoder.bias is tied to predictions.bias).
+    dup = out.pop("cls.predictions.decoder.bias", None)
+    if dup is not None and "cls.predictions.bias" not in out:
+        out["cls.predictions.bias"] = dup
+    return out
+
+
+def _resolve_dtype(dtype, state_dict):
+    if dtype is None:
+        return torch.get_default_dtype()
+    if dtype == "auto":
+        return next((v.dtype for v in state_dict.values() if v.is_floating_point()),
+                    torch.get_default_dtype())
+    if isinstance(dtype, str):
+        resolved = getattr(torch, dtype.replace("torch.", ""), None)
+        if isinstance(resolved, torch.dtype) and resolved.is_floating_point:
+            return resolved
+        raise ValueError(f"dtype must be a floating torch dtype or 'auto', got {dtype!r}")
+    return dtype
+
+
+@contextlib.contextmanager
+def _meta_init_skipped():
+    """Make torch.nn.init functions return meta tensors untouched.
+
+    Module constructors call reset_parameters; on the meta device those random fills do
+    nothing useful, yet the first one imports torch._dynamo (about a second). Real tensors
+    still get the real initialisation, so another thread building a model is unaffected.
+    """
+    originals = {name: getattr(nn.init, name) for name in _INIT_FUNCTIONS
+                 if hasattr(nn.init, name)}
+
+    def skipping(fn):
+        @functools.wraps(fn)
+        def init(tensor, *args, **kwargs):
+            if isinstance(tensor, torch.Tensor) and tensor.is_meta:
+                return tensor
+            return fn(tensor, *args, **kwargs)
+        return init
+
+    for name, fn in originals.items():
+        setattr(nn.init, name, skipping(fn))
+    try:
+        yield
+    finally:
+        for name, fn in originals.items():
+            setattr(nn.init, name, fn)
+
+
+def _init_fresh(config, module, attr, tensor):
+    """Google's initialisation for one parameter the checkpoint did not provide."""
+    with torch.no_grad():
+        if isinstance(module, nn.LayerNorm):
+            tensor.fill_(1.0 if attr == "weight" else 0.0)
+        elif attr == "weight" and isinstance(module, (nn.Linear, nn.Embedding)):
+            tensor.normal_(mean=0.0, std=config.initializer_range)
+        else:  # biases, including the MLM output bias
+            tensor.zero_()
+
+
+def _mismatch_error(model, mismatched, source):
+    lines = [f"{k}: weights {list(a)}, model {list(b)}" for k, a, b in mismatched]
+    hints = []
+    for key, have, want in mismatched:
+        if key.endswith("word_embeddings.weight"):
+            hints.append(f"vocab_size in the config is {want[0]} but word_embeddings has "
+                         f"{have[0]} rows")
+        elif key.startswith("classifier.") and hasattr(model, "num_labels"):
+            hints.append(f"the weights hold {have[0]} labels; pass num_labels={have[0]}")
+    hint = ("; " + "; ".join(dict.fromkeys(hints))) if hints else \
+        "; check that the config belongs to these weights"
+    return WeightsError(f"{len(mismatched)} tensor(s) in {source} do not fit "
+                        f"{type(model).__name__}: " + "; ".join(lines) + hint)
+
+
+class PretrainedLoadingMixin:
+    """Adds ``from_pretrained`` and ``save_pretrained`` to :class:`BertPreTrainedModel`."""
+
+    @classmethod
+    def from_pretrained(cls, pretrained_model_name_or_path, *inputs, state_dict=None,
+                        cache_dir=None, **kwargs):
+        """Build the model and load pretrained weights into it; returned in eval mode.
+
+        ``pretrained_model_name_or_path``: a directory (``config.json`` or ``bert_config.json``
+        plus ``model.safetensors`` or ``pytorch_model.bin``), a weights file (config beside
+        it), or a model name / URL (fetched into the cache; ``cache_dir``,
+        ``force_download``, ``local_files_only``). ``state_dict=`` replaces the weights file.
+        Remaining ``*inputs``/``**kwargs`` go to the constructor (``num_labels``,
+        ``num_choices``); a classifier without ``num_labels`` takes the config's, else the
+        row count of the checkpoint's classifier. Options: ``config=`` (BertConfig, dict or
+        path), ``torch_dtype=``/``dtype=`` (default float32; "auto" keeps the file's),
+        ``strict=True`` (missing/unexpected keys raise WeightsError instead of a warning),
+        ``output_loading_info=True`` (return ``(model, info)``), ``attention_implementation``
+        ("sdpa" or "eager"), ``from_tf=True`` (convert a TF checkpoint in memory).
+
+        Example::
+
+            >>> model = BertForSequenceClassification.from_pretrained("out/model")
+            >>> model = BertModel.from_pretrained("bert-base-uncased", cache_dir="/shared/cache")
+        """
+        opts = {k: kwargs.pop(k) for k in _LOAD_OPTIONS if k in kwargs}
+        if opts.get("from_tf"):
+            return cls._from_tf(pretrained_model_name_or_path, opts, kwargs)
+        config = _as_config(opts.get("config"))
+        caller_dict = state_dict is not None
+        config_file, weights_file = _resolve(
+            pretrained_model_name_or_path, config is None, not caller_dict, cache_dir,
+            opts.get("force_download", False), opts.get("local_files_only", False))
+        if config is None:
+            config = BertConfig.from_json_file(config_file)
+            logger.info("model config from %s", config_file)
+        model_cls = cls._class_for(config)
+        if caller_dict:
+            source = "the given state_dict"
+            state_dict = serialization.as_state_dict(state_dict, source)
+        else:
+            logger.info("loading weights from %s", weights_file)
+            state_dict = serialization.load_state_dict(weights_file)
+            source = weights_file
+        if model_cls.label_argument == "num_labels" and not inputs \
+                and kwargs.get("num_labels") is None:
+            rows = state_dict.get("classifier.weight")
+            kwargs["num_labels"] = config.num_labels or (rows.shape[0] if rows is not None else 2)
+        # Build on the meta device: no allocation, no random init to throw away.
+        with torch.device("meta"), _meta_init_skipped():
+            model = model_cls(config, *inputs, **kwargs)
+        if model_cls.label_argument == "num_labels":
+            config.num_labels = model.num_labels
+        state_dict = normalize_state_dict(state_dict, hasattr(model, "bert"))
+        info = model.load_pretrained_state(
+            state_dict, source=source, strict=opts.get("strict", False),
+            dtype=opts.get("torch_dtype", opts.get("dtype")), copy_tensors=caller_dict)
+        if opts.get("attention_implementation"):
+            model.set_attention_implementation(opts["attention_implementation"])
+        model.eval()
+        return (model, info) if opts.get("output_loading_info") else model
+
+    @classmethod
+    def _class_for(cls, config):
+        """The class to build: ``cls`` itself, or for the abstract base the config's
+        ``architectures[0]`` (BertModel when absent)."""
+        if not cls.__dict__.get("_abstract_base", False) or config is None:
+            return cls
+        from .heads import HEADS, head_for_architecture
+
+        names = getattr(config, "architectures", None) or ["BertModel"]
+        return HEADS[head_for_architecture(names[0])]
+
+    @classmethod
+    def _from_tf(cls, path, opts, kwargs):
+        from .convert import load_converted_model
+
+        head = cls.head_name or "auto"
+        model, report = load_converted_model(
+            path, config=opts.get("config"), head=head, num_labels=kwargs.get("num_labels"),
+            dtype=str(opts.get("torch_dtype") or opts.get("dtype") or "float32").replace("torch.", ""))
+        return (model, report) if opts.get("output_loading_info") else model
+
+    def load_pretrained_state(self, state_dict, source="state_dict", strict=False, dtype=None,
+                              copy_tensors=True):
+        """Load a normalised state dict into this model (built on meta or not).
+
+        Tensors are assigned (not copied, unless ``copy_tensors``), cast to ``dtype``
+        (default float32). Shape mismatches raise WeightsError; missing keys are initialised
+        as Google does and logged at WARNING, unexpected ones logged (both raise with
+        ``strict``). Returns ``{"missing_keys", "unexpected_keys", "initialized_keys"}``.
+        """
+        expected = self.state_dict(keep_vars=True)
+        tied = self.tied_weight_keys()
+        provided = dict(state_dict)
+        for alias in tied:
+            target = "bert.embeddings.word_embeddings.weight"
+            if alias in provided and target not in provided:
+                provided[target] = provided.pop(alias)
+            elif alias in provided:
+                provided.pop(alias)
+        mismatched = [(k, tuple(v.shape), tuple(expected[k].shape)) for k, v in provided.items()
+                      if k in expected and tuple(v.shape) != tuple(expected[k].shape)]
+        if mismatched:
+            raise _mismatch_error(self, sorted(mismatched), source)
+        unexpected = sorted(k for k in provided if k not in expected)
+        absent = sorted(k for k in expected if k not in provided and k not in tied)
+        # transformers saves heads that ignore the pooler without it; that absence is expected.
+        unused_pooler = [k for k in absent if not self.pooler_used and k.startswith("bert.pooler.")]
+        missing = [k for k in absent if k not in unused_pooler]
+        if strict and (missing or unexpected):
+            raise WeightsError(
+                f"{source} does not match {type(self).__name__}: missing {missing or 'none'}; "
+                f"unexpected {unexpected or 'none'}")
+        target = _resolve_dtype(dtype, provided)
+        load = {}
+        for key, value in provided.items():
+            if key not in expected:
+                continue
+            if value.is_floating_point():
+                value = value.to(device="cpu", dtype=target, copy=copy_tensors)
+            else:
+                value = value.to(device="cpu", copy=copy_tensors)
+            load[key] = value
+        self.load_state_dict(load, strict=False, assign=True)
+        self._initialise_meta(target)
+        self.tie_weights()
+        if unused_pooler:
+            logger.info("%s has no %s (this head does not use the pooler); initialised it",
+                        source, ", ".join(unused_pooler))
+        if missing:
+            logger.warning(
+                "%d weight(s) of %s were not in %s and were freshly initialised "
+                "(normal(0, %s), LayerNorm 1/0, biases 0); train them before use: %s",
+                len(missing), type(self).__name__, source, self.config.initializer_range,
+                ", ".join(missing))
+        if unexpected:
+            logger.warning("%d weight(s) in %s are not used by %s: %s", len(unexpected), source,
+                           type(self).__name__, ", ".join(unexpected))
+        return {"missing_keys": missing, "unexpected_keys": unexpected,
+                "initialized_keys": sorted(missing + unused_pooler)}
+
+    def _initialise_meta(self, dtype):
+        """Give every parameter still on the meta device (absent from the checkpoint) real
+        memory and Google's initialisation; tied aliases are re-linked by tie_weights."""
+        tied = self.tied_weight_keys()
+        for module_name, module in self.named_modules():
+            prefix = f"{module_name}." if module_name else ""
+            for attr, param in list(module._parameters.items()):
+                if param is None or not param.is_meta or prefix + attr in tied:
+                    continue
+                fresh = torch.empty(param.shape, dtype=dtype if param.is_floating_point()
+                                    else param.dtype, device="cpu")
+                _init_fresh(self.config, module, attr, fresh)
+                module._parameters[attr] = nn.Parameter(fresh, requires_grad=param.requires_grad)
+            for attr, buf in list(module._buffers.items()):
+                if buf is not None and buf.is_meta:
+                    module._buffers[attr] = torch.zeros(buf.shape, dtype=buf.dtype)
+
+    # --- saving ------------------------------------------------------------------------
+    def config_for_saving(self):
+        """A copy of ``self.config`` that describes this model (label count, dtype)."""
+        config = copy.deepcopy(self.config)
+        if self.label_argument == "num_labels":
+            config.num_labels = self.num_labels
+        return config
+
+    def save_pretrained(self, save_directory, format="safetensors"):
+        """Write ``config.json`` (transformers flavour, ``architectures`` = this class) and
+        ``model.safetensors`` (``format="pytorch"``: ``pytorch_model.bin``; "both") into
+        ``save_directory``, each file atomically. Returns the written paths.
+        """
+        save_directory = os.fspath(save_directory)
+        if os.path.exists(save_directory) and not os.path.isdir(save_directory):
+            raise OutputExistsError(f"{save_directory} exists and is not a directory; "
+                                    "save_pretrained needs a directory path")
+        os.makedirs(save_directory, exist_ok=True)
+        written = serialization.save_state_dict(self.state_dict(), save_directory, format=format)
+        data = self.config_for_saving().to_hf_dict(architectures=[type(self).__name__])
+        dtype = next((p.dtype for p in self.parameters() if p.is_floating_point()), None)
+        if dtype is not None:
+            data["dtype"] = str(dtype).replace("torch.", "")
+        config_path = os.path.join(save_directory, serialization.CONFIG_NAME)
+        with atomic_write(config_path, "w") as f:
+            f.write(json.dumps(data, indent=2, sort_keys=True) + "\n")
+        written.append(config_path)
+        return written

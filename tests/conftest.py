@@ -1,0 +1,27 @@
+"""Shared fixtures. Keep this file small: helpers for one test module belong in that module."""
+import pytest
+import torch
+
+from bertconvert import BertConfig
+
+
+@pytest.fixture
+def tiny_config():
+    """Google's deliberately odd test config (modeling_test.py): nothing divides evenly."""
+    return BertConfig(99, hidden_size=32, num_hidden_layers=5, num_attention_heads=4,
+                      intermediate_size=37, max_position_embeddings=64, type_vocab_size=2)
+
+
+@pytest.fixture
+def tiny_batch():
+    """batch 13 x seq 7 with segment ids and real padding (rows of different lengths)."""
+    gen = torch.Generator().manual_seed(1234)
+    batch, seq = 13, 7
+    input_ids = torch.randint(1, 99, (batch, seq), generator=gen)
+    lengths = torch.randint(2, seq + 1, (batch,), generator=gen)
+    lengths[0] = seq
+    attention_mask = (torch.arange(seq)[None, :] < lengths[:, None]).long()
+    input_ids = input_ids * attention_mask  # [PAD] = 0 where masked
+    token_type_ids = ((torch.arange(seq)[None, :] >= (lengths[:, None] // 2)) & attention_mask.bool()).long()
+    return {"input_ids": input_ids, "token_type_ids": token_type_ids,
+            "attention_mask": attention_mask}

@@ -1,0 +1,125 @@
+"""BertConfig: Google's bert_config.json and transformers' config.json, both ways."""
+import json
+
+import pytest
+
+from bertconvert import BertConfig
+from bertconvert.config import GOOGLE_KEYS
+from bertconvert.errors import ConfigError
+
+GOOGLE = {  # uncased_L-12_H-768_A-12/bert_config.json as Google ships it
+    "attention_probs_dropout_prob": 0.1, "hidden_act": "gelu", "hidden_dropout_prob": 0.1,
+    "hidden_size": 768, "initializer_range": 0.02, "intermediate_size": 3072,
+    "max_position_embeddings": 512, "num_attention_heads": 12, "num_hidden_layers": 12,
+    "type_vocab_size": 2, "vocab_size": 30522,
+}
+
+
+def write(path, data):
+    path.write_text(json.dumps(data) if not isinstance(data, str) else data, encoding="utf-8")
+    return path
+
+
+def test_reads_google_config_with_google_defaults(tmp_path):
+    config = BertConfig.from_json_file(write(tmp_path / "bert_config.json", GOOGLE))
+    assert config.vocab_size == 30522 and config.hidden_size == 768
+    assert config.layer_norm_eps == 1e-12 and config.hidden_act == "gelu"
+    assert config.num_labels is None
+    assert BertConfig(str(tmp_path / "bert_config.json")) == config  # the 0.6.2 call form
+    minimal = BertConfig.from_dict({k: GOOGLE[k] for k in ("vocab_size", "hidden_size",
+                                    "num_hidden_layers", "num_attention_heads", "intermediate_size")})
+    assert minimal.max_position_embeddings == 512 and minimal.type_vocab_size == 2
+
+
+def test_transformers_config_round_trips_with_extra_keys(tmp_path):
+    hf = dict(GOOGLE, model_type="bert", architectures=["BertForSequenceClassification"],
+              layer_norm_eps=1e-7, id2label={"0": "neg", "1": "neu", "2": "pos"},
+              label2id={"neg": 0, "neu": 1, "pos": 2}, pad_token_id=0, classifier_dropout=None,
+              transformers_version="5.0.0", finetuning_task="sst-3", is_decoder=False)
+    config = BertConfig.from_json_file(write(tmp_path / "config.json", hf))
+    assert config.layer_norm_eps == 1e-7 and config.finetuning_task == "sst-3"
+    assert config.num_labels == 3
+    config.to_json_file(tmp_path / "out.json")
+    again = json.loads((tmp_path / "out.json").read_text())
+    for key, value in hf.items():
+        assert again[key] == value, key
+    assert BertConfig.from_json_file(tmp_path / "out.json") == config
+
+
+def test_google_flavour_writes_only_googles_keys(tmp_path):
+    config = BertConfig.from_dict(dict(GOOGLE, layer_norm_eps=1e-12, extra_key=1))
+    config.to_json_file(tmp_path / "bert_config.json", flavour="google")
+    data = json.loads((tmp_path / "bert_config.json").read_text())
+    assert list(data) == list(GOOGLE_KEYS) and data == GOOGLE
+    assert json.loads(config.to_json_string())["extra_key"] == 1
+    with pytest.raises(ValueError):
+        config.to_json_string("yaml")
+
+
+def test_hf_dict_has_transformers_bookkeeping():
+    config = BertConfig(99, hidden_size=32, num_hidden_layers=1, num_attention_heads=4,
+                        intermediate_size=37, num_labels=4)
+    data = config.to_hf_dict(architectures=["BertForTokenClassification"])
+    assert data["model_type"] == "bert" and data["architectures"] == ["BertForTokenClassification"]
+    assert data["num_labels"] == 4 and data["id2label"] == {str(i): f"LABEL_{i}" for i in range(4)}
+    assert data["pad_token_id"] == 0
+
+
+def test_transformers_reads_our_config_json(tmp_path):
+    transformers = pytest.importorskip("transformers")
+    config = BertConfig(99, hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
+                        intermediate_size=37, num_labels=3, layer_norm_eps=1e-6)
+    config.to_json_file(tmp_path / "config.json")
+    theirs = transformers.BertConfig.from_json_file(str(tmp_path / "config.json"))
+    assert (theirs.num_labels, theirs.layer_norm_eps, theirs.intermediate_size) == (3, 1e-6, 37)
+
+
+def test_num_labels_setter_keeps_label_maps_consistent():
+    config = BertConfig(99, hidden_size=32, num_hidden_layers=1, num_attention_heads=4,
+                        intermediate_size=37, id2label={"0": "a", "1": "b"})
+    assert config.num_labels == 2
+    config.num_labels = 2
+    assert config.id2label == {"0": "a", "1": "b"}  # same size: the names are kept
+    config.num_labels = 5
+    assert len(config.id2label) == 5 and config.label2id["LABEL_4"] == 4
+
+
+@pytest.mark.parametrize("content, message", [
+    ("{not json", "not valid JSON"),
+    ("[1, 2]", "JSON object"),
+    (json.dumps({"vocab_size": 99, "hidden_size": 32}), "num_hidden_layers, num_attention_heads, intermediate_size"),
+    (json.dumps(dict(GOOGLE, hidden_size=100)), "not a multiple of num_attention_heads"),
+    (json.dumps(dict(GOOGLE, vocab_size="30522")), "vocab_size must be a positive integer"),
+    (json.dumps(dict(GOOGLE, num_hidden_layers=0)), "num_hidden_layers must be a positive integer"),
+    (json.dumps(dict(GOOGLE, hidden_act="mish")), "unsupported hidden_act"),
+    (json.dumps(dict(GOOGLE, hidden_dropout_prob=1.5)), "hidden_dropout_prob must be a probability"),
+    (json.dumps(dict(GOOGLE, layer_norm_eps=0)), "layer_norm_eps must be a positive number"),
+    (json.dumps(dict(GOOGLE, max_position_embeddings=None)), "max_position_embeddings"),
+    (json.dumps(dict(GOOGLE, position_embedding_type="relative_key")), "position_embedding_type"),
+    (json.dumps(dict(GOOGLE, is_decoder=True)), "is_decoder"),
+    (json.dumps(dict(GOOGLE, add_cross_attention=True)), "add_cross_attention"),
+    (json.dumps(dict(GOOGLE, model_type="roberta")), "model_type 'roberta'"),
+    (json.dumps(dict(GOOGLE, embedding_size=128)), "ALBERT"),
+])
+def test_bad_configs_are_config_errors_naming_the_file(tmp_path, content, message):
+    path = write(tmp_path / "bert_config.json", content)
+    with pytest.raises(ConfigError, match=message) as err:
+        BertConfig.from_json_file(path)
+    assert "bert_config.json" in str(err.value)
+
+
+def test_missing_or_unreadable_file(tmp_path):
+    with pytest.raises(ConfigError, match="not found"):
+        BertConfig.from_json_file(tmp_path / "nope.json")
+    (tmp_path / "latin1.json").write_bytes(b'{"a": "\xe9"}')
+    with pytest.raises(ConfigError, match="cannot read"):
+        BertConfig.from_json_file(tmp_path / "latin1.json")
+    with pytest.raises(ConfigError, match="vocab_size"):
+        BertConfig(None)
+
+
+def test_absolute_position_embeddings_and_encoder_flags_are_accepted():
+    config = BertConfig.from_dict(dict(GOOGLE, position_embedding_type="absolute",
+                                       is_decoder=False, add_cross_attention=False,
+                                       model_type="bert"))
+    assert config.position_embedding_type == "absolute"
