@@ -1,0 +1,107 @@
+"""``bertconvert verify CKPT [MODEL_DIR]``: numerical parity with TensorFlow, per stage.
+
+Exit status: 0 parity, 1 mismatch (the table names the first stage over tolerance),
+2 usage or input error. The table goes to stdout; ``--json`` writes the full report
+(including wall time per phase) for CI, also when the check could not run.
+"""
+import json
+import sys
+
+from ..atomic import atomic_write
+from ..errors import BertConvertError
+from ..tf_reference import HEAD_STAGES
+
+DTYPES = ("float32", "float16", "bfloat16", "float64")
+
+
+def _positive_int(text):
+    import argparse
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {value}")
+    return value
+
+
+def _tolerance(text):
+    import argparse
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    if not value >= 0:
+        raise argparse.ArgumentTypeError(f"tolerance must be >= 0, got {text}")
+    return value
+
+
+def register(subparsers):
+    """Add the ``verify`` sub-command."""
+    p = subparsers.add_parser(
+        "verify", help="check the PyTorch model against TensorFlow's forward pass, per layer",
+        description="Run the same deterministic batch through TensorFlow (reading the "
+                    "checkpoint with TensorFlow itself) and through the converted PyTorch "
+                    "model; compare embeddings, every layer, the pooled output and the head "
+                    "outputs, and name the first stage over tolerance. Exit 0 parity, "
+                    "1 mismatch, 2 usage/input error.")
+    p.add_argument("checkpoint", metavar="CKPT",
+                   help="TF checkpoint: prefix (dir/bert_model.ckpt), its .index file, or its "
+                        "directory; vocab.txt and bert_config.json are read from beside it")
+    p.add_argument("model_dir", metavar="MODEL_DIR", nargs="?", default=None,
+                   help="converted model directory; omit it (or pass '-') to convert CKPT in "
+                        "memory")
+    p.add_argument("--head", choices=list(HEAD_STAGES), metavar="HEAD",
+                   help="head to compare: " + ", ".join(HEAD_STAGES) + " (default: the model "
+                        "directory's config.json architectures, or what the checkpoint holds)")
+    p.add_argument("--num-labels", type=_positive_int, metavar="N",
+                   help="label count of a classification head (default: from the config)")
+    p.add_argument("--device", choices=("cpu", "cuda"), default="cpu",
+                   help="where PyTorch runs (cuda: TF32 disabled); TensorFlow runs on CPU")
+    p.add_argument("--dtype", choices=DTYPES, default="float32",
+                   help="PyTorch compute dtype; sets the default tolerances (float64: both "
+                        "sides in double precision, an exactness check)")
+    p.add_argument("--atol", type=_tolerance, help="absolute tolerance (default: by dtype, "
+                                                   "float32 1e-4)")
+    p.add_argument("--rtol", type=_tolerance, help="relative tolerance (default: by dtype, "
+                                                   "float32 1e-4)")
+    p.add_argument("--text", metavar="FILE",
+                   help="UTF-8 text, one example per line, TAB between the texts of a pair "
+                        "(default: bundled sentences)")
+    p.add_argument("--json", metavar="REPORT", dest="json_report",
+                   help="also write the report as JSON (wall time per phase included)")
+    golden = p.add_mutually_exclusive_group()
+    golden.add_argument("--record", metavar="GOLDEN.npz",
+                        help="save TensorFlow's outputs and the inputs to this .npz")
+    golden.add_argument("--reference", metavar="GOLDEN.npz",
+                        help="compare against a recorded .npz instead of running TensorFlow")
+    p.set_defaults(func=run)
+
+
+def _write_json(path, data):
+    with atomic_write(path, "w") as f:
+        json.dump(data, f, indent=2)
+        f.write("\n")
+
+
+def run(args):
+    """Run the check, print the table, write JSON; returns the exit status."""
+    from ..verify import verify
+    try:
+        report = verify(args.checkpoint, args.model_dir, head=args.head,
+                        num_labels=args.num_labels, device=args.device, dtype=args.dtype,
+                        atol=args.atol, rtol=args.rtol, text=args.text, record=args.record,
+                        reference=args.reference, progress=args.progress)
+    except BertConvertError as e:
+        if args.json_report:  # CI gets a machine-readable reason too
+            _write_json(args.json_report, {"passed": False, "first_failure": None,
+                                           "error": str(e), "error_type": type(e).__name__,
+                                           "exit_code": e.exit_code})
+        raise
+    print(report.format_table())
+    if args.json_report:
+        report.to_json(args.json_report)
+    if not report.passed:
+        print(f"bertconvert verify: {report.summary()}", file=sys.stderr)
+        return 1
+    return 0

@@ -1,0 +1,189 @@
+"""The PyTorch side of a parity check: load the model, run it, capture every stage.
+
+The model comes from a converted directory (our classes' ``from_pretrained``; head and label
+count from its ``config.json`` unless given) or from converting the checkpoint in memory.
+Stages are captured with forward hooks on the trunk's modules -- the embeddings, each encoder
+layer, the pooler -- so one ordinary ``model(...)`` call yields everything, and the head
+outputs are exactly what users get from the model's return value.
+"""
+import collections
+import contextlib
+import dataclasses
+import logging
+import os
+
+from .errors import HeadError, VerificationError
+
+log = logging.getLogger(__name__)
+
+TORCH_DTYPES = ("float32", "float16", "bfloat16", "float64")
+
+
+@dataclasses.dataclass
+class LoadedModel:
+    """A model ready to compare, with what :func:`load_torch_model` decided on the way."""
+
+    model: object
+    head: str
+    num_labels: int = None
+    config_file: str = None
+    notes: list = dataclasses.field(default_factory=list)
+
+    def reference_config(self, checkpoint):
+        """Config for the TF reference: the checkpoint's own, else the model directory's."""
+        from .tf_reference import find_checkpoint_config, resolve_checkpoint_prefix
+        return find_checkpoint_config(resolve_checkpoint_prefix(checkpoint)) or self.config_file
+
+
+def _head_from_config(config, config_file, notes):
+    from .heads import head_for_architecture
+    names = getattr(config, "architectures", None)
+    if names:
+        return head_for_architecture(names[0])
+    notes.append(f"{config_file} names no architectures; comparing the bare trunk "
+                 "(pass --head to check a head)")
+    return "base"
+
+
+def load_torch_model(checkpoint, model_dir=None, head=None, num_labels=None, dtype="float32",
+                     progress=True):
+    """Load the PyTorch model to verify (float32, eval mode) as a :class:`LoadedModel`.
+
+    ``model_dir`` None converts ``checkpoint`` in memory (TF-free), with ``head`` "auto"
+    unless given. Parameters absent from the directory (a head it does not hold) are noted:
+    they were freshly initialised and will fail the comparison.
+    """
+    from .heads import HEADS, LABELLED_HEADS
+    notes = []
+    if head is not None and head not in HEADS:
+        raise HeadError(f"unknown head {head!r}; expected one of {', '.join(HEADS)}")
+    if model_dir is None:
+        from .convert import load_converted_model
+        model, report = load_converted_model(checkpoint, head=head or "auto",
+                                             num_labels=num_labels)
+        notes.append(f"converted {checkpoint} in memory (head {report.head})")
+        return LoadedModel(model.eval(), report.head, report.num_labels, None, notes)
+
+    from .config import BertConfig
+    from .serialization import find_config_file
+    if not os.path.isdir(model_dir):
+        raise VerificationError(f"model directory {model_dir} does not exist; pass the output "
+                                "of `bertconvert convert`, or omit it to convert in memory")
+    config_file = find_config_file(model_dir)
+    config = BertConfig.from_json_file(config_file)
+    if head is None:
+        head = _head_from_config(config, config_file, notes)
+    elif getattr(config, "architectures", None) and \
+            config.architectures[0] != HEADS[head].__name__:
+        notes.append(f"{config_file} describes {config.architectures[0]}; loading it as "
+                     f"{HEADS[head].__name__} (--head {head})")
+    kwargs = {}
+    if head in LABELLED_HEADS and num_labels is not None:
+        kwargs["num_labels"] = int(num_labels)
+    model, info = HEADS[head].from_pretrained(model_dir, output_loading_info=True,
+                                              dtype="float32", **kwargs)
+    if info.get("missing_keys"):
+        notes.append(f"{len(info['missing_keys'])} weight(s) of {type(model).__name__} are not in "
+                     f"{model_dir} and were freshly initialised (wrong --head?): "
+                     + ", ".join(info["missing_keys"][:6])
+                     + (" ..." if len(info["missing_keys"]) > 6 else ""))
+    stored = getattr(config, "dtype", None) or getattr(config, "torch_dtype", None)
+    if stored and str(stored).replace("torch.", "") not in ("float32", dtype):
+        notes.append(f"{model_dir} stores {stored} weights, compared as {dtype}: pass "
+                     f"--dtype {stored} for matching tolerances")
+    return LoadedModel(model, head, getattr(model, "num_labels", None), config_file, notes)
+
+
+@contextlib.contextmanager
+def exact_float32(device):
+    """Disable TF32 (and reduced-precision reductions) while comparing on CUDA."""
+    import torch
+    if device != "cuda":
+        yield
+        return
+    saved = (torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32,
+             torch.get_float32_matmul_precision(),
+             torch.backends.cuda.matmul.allow_fp16_reduced_precision_reduction,
+             torch.backends.cuda.matmul.allow_bf16_reduced_precision_reduction)
+    torch.backends.cuda.matmul.allow_tf32 = False
+    torch.backends.cudnn.allow_tf32 = False
+    torch.set_float32_matmul_precision("highest")
+    torch.backends.cuda.matmul.allow_fp16_reduced_precision_reduction = False
+    torch.backends.cuda.matmul.allow_bf16_reduced_precision_reduction = False
+    try:
+        yield
+    finally:
+        (torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32, precision,
+         torch.backends.cuda.matmul.allow_fp16_reduced_precision_reduction,
+         torch.backends.cuda.matmul.allow_bf16_reduced_precision_reduction) = saved
+        torch.set_float32_matmul_precision(precision)
+
+
+def check_device(device):
+    """Raise VerificationError when ``device`` is not usable here."""
+    import torch
+    if device == "cuda" and not torch.cuda.is_available():
+        raise VerificationError(
+            "--device cuda was requested but CUDA is not available to PyTorch here "
+            f"(torch {torch.__version__}, torch.version.cuda={torch.version.cuda}); use "
+            "--device cpu or run on a machine with a CUDA GPU and a CUDA build of torch")
+
+
+def _as_numpy(t):
+    import torch
+    t = t.detach()
+    if t.dtype != torch.float64:  # float16/bfloat16 have no numpy twin; compare in float32
+        t = t.float()
+    return t.cpu().numpy()
+
+
+def _head_outputs(head, result):
+    """Map a head's 0.6.2-style return value to report stage names."""
+    if head == "base":
+        return {}
+    if head == "pretraining":
+        return {"mlm logits": result[0], "nsp logits": result[1]}
+    if head == "masked-lm":
+        return {"mlm logits": result}
+    if head == "next-sentence":
+        return {"nsp logits": result}
+    if head == "question-answering":
+        return {"start logits": result[0], "end logits": result[1]}
+    return {"logits": result}
+
+
+def run_torch(model, inputs, head, device="cpu", dtype="float32"):
+    """Run ``model`` on ``inputs``; ordered dict stage name -> float32 numpy array."""
+    import torch
+    if dtype not in TORCH_DTYPES:
+        raise VerificationError(f"dtype must be one of {', '.join(TORCH_DTYPES)}, got {dtype!r}")
+    check_device(device)
+    model = model.to(device=device, dtype=getattr(torch, dtype)).eval()
+    trunk = model if head == "base" else model.bert
+    captured = collections.OrderedDict()
+
+    def keep(name):
+        def hook(module, args, output):
+            captured[name] = output[0] if isinstance(output, tuple) else output
+        return hook
+
+    modules = [("embeddings", trunk.embeddings)]
+    modules += [(f"layer {i}", layer) for i, layer in enumerate(trunk.encoder.layer)]
+    modules.append(("pooled", trunk.pooler))
+    handles = [m.register_forward_hook(keep(name)) for name, m in modules]
+    tensors = {k: torch.as_tensor(v, dtype=torch.long, device=device)
+               for k, v in inputs.arrays().items()}
+    try:
+        with exact_float32(device), torch.inference_mode():
+            result = model(tensors["input_ids"], tensors["token_type_ids"],
+                           tensors["attention_mask"])
+    except (RuntimeError, IndexError, ValueError) as e:
+        raise VerificationError(f"the PyTorch {head} model failed on inputs of shape "
+                                f"{list(inputs.input_ids.shape)}: {e}") from e
+    finally:
+        for h in handles:
+            h.remove()
+    out = collections.OrderedDict((name, _as_numpy(captured[name]))
+                                  for name, _ in modules if name in captured)
+    out.update((k, _as_numpy(v)) for k, v in _head_outputs(head, result).items())
+    return out
