@@ -24,6 +24,7 @@ import os
 
 import numpy as np
 
+from ._encoding import truncate_seq_pair
 from .errors import VerificationError
 
 log = logging.getLogger(__name__)
@@ -141,13 +142,13 @@ def make_tokenizer(vocab_file):
 
 
 def _truncate(token_lists, budget):
-    """Google's run_classifier rule: drop from the end of the longest text until it fits."""
+    """Google's run_classifier rule (the tokenizer's shared implementation): drop from the
+    end of the longer text, the second one on ties, until the pair fits ``budget``."""
     token_lists = [list(t) for t in token_lists]
-    while sum(len(t) for t in token_lists) > budget:
-        longest = max(token_lists, key=len)
-        if not longest:
-            break
-        longest.pop()
+    if len(token_lists) == 1:
+        del token_lists[0][budget:]
+    else:
+        truncate_seq_pair(token_lists[0], token_lists[1], budget)
     return token_lists
 
 
