@@ -1,0 +1,84 @@
+"""``bertconvert convert CKPT --out DIR``: a Google TF checkpoint -> a PyTorch model directory.
+
+Prints a one-screen summary (head, tensors converted and skipped, files written, notes) to
+stdout. Errors (missing config, mapping problems, existing output, full disk) exit with 2
+and leave no output directory behind.
+"""
+import argparse
+
+HEAD_CHOICES = ("auto", "base", "pretraining", "masked-lm", "next-sentence",
+                "sequence-classification", "token-classification", "multiple-choice",
+                "question-answering")
+
+
+def positive_int(text):
+    """argparse type: an integer >= 1."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {value}")
+    return value
+
+
+def add_head_arguments(p):
+    """--head / --num-labels / --allow-new-head, shared with the legacy command."""
+    p.add_argument("--head", choices=HEAD_CHOICES, default="auto",
+                   help="target layout (default auto: detected from the variable names; root "
+                        "output_weights defaults to sequence-classification)")
+    p.add_argument("--num-labels", type=positive_int, metavar="N",
+                   help="label count; must agree with the checkpoint's classifier when it has one")
+    p.add_argument("--allow-new-head", action="store_true",
+                   help="allow a head the checkpoint lacks (e.g. pretraining -> classification); "
+                        "its weights are initialised freshly and listed")
+
+
+def register(subparsers):
+    """Add the ``convert`` sub-command."""
+    p = subparsers.add_parser(
+        "convert", help="convert a Google TF BERT checkpoint into a PyTorch model directory",
+        description="Convert a TensorFlow BERT checkpoint (TF1 Google names or TF2 Model Garden "
+                    "names) into a model directory loadable by bertconvert and transformers: "
+                    "config.json, bert_config.json, model.safetensors and/or pytorch_model.bin, "
+                    "vocab.txt and conversion.json. Bit-exact; optimizer slots are skipped "
+                    "unread; the directory is published atomically.")
+    p.add_argument("checkpoint", metavar="CKPT",
+                   help="checkpoint prefix (dir/bert_model.ckpt), its .index file, or its directory")
+    p.add_argument("--config", metavar="JSON",
+                   help="bert_config.json (default: the one beside the checkpoint)")
+    p.add_argument("--out", required=True, metavar="DIR", help="output model directory")
+    add_head_arguments(p)
+    p.add_argument("--format", choices=("safetensors", "pytorch", "both"), default="safetensors",
+                   help="weights file(s): model.safetensors (default), pytorch_model.bin, or both")
+    p.add_argument("--dtype", choices=("float32", "float16", "bfloat16"), default="float32",
+                   help="dtype of the written weights (default float32: bit-exact)")
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace an existing output directory (only once the new one is complete)")
+    p.set_defaults(func=run)
+
+
+def print_summary(report):
+    """The human summary of a ConversionReport (stdout)."""
+    labels = f", num_labels {report.num_labels}" if report.num_labels is not None else ""
+    print(f"converted {report.checkpoint}")
+    print(f"  head        {report.head} ({report.model_class}{labels})")
+    print(f"  tensors     {len(report.variables)} converted, {len(report.skipped)} skipped unread"
+          f"{f', {len(report.dropped)} dropped' if report.dropped else ''}")
+    print(f"  dtype       {report.dtype}")
+    if report.new_keys:
+        print(f"  new keys    {len(report.new_keys)} freshly initialised: {', '.join(report.new_keys)}")
+    for note in report.notes:
+        print(f"  note        {note}")
+    print(f"  written     {report.output_dir}: {', '.join(report.files)}")
+
+
+def run(args):
+    from ..convert import convert_checkpoint
+
+    report = convert_checkpoint(
+        args.checkpoint, args.out, config=args.config, head=args.head, num_labels=args.num_labels,
+        format=args.format, dtype=args.dtype, overwrite=args.overwrite,
+        allow_new_head=args.allow_new_head, progress=args.progress)
+    print_summary(report)
+    return 0

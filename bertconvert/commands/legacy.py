@@ -1,0 +1,36 @@
+"""``bertconvert convert_tf_checkpoint_to_pytorch TF_CHECKPOINT TF_CONFIG PYTORCH_DUMP_OUTPUT``.
+
+pytorch-pretrained-bert 0.6.2's command line, kept for users' scripts: it writes one
+``pytorch_model.bin`` state dict at PYTORCH_DUMP_OUTPUT (inside it, when that is an existing
+directory), replacing an existing file atomically. Unlike 0.6.2 it needs no TensorFlow, skips
+optimizer slots unread, and converts fine-tuned heads too (``--head``, default auto).
+"""
+from .convert import add_head_arguments
+
+
+def register(subparsers):
+    """Add the ``convert_tf_checkpoint_to_pytorch`` sub-command."""
+    p = subparsers.add_parser(
+        "convert_tf_checkpoint_to_pytorch",
+        help="0.6.2-compatible form: write a single pytorch_model.bin",
+        description="pytorch-pretrained-bert 0.6.2's conversion command: convert TF_CHECKPOINT "
+                    "with TF_CONFIG (bert_config.json) into the state-dict file "
+                    "PYTORCH_DUMP_OUTPUT. Prefer `bertconvert convert` for a full model "
+                    "directory.")
+    p.add_argument("tf_checkpoint", metavar="TF_CHECKPOINT", help="checkpoint prefix, .index or directory")
+    p.add_argument("tf_config", metavar="TF_CONFIG", help="bert_config.json")
+    p.add_argument("pytorch_dump_output", metavar="PYTORCH_DUMP_OUTPUT",
+                   help="output file (pytorch_model.bin), or an existing directory to write it into")
+    add_head_arguments(p)
+    p.set_defaults(func=run)
+
+
+def run(args):
+    from ..convert import convert_to_pytorch_file
+
+    report = convert_to_pytorch_file(
+        args.tf_checkpoint, args.tf_config, args.pytorch_dump_output, head=args.head,
+        num_labels=args.num_labels, allow_new_head=args.allow_new_head, progress=args.progress)
+    print(f"converted {report.checkpoint} ({report.head}, {len(report.variables)} tensors, "
+          f"{len(report.skipped)} skipped) -> {report.output_dir}/{report.files[0]}")
+    return 0

@@ -1,0 +1,146 @@
+"""Reverse conversion: a PyTorch model directory -> a Google TF1 BERT checkpoint.
+
+The directory may be ours (``bertconvert convert``) or transformers' (``save_pretrained``).
+Every key goes back through the same TF1 rule table as conversion (the rules are
+bidirectional), so the variable names are those Google's scripts restore: ``bert/...`` for
+the trunk, ``cls/predictions`` and ``cls/seq_relationship`` for pre-training, root
+``output_weights``/``output_bias`` for run_classifier-style heads, ``cls/squad/...`` for
+run_squad. The checkpoint is written with the TF-free writer; TF -> PT -> TF is bit-exact.
+``bert_config.json`` (Google flavour) and ``vocab.txt`` are placed beside the prefix.
+
+Example::
+
+    >>> export_model_dir("out/bert", "tf/bert_model.ckpt")
+    ['tf/bert_model.ckpt.data-00000-of-00001', 'tf/bert_model.ckpt.index', 'tf/bert_config.json', ...]
+"""
+import filecmp
+import logging
+import os
+import re
+import shutil
+
+import numpy as np
+
+from . import mapping, serialization
+from .atomic import atomic_write
+from .checkpoint import save_checkpoint
+from .config import BertConfig
+from .errors import MappingError, OutputExistsError
+
+logger = logging.getLogger(__name__)
+
+#: Keys that are not TF variables at all: position/type id buffers older transformers saved.
+_BUFFER_KEYS = re.compile(r"(bert\.)?embeddings\.(position_ids|token_type_ids)")
+#: Aliases of another key when tied (alias -> key it must equal to be dropped).
+_TIED = {"cls.predictions.decoder.weight": ("bert.embeddings.word_embeddings.weight",
+                                            "embeddings.word_embeddings.weight"),
+         "cls.predictions.decoder.bias": ("cls.predictions.bias",)}
+_LEGACY = ((".gamma", ".weight"), (".beta", ".bias"))
+
+
+def _to_numpy(tensor):
+    """A float32 numpy copy; float16/bfloat16 are widened exactly (Google's scripts use float32)."""
+    import torch
+
+    if tensor.is_floating_point() and tensor.dtype != torch.float32:
+        tensor = tensor.float()
+    return tensor.detach().cpu().contiguous().numpy()
+
+
+def plan_export(state_dict):
+    """``{tf_name: numpy array}`` for a PyTorch state dict; raises MappingError listing every
+    key that has no TF1 name (nothing is written before this succeeds)."""
+    import torch
+
+    state = {}
+    for key, value in state_dict.items():
+        for old, new in _LEGACY:
+            if "LayerNorm" in key and key.endswith(old):
+                key = key[: -len(old)] + new
+        state[key] = value
+    problems, out, sources = [], {}, {}
+    for key in sorted(state):
+        value = state[key]
+        if _BUFFER_KEYS.fullmatch(key):
+            continue
+        if key in _TIED:
+            twin = next((state[k] for k in _TIED[key] if k in state), None)
+            if twin is not None and twin.shape == value.shape and torch.equal(twin, value):
+                continue  # the tie Google's layout expresses by having no variable at all
+            problems.append(f"{key}: differs from the tensor it is tied to in Google's layout "
+                            f"({' / '.join(_TIED[key])}); an untied decoder cannot be exported")
+            continue
+        found = mapping.reverse_rule(key)
+        if found is None:
+            problems.append(f"{key} {list(value.shape)}: no TF1 variable name for this key")
+            continue
+        rule, tf_name = found
+        if tf_name in sources:
+            problems.append(f"{key}: {tf_name} already comes from {sources[tf_name]} "
+                            "(mixed bert./unprefixed keys?)")
+            continue
+        if not value.is_floating_point():
+            problems.append(f"{key}: dtype {value.dtype}, expected a floating-point weight")
+            continue
+        sources[tf_name] = key
+        out[tf_name] = mapping.invert_transform(rule.transform, _to_numpy(value))
+    if problems:
+        raise MappingError(f"cannot export: {len(problems)} problem(s):\n"
+                           + "\n".join(f"  - {p}" for p in sorted(problems)))
+    return out
+
+
+def _side_file_needed(src_path, dst_path, overwrite, text=None):
+    """Whether a side file (config, vocab) must be written; refuses to clobber a different one."""
+    if not os.path.exists(dst_path) or overwrite:
+        return True
+    if src_path:
+        same = filecmp.cmp(src_path, dst_path, shallow=False)
+    else:
+        with open(dst_path, encoding="utf-8") as f:
+            same = f.read() == text
+    if same:
+        return False
+    raise OutputExistsError(f"{dst_path} exists with different content; pass --overwrite "
+                            "(overwrite=True) to replace it")
+
+
+def _write_side_file(src_path, dst_path, text=None):
+    with atomic_write(dst_path, "wb" if src_path else "w") as f:
+        if src_path:
+            with open(src_path, "rb") as src:
+                shutil.copyfileobj(src, f)
+        else:
+            f.write(text)
+    return dst_path
+
+
+def export_model_dir(model_dir, prefix, *, overwrite=False, progress=True):
+    """Write the PyTorch model in ``model_dir`` as a TF1 checkpoint at ``prefix``.
+
+    Also writes ``bert_config.json`` and copies ``vocab.txt`` (when the model directory has
+    one) beside the prefix. An existing checkpoint at ``prefix`` is refused unless
+    ``overwrite``. Returns the written paths.
+    """
+    model_dir, prefix = os.fspath(model_dir), os.fspath(prefix)
+    config = BertConfig.from_json_file(serialization.find_config_file(model_dir))
+    state = serialization.load_state_dict(serialization.find_weights_file(model_dir))
+    tensors = plan_export(state)
+    del state
+    if os.path.exists(prefix + ".index") and not overwrite:
+        raise OutputExistsError(f"a checkpoint already exists at {prefix}; pass --overwrite "
+                                "(overwrite=True) to replace it")
+    directory = os.path.dirname(os.path.abspath(prefix))
+    # Decide every side file before writing anything, so a refusal leaves nothing behind.
+    side = [(None, os.path.join(directory, "bert_config.json"), config.to_json_string("google"))]
+    vocab = os.path.join(model_dir, "vocab.txt")
+    if os.path.isfile(vocab):
+        side.append((vocab, os.path.join(directory, "vocab.txt"), None))
+    else:
+        logger.warning("%s has no vocab.txt; the exported checkpoint has none beside it", model_dir)
+    side = [s for s in side if _side_file_needed(s[0], s[1], overwrite, s[2])]
+    os.makedirs(directory, exist_ok=True)
+    written = list(save_checkpoint(prefix, tensors, progress=progress))
+    written += [_write_side_file(src, dst, text) for src, dst, text in side]
+    logger.info("exported %d variables from %s to %s", len(tensors), model_dir, prefix)
+    return written

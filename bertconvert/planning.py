@@ -1,0 +1,321 @@
+"""Decide a conversion before doing it: which variable fills which key, what is skipped.
+
+:func:`plan_conversion` looks only at names, shapes and dtypes from the checkpoint index (no
+tensor bytes are read) and at a model built on the meta device (no memory, no random init).
+It accounts for every tensor both ways -- each variable is skipped, dropped (a head the
+target model does not have) or fills exactly one parameter; each parameter is filled, tied,
+or (with ``allow_new_head``) freshly initialised -- and raises one :class:`MappingError`
+listing every problem, sorted, with hints. The converter then only executes the plan.
+"""
+import copy
+import logging
+import os
+import re
+from dataclasses import dataclass, field
+
+from . import mapping
+from .config import BertConfig
+from .errors import ConfigError, HeadError, MappingError
+
+logger = logging.getLogger(__name__)
+
+GOOGLE_CONFIG_NAME = "bert_config.json"
+HF_CONFIG_NAME = "config.json"
+FLOAT_KINDS = ("float16", "float32", "float64", "bfloat16")
+
+
+@dataclass(frozen=True)
+class PlannedTensor:
+    """One checkpoint variable and the PyTorch key it fills."""
+
+    name: str
+    key: str
+    rule: mapping.Rule
+    source_shape: tuple
+    shape: tuple           # the key's shape (after the rule's transform)
+    source_dtype: str
+
+
+@dataclass
+class ConversionPlan:
+    """Everything the converter needs; built by :func:`plan_conversion`."""
+
+    prefix: str
+    head: str
+    num_labels: int
+    config: BertConfig
+    config_path: str
+    model_class: str
+    tensors: list = field(default_factory=list)    # PlannedTensor, in checkpoint file order
+    skipped: list = field(default_factory=list)    # (name, reason)
+    dropped: list = field(default_factory=list)    # (name, key, reason)
+    new_keys: list = field(default_factory=list)   # (key, shape) initialised freshly
+    tied: dict = field(default_factory=dict)       # alias key -> key it shares storage with
+    key_order: list = field(default_factory=list)  # the model's state-dict order
+    notes: list = field(default_factory=list)
+
+
+# --- config ------------------------------------------------------------------------------
+def resolve_config(config, prefix):
+    """``(BertConfig, path or None)`` from a path, dict, BertConfig, or None (beside ``prefix``)."""
+    if isinstance(config, BertConfig):
+        return copy.deepcopy(config), None
+    if isinstance(config, dict):
+        return BertConfig.from_dict(config), None
+    if config is None:
+        directory = os.path.dirname(os.path.abspath(prefix))
+        for name in (GOOGLE_CONFIG_NAME, HF_CONFIG_NAME):
+            path = os.path.join(directory, name)
+            if os.path.isfile(path):
+                return BertConfig.from_json_file(path), path
+        raise ConfigError(
+            f"no {GOOGLE_CONFIG_NAME} beside the checkpoint {prefix} (looked in {directory}); "
+            f"pass the model's config with --config PATH (config=PATH)")
+    if isinstance(config, (str, os.PathLike)):
+        path = os.fspath(config)
+        if os.path.isdir(path):
+            for name in (GOOGLE_CONFIG_NAME, HF_CONFIG_NAME):
+                if os.path.isfile(os.path.join(path, name)):
+                    path = os.path.join(path, name)
+                    break
+        return BertConfig.from_json_file(path), path
+    raise ConfigError(f"config must be a path, a dict or a BertConfig, got {type(config).__name__}")
+
+
+# --- head and label count ------------------------------------------------------------------
+def _classifier_rows(shapes):
+    for name in ("output_weights", "output_bias"):
+        if name in shapes and len(shapes[name]) >= 1:
+            return int(shapes[name][0])
+    return None
+
+
+def choose_head(head, weight_names, notes):
+    """Validate ``head`` or, for "auto", detect it from the weight names."""
+    if head in (None, "auto"):
+        detected, note = mapping.detect_head(weight_names)
+        if detected is None:
+            raise HeadError(f"cannot choose a head automatically: {note}")
+        if note:
+            notes.append(note)
+        return detected
+    if head not in mapping.HEAD_NAMES:
+        raise HeadError(f"unknown head {head!r}; expected auto or one of {', '.join(mapping.HEAD_NAMES)}")
+    return head
+
+
+def choose_num_labels(head, num_labels, shapes, config):
+    """The label count: from the checkpoint's classifier when it has one; --num-labels must agree."""
+    rows = _classifier_rows(shapes)
+    if num_labels is not None and (not isinstance(num_labels, int) or num_labels < 1):
+        raise HeadError(f"num_labels must be a positive integer, got {num_labels!r}")
+    if head == "multiple-choice":
+        if rows not in (None, 1):
+            raise HeadError(
+                f"multiple-choice scores each choice with one output, but output_weights has "
+                f"{rows} rows; use --head sequence-classification or token-classification")
+        if num_labels not in (None, 1):
+            raise HeadError(f"multiple-choice has exactly 1 output per choice; --num-labels "
+                            f"{num_labels} does not apply (omit it or pass 1)")
+        return 1
+    if head in ("sequence-classification", "token-classification"):
+        if rows is not None:
+            if num_labels is not None and num_labels != rows:
+                raise HeadError(f"--num-labels {num_labels} disagrees with the checkpoint: "
+                                f"output_weights has {rows} rows ({rows} labels)")
+            return rows
+        return num_labels or config.num_labels or 2
+    if num_labels is not None:
+        raise HeadError(f"--num-labels applies to sequence-classification, "
+                        f"token-classification and multiple-choice, not to {head}")
+    return None
+
+
+# --- the meta model ------------------------------------------------------------------------
+def _skip_meta_init_mode():
+    """A TorchFunctionMode that makes in-place random init a no-op (used on meta tensors only).
+
+    Meta tensors have no values, so initialising them means nothing, but ``normal_`` on the
+    meta device is routed through torch's Python decompositions, whose first use imports
+    torch._refs/_dynamo: about a second and 100+ MB for nothing. Uniform/fill/zero are cheap.
+    """
+    import torch
+    from torch.overrides import TorchFunctionMode
+
+    skipped = ("normal_", "uniform_")  # Tensor or TensorBase methods, matched by name
+
+    class SkipMetaInit(TorchFunctionMode):
+        def __torch_function__(self, func, types, args=(), kwargs=None):
+            kwargs = kwargs or {}
+            if getattr(func, "__name__", None) in skipped:
+                # nn.init passes the tensor by keyword, Tensor methods positionally.
+                target = args[0] if args else kwargs.get("tensor", kwargs.get("self"))
+                if isinstance(target, torch.Tensor) and target.is_meta:
+                    return target
+            return func(*args, **kwargs)
+
+    return SkipMetaInit()
+
+
+def target_model(head, config, num_labels):
+    """Build the target model on the meta device: its keys and shapes, no memory, no init."""
+    import torch
+
+    from .heads import build_model
+
+    with torch.device("meta"), _skip_meta_init_mode():
+        model = build_model(head, config, num_labels=num_labels)
+    return model
+
+
+def _shape_hint(planned_key, have, want, config, config_label):
+    key = planned_key
+    if key.endswith("word_embeddings.weight") or key == "cls.predictions.bias":
+        if have[0] != want[0]:
+            return (f"vocab_size in {config_label} is {config.vocab_size} but the checkpoint's "
+                    f"{'word_embeddings' if 'word' in key else 'output_bias'} has {have[0]} rows")
+    if "embeddings" in key and len(have) == 2 and have[1] != want[1]:
+        return (f"embeddings are {have[1]} wide but hidden_size is {config.hidden_size}: factorized "
+                "(ALBERT-style) embeddings are not supported")
+    if key.endswith("position_embeddings.weight"):
+        return (f"max_position_embeddings in {config_label} is {config.max_position_embeddings} but "
+                f"the checkpoint has {have[0]} positions")
+    if key.endswith("token_type_embeddings.weight"):
+        return f"type_vocab_size in {config_label} is {config.type_vocab_size} but the checkpoint has {have[0]}"
+    if "intermediate" in key or (".output.dense." in key and "attention" not in key):
+        return f"intermediate_size in {config_label} is {config.intermediate_size}; check it against the checkpoint"
+    return f"check that {config_label} belongs to this checkpoint (hidden_size {config.hidden_size})"
+
+
+def _layer_of(key):
+    m = re.search(r"encoder\.layer\.(\d+)\.", key)
+    return int(m.group(1)) if m else None
+
+
+def plan_conversion(reader, config, head="auto", num_labels=None, allow_new_head=False,
+                    config_path=None):
+    """Plan converting the checkpoint behind ``reader`` into ``head``; raise MappingError listing
+    every problem. ``config`` is a :class:`BertConfig`. Reads metadata only, never tensor bytes.
+
+    Example::
+
+        plan = plan_conversion(load_checkpoint(path), BertConfig.from_json_file(cfg))
+        plan.head, [t.key for t in plan.tensors][:1]
+    """
+    prefix = reader.prefix
+    config_label = config_path or "the config"
+    shapes = {name: tuple(int(d) for d in shape)
+              for name, shape in reader.get_variable_to_shape_map().items()}
+    notes, problems, hints = [], [], []
+    skipped, weights = [], []
+    for name in sorted(shapes):
+        reason = mapping.skip_reason(name)
+        if reason:
+            skipped.append((name, reason))
+            continue
+        found = mapping.matching_rules(name)
+        if len(found) == 1:
+            weights.append((name, found[0][0], found[0][1]))
+        elif not found:
+            problems.append(f"{name} {list(shapes[name])}: matches no rule ({mapping.unknown_name_hint(name)})")
+        else:  # a broken table; the rule tests keep this from shipping
+            problems.append(f"{name}: matches {len(found)} rules {[r.source for r, _ in found]}")
+
+    head = choose_head(head, [w[0] for w in weights], notes)
+    num_labels = choose_num_labels(head, num_labels, shapes, config)
+    config = copy.deepcopy(config)
+    if num_labels is not None:
+        config.num_labels = num_labels
+    model = target_model(head, config, num_labels)
+    state = model.state_dict(keep_vars=True)
+    tied_keys = set(model.tied_weight_keys()) if hasattr(model, "tied_weight_keys") else set()
+    tied = {}
+    for alias in sorted(tied_keys):
+        target = next((k for k, v in state.items() if k not in tied_keys and v is state[alias]), None)
+        if target is None:
+            target = mapping.trunk_prefix(head) + "embeddings.word_embeddings.weight"
+        tied[alias] = target
+    expected = {k: tuple(v.shape) for k, v in state.items() if k not in tied_keys}
+    model_parts = {mapping.part_of_key(k) for k in expected}
+    trunk = mapping.trunk_prefix(head)
+
+    planned, dropped, filled_by = [], [], {}
+    layers_in_ckpt = set()
+    for name, rule, groups in weights:
+        key = rule.target_key(groups, trunk)
+        if "layer" in groups:
+            layers_in_ckpt.add(int(groups["layer"]))
+        if key not in expected:
+            if rule.part in mapping.HEAD_PART_PREFIXES and rule.part not in model_parts:
+                dropped.append((name, key, f"{head} has no {rule.part} head"))
+            elif _layer_of(key) is not None and _layer_of(key) >= config.num_hidden_layers:
+                problems.append(f"{name}: the checkpoint has layer {_layer_of(key)} but the model "
+                                f"has only layers 0-{config.num_hidden_layers - 1}")
+            else:
+                problems.append(f"{name}: maps to {key}, which {type(model).__name__} does not have")
+            continue
+        if key in filled_by:
+            problems.append(f"{name}: {key} is already filled by {filled_by[key]}")
+            continue
+        filled_by[key] = name
+        entry = reader.entry(name)
+        dtype = getattr(entry.dtype, "name", str(entry.dtype))
+        have = mapping.transformed_shape(rule.transform, shapes[name])
+        want = expected[key]
+        if dtype not in FLOAT_KINDS:
+            problems.append(f"{name}: dtype {dtype}, expected a floating-point weight")
+        elif have is None:
+            problems.append(f"{name} {list(shapes[name])}: rank does not fit transform {rule.transform} "
+                            f"(target {key} {list(want)})")
+        elif have != want:
+            problems.append(f"{name} {list(shapes[name])}: gives {list(have)} for {key}, but the "
+                            f"{type(model).__name__} built from the config needs {list(want)}")
+            hints.append(_shape_hint(key, have, want, config, config_label))
+        else:
+            planned.append(PlannedTensor(name, key, rule, shapes[name], want, dtype))
+
+    new_keys = []
+    pooler_used = getattr(model, "pooler_used", True)
+    for key in sorted(set(expected) - set(filled_by)):
+        part = mapping.part_of_key(key)
+        if part == "pooler" and not pooler_used:
+            new_keys.append((key, expected[key]))  # never used by this head's outputs
+            notes.append(f"{key} not in the checkpoint; {head} does not use the pooler, initialised it")
+        elif part is not None and allow_new_head:
+            new_keys.append((key, expected[key]))
+        elif part is not None:
+            problems.append(f"{key}: not in the checkpoint ({part} head)")
+            detected, _ = mapping.detect_head([w[0] for w in weights])
+            hints.append(f"the checkpoint has no {part} variables; pass --allow-new-head "
+                         f"(allow_new_head=True) to initialise them freshly for fine-tuning, or "
+                         f"convert to the head it was saved with (--head {detected or 'auto'})")
+        else:
+            problems.append(f"{key}: no checkpoint variable fills it")
+            layer = _layer_of(key)
+            if layer is not None and layers_in_ckpt and layer > max(layers_in_ckpt):
+                hints.append(f"num_hidden_layers in {config_label} is {config.num_hidden_layers} but the "
+                             f"checkpoint has {max(layers_in_ckpt) + 1} layers")
+    if problems:
+        lines = [f"cannot convert {prefix} to {head} ({type(model).__name__}): "
+                 f"{len(problems)} problem(s):"]
+        lines += [f"  - {p}" for p in sorted(problems)]
+        if hints:
+            lines.append("hints:")
+            lines += [f"  - {h}" for h in dict.fromkeys(hints)]
+        raise MappingError("\n".join(lines))
+    if dropped:
+        logger.warning("dropping %d variable(s) that %s does not use: %s", len(dropped), head,
+                       ", ".join(n for n, _, _ in dropped))
+    if new_keys and allow_new_head:
+        logger.warning("initialising %d new parameter(s) (not in the checkpoint): %s",
+                       len(new_keys), ", ".join(k for k, _ in new_keys))
+
+    def file_order(t):
+        e = reader.entry(t.name)
+        return (getattr(e, "shard_id", 0) or 0, getattr(e, "offset", 0) or 0, t.name)
+
+    return ConversionPlan(
+        prefix=prefix, head=head, num_labels=num_labels, config=config, config_path=config_path,
+        model_class=type(model).__name__, tensors=sorted(planned, key=file_order),
+        skipped=skipped, dropped=dropped, new_keys=new_keys, tied=tied,
+        key_order=list(state), notes=notes)
