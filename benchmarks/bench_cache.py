@@ -1,0 +1,151 @@
+"""Download speed of the weight cache against curl and pytorch-pretrained-bert 0.6.2, in one run.
+
+A loopback HTTP server (tests/cache_servers.py, streaming with sendfile) serves a 440 MB file
+— bert-base's size — with an MD5 ETag, as S3 would. Each contender downloads it into a fresh
+directory; we report the best of ``--repeat`` runs, the ratios the issue sets targets for
+(ours <= 2x curl, ppb >= 5x ours), and what a cache hit costs in requests (target: one HEAD).
+
+    python benchmarks/bench_cache.py [--size-mb 440] [--repeat 2] [--random] [--skip-ppb]
+
+Timings on a shared machine are noisy: run it on an idle one, and compare only numbers from
+the same run.
+"""
+import argparse
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, os.path.join(REPO, "tests"))
+sys.path.insert(0, REPO)
+os.environ.setdefault("TQDM_DISABLE", "1")  # no progress bars for anyone: same work for all
+
+from cache_servers import LoopbackServer  # noqa: E402
+
+from bertconvert.cache import cached_path  # noqa: E402
+
+
+def make_file(path, size, random_bytes):
+    """A sparse file (instant, no disk) or one full of random bytes."""
+    with open(path, "wb") as f:
+        if random_bytes:
+            block = 8 << 20
+            left = size
+            while left:
+                n = min(block, left)
+                f.write(os.urandom(n))
+                left -= n
+        else:
+            f.truncate(size)
+
+
+def time_it(fn, repeat, fresh_dir, keep_last=False):
+    """Best-effort fair timing: each run starts with no dirty pages left by the previous one
+    (another run's unflushed 440 MB would throttle this run's writes)."""
+    times = []
+    for i in range(repeat):
+        target = fresh_dir()
+        os.sync()
+        t0 = time.perf_counter()
+        fn(target)
+        times.append(time.perf_counter() - t0)
+        if not (keep_last and i == repeat - 1):
+            shutil.rmtree(target, ignore_errors=True)
+    return times
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--size-mb", type=int, default=440)
+    ap.add_argument("--repeat", type=int, default=2)
+    ap.add_argument("--random", action="store_true", help="random content instead of a sparse file")
+    ap.add_argument("--skip-ppb", action="store_true", help="skip pytorch-pretrained-bert (slow)")
+    ap.add_argument("--dir", help="scratch directory (default: a temp dir, removed afterwards)")
+    args = ap.parse_args(argv)
+
+    scratch = args.dir or tempfile.mkdtemp(prefix="bench-cache-")
+    os.makedirs(scratch, exist_ok=True)
+    counter = [0]
+
+    def fresh_dir():
+        counter[0] += 1
+        d = os.path.join(scratch, f"run{counter[0]}")
+        os.makedirs(d)
+        return d
+
+    size = args.size_mb * 1000 * 1000
+    src = os.path.join(scratch, "weights.bin")
+    make_file(src, size, args.random)
+    results = {}
+    try:
+        with LoopbackServer() as server:
+            t0 = time.perf_counter()
+            server.add("/bert-base-uncased.bin", file=src)  # ETag: the file's MD5
+            print(f"# serving {size / 1e6:.0f} MB ({'random' if args.random else 'sparse'}) "
+                  f"from 127.0.0.1:{server.port}; ETag computed in {time.perf_counter() - t0:.2f}s")
+            url = server.url("/bert-base-uncased.bin")
+
+            curl = shutil.which("curl")
+            if curl:
+                results["curl"] = time_it(
+                    lambda d: subprocess.run([curl, "-s", "-f", "-o", os.path.join(d, "out"), url],
+                                             check=True), args.repeat, fresh_dir)
+            else:
+                print("# curl is not installed: no curl baseline")
+
+            hit_dir = [None]
+
+            def ours(d):
+                hit_dir[0] = d
+                cached_path(url, d, progress=False)
+
+            results["bertconvert"] = time_it(ours, args.repeat, fresh_dir, keep_last=True)
+            # The same bytes behind an opaque ETag: only our own sha256 is computed (what a
+            # mirror with sha256 metadata or a sha256= argument costs).
+            server.add("/opaque.bin", file=src, etag='"v1-opaque"')
+            opaque = server.url("/opaque.bin")
+            results["bertconvert*"] = time_it(lambda d: cached_path(opaque, d, progress=False),
+                                               args.repeat, fresh_dir)
+
+            server.reset_log()
+            t0 = time.perf_counter()
+            cached_path(url, hit_dir[0], progress=False)
+            hit_time = time.perf_counter() - t0
+            hit_requests = [r.method for r in server.requests]
+
+            if not args.skip_ppb:
+                try:
+                    from pytorch_pretrained_bert.file_utils import cached_path as ppb_cached_path
+                except ImportError:
+                    print("# pytorch-pretrained-bert is not installed: no ppb baseline")
+                else:
+                    results["ppb 0.6.2"] = time_it(lambda d: ppb_cached_path(url, cache_dir=d),
+                                                   args.repeat, fresh_dir)
+    finally:
+        if not args.dir:
+            shutil.rmtree(scratch, ignore_errors=True)
+
+    print(f"\n{'contender':<14}{'best s':>9}{'median s':>10}{'MB/s':>9}")
+    for name, times in results.items():
+        best = min(times)
+        print(f"{name:<14}{best:>9.2f}{statistics.median(times):>10.2f}{size / 1e6 / best:>9.0f}")
+    print()
+    for name in ("bertconvert", "bertconvert*"):
+        ours_best = min(results[name])
+        if "curl" in results:
+            r = ours_best / min(results["curl"])
+            print(f"{name + ' / curl':<26}= {r:.2f}x   (target <= 2x)")
+        if "ppb 0.6.2" in results:
+            r = min(results["ppb 0.6.2"]) / ours_best
+            print(f"{'ppb 0.6.2 / ' + name:<26}= {r:.1f}x   (target >= 5x)")
+    print(f"cache hit: {hit_time * 1000:.1f} ms, requests {hit_requests}   (target: one HEAD)")
+    print("# bertconvert: sha256 + the ETag's MD5 while downloading, fsync, atomic commit; "
+          "bertconvert*: sha256 only (opaque ETag). curl and ppb hash and sync nothing")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,192 @@
+"""Safe, atomic extraction of .tar(.gz/.bz2/.xz)/.tgz/.zip model archives.
+
+Every member is checked before anything is written: absolute names, ``..`` components,
+links whose target leaves the extraction directory, hard links to outside names, and
+device files / FIFOs are refused with :class:`~bertconvert.errors.UnsafeArchiveError`
+(0.6.2 handed archives to ``tarfile.extractall`` unfiltered). Extraction goes into a
+temporary sibling directory that is renamed into place only when complete, so a reader
+sees no directory or the whole one. Files get ``0o666 & ~umask`` (``0o777`` for
+directories and executables), so a group-shared cache stays usable.
+
+Example::
+
+    extract_archive("cache/3f2a...9c", "cache/3f2a...9c-extracted")
+"""
+import logging
+import os
+import re
+import shutil
+import stat
+import tarfile
+import zipfile
+
+from .atomic import _current_umask, fsync_directory, make_temp_dir_beside
+from .errors import NotAnArchiveError, UnsafeArchiveError
+
+log = logging.getLogger(__name__)
+
+_DRIVE = re.compile(r"^[A-Za-z]:")
+
+
+def archive_kind(path):
+    """``"zip"``, ``"tar"`` (any compression tarfile reads), or None — judged by content."""
+    if zipfile.is_zipfile(path):
+        return "zip"
+    try:
+        if tarfile.is_tarfile(path):
+            return "tar"
+    except (OSError, EOFError, tarfile.TarError):
+        pass
+    return None
+
+
+def _split_name(name, archive):
+    """Normalised components of a member name; refuse absolute paths and ``..``."""
+    if not name or name.startswith(("/", "\\")) or _DRIVE.match(name):
+        raise UnsafeArchiveError(f"{archive}: member {name!r} has an absolute path; refusing to "
+                                 "extract an archive that writes outside its directory")
+    parts = [p for p in re.split(r"[\\/]+", name) if p not in ("", ".")]
+    if ".." in parts:
+        raise UnsafeArchiveError(f"{archive}: member {name!r} contains '..'; refusing to extract "
+                                 "an archive that writes outside its directory")
+    return parts
+
+
+def _inside(root, parts):
+    """Lexically resolve ``parts`` (may hold '..' from a link target) under root; None if it escapes."""
+    stack = []
+    for p in parts:
+        if p == "..":
+            if not stack:
+                return None
+            stack.pop()
+        elif p not in ("", "."):
+            stack.append(p)
+    return os.path.join(root, *stack)
+
+
+def _check_tar_member(m, archive):
+    parts = _split_name(m.name, archive)
+    if m.ischr() or m.isblk() or m.isfifo() or m.isdev():
+        raise UnsafeArchiveError(f"{archive}: member {m.name!r} is a device file or FIFO; refused")
+    if m.issym():
+        target = m.linkname
+        if not target or target.startswith(("/", "\\")) or _DRIVE.match(target):
+            raise UnsafeArchiveError(f"{archive}: symlink {m.name!r} points to the absolute path "
+                                     f"{target!r}; refused")
+        link_parts = parts[:-1] + re.split(r"[\\/]+", target)
+        if _inside("", link_parts) is None:
+            raise UnsafeArchiveError(f"{archive}: symlink {m.name!r} -> {target!r} points outside "
+                                     "the archive; refused")
+    elif m.islnk():
+        _split_name(m.linkname, archive)  # hard link targets are archive-relative names
+    elif not (m.isfile() or m.isdir()):
+        raise UnsafeArchiveError(f"{archive}: member {m.name!r} has an unsupported type; refused")
+    return parts
+
+
+def _extract_tar(path, dest):
+    with tarfile.open(path, "r:*") as tar:
+        members = tar.getmembers()
+        for m in members:
+            _check_tar_member(m, path)
+        kwargs = {}
+        if hasattr(tarfile, "data_filter"):
+            # Second line of defence: the stdlib filter re-checks against the real paths on
+            # disk as members are written (links created by earlier members included).
+            kwargs["filter"] = "data"
+        try:
+            tar.extractall(dest, members=members, **kwargs)
+        except getattr(tarfile, "FilterError", ()) as e:
+            raise UnsafeArchiveError(f"{path}: {e}; refused") from e
+
+
+def _extract_zip(path, dest):
+    with zipfile.ZipFile(path) as zf:
+        plan = []
+        for info in zf.infolist():
+            parts = _split_name(info.filename, path)
+            mode = info.external_attr >> 16
+            kind = stat.S_IFMT(mode)  # 0 when the zip tool stored permission bits only
+            if kind and kind not in (stat.S_IFREG, stat.S_IFDIR):
+                raise UnsafeArchiveError(f"{path}: zip member {info.filename!r} is a link or device "
+                                         "file; refused")
+            plan.append((info, parts, mode))
+        for info, parts, mode in plan:
+            target = os.path.join(dest, *parts) if parts else dest
+            if info.is_dir():
+                os.makedirs(target, exist_ok=True)
+                continue
+            os.makedirs(os.path.dirname(target), exist_ok=True)
+            with zf.open(info) as src, open(target, "wb") as dst:
+                shutil.copyfileobj(src, dst, 1 << 20)
+            if mode & 0o111:
+                os.chmod(target, 0o755)
+
+
+def _normalise_permissions(root):
+    """Group-usable modes that respect the umask (archives often carry 0600 files)."""
+    umask = _current_umask()
+    for d, dirs, files in os.walk(root):
+        os.chmod(d, 0o777 & ~umask)
+        for name in files:
+            p = os.path.join(d, name)
+            if os.path.islink(p):
+                continue
+            executable = os.stat(p).st_mode & 0o111
+            os.chmod(p, (0o777 if executable else 0o666) & ~umask)
+
+
+def extract_archive(archive_path, target_dir):
+    """Extract ``archive_path`` into ``target_dir`` atomically; returns ``target_dir``.
+
+    If ``target_dir`` already exists it is returned untouched (extraction happens once).
+    Raises NotAnArchiveError for other files, UnsafeArchiveError for a dangerous member (in
+    which case nothing is left behind).
+    """
+    archive_path, target_dir = os.fspath(archive_path), os.fspath(target_dir)
+    if os.path.isdir(target_dir):
+        return target_dir
+    kind = archive_kind(archive_path)
+    if kind is None:
+        raise NotAnArchiveError(f"{archive_path} is not a .tar(.gz/.bz2/.xz)/.tgz/.zip archive; "
+                                "call without extract=True to get the file itself")
+    tmp = make_temp_dir_beside(target_dir)
+    try:
+        (_extract_zip if kind == "zip" else _extract_tar)(archive_path, tmp)
+        _normalise_permissions(tmp)
+        try:
+            os.rename(tmp, target_dir)
+        except OSError:
+            if not os.path.isdir(target_dir):
+                raise
+            # Another process published the same extraction first; theirs is identical.
+            shutil.rmtree(tmp, ignore_errors=True)
+        fsync_directory(os.path.dirname(os.path.abspath(target_dir)))
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    log.info("extracted %s into %s", archive_path, target_dir)
+    return target_dir
+
+
+def make_archive(directory, archive_path):
+    """Pack a model directory as ``<archive_path>`` (.tar.gz), members under the directory's name.
+
+    Hidden files are left out; the archive is written atomically. Used by ``cache push --name``
+    to publish ``<name>.tar.gz`` on a mirror.
+    """
+    from .atomic import atomic_write
+
+    directory = os.path.abspath(os.fspath(directory))
+    top = os.path.basename(directory.rstrip(os.sep)) or "model"
+    with atomic_write(archive_path, "wb") as f, tarfile.open(fileobj=f, mode="w:gz") as tar:
+        for root, dirs, files in os.walk(directory):
+            dirs[:] = sorted(d for d in dirs if not d.startswith("."))
+            for name in sorted(files):
+                if name.startswith("."):
+                    continue
+                full = os.path.join(root, name)
+                rel = os.path.relpath(full, directory)
+                tar.add(full, arcname=f"{top}/{rel}", recursive=False)
+    return archive_path

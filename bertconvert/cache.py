@@ -1,0 +1,380 @@
+"""A weight cache many processes and machines can share: :func:`cached_path` and friends.
+
+Layout (compatible with pytorch-pretrained-bert 0.6.2, so ``~/.pytorch_pretrained_bert`` is
+reusable): an entry is the file ``<key>`` with ``key = sha256(url)[.sha256(etag)]``
+(:func:`url_to_filename`) and its metadata ``<key>.json`` holding at least ``url`` and
+``etag``. We add ``size``, ``sha256`` and the checksums verified. Beside them live
+``<key>.lock`` (kept), ``<key>-extracted/`` (``extract=True``) and, while a download runs,
+a hidden ``.<key>.part-<host>-<pid>-<rand>`` file.
+
+How a fetch goes (decide, then act):
+
+1. HEAD (or S3 HeadObject) -> ETag -> key. A complete entry is returned at once: a hit costs
+   exactly one metadata request and takes no lock, so read-only cache directories serve hits.
+2. Otherwise take the entry's file lock, look again (another process may have finished),
+   download into a unique temp file in the cache dir (resuming an abandoned one), verify
+   length and checksums, fsync, ``os.replace`` — the commit point — then write the metadata
+   atomically. An entry counts as complete only when data and metadata both exist and sizes
+   agree, so a killed process never leaves something that looks complete. The lock only
+   avoids duplicate downloads; correctness comes from the atomic commit.
+3. Offline (``local_files_only=True`` or ``BERTCONVERT_OFFLINE=1``): no network at all; the
+   newest complete entry for the URL is used. A network failure falls back the same way,
+   with a warning.
+
+Example::
+
+    >>> path = cached_path("https://example.org/bert/bert-base-uncased-vocab.txt")
+    >>> model_dir = cached_path("s3://models/bert/bert-base-uncased.tar.gz", extract=True)
+"""
+import contextlib
+import hashlib
+import json
+import logging
+import os
+import re
+import stat
+import time
+from urllib.parse import urlparse
+
+from .atomic import atomic_write
+from .cache_locks import PARTIAL_MARKER, _claim_partial, _release_partial, entry_lock  # noqa: F401
+from .errors import (CacheEntryNotFoundError, CacheError, DownloadError, IntegrityError,
+                     NetworkUnavailableError, OfflineError, PathNotFoundError, RemoteChangedError,
+                     UnsupportedURLError)
+
+log = logging.getLogger(__name__)
+
+ENV_CACHE = "BERTCONVERT_CACHE"
+ENV_PPB_CACHE = "PYTORCH_PRETRAINED_BERT_CACHE"
+ENV_OFFLINE = "BERTCONVERT_OFFLINE"
+DEFAULT_CACHE_DIR = os.path.join("~", ".cache", "bertconvert")
+
+#: Names of entry data files: sha256(url) with an optional ".sha256(etag)".
+KEY_RE = re.compile(r"^([0-9a-f]{64})(?:\.([0-9a-f]{64}))?$")
+EXTRACTED_SUFFIX = "-extracted"
+REMOTE_SCHEMES = ("http", "https", "s3")
+
+
+# --- names, directories, metadata ------------------------------------------------------------
+def default_cache_dir():
+    """``$BERTCONVERT_CACHE``, else ``$PYTORCH_PRETRAINED_BERT_CACHE``, else ``~/.cache/bertconvert``."""
+    for var in (ENV_CACHE, ENV_PPB_CACHE):
+        value = os.environ.get(var)
+        if value:
+            return os.path.expanduser(value)
+    return os.path.expanduser(DEFAULT_CACHE_DIR)
+
+
+def resolve_cache_dir(cache_dir=None):
+    """The cache directory to use: the argument if given, else :func:`default_cache_dir`."""
+    return os.path.expanduser(os.fspath(cache_dir)) if cache_dir is not None else default_cache_dir()
+
+
+def url_to_filename(url, etag=None):
+    """The cache key of ``url`` (at version ``etag``), exactly as pytorch-pretrained-bert 0.6.2.
+
+    >>> url_to_filename("s3://b/k")[:8], len(url_to_filename("s3://b/k", '"abc"'))
+    ('8b4ab49d', 129)
+    """
+    key = hashlib.sha256(url.encode("utf-8")).hexdigest()
+    if etag:
+        key += "." + hashlib.sha256(etag.encode("utf-8")).hexdigest()
+    return key
+
+
+def filename_to_url(filename, cache_dir=None):
+    """``(url, etag)`` recorded for cache file ``filename`` (etag may be None).
+
+    Raises CacheEntryNotFoundError (a FileNotFoundError, as 0.6.2's EnvironmentError) when
+    the file or its ``.json`` metadata is missing.
+    """
+    path = os.path.join(resolve_cache_dir(cache_dir), os.fspath(filename))
+    if not os.path.exists(path):
+        raise CacheEntryNotFoundError(f"cache file {path} not found")
+    meta_path = path + ".json"
+    if not os.path.exists(meta_path):
+        raise CacheEntryNotFoundError(f"cache metadata {meta_path} not found; the entry is "
+                                      "incomplete (re-fetch it, or `bertconvert cache prune`)")
+    meta = read_metadata(path)
+    if meta is None:
+        raise CacheEntryNotFoundError(f"cache metadata {meta_path} is unreadable or lacks 'url'")
+    return meta["url"], meta.get("etag")
+
+
+def is_offline():
+    """True when ``BERTCONVERT_OFFLINE`` is set to 1/true/yes/on."""
+    return os.environ.get(ENV_OFFLINE, "").strip().lower() in ("1", "true", "yes", "on")
+
+
+def read_metadata(data_path):
+    """The ``<key>.json`` dict of an entry, or None when missing or unreadable."""
+    try:
+        with open(data_path + ".json", encoding="utf-8") as f:
+            meta = json.load(f)
+    except (OSError, ValueError):
+        return None
+    return meta if isinstance(meta, dict) and "url" in meta else None
+
+
+def entry_state(data_path, info=None):
+    """The metadata of a *complete* entry, else None.
+
+    Complete means: data file and metadata both exist, and the data has the recorded size
+    (and the remote's size, when ``info`` knows it). Entries keyed without an ETag are also
+    stale when the server's Last-Modified differs from the recorded one.
+    """
+    meta = read_metadata(data_path)
+    if meta is None:
+        return None
+    try:
+        st = os.stat(data_path)
+    except OSError:
+        return None
+    if not stat.S_ISREG(st.st_mode):
+        return None
+    if meta.get("size") is not None and st.st_size != meta["size"]:
+        return None
+    if info is not None:
+        if info.size is not None and st.st_size != info.size:
+            return None
+        if info.etag is None and info.last_modified and meta.get("last_modified") \
+                and info.last_modified != meta["last_modified"]:
+            return None
+    return meta
+
+
+def _sha256_matches(data_path, meta, sha256):
+    if not sha256:
+        return True
+    recorded = meta.get("sha256")
+    if recorded is None:  # e.g. a 0.6.2 entry: compute once
+        from .transfer import hash_file
+        recorded = hash_file(data_path, ("sha256",))["sha256"]
+    return recorded.lower() == sha256
+
+
+def _touch_used(data_path):
+    """Record "last used" as the metadata file's mtime (best effort: read-only caches work)."""
+    with contextlib.suppress(OSError):
+        os.utime(data_path + ".json")
+
+
+def newest_cached_entry(url, cache_dir=None, sha256=None):
+    """Path of the most recently downloaded complete entry for ``url`` (any ETag), or None."""
+    cache_dir = resolve_cache_dir(cache_dir)
+    url_hash = url_to_filename(url)
+    best = None
+    try:
+        entries = list(os.scandir(cache_dir))
+    except OSError:
+        return None
+    for entry in entries:
+        m = KEY_RE.match(entry.name)
+        if not m or m.group(1) != url_hash:
+            continue
+        meta = entry_state(entry.path)
+        if meta is None or meta.get("url") != url or not _sha256_matches(entry.path, meta, sha256):
+            continue
+        mtime = entry.stat().st_mtime
+        if best is None or mtime > best[0]:
+            best = (mtime, entry.path)
+    return best[1] if best else None
+
+
+# --- the download itself -----------------------------------------------------------------------
+def _download(url, info, data_path, transport, sha256, progress):
+    from . import __version__
+    from .transfer import Expected, StreamHasher, check_integrity
+
+    expected = list(info.expected)
+    if sha256:
+        expected.append(Expected("sha256", sha256, "the sha256= argument"))
+    if any(e.algorithm == "sha256" for e in expected):
+        # sha256 is computed anyway and is the stronger check: skip the ETag's MD5 (the
+        # slowest hash, ~0.7 s per 440 MB here).
+        expected = [e for e in expected if e.algorithm != "md5"]
+    resumable = transport.resumable and info.strong_etag is not None
+    tmp, adopted = _claim_partial(data_path, resumable)
+    try:
+        f = open(tmp, "r+b" if adopted else "x+b")
+    except OSError as e:
+        _release_partial(tmp)
+        raise CacheError(f"cannot write to the cache directory {os.path.dirname(data_path)}: {e}; "
+                         f"point {ENV_CACHE} (or cache_dir=) at a writable directory") from e
+    hasher = StreamHasher(["sha256"] + [e.algorithm for e in expected])
+    keep_partial = False
+    committed = False
+    try:
+        if adopted:
+            hasher.feed_file(f, adopted)
+            f.seek(0, 2)
+        desc = os.path.basename(urlparse(url).path)[:24] or "download"
+        size = transport.fetch(url, info, f, hasher, progress, desc)
+        f.flush()
+        digests = hasher.hexdigests()
+        check_integrity(url, size, digests, info.size, expected)
+        os.fsync(f.fileno())
+        f.close()
+        os.replace(tmp, data_path)  # the commit point
+        committed = True
+        meta = {"url": url, "etag": info.etag, "size": size, "sha256": digests["sha256"],
+                "verified": sorted({e.algorithm for e in expected}),
+                "last_modified": info.last_modified, "created": time.time(),
+                "bertconvert_version": __version__}
+        if info.version_id:
+            meta["version_id"] = info.version_id
+        with atomic_write(data_path + ".json", "w") as mf:
+            json.dump(meta, mf, indent=1)
+        log.info("cached %s (%d bytes, sha256 %s)", url, size, digests["sha256"])
+    except (DownloadError, KeyboardInterrupt) as e:
+        keep_partial = resumable and not isinstance(e, RemoteChangedError)
+        raise
+    finally:
+        hasher.hexdigests()  # stops the hashing threads on every path
+        f.close()
+        _release_partial(tmp)
+        if not committed and not keep_partial:
+            with contextlib.suppress(OSError):
+                os.unlink(tmp)
+        elif not committed:
+            with contextlib.suppress(OSError):
+                if os.path.getsize(tmp) == 0:
+                    os.unlink(tmp)
+
+
+def _finish(data_path, extract, cache_dir):
+    _touch_used(data_path)
+    if not extract:
+        return data_path
+    from .archives import extract_archive
+
+    target = data_path + EXTRACTED_SUFFIX
+    if os.path.isdir(target):
+        return target
+    with entry_lock(data_path):
+        return extract_archive(data_path, target)
+
+
+def _fallback(url, cache_dir, sha256, extract, error):
+    path = newest_cached_entry(url, cache_dir, sha256)
+    if path is None:
+        raise NetworkUnavailableError(
+            f"{error}. Nothing is cached for {url} in {cache_dir} to fall back on; retry when "
+            "the network is back, or fetch it elsewhere with `bertconvert cache fetch`") from error
+    when = time.strftime("%Y-%m-%d %H:%M", time.localtime(os.path.getmtime(path)))
+    log.warning("network failure for %s (%s); using the cached copy from %s", url, error, when)
+    return _finish(path, extract, cache_dir)
+
+
+def _fetch_remote(url, cache_dir, force_download, local_files_only, sha256, extract, proxies,
+                  progress):
+    cache_dir = resolve_cache_dir(cache_dir)
+    try:
+        os.makedirs(cache_dir, exist_ok=True)
+    except OSError as e:
+        raise CacheError(f"cannot create the cache directory {cache_dir}: {e}; set {ENV_CACHE} "
+                         "or pass cache_dir=") from e
+    if local_files_only or is_offline():
+        why = "local_files_only=True" if local_files_only else f"{ENV_OFFLINE} is set"
+        if force_download:
+            raise OfflineError(f"force_download needs the network but {why}")
+        path = newest_cached_entry(url, cache_dir, sha256)
+        if path is None:
+            raise OfflineError(f"offline ({why}) and {url} is not in the cache {cache_dir}; fetch "
+                               f"it while online (`bertconvert cache fetch {url}`)")
+        return _finish(path, extract, cache_dir)
+
+    from .transfer import transport_for
+
+    transport = transport_for(url, proxies)
+    try:
+        for attempt in range(2):
+            try:
+                info = transport.head(url)
+            except DownloadError as e:  # network trouble; 404/403 propagate as they are
+                return _fallback(url, cache_dir, sha256, extract, e)
+            data_path = os.path.join(cache_dir, url_to_filename(url, info.etag))
+            meta = None if force_download else entry_state(data_path, info)
+            if meta is not None and _sha256_matches(data_path, meta, sha256):
+                return _finish(data_path, extract, cache_dir)
+            with entry_lock(data_path):
+                meta = None if force_download else entry_state(data_path, info)
+                if meta is None or not _sha256_matches(data_path, meta, sha256):
+                    try:
+                        _download(url, info, data_path, transport, sha256, progress)
+                    except RemoteChangedError as e:
+                        if attempt == 0:
+                            log.info("%s; starting over", e)
+                            continue
+                        raise
+                    except DownloadError as e:
+                        error = e
+                        break
+            return _finish(data_path, extract, cache_dir)
+    finally:
+        transport.close()
+    return _fallback(url, cache_dir, sha256, extract, error)
+
+
+def _local(path, cache_dir, extract, sha256):
+    if sha256:
+        from .transfer import hash_file
+        actual = hash_file(path, ("sha256",))["sha256"] if os.path.isfile(path) else None
+        if actual != sha256:
+            raise IntegrityError(f"sha256 of {path} is {actual} but sha256= says {sha256}")
+    if not extract or os.path.isdir(path):
+        return path
+    # A local archive is extracted into the cache, keyed by its absolute path and version.
+    from .archives import extract_archive
+
+    st = os.stat(path)
+    cache_dir = resolve_cache_dir(cache_dir)
+    os.makedirs(cache_dir, exist_ok=True)
+    key = url_to_filename("file://" + os.path.abspath(path), f"{st.st_size}-{st.st_mtime_ns}")
+    target = os.path.join(cache_dir, key + EXTRACTED_SUFFIX)
+    if os.path.isdir(target):
+        return target
+    with entry_lock(os.path.join(cache_dir, key)):
+        return extract_archive(path, target)
+
+
+def cached_path(url_or_filename, cache_dir=None, *, force_download=False, local_files_only=False,
+                sha256=None, extract=False, proxies=None, progress=True):
+    """Local path of ``url_or_filename``, downloading it into the cache if needed.
+
+    ``url_or_filename``: an http(s):// or s3:// URL, or a local path (returned as is).
+    ``cache_dir``: else ``$BERTCONVERT_CACHE``, ``$PYTORCH_PRETRAINED_BERT_CACHE``,
+    ``~/.cache/bertconvert``. ``force_download``: fetch again even if cached.
+    ``local_files_only``: no network, newest cached entry. ``sha256``: required content hash.
+    ``extract``: return the directory a .tar.gz/.tgz/.zip extracts to (extracted once).
+    ``proxies``: requests-style ``{"https": "http://proxy:3128"}``; wins over the environment's
+    (HTTPS_PROXY...), which are used otherwise. For s3:// it goes to botocore's config.
+
+    Raises RemoteNotFoundError (404/403/NoSuchKey), IntegrityError (length/checksum mismatch;
+    nothing kept), OfflineError / NetworkUnavailableError (nothing usable cached),
+    PathNotFoundError (missing local path), UnsupportedURLError, UnsafeArchiveError.
+
+    Example::
+
+        >>> vocab = cached_path("https://mirror.example/bert/bert-base-uncased-vocab.txt")
+        >>> model_dir = cached_path("s3://models/bert-base-uncased.tar.gz", extract=True)
+    """
+    target = os.fspath(url_or_filename)
+    if sha256 is not None:
+        sha256 = str(sha256).strip().lower()
+        if not re.fullmatch(r"[0-9a-f]{64}", sha256):
+            raise CacheError(f"sha256={sha256!r} is not 64 hex digits")
+    scheme = urlparse(target).scheme.lower()
+    if scheme in REMOTE_SCHEMES:
+        return _fetch_remote(target, cache_dir, force_download, local_files_only, sha256, extract,
+                             proxies, progress)
+    if scheme == "file":
+        from urllib.request import url2pathname
+        target = url2pathname(urlparse(target).path)
+    if os.path.exists(target):
+        return _local(target, cache_dir, extract, sha256)
+    if scheme in ("", "file") or re.match(r"^[A-Za-z]:[\\/]", target):
+        raise PathNotFoundError(f"file {target} not found (not a URL either: expected an "
+                                "http(s):// or s3:// URL, or an existing path)")
+    raise UnsupportedURLError(f"cannot fetch {target!r}: scheme {scheme!r} is not supported; "
+                              "use http://, https://, s3:// or a local path")

@@ -1,0 +1,229 @@
+"""Looking after a cache directory: list, verify, prune and remove entries.
+
+The library side of ``bertconvert cache ls|verify|prune|rm``. Removal happens under each
+entry's lock and is itself atomic per file (unlink; extracted directories are renamed away
+before being deleted), so a process reading the cache never sees half an entry. Lock files
+are never removed: deleting a lock file another process waits on would let two holders in.
+
+Example::
+
+    >>> for e in list_entries():
+    ...     print(e.url, e.size, e.complete)
+    >>> prune(max_size=parse_size("20G"), older_than=parse_age("30d"))
+"""
+import contextlib
+import logging
+import os
+import re
+import shutil
+import time
+from dataclasses import dataclass
+
+from .atomic import TEMP_MARKER, temp_name_for
+from .cache import (EXTRACTED_SUFFIX, KEY_RE, PARTIAL_MARKER, entry_lock, entry_state,
+                    read_metadata, resolve_cache_dir, url_to_filename)
+from .errors import CacheEntryNotFoundError, CacheError
+
+log = logging.getLogger(__name__)
+
+#: Leftover temp files of atomic writes/extractions are removed by prune after this long.
+TEMP_GRACE_SECONDS = 24 * 3600
+
+
+@dataclass
+class CacheEntry:
+    """One cached download as ``cache ls`` shows it."""
+
+    key: str
+    path: str
+    url: str
+    etag: str
+    size: int
+    last_used: float
+    created: float
+    complete: bool
+    sha256: str = None
+    extracted: str = None
+
+    def disk_usage(self):
+        total = self.size or 0
+        if self.extracted:
+            for d, _, files in os.walk(self.extracted):
+                for name in files:
+                    with contextlib.suppress(OSError):
+                        total += os.lstat(os.path.join(d, name)).st_size
+        return total
+
+
+def list_entries(cache_dir=None):
+    """Every entry with data or metadata in ``cache_dir``, newest use first."""
+    cache_dir = resolve_cache_dir(cache_dir)
+    try:
+        names = set(os.listdir(cache_dir))
+    except FileNotFoundError:
+        return []
+    keys = {n[:-5] for n in names if n.endswith(".json") and KEY_RE.match(n[:-5])}
+    keys |= {n for n in names if KEY_RE.match(n)}
+    entries = []
+    for key in keys:
+        path = os.path.join(cache_dir, key)
+        meta = read_metadata(path) or {}
+        complete = entry_state(path) is not None
+        try:
+            st = os.stat(path)
+            size, created = st.st_size, st.st_mtime
+        except OSError:
+            size, created = meta.get("size"), meta.get("created") or 0.0
+        try:
+            last_used = os.stat(path + ".json").st_mtime
+        except OSError:
+            last_used = created
+        extracted = path + EXTRACTED_SUFFIX
+        entries.append(CacheEntry(key=key, path=path, url=meta.get("url"), etag=meta.get("etag"),
+                                  size=size, last_used=last_used, created=created,
+                                  complete=complete, sha256=meta.get("sha256"),
+                                  extracted=extracted if os.path.isdir(extracted) else None))
+    entries.sort(key=lambda e: e.last_used, reverse=True)
+    return entries
+
+
+def select_entries(items, cache_dir=None):
+    """Entries matching each item: a key, a key prefix (≥ 8 hex), a URL, or a model name."""
+    entries = list_entries(cache_dir)
+    chosen, missing = {}, []
+    for item in items:
+        url_hash = url_to_filename(item)
+        hits = [e for e in entries if e.key.startswith(url_hash) or e.url == item
+                or (len(item) >= 8 and re.fullmatch(r"[0-9a-f.]+", item) and e.key.startswith(item))]
+        if not hits and "://" not in item:
+            from .pretrained import PRETRAINED_MODEL_ARCHIVE_MAP, model_archive_url, vocab_url
+            if item in PRETRAINED_MODEL_ARCHIVE_MAP:
+                urls = {model_archive_url(item), vocab_url(item)}
+                hits = [e for e in entries if e.url in urls]
+        if not hits:
+            missing.append(item)
+        for e in hits:
+            chosen[e.key] = e
+    if missing:
+        raise CacheEntryNotFoundError(f"not in the cache {resolve_cache_dir(cache_dir)}: "
+                                      f"{', '.join(missing)} (see `bertconvert cache ls`)")
+    return list(chosen.values())
+
+
+def verify_entry(entry, progress=False):
+    """``(ok, detail)``: recompute the entry's sha256 and compare with its metadata."""
+    from .transfer import hash_file
+
+    if not entry.complete:
+        return False, "incomplete (data or metadata missing, or size differs)"
+    actual = hash_file(entry.path, ("sha256",), progress=progress)["sha256"]
+    if entry.sha256 is None:
+        return True, f"sha256 {actual} (no recorded sha256 to compare; 0.6.2 entry)"
+    if actual != entry.sha256:
+        return False, f"sha256 is {actual} but the metadata records {entry.sha256}"
+    return True, f"sha256 {actual}"
+
+
+def _remove_path(path):
+    """Remove a file, or a directory by renaming it away first (readers never see half of it)."""
+    if os.path.isdir(path) and not os.path.islink(path):
+        doomed = temp_name_for(path) + ".old"
+        os.rename(path, doomed)
+        shutil.rmtree(doomed, ignore_errors=True)
+    else:
+        os.unlink(path)
+
+
+def remove_entry(entry):
+    """Delete an entry's data, metadata and extraction (its lock file stays). Returns paths."""
+    removed = []
+    with entry_lock(entry.path):
+        for p in (entry.path, entry.path + ".json", entry.path + EXTRACTED_SUFFIX):
+            if os.path.lexists(p):
+                try:
+                    _remove_path(p)
+                except OSError as e:
+                    raise CacheError(f"cannot remove {p}: {e}") from e
+                removed.append(p)
+    return removed
+
+
+def _garbage(cache_dir, now):
+    """Abandoned partial downloads and old temp files (incomplete entries are listed entries)."""
+    from .cache_locks import _partial_abandoned
+
+    out = []
+    for entry in os.scandir(cache_dir):
+        name = entry.name
+        try:
+            age = now - entry.stat(follow_symlinks=False).st_mtime
+        except OSError:
+            continue
+        if name.startswith(".") and PARTIAL_MARKER in name:
+            prefix = name[:name.index(PARTIAL_MARKER) + len(PARTIAL_MARKER)]
+            if _partial_abandoned(entry, prefix):
+                out.append(entry.path)
+        elif name.startswith(".") and TEMP_MARKER in name and age > TEMP_GRACE_SECONDS:
+            out.append(entry.path)
+    return out
+
+
+def prune(cache_dir=None, *, max_size=None, older_than=None, dry_run=False):
+    """Remove garbage, entries unused for ``older_than`` seconds, then least-recently-used
+    entries until the cache takes at most ``max_size`` bytes. Returns the removed paths."""
+    cache_dir = resolve_cache_dir(cache_dir)
+    if not os.path.isdir(cache_dir):
+        return []
+    now = time.time()
+    doomed_paths = _garbage(cache_dir, now)
+    entries = list_entries(cache_dir)
+    doomed = [e for e in entries if not e.complete and now - e.created > 60]
+    keep = [e for e in entries if e not in doomed]
+    if older_than is not None:
+        doomed += [e for e in keep if now - e.last_used > older_than]
+        keep = [e for e in keep if now - e.last_used <= older_than]
+    if max_size is not None:
+        total = sum(e.disk_usage() for e in keep)
+        for e in sorted(keep, key=lambda e: e.last_used):  # least recently used first
+            if total <= max_size:
+                break
+            doomed.append(e)
+            total -= e.disk_usage()
+    if dry_run:
+        return doomed_paths + [e.path for e in doomed]
+    removed = []
+    for p in doomed_paths:
+        with contextlib.suppress(OSError):
+            _remove_path(p)
+            removed.append(p)
+    for e in doomed:
+        removed += remove_entry(e)
+    return removed
+
+
+_SIZE_UNITS = {"": 1, "b": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30, "t": 1 << 40}
+_AGE_UNITS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
+
+
+def parse_size(text):
+    """``"500M"``, ``"20G"``, ``"1.5GB"``, ``"1024"`` -> bytes (binary units).
+
+    >>> parse_size("1.5G")
+    1610612736
+    """
+    m = re.fullmatch(r"\s*([0-9]*\.?[0-9]+)\s*([kmgtKMGT]?)(?:i?[bB])?\s*", str(text))
+    if not m:
+        raise ValueError(f"size {text!r} not understood; use e.g. 500M, 20G, 1T or a byte count")
+    return int(float(m.group(1)) * _SIZE_UNITS[m.group(2).lower()])
+
+
+def parse_age(text):
+    """``"30d"``, ``"12h"``, ``"2w"``, ``"90"`` (seconds) -> seconds.
+
+    >>> parse_age("2d")
+    172800.0
+    """
+    m = re.fullmatch(r"\s*([0-9]*\.?[0-9]+)\s*([smhdwSMHDW]?)\s*", str(text))
+    if not m:
+        raise ValueError(f"age {text!r} not understood; use e.g. 90s, 45m, 12h, 30d, 2w")
+    return float(m.group(1)) * _AGE_UNITS[m.group(2).lower()]

@@ -1,0 +1,406 @@
+"""Pieces shared by the HTTP and S3 transports of the weight cache.
+
+* :class:`RemoteInfo` — what a metadata request (HTTP HEAD, S3 HeadObject) told us: ETag,
+  size, and the checksums the content must match (:class:`Expected`).
+* :class:`StreamHasher` — hashes bytes while they are downloaded, one thread per algorithm,
+  so sha256 + md5 of a 440 MB file cost little more wall time than the download itself
+  (hashlib releases the GIL on large buffers).
+* :class:`RetryPolicy` — attempts, exponential backoff and timeouts, overridable from the
+  environment (``BERTCONVERT_HTTP_RETRIES``, ``BERTCONVERT_HTTP_BACKOFF``,
+  ``BERTCONVERT_HTTP_TIMEOUT``).
+* :func:`check_integrity` — compares what was downloaded with what was expected and raises
+  :class:`~bertconvert.errors.IntegrityError` naming the source of the expectation.
+"""
+import base64
+import binascii
+import hashlib
+import logging
+import os
+import queue
+import random
+import re
+import sys
+import threading
+import time
+import zlib
+from dataclasses import dataclass, field
+
+from .errors import IntegrityError
+
+log = logging.getLogger(__name__)
+
+#: Read/write/hash granularity. Large blocks keep Python overhead per byte negligible.
+CHUNK_SIZE = 8 << 20
+
+_PLAIN_MD5 = re.compile(r'^"?([0-9a-fA-F]{32})"?$')
+
+
+@dataclass(frozen=True)
+class Expected:
+    """One checksum the content must have: algorithm, lowercase hex value, and who said so."""
+
+    algorithm: str
+    hexdigest: str
+    source: str
+
+
+@dataclass
+class RemoteInfo:
+    """Metadata of a remote object, gathered before deciding whether to download."""
+
+    url: str
+    etag: str = None
+    size: int = None
+    last_modified: str = None
+    expected: list = field(default_factory=list)
+    version_id: str = None
+    accept_ranges: bool = False
+
+    @property
+    def strong_etag(self):
+        """The ETag when it is a strong validator (usable for If-Range), else None."""
+        if self.etag and not self.etag.startswith("W/"):
+            return self.etag
+        return None
+
+
+def md5_from_etag(etag, encrypted=False):
+    """The content MD5 carried by ``etag``, or None.
+
+    Only a strong ETag of exactly 32 hex digits counts: S3 multipart ETags end in ``-N``,
+    SSE-KMS/SSE-C ETags are not MD5s (``encrypted``), weak ETags make no byte-level promise.
+    ``BERTCONVERT_ETAG_MD5=0`` turns this off for servers whose 32-hex ETags mean something else.
+
+    >>> md5_from_etag('"d41d8cd98f00b204e9800998ecf8427e"')
+    'd41d8cd98f00b204e9800998ecf8427e'
+    >>> md5_from_etag('"9b2cf535f27731c974343645a3985328-3"') is None
+    True
+    """
+    if not etag or etag.startswith("W/") or encrypted:
+        return None
+    if os.environ.get("BERTCONVERT_ETAG_MD5", "1").strip().lower() in ("0", "false", "no", "off"):
+        return None
+    m = _PLAIN_MD5.match(etag.strip())
+    return m.group(1).lower() if m else None
+
+
+def b64_to_hex(value):
+    """S3 ``x-amz-checksum-*`` values are base64 of the big-endian digest; we compare in hex."""
+    try:
+        return base64.b64decode(value, validate=True).hex()
+    except (binascii.Error, ValueError):
+        return None
+
+
+# --- hashing while downloading -------------------------------------------------------------
+class _Crc32:
+    name = "crc32"
+
+    def __init__(self):
+        self._value = 0
+
+    def update(self, data):
+        self._value = zlib.crc32(data, self._value)
+
+    def hexdigest(self):
+        return f"{self._value:08x}"
+
+
+def _crc32c():
+    try:
+        import google_crc32c
+    except ImportError:
+        return None
+    return google_crc32c.Checksum()
+
+
+def _new_hash(algorithm):
+    if algorithm in ("sha256", "md5", "sha1"):
+        return hashlib.new(algorithm)
+    if algorithm == "crc32":
+        return _Crc32()
+    if algorithm == "crc32c":
+        return _crc32c()
+    return None
+
+
+def _hexdigest(h):
+    if hasattr(h, "hexdigest"):
+        return h.hexdigest()
+    return h.digest().hex()  # google_crc32c.Checksum
+
+
+SUPPORTED_ALGORITHMS = ("sha256", "md5", "sha1", "crc32", "crc32c")
+
+
+class StreamHasher:
+    """Feed bytes with :meth:`update`; each algorithm runs in its own worker thread.
+
+    Buffers passed to :meth:`update` must not be mutated afterwards (we pass immutable
+    ``bytes``). Queues are bounded, so memory stays at a few chunks per algorithm.
+
+    >>> h = StreamHasher(["sha256"]); h.update(b"abc"); h.hexdigests()["sha256"][:8]
+    'ba7816bf'
+    """
+
+    def __init__(self, algorithms, threaded=True):
+        algos = []
+        for a in dict.fromkeys(algorithms):  # ordered, unique
+            if _new_hash(a) is None:
+                log.debug("checksum %s not supported here; not verified", a)
+                continue
+            algos.append(a)
+        self.algorithms = tuple(algos)
+        self._threaded = threaded and len(self.algorithms) > 0
+        self._start()
+
+    def _start(self):
+        self._hashes = {a: _new_hash(a) for a in self.algorithms}
+        self._queues, self._threads = [], []
+        if not self._threaded:
+            return
+        for h in self._hashes.values():
+            q = queue.Queue(maxsize=4)
+            t = threading.Thread(target=self._work, args=(h, q), daemon=True,
+                                 name="bertconvert-hash")
+            t.start()
+            self._queues.append(q)
+            self._threads.append(t)
+
+    @staticmethod
+    def _work(h, q):
+        while True:
+            data = q.get()
+            if data is None:
+                return
+            h.update(data)
+
+    def update(self, data):
+        if not data:
+            return
+        if self._threaded:
+            for q in self._queues:
+                q.put(data)
+        else:
+            for h in self._hashes.values():
+                h.update(data)
+
+    def _finish(self):
+        for q in self._queues:
+            q.put(None)
+        for t in self._threads:
+            t.join()
+        self._queues, self._threads = [], []
+
+    def reset(self):
+        """Forget everything hashed so far (a download restarted from byte 0)."""
+        self._finish()
+        self._start()
+
+    def hexdigests(self):
+        """Stop the workers and return ``{algorithm: hexdigest}``."""
+        self._finish()
+        return {a: _hexdigest(h) for a, h in self._hashes.items()}
+
+    def feed_file(self, f, length):
+        """Hash the first ``length`` bytes of open file ``f`` (the part kept from an earlier try)."""
+        f.seek(0)
+        remaining = length
+        while remaining > 0:
+            block = f.read(min(CHUNK_SIZE, remaining))
+            if not block:
+                break
+            self.update(block)
+            remaining -= len(block)
+
+
+def hash_file(path, algorithms=("sha256",), progress=False):
+    """``{algorithm: hexdigest}`` of a file on disk."""
+    from tqdm.auto import tqdm
+
+    hasher = StreamHasher(algorithms)
+    size = os.path.getsize(path)
+    with open(path, "rb") as f, tqdm(total=size, unit="B", unit_scale=True, unit_divisor=1024,
+                                     desc=os.path.basename(path)[:16], disable=not progress,
+                                     leave=False) as bar:
+        for block in iter(lambda: f.read(CHUNK_SIZE), b""):
+            hasher.update(block)
+            bar.update(len(block))
+    return hasher.hexdigests()
+
+
+def check_integrity(url, size, digests, expected_size, expected):
+    """Raise IntegrityError unless ``size`` and every digest match what was expected."""
+    if expected_size is not None and size != expected_size:
+        raise IntegrityError(
+            f"download of {url} has {size} bytes but the server announced {expected_size}; "
+            "the partial file was deleted. Retry; if it persists, the server or a proxy is "
+            "truncating the transfer")
+    for exp in expected:
+        actual = digests.get(exp.algorithm)
+        if actual is None:
+            continue
+        if actual.lower() != exp.hexdigest.lower():
+            raise IntegrityError(
+                f"{exp.algorithm} of {url} is {actual} but {exp.source} says {exp.hexdigest}; "
+                "the corrupt download was deleted. Check the mirror's copy (or the sha256 you "
+                "passed) and retry")
+
+
+# --- early writeback -------------------------------------------------------------------------
+class Writeback:
+    """Start flushing a growing file to disk while it is still being written.
+
+    The commit needs an fsync; for a 440 MB file written at network speed that fsync would
+    otherwise flush everything at the end (~0.2 s here). Linux's ``sync_file_range`` with
+    SYNC_FILE_RANGE_WRITE starts the writeback of what is already written without waiting,
+    so the final fsync has little left. Elsewhere (or if libc lacks it) this does nothing.
+    """
+
+    STEP = 32 << 20
+    _fn = None
+    _probed = False
+
+    def __init__(self, f):
+        self.f = f
+        self.done = f.tell()
+        if not Writeback._probed:
+            Writeback._probed = True
+            Writeback._fn = self._load()
+
+    @staticmethod
+    def _load():
+        if not sys.platform.startswith("linux"):
+            return None
+        try:
+            import ctypes
+            fn = ctypes.CDLL(None, use_errno=True).sync_file_range
+        except (OSError, AttributeError):
+            return None
+        fn.argtypes = [ctypes.c_int, ctypes.c_int64, ctypes.c_int64, ctypes.c_uint]
+        return fn
+
+    def written(self, position):
+        """Tell it the file now has ``position`` bytes; flushes ahead every STEP bytes."""
+        if self._fn is None or position - self.done < self.STEP:
+            return
+        self.f.flush()
+        self._fn(self.f.fileno(), self.done, position - self.done, 2)  # SYNC_FILE_RANGE_WRITE
+        self.done = position
+
+
+# --- retries ---------------------------------------------------------------------------------
+def _env_number(name, default, kind=float):
+    raw = os.environ.get(name)
+    if raw is None or raw.strip() == "":
+        return default
+    try:
+        return kind(raw)
+    except ValueError:
+        log.warning("ignoring %s=%r (not a number)", name, raw)
+        return default
+
+
+@dataclass
+class RetryPolicy:
+    """How hard to try: ``attempts`` in total, sleeping ``backoff * 2**n`` (jittered) between."""
+
+    attempts: int = 5
+    backoff: float = 0.5
+    max_backoff: float = 10.0
+    connect_timeout: float = 10.0
+    read_timeout: float = 60.0
+
+    @classmethod
+    def from_env(cls):
+        policy = cls()
+        policy.attempts = max(1, _env_number("BERTCONVERT_HTTP_RETRIES", policy.attempts, int))
+        policy.backoff = max(0.0, _env_number("BERTCONVERT_HTTP_BACKOFF", policy.backoff))
+        policy.read_timeout = _env_number("BERTCONVERT_HTTP_TIMEOUT", policy.read_timeout)
+        return policy
+
+    @property
+    def timeout(self):
+        return (self.connect_timeout, self.read_timeout)
+
+    def sleep(self, attempt, retry_after=None):
+        """Sleep before attempt number ``attempt + 1`` (``retry_after`` from the server wins)."""
+        delay = min(self.max_backoff, self.backoff * (2 ** attempt))
+        delay *= 0.5 + random.random() / 2  # jitter: many processes must not retry in lockstep
+        if retry_after is not None:
+            delay = min(self.max_backoff * 3, max(delay, retry_after))
+        time.sleep(delay)
+
+
+def parse_retry_after(value):
+    """Seconds from a Retry-After header holding a number (HTTP dates are ignored)."""
+    try:
+        return max(0.0, float(value))
+    except (TypeError, ValueError):
+        return None
+
+
+def progress_bar(total, desc, enabled, initial=0):
+    """A byte-counting tqdm bar (disabled when ``enabled`` is false)."""
+    from tqdm.auto import tqdm
+
+    return tqdm(total=total, initial=initial, unit="B", unit_scale=True, unit_divisor=1024,
+                desc=desc, disable=not enabled, leave=False, mininterval=0.5)
+
+
+# --- transports: what bertconvert.cache calls ---------------------------------------------------
+class HttpTransport:
+    """http(s):// for the cache: HEAD + resumable GET over one requests Session."""
+
+    resumable = True
+
+    def __init__(self, proxies):
+        self.proxies = proxies
+        self.policy = RetryPolicy.from_env()
+        self._session = None
+
+    @property
+    def session(self):
+        if self._session is None:
+            from .transfer_http import make_session
+            self._session = make_session(self.proxies)
+        return self._session
+
+    def head(self, url):
+        from .transfer_http import head
+        return head(url, self.session, self.policy)
+
+    def fetch(self, url, info, f, hasher, progress, desc):
+        from .transfer_http import fetch
+        return fetch(url, info, f, hasher, self.session, self.policy, progress=progress, desc=desc)
+
+    def close(self):
+        if self._session is not None:
+            self._session.close()
+
+
+class S3Transport:
+    """s3:// for the cache: HeadObject + TransferConfig download (not resumable)."""
+
+    resumable = False
+
+    def __init__(self, proxies):
+        from .transfer_s3 import make_client
+
+        self.client = make_client(proxies, RetryPolicy.from_env())
+
+    def head(self, url):
+        from .transfer_s3 import head
+        return head(url, self.client)
+
+    def fetch(self, url, info, f, hasher, progress, desc):
+        from .transfer_s3 import fetch
+        return fetch(url, info, f, hasher, self.client, progress=progress, desc=desc)
+
+    def close(self):
+        pass
+
+
+def transport_for(url, proxies=None):
+    """The transport for an http(s):// or s3:// URL."""
+    return S3Transport(proxies) if url.startswith("s3://") else HttpTransport(proxies)

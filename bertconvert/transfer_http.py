@@ -1,0 +1,288 @@
+"""HTTP(S) transport of the weight cache: HEAD for metadata, resumable streaming GET.
+
+Rules this module keeps (each one a failure seen in the wild with 0.6.2's cache):
+
+* every status is checked: 404/403/401/410 become :class:`RemoteNotFoundError` naming the
+  URL, 5xx and 429 are retried with backoff (``Retry-After`` honoured), nothing else is
+  written to disk as if it were content;
+* a body that stops early (dropped connection, stall past the read timeout) is resumed with
+  ``Range: bytes=N-`` + ``If-Range: <etag>`` when the ETag is strong; a server that answers
+  such a request with ``200`` gets the file restarted from byte 0 — never appended to;
+* bytes are hashed while they arrive (see :class:`~bertconvert.transfer.StreamHasher`).
+
+Proxies come from the environment (requests' ``trust_env``) or the ``proxies`` argument.
+"""
+import logging
+import re
+
+from .errors import (DownloadError, MissingDependencyError, RemoteChangedError,
+                     RemoteNotFoundError)
+from .transfer import (CHUNK_SIZE, Expected, RemoteInfo, Writeback, b64_to_hex, md5_from_etag,
+                       parse_retry_after, progress_bar)
+
+log = logging.getLogger(__name__)
+
+NOT_FOUND_STATUSES = (401, 403, 404, 410)
+RETRY_STATUSES = (408, 425, 429, 500, 502, 503, 504)
+
+# Checksums S3-compatible servers put in headers (asked for with x-amz-checksum-mode).
+_AMZ_CHECKSUM_HEADERS = {
+    "x-amz-checksum-sha256": "sha256",
+    "x-amz-checksum-sha1": "sha1",
+    "x-amz-checksum-crc32": "crc32",
+    "x-amz-checksum-crc32c": "crc32c",
+}
+_CONTENT_RANGE = re.compile(r"bytes (\d+)-(\d+)/(\d+|\*)")
+
+
+def _requests():
+    try:
+        import requests
+    except ImportError as e:  # pragma: no cover - requests is an install requirement
+        raise MissingDependencyError("downloading over HTTP needs requests: pip install requests") from e
+    return requests
+
+
+def make_session(proxies=None):
+    """A requests Session with our User-Agent; ``proxies`` adds to the environment's."""
+    requests = _requests()
+    from . import __version__
+
+    session = requests.Session()
+    session.headers["User-Agent"] = f"bertconvert/{__version__}"
+    # Passed with every request: requests lets environment proxies override session.proxies,
+    # but not per-request ones.
+    session.bertconvert_proxies = dict(proxies) if proxies else None
+    return session
+
+
+def _proxies(session):
+    return getattr(session, "bertconvert_proxies", None)
+
+
+def _network_errors():
+    requests = _requests()
+    import urllib3
+
+    return (requests.ConnectionError, requests.Timeout, requests.exceptions.ChunkedEncodingError,
+            urllib3.exceptions.HTTPError, ConnectionError, TimeoutError)
+
+
+def _raise_not_found(url, response):
+    raise RemoteNotFoundError(
+        f"{url} answered HTTP {response.status_code} ({response.reason}): it does not exist or "
+        "access is denied. Check the URL/model name, BERTCONVERT_MIRROR and credentials; "
+        "nothing was cached")
+
+
+def _info_from_headers(url, headers, size=None):
+    etag = headers.get("ETag")
+    encrypted = headers.get("x-amz-server-side-encryption", "").lower() == "aws:kms" or \
+        "x-amz-server-side-encryption-customer-algorithm" in headers
+    info = RemoteInfo(url=url, etag=etag, size=size, last_modified=headers.get("Last-Modified"),
+                      accept_ranges=headers.get("Accept-Ranges", "").lower() == "bytes")
+    md5 = md5_from_etag(etag, encrypted=encrypted)
+    if md5:
+        info.expected.append(Expected("md5", md5, "the server's ETag (a plain MD5)"))
+    # Multipart objects carry checksums of part checksums unless marked FULL_OBJECT.
+    composite = (bool(etag) and "-" in etag and
+                 headers.get("x-amz-checksum-type", "").upper() != "FULL_OBJECT") or \
+        headers.get("x-amz-checksum-type", "").upper() == "COMPOSITE"
+    for header, algo in _AMZ_CHECKSUM_HEADERS.items():
+        value = headers.get(header)
+        if value and not composite and "-" not in value:  # "-N": composite multipart checksum
+            hexed = b64_to_hex(value)
+            if hexed:
+                info.expected.append(Expected(algo, hexed, f"the {header} header"))
+    meta_sha = headers.get("x-amz-meta-sha256")
+    if meta_sha and re.fullmatch(r"[0-9a-fA-F]{64}", meta_sha.strip()):
+        info.expected.append(Expected("sha256", meta_sha.strip().lower(),
+                                      "the object's sha256 metadata (x-amz-meta-sha256)"))
+    return info
+
+
+def head(url, session, policy):
+    """Metadata of ``url`` via HEAD (redirects followed), retried on network errors/5xx/429.
+
+    Raises RemoteNotFoundError (404/403/...), DownloadError after the last attempt.
+    Servers that refuse HEAD (405/501) are asked with a one-byte ranged GET instead.
+    """
+    errors = _network_errors()
+    last = None
+    for attempt in range(policy.attempts):
+        if attempt:
+            policy.sleep(attempt - 1, getattr(last, "retry_after", None))
+        try:
+            r = session.head(url, allow_redirects=True, timeout=policy.timeout,
+                             proxies=_proxies(session),
+                             headers={"Accept-Encoding": "identity",
+                                      "x-amz-checksum-mode": "ENABLED"})
+        except errors as e:
+            last = e
+            log.info("HEAD %s failed (%s); attempt %d/%d", url, e, attempt + 1, policy.attempts)
+            continue
+        if r.status_code in NOT_FOUND_STATUSES:
+            _raise_not_found(url, r)
+        if r.status_code in (405, 501):
+            return _probe_with_get(url, session, policy)
+        if r.status_code in RETRY_STATUSES:
+            last = DownloadError(f"HEAD {url} answered HTTP {r.status_code}")
+            last.retry_after = parse_retry_after(r.headers.get("Retry-After"))
+            log.info("HEAD %s: HTTP %d; attempt %d/%d", url, r.status_code, attempt + 1,
+                     policy.attempts)
+            continue
+        try:
+            r.raise_for_status()
+        except _requests().HTTPError as e:
+            raise DownloadError(f"HEAD {url} failed: {e}; expected 200") from e
+        length = r.headers.get("Content-Length")
+        size = int(length) if length and length.isdigit() and \
+            r.headers.get("Content-Encoding", "identity") == "identity" else None
+        return _info_from_headers(url, r.headers, size)
+    cause = last if isinstance(last, BaseException) else None
+    raise DownloadError(f"could not reach {url} after {policy.attempts} attempts: {last}; "
+                        "check the network/proxy settings") from cause
+
+
+def _probe_with_get(url, session, policy):
+    with session.get(url, stream=True, timeout=policy.timeout, proxies=_proxies(session),
+                     headers={"Range": "bytes=0-0", "Accept-Encoding": "identity"}) as r:
+        if r.status_code in NOT_FOUND_STATUSES:
+            _raise_not_found(url, r)
+        if r.status_code >= 400:
+            raise DownloadError(f"GET {url} answered HTTP {r.status_code}")
+        size = None
+        m = _CONTENT_RANGE.match(r.headers.get("Content-Range", ""))
+        if r.status_code == 206 and m and m.group(3) != "*":
+            size = int(m.group(3))
+        elif r.status_code == 200 and (r.headers.get("Content-Length") or "").isdigit():
+            size = int(r.headers["Content-Length"])
+        return _info_from_headers(url, r.headers, size)
+
+
+def fetch(url, info, f, hasher, session, policy, *, progress=True, desc=None):
+    """Stream ``url`` into the open binary file ``f``, continuing after the bytes already in it.
+
+    ``f`` may hold a prefix from an interrupted attempt (already fed to ``hasher``); it is
+    resumed only when ``info`` has a strong ETag, else restarted. Returns the final size.
+    Raises RemoteNotFoundError, RemoteChangedError, DownloadError (after retries).
+    """
+    errors = _network_errors()
+    f.seek(0, 2)
+    offset = f.tell()
+    bar = progress_bar(info.size, desc or "download", progress, initial=offset)
+    last = None
+    try:
+        for attempt in range(policy.attempts):
+            if attempt:
+                policy.sleep(attempt - 1, getattr(last, "retry_after", None))
+            if offset and not info.strong_etag:
+                # Without a strong validator a resumed body could belong to another version.
+                offset = _restart(f, hasher, url, "no strong ETag to resume against")
+                bar.reset(total=info.size)
+            headers = {"Accept-Encoding": "identity"}
+            if offset:
+                headers["Range"] = f"bytes={offset}-"
+                headers["If-Range"] = info.strong_etag
+            try:
+                with session.get(url, stream=True, timeout=policy.timeout, headers=headers,
+                                 proxies=_proxies(session)) as r:
+                    status = r.status_code
+                    if status in NOT_FOUND_STATUSES:
+                        _raise_not_found(url, r)
+                    if status == 416 and offset:
+                        # Our prefix is as long as (or longer than) the object: start over.
+                        offset = _restart(f, hasher, url, "server says the range is unsatisfiable")
+                        bar.reset(total=info.size)
+                        last = DownloadError(f"GET {url}: HTTP 416 for a resume")
+                        continue
+                    if status in RETRY_STATUSES:
+                        last = DownloadError(f"GET {url} answered HTTP {status}")
+                        last.retry_after = parse_retry_after(r.headers.get("Retry-After"))
+                        continue
+                    if status not in (200, 206):
+                        raise DownloadError(f"GET {url} answered HTTP {status} ({r.reason}); "
+                                            "expected 200 or 206")
+                    _check_same_object(url, info, r.headers)
+                    if info.size is None:  # HEAD did not say; the GET may (to catch truncation)
+                        info.size = _total_from_response(r, status, offset)
+                        bar.reset(total=info.size)
+                        bar.update(offset)
+                    if status == 206 and not _range_matches(r.headers, offset):
+                        # A range we did not ask for: never splice it in; start over.
+                        offset = _restart(f, hasher, url, "unexpected Content-Range "
+                                          f"{r.headers.get('Content-Range')!r}")
+                        bar.reset(total=info.size)
+                        last = DownloadError(f"GET {url}: wrong Content-Range for a resume")
+                        continue
+                    if status == 200 and offset:
+                        # A 200 answer to a Range request is the whole body: never append it.
+                        offset = _restart(f, hasher, url, "server ignored the Range request")
+                        bar.reset(total=info.size)
+                    offset = _stream_body(r, f, hasher, bar, offset)
+            except errors as e:
+                last = e
+                f.seek(0, 2)
+                offset = f.tell()
+                log.info("download of %s interrupted at %d bytes (%s); attempt %d/%d",
+                         url, offset, e, attempt + 1, policy.attempts)
+                continue
+            if info.size is not None and offset < info.size:
+                last = DownloadError(f"GET {url} ended at byte {offset} of {info.size}")
+                log.info("%s; trying again", last)
+                continue
+            return offset
+    finally:
+        bar.close()
+    raise DownloadError(f"downloading {url} failed after {policy.attempts} attempts: {last}; "
+                        "retry later (a resumable partial download is kept)") from (
+        last if isinstance(last, BaseException) else None)
+
+
+def _check_same_object(url, info, headers):
+    etag = headers.get("ETag")
+    if info.etag and etag and etag != info.etag:
+        raise RemoteChangedError(f"{url} changed during the download (ETag {info.etag} -> {etag})")
+
+
+def _restart(f, hasher, url, why):
+    log.info("restarting %s from byte 0: %s", url, why)
+    f.seek(0)
+    f.truncate()
+    hasher.reset()
+    return 0
+
+
+def _total_from_response(r, status, offset):
+    if r.headers.get("Content-Encoding", "identity") not in ("identity", ""):
+        return None
+    if status == 206:
+        m = _CONTENT_RANGE.match(r.headers.get("Content-Range", ""))
+        return int(m.group(3)) if m and m.group(3) != "*" else None
+    length = r.headers.get("Content-Length", "")
+    return int(length) if length.isdigit() else None
+
+
+def _range_matches(headers, offset):
+    m = _CONTENT_RANGE.match(headers.get("Content-Range", ""))
+    return bool(m) and int(m.group(1)) == offset
+
+
+def _stream_body(r, f, hasher, bar, offset):
+    encoded = r.headers.get("Content-Encoding", "identity") not in ("identity", "")
+    raw = r.raw
+    # read1 returns what one socket read gave (up to CHUNK_SIZE): big blocks, few Python
+    # iterations, and a stall loses nothing already received (read(n) would discard it).
+    read = getattr(raw, "read1", None) or raw.read
+    writeback = Writeback(f)
+    while True:
+        block = read(CHUNK_SIZE, decode_content=encoded)
+        if not block:
+            break
+        f.write(block)
+        f.flush()  # on disk (page cache) at once: a killed process leaves all it received
+        hasher.update(block)
+        offset += len(block)
+        writeback.written(offset)
+        bar.update(len(block))
+    return offset

@@ -1,0 +1,221 @@
+"""S3 transport of the weight cache (and ``bertconvert cache push``), via boto3.
+
+boto3 is configured only through its standard chain — credentials, region, and
+``AWS_ENDPOINT_URL_S3`` for MinIO/Ceph/moto and other S3-compatible stores — so the same
+code talks to AWS and to an organisation's store. Integrity comes from what S3 can prove:
+``HeadObject(ChecksumMode="ENABLED")`` full-object checksums, a ``sha256`` user-metadata
+entry (written by :func:`push_directory`), or the ETag when it is a plain single-part,
+non-KMS MD5.
+"""
+import logging
+import os
+from urllib.parse import urlparse
+
+from .errors import (CacheError, DownloadError, MissingDependencyError, RemoteChangedError,
+                     RemoteNotFoundError, UnsupportedURLError)
+from .transfer import (CHUNK_SIZE, Expected, RemoteInfo, b64_to_hex, hash_file, md5_from_etag,
+                       progress_bar)
+
+log = logging.getLogger(__name__)
+
+_NOT_FOUND_CODES = {"404", "403", "NoSuchKey", "NoSuchBucket", "AccessDenied", "NotFound",
+                    "Forbidden", "AllAccessDisabled"}
+_CHECKSUM_FIELDS = {"ChecksumSHA256": "sha256", "ChecksumSHA1": "sha1",
+                    "ChecksumCRC32": "crc32", "ChecksumCRC32C": "crc32c"}
+
+#: Multipart sizes for uploads and parallel ranged downloads (S3's minimum part is 5 MiB).
+DEFAULT_MULTIPART_THRESHOLD = 64 << 20
+DEFAULT_MULTIPART_CHUNKSIZE = 16 << 20
+
+
+def split_s3_url(url):
+    """``s3://bucket/some/key`` -> ``("bucket", "some/key")``.
+
+    >>> split_s3_url("s3://models/bert/vocab.txt")
+    ('models', 'bert/vocab.txt')
+    """
+    parsed = urlparse(url)
+    key = parsed.path.lstrip("/")
+    if parsed.scheme != "s3" or not parsed.netloc:
+        raise UnsupportedURLError(f"{url!r} is not an s3://bucket/key URL")
+    return parsed.netloc, key
+
+
+def make_client(proxies=None, policy=None):
+    """A boto3 S3 client from the standard configuration chain (env, ~/.aws, instance role)."""
+    try:
+        import boto3
+        from botocore.config import Config
+    except ImportError as e:
+        raise MissingDependencyError("s3:// URLs need boto3: pip install boto3") from e
+    kwargs = {"retries": {"max_attempts": policy.attempts if policy else 5, "mode": "standard"}}
+    if policy is not None:
+        kwargs.update(connect_timeout=policy.connect_timeout, read_timeout=policy.read_timeout)
+    if proxies:
+        kwargs["proxies"] = dict(proxies)
+    return boto3.client("s3", config=Config(**kwargs))
+
+
+def _transfer_config(threshold=DEFAULT_MULTIPART_THRESHOLD, chunksize=DEFAULT_MULTIPART_CHUNKSIZE):
+    from boto3.s3.transfer import TransferConfig
+
+    return TransferConfig(multipart_threshold=threshold, multipart_chunksize=chunksize,
+                          max_concurrency=8, io_chunksize=1 << 20)
+
+
+def _translate(url, e, action):
+    """Map botocore exceptions to our family: missing/denied, network, configuration."""
+    import botocore.exceptions as bx
+
+    if isinstance(e, bx.ClientError):
+        code = str(e.response.get("Error", {}).get("Code", ""))
+        status = str(e.response.get("ResponseMetadata", {}).get("HTTPStatusCode", ""))
+        if code in _NOT_FOUND_CODES or status in ("403", "404"):
+            return RemoteNotFoundError(
+                f"{url}: {code or status} on {action} — the object does not exist or access is "
+                "denied. Check the bucket/key, BERTCONVERT_MIRROR and your AWS credentials; "
+                "nothing was cached")
+        if code in ("PreconditionFailed", "412"):
+            return RemoteChangedError(f"{url} changed during the download ({code})")
+        return DownloadError(f"{action} {url} failed: {e}")
+    if isinstance(e, (bx.NoCredentialsError, bx.PartialCredentialsError)):
+        return CacheError(f"{action} {url}: no AWS credentials found ({e}); set AWS_ACCESS_KEY_ID/"
+                          "AWS_SECRET_ACCESS_KEY, AWS_PROFILE or an instance role")
+    if isinstance(e, bx.ParamValidationError):
+        return UnsupportedURLError(f"{url}: {e}")
+    return DownloadError(f"{action} {url} failed: {e}; check the network and AWS_ENDPOINT_URL_S3")
+
+
+def _errors():
+    import botocore.exceptions as bx
+
+    return (bx.BotoCoreError, bx.ClientError)
+
+
+def head(url, client):
+    """RemoteInfo from HeadObject with checksum mode on."""
+    bucket, key = split_s3_url(url)
+    if not key:
+        raise UnsupportedURLError(f"{url!r} names a bucket, not an object")
+    try:
+        meta = client.head_object(Bucket=bucket, Key=key, ChecksumMode="ENABLED")
+    except _errors() as e:
+        raise _translate(url, e, "HeadObject") from e
+    etag = meta.get("ETag")
+    info = RemoteInfo(url=url, etag=etag, size=meta.get("ContentLength"),
+                      last_modified=str(meta.get("LastModified")) if meta.get("LastModified") else None,
+                      version_id=meta.get("VersionId"), accept_ranges=True)
+    # A multipart object's checksum is a checksum of part checksums unless S3 says it covers
+    # the full object; stores differ in how they mark that, so only FULL_OBJECT is trusted.
+    multipart = bool(etag) and "-" in etag
+    composite = meta.get("ChecksumType") == "COMPOSITE" or \
+        (multipart and meta.get("ChecksumType") != "FULL_OBJECT")
+    for field_name, algo in _CHECKSUM_FIELDS.items():
+        value = meta.get(field_name)
+        if value and not composite and "-" not in value:
+            hexed = b64_to_hex(value)
+            if hexed:
+                info.expected.append(Expected(algo, hexed, f"S3's {field_name}"))
+    sha = (meta.get("Metadata") or {}).get("sha256")
+    if sha:
+        info.expected.append(Expected("sha256", sha.strip().lower(),
+                                      "the object's sha256 metadata"))
+    encrypted = meta.get("ServerSideEncryption") == "aws:kms" or bool(meta.get("SSECustomerAlgorithm"))
+    md5 = md5_from_etag(etag, encrypted=encrypted)
+    if md5:
+        info.expected.append(Expected("md5", md5, "the S3 ETag (single-part MD5)"))
+    return info
+
+
+def fetch(url, info, f, hasher, client, *, progress=True, desc=None):
+    """Download into open file ``f`` with parallel ranged GETs, then hash it. Returns the size.
+
+    Parts arrive out of order, so hashing happens after the download (from the page cache).
+    S3 downloads restart from byte 0; an interrupted partial is not resumed.
+    """
+    bucket, key = split_s3_url(url)
+    f.seek(0)
+    f.truncate()
+    hasher.reset()
+    extra = {"VersionId": info.version_id} if info.version_id else None
+    bar = progress_bar(info.size, desc or "download", progress)
+    try:
+        client.download_fileobj(bucket, key, f, ExtraArgs=extra, Config=_transfer_config(),
+                                Callback=bar.update)
+    except _errors() as e:
+        raise _translate(url, e, "GetObject") from e
+    finally:
+        bar.close()
+    f.flush()
+    size = f.tell()
+    f.seek(0)
+    for block in iter(lambda: f.read(CHUNK_SIZE), b""):
+        hasher.update(block)
+    f.seek(0, 2)
+    return size
+
+
+def upload_file(path, url, client, *, sha256=None, progress=True,
+                multipart_threshold=DEFAULT_MULTIPART_THRESHOLD,
+                multipart_chunksize=DEFAULT_MULTIPART_CHUNKSIZE):
+    """Upload one file with its sha256 in the object's user metadata (multipart when large)."""
+    bucket, key = split_s3_url(url)
+    sha256 = sha256 or hash_file(path, ("sha256",))["sha256"]
+    size = os.path.getsize(path)
+    bar = progress_bar(size, os.path.basename(path), progress)
+    try:
+        client.upload_file(os.fspath(path), bucket, key, ExtraArgs={"Metadata": {"sha256": sha256}},
+                           Config=_transfer_config(multipart_threshold, multipart_chunksize),
+                           Callback=bar.update)
+    except _errors() as e:
+        raise _translate(url, e, "upload to") from e
+    except Exception as e:  # boto3 wraps upload failures in S3UploadFailedError
+        if type(e).__name__ == "S3UploadFailedError":
+            raise DownloadError(f"upload of {path} to {url} failed: {e}") from e
+        raise
+    finally:
+        bar.close()
+    return sha256
+
+
+def push_directory(path, s3_prefix, *, proxies=None, progress=True,
+                   multipart_threshold=DEFAULT_MULTIPART_THRESHOLD,
+                   multipart_chunksize=DEFAULT_MULTIPART_CHUNKSIZE):
+    """Upload a model directory (or one file) under ``s3://bucket/prefix/``.
+
+    Every object carries ``sha256`` user metadata, which :func:`bertconvert.cache.cached_path`
+    verifies on download. Returns ``[(s3_url, sha256, size)]`` in upload order.
+
+    Example::
+
+        push_directory("out/bert-tiny", "s3://team-models/bert/tiny/")
+        cached_path("s3://team-models/bert/tiny/config.json")   # verified against the sha256
+    """
+    from .errors import PathNotFoundError
+
+    path = os.fspath(path)
+    if not os.path.exists(path):
+        raise PathNotFoundError(f"nothing to push: {path} does not exist")
+    bucket, prefix = split_s3_url(s3_prefix if "://" in s3_prefix else f"s3://{s3_prefix}")
+    if os.path.isdir(path):
+        files = []
+        for root, dirs, names in os.walk(path):
+            dirs[:] = sorted(d for d in dirs if not d.startswith("."))
+            files.extend(os.path.join(root, n) for n in sorted(names) if not n.startswith("."))
+        base = path
+    else:
+        files, base = [path], os.path.dirname(path)
+    if not files:
+        raise PathNotFoundError(f"nothing to push: {path} holds no files")
+    client = make_client(proxies)
+    pushed = []
+    for file_path in files:
+        rel = os.path.relpath(file_path, base).replace(os.sep, "/")
+        key = f"{prefix.rstrip('/')}/{rel}" if prefix.strip("/") else rel
+        url = f"s3://{bucket}/{key}"
+        sha = upload_file(file_path, url, client, progress=progress,
+                          multipart_threshold=multipart_threshold,
+                          multipart_chunksize=multipart_chunksize)
+        log.info("pushed %s -> %s (sha256 %s)", file_path, url, sha)
+        pushed.append((url, sha, os.path.getsize(file_path)))
+    return pushed

@@ -1,0 +1,299 @@
+"""cached_path over HTTP against a real loopback server with injected faults."""
+import hashlib
+import json
+import logging
+import os
+
+import pytest
+
+from bertconvert import cached_path, filename_to_url, url_to_filename
+from bertconvert.cache import default_cache_dir
+from bertconvert.errors import (CacheEntryNotFoundError, DownloadError, IntegrityError,
+                                NetworkUnavailableError, OfflineError, PathNotFoundError,
+                                RemoteNotFoundError, UnsupportedURLError)
+from cache_servers import LoopbackServer, cache_env, cache_files, entry_names, http_server  # noqa: F401
+
+pytestmark = pytest.mark.usefixtures("cache_env")
+
+DATA = os.urandom(3 * 1024 * 1024 + 123)  # a few 1 MiB server chunks, odd length
+
+
+def _sha(b):
+    return hashlib.sha256(b).hexdigest()
+
+
+def _read(path):
+    with open(path, "rb") as f:
+        return f.read()
+
+
+def test_download_then_hit_costs_one_head(http_server, cache_env):
+    res = http_server.add("/w.bin", DATA)
+    url = http_server.url("/w.bin")
+    path = cached_path(url, progress=False)
+    assert os.path.dirname(path) == str(cache_env)
+    assert os.path.basename(path) == url_to_filename(url, res.etag_header)
+    assert _read(path) == DATA
+    meta = json.load(open(path + ".json"))
+    assert meta["url"] == url and meta["etag"] == res.etag_header
+    assert meta["size"] == len(DATA) and meta["sha256"] == _sha(DATA)
+    assert "md5" in meta["verified"]  # the plain-MD5 ETag was checked
+    assert [r.method for r in http_server.requests] == ["HEAD", "GET"]
+
+    http_server.reset_log()
+    assert cached_path(url, progress=False) == path
+    assert [r.method for r in http_server.requests] == ["HEAD"]
+
+
+def test_keys_and_metadata_compatible_with_ppb_062(tmp_path):
+    ppb = pytest.importorskip("pytorch_pretrained_bert.file_utils")
+    cases = [("https://s3.amazonaws.com/models.huggingface.co/bert/bert-base-uncased.tar.gz",
+              '"61343686707ed78320e9e7f406946db2-10"'),
+             ("s3://b/k", None), ("http://x/y", 'W/"1"')]
+    for url, etag in cases:
+        assert url_to_filename(url, etag) == ppb.url_to_filename(url, etag)
+    key = url_to_filename("http://x/y", '"e"')
+    (tmp_path / key).write_bytes(b"data")
+    (tmp_path / (key + ".json")).write_text(json.dumps({"url": "http://x/y", "etag": '"e"'}))
+    expected = ("http://x/y", '"e"')
+    assert filename_to_url(key, str(tmp_path)) == ppb.filename_to_url(key, str(tmp_path)) == expected
+    with pytest.raises(CacheEntryNotFoundError) as err:
+        filename_to_url("0" * 64, str(tmp_path))
+    assert isinstance(err.value, EnvironmentError)  # what 0.6.2 callers catch
+    (tmp_path / (key + ".json")).unlink()
+    with pytest.raises(CacheEntryNotFoundError, match="metadata"):
+        filename_to_url(key, str(tmp_path))
+
+
+def test_reuses_an_existing_ppb_062_cache(http_server, tmp_path):
+    ppb = pytest.importorskip("pytorch_pretrained_bert.file_utils")
+    http_server.add("/vocab.txt", b"[PAD]\n[UNK]\nhello\n")
+    url = http_server.url("/vocab.txt")
+    legacy = str(tmp_path / "pytorch_pretrained_bert")
+    old_path = ppb.cached_path(url, cache_dir=legacy)
+    http_server.reset_log()
+    assert cached_path(url, legacy, progress=False) == old_path
+    assert [r.method for r in http_server.requests] == ["HEAD"]
+
+
+@pytest.mark.parametrize("status", [404, 403])
+def test_missing_or_denied_is_named_and_nothing_is_cached(http_server, cache_env, status):
+    http_server.add("/gone", status=status)
+    url = http_server.url("/gone")
+    with pytest.raises(RemoteNotFoundError, match=str(status)) as err:
+        cached_path(url, progress=False)
+    assert url in str(err.value)
+    assert entry_names(cache_env) == []
+    with pytest.raises(OfflineError):  # and nothing that a later offline call could return
+        cached_path(url, local_files_only=True)
+
+
+def test_transient_500_is_retried(http_server, cache_env):
+    http_server.add("/flaky", DATA, fail_first=2)
+    path = cached_path(http_server.url("/flaky"), progress=False)
+    assert _read(path) == DATA
+    assert [r.status for r in http_server.requests] == [500, 500, 200, 200]
+
+
+def test_persistent_500_caches_nothing(http_server, cache_env, monkeypatch):
+    monkeypatch.setenv("BERTCONVERT_HTTP_RETRIES", "3")
+    http_server.add("/down", DATA, fail_first=1000)
+    with pytest.raises(NetworkUnavailableError) as err:
+        cached_path(http_server.url("/down"), progress=False)
+    assert isinstance(err.value, DownloadError) and isinstance(err.value, OfflineError)
+    assert http_server.count() == 3
+    assert entry_names(cache_env) == []
+
+
+def test_connection_dropped_mid_body_resumes_with_range(http_server):
+    res = http_server.add("/drop", DATA, drop_after=1_500_000)
+    path = cached_path(http_server.url("/drop"), progress=False)
+    assert _read(path) == DATA
+    gets = http_server.log("GET")
+    assert len(gets) == 2
+    assert gets[1].headers["range"] == "bytes=1500000-"
+    assert gets[1].headers["if-range"] == res.etag_header
+    assert gets[1].status == 206 and gets[1].body_bytes == len(DATA) - 1_500_000
+
+
+def test_server_ignoring_range_restarts_instead_of_appending(http_server):
+    http_server.add("/norange", DATA, drop_after=1_000_000, ignore_range=True)
+    path = cached_path(http_server.url("/norange"), progress=False)
+    assert _read(path) == DATA  # an appended 200 body would be 1 MB too long
+    gets = http_server.log("GET")
+    assert gets[1].headers.get("range") == "bytes=1000000-" and gets[1].status == 200
+
+
+def test_weak_etag_keys_the_entry_but_is_neither_md5_nor_resume_validator(http_server):
+    weak = 'W/"%s"' % hashlib.md5(b"something else").hexdigest()
+    http_server.add("/weak", DATA, etag=weak, drop_after=1_000_000)
+    url = http_server.url("/weak")
+    path = cached_path(url, progress=False)
+    assert os.path.basename(path) == url_to_filename(url, weak)
+    assert _read(path) == DATA
+    gets = http_server.log("GET")
+    assert "range" not in gets[1].headers  # no strong validator: restart, never splice
+
+
+def test_no_etag_entry_is_keyed_by_url_and_refreshed_when_last_modified_changes(http_server):
+    res = http_server.add("/plain", DATA, etag=None)
+    url = http_server.url("/plain")
+    path = cached_path(url, progress=False)
+    assert os.path.basename(path) == url_to_filename(url)
+    http_server.reset_log()
+    assert cached_path(url, progress=False) == path
+    assert [r.method for r in http_server.requests] == ["HEAD"]
+
+    res.replace(DATA[::-1], etag=None)  # same URL, new content, new Last-Modified
+    assert cached_path(url, progress=False) == path
+    assert _read(path) == DATA[::-1]
+
+
+def test_changed_etag_makes_a_new_entry_and_offline_uses_the_newest(http_server, cache_env):
+    res = http_server.add("/v", b"version one")
+    url = http_server.url("/v")
+    first = cached_path(url, progress=False)
+    os.utime(first, (1_000_000_000, 1_000_000_000))  # downloaded long ago
+    res.replace(b"version two")
+    second = cached_path(url, progress=False)
+    assert second != first and _read(second) == b"version two"
+    assert _read(first) == b"version one"  # the old entry is kept for other readers
+    http_server.reset_log()
+    assert cached_path(url, local_files_only=True) == second
+    assert http_server.count() == 0
+
+
+def test_md5_etag_mismatch_is_an_integrity_error_and_nothing_is_kept(http_server, cache_env):
+    http_server.add("/corrupt", DATA, etag='"%s"' % hashlib.md5(b"other").hexdigest())
+    with pytest.raises(IntegrityError, match="md5"):
+        cached_path(http_server.url("/corrupt"), progress=False)
+    assert [n for n in cache_files(cache_env) if not n.endswith(".lock")] == []
+
+
+def test_sha256_argument_is_enforced(http_server, cache_env):
+    http_server.add("/s", DATA)
+    url = http_server.url("/s")
+    with pytest.raises(IntegrityError, match="sha256"):
+        cached_path(url, sha256=_sha(b"not it"), progress=False)
+    assert entry_names(cache_env) == []
+    path = cached_path(url, sha256=_sha(DATA).upper(), progress=False)
+    assert _read(path) == DATA
+    with pytest.raises(OfflineError):  # the cached copy does not have the asked-for hash
+        cached_path(url, sha256=_sha(b"not it"), local_files_only=True)
+
+
+def test_truncating_server_leaves_only_a_hidden_partial_that_is_resumed(http_server, cache_env,
+                                                                        monkeypatch):
+    monkeypatch.setenv("BERTCONVERT_HTTP_RETRIES", "2")
+    res = http_server.add("/trunc", DATA, drop_after=2_000_000, drop_times=100)
+    url = http_server.url("/trunc")
+    with pytest.raises(DownloadError):
+        cached_path(url, progress=False)
+    assert entry_names(cache_env) == [n for n in entry_names(cache_env) if n.startswith(".")]
+    assert any(".part-" in n for n in cache_files(cache_env))
+    with pytest.raises(OfflineError):
+        cached_path(url, local_files_only=True)
+
+    res.drop_after = None
+    http_server.reset_log()
+    path = cached_path(url, progress=False)
+    assert _read(path) == DATA
+    assert http_server.log("GET")[0].headers["range"] == "bytes=2000000-"
+    assert not any(".part-" in n for n in cache_files(cache_env))
+
+
+def test_stall_longer_than_read_timeout_resumes(http_server, monkeypatch):
+    monkeypatch.setenv("BERTCONVERT_HTTP_TIMEOUT", "0.4")
+    http_server.add("/slow", DATA, stall_after=2 * 1024 * 1024, stall=1.5, chunk=256 * 1024)
+    path = cached_path(http_server.url("/slow"), progress=False)
+    assert _read(path) == DATA
+    gets = http_server.log("GET")
+    assert len(gets) == 2 and gets[1].headers["range"].startswith("bytes=")
+
+
+def test_offline_env_makes_no_network_call(http_server, monkeypatch):
+    http_server.add("/o", DATA)
+    url = http_server.url("/o")
+    path = cached_path(url, progress=False)
+    http_server.reset_log()
+    monkeypatch.setenv("BERTCONVERT_OFFLINE", "1")
+    assert cached_path(url) == path
+    with pytest.raises(OfflineError, match="not in the cache"):
+        cached_path(http_server.url("/never"))
+    with pytest.raises(OfflineError):
+        cached_path(url, force_download=True)
+    assert http_server.count() == 0
+
+
+def test_network_failure_falls_back_to_newest_cached_entry_with_warning(cache_env, caplog):
+    server = LoopbackServer().start()
+    server.add("/fb", DATA)
+    url = server.url("/fb")
+    path = cached_path(url, progress=False)
+    server.stop()  # connection refused from now on
+    with caplog.at_level(logging.WARNING, logger="bertconvert.cache"):
+        assert cached_path(url, progress=False) == path
+    assert any("network failure" in r.getMessage() and url in r.getMessage() for r in caplog.records)
+
+
+def test_force_download_fetches_again(http_server):
+    http_server.add("/f", DATA)
+    url = http_server.url("/f")
+    path = cached_path(url, progress=False)
+    assert cached_path(url, force_download=True, progress=False) == path
+    assert http_server.count("GET") == 2
+
+
+def test_proxies_argument_routes_through_the_proxy(http_server, cache_env, monkeypatch):
+    monkeypatch.delenv("NO_PROXY")
+    monkeypatch.delenv("no_proxy")
+    monkeypatch.setenv("HTTP_PROXY", "http://127.0.0.1:9")  # the argument must win over this
+    http_server.add("/via-proxy", DATA)  # the "proxy" answers absolute-URI requests itself
+    url = "http://weights.example.invalid/via-proxy"
+    path = cached_path(url, proxies={"http": http_server.url("")}, progress=False)
+    assert _read(path) == DATA
+    assert {r.proxied_host for r in http_server.requests} == {"weights.example.invalid"}
+
+
+def test_local_paths_pass_through(tmp_path):
+    f = tmp_path / "vocab.txt"
+    f.write_text("hello\n")
+    assert cached_path(str(f)) == str(f)
+    assert cached_path(f) == str(f)
+    assert cached_path(f.as_uri()) == str(f)
+    with pytest.raises(PathNotFoundError) as err:
+        cached_path(str(tmp_path / "missing.bin"))
+    assert isinstance(err.value, EnvironmentError)
+    with pytest.raises(UnsupportedURLError):
+        cached_path("ftp://example.org/model.bin")
+    with pytest.raises(IntegrityError):
+        cached_path(str(f), sha256=_sha(b"nope"))
+
+
+def test_cache_dir_resolution_order(monkeypatch, tmp_path):
+    monkeypatch.setenv("BERTCONVERT_CACHE", str(tmp_path / "a"))
+    monkeypatch.setenv("PYTORCH_PRETRAINED_BERT_CACHE", str(tmp_path / "b"))
+    assert default_cache_dir() == str(tmp_path / "a")
+    monkeypatch.delenv("BERTCONVERT_CACHE")
+    assert default_cache_dir() == str(tmp_path / "b")
+    monkeypatch.delenv("PYTORCH_PRETRAINED_BERT_CACHE")
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    assert default_cache_dir() == str(tmp_path / "home" / ".cache" / "bertconvert")
+
+
+def test_server_refusing_head_is_probed_with_a_ranged_get(http_server):
+    res = http_server.add("/nohead", DATA, head_status=405)
+    url = http_server.url("/nohead")
+    path = cached_path(url, progress=False)
+    assert _read(path) == DATA and os.path.basename(path) == url_to_filename(url, res.etag_header)
+    assert [(r.method, r.headers.get("range")) for r in http_server.requests] == \
+        [("HEAD", None), ("GET", "bytes=0-0"), ("GET", None)]
+
+
+def test_object_replaced_between_head_and_get_is_fetched_consistently(http_server):
+    res = http_server.add("/moving", b"old bytes", replace_after_head=b"new bytes")
+    url = http_server.url("/moving")
+    path = cached_path(url, progress=False)
+    assert _read(path) == b"new bytes"
+    assert os.path.basename(path) == url_to_filename(url, res.etag_header)  # keyed by the new ETag
+    assert [r.method for r in http_server.requests] == ["HEAD", "GET", "HEAD", "GET"]
