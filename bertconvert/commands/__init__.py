@@ -8,4 +8,10 @@ the library modules so it is usable from Python too.
 
 #: Modules under bertconvert.commands, in the order their commands appear in --help.
 COMMAND_MODULES = [
+    "convert",
+    "inspect",
+    "export",
+    "legacy",
+    "verify",
+    "cache",
 ]
