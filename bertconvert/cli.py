@@ -27,7 +27,7 @@ def build_parser():
     parser.add_argument("--debug", action="store_true",
                         help="show tracebacks and debug logging")
     parser.add_argument("--quiet", "-q", action="store_true",
-                        help="only warnings and errors; no progress bars")
+                        help="only errors; no progress bars")
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
     subparsers.required = True
     for name in COMMAND_MODULES:
@@ -35,15 +35,20 @@ def build_parser():
     return parser
 
 
+_GLOBAL_FLAGS = ("--debug", "--quiet", "-q")
+
+
 def _hoist_global_flags(argv):
     """Accept --debug/--quiet after the sub-command too (``bertconvert convert ... --quiet``)."""
-    front = [a for a in argv if a in ("--debug", "--quiet", "-q")]
-    rest = [a for a in argv if a not in ("--debug", "--quiet", "-q")]
+    front = [a for a in argv if a in _GLOBAL_FLAGS]
+    rest = [a for a in argv if a not in _GLOBAL_FLAGS]
     return front + rest
 
 
 def _configure_logging(args):
-    level = logging.DEBUG if args.debug else logging.WARNING if args.quiet else logging.INFO
+    # Results go to stdout and progress bars to stderr; logging adds warnings by default
+    # and the step-by-step story (INFO and DEBUG) with --debug.
+    level = logging.DEBUG if args.debug else logging.ERROR if args.quiet else logging.WARNING
     logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s",
                         stream=sys.stderr)
     # Third-party chatter stays at WARNING even in --debug.
