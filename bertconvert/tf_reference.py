@@ -11,6 +11,12 @@ Stages produced, in order (the names the parity report uses)::
 
     embeddings, layer 0 ... layer N-1, pooled, <head outputs, see HEAD_STAGES>
 
+With ``substages=True`` each layer's intermediate results come just before the layer's
+output (see :data:`LAYER_SUBSTAGES`)::
+
+    embeddings, layer 0 query, layer 0 key, layer 0 value, layer 0 attention output,
+    layer 0 intermediate, layer 0, layer 1 query, ...
+
 Example::
 
     >>> ref = TFReference("uncased_L-12_H-768_A-12/bert_model.ckpt")
@@ -29,6 +35,9 @@ import re
 import numpy as np
 
 from .errors import CheckpointNotFoundError, ConfigError, MissingDependencyError, VerificationError
+from .tf_reference_names import (TF1_NAMES as _TF1_NAMES, TF2_NAMES as _TF2_NAMES,
+                                 TF2_SUFFIX as _TF2_SUFFIX, TF2_TRANSPOSED as _TF2_T,
+                                 reshape_tf2 as _reshape_tf2)
 
 log = logging.getLogger(__name__)
 
@@ -46,101 +55,28 @@ HEAD_STAGES = collections.OrderedDict([
     ("question-answering", ("start logits", "end logits")),
 ])
 
-# --- variable names ------------------------------------------------------------------
-# Logical weight name -> TF variable name template ({i} = layer index). Kernels are read in
-# Google's TF1 [in, out] orientation; TF2 tensors are reshaped into it (see _TF2_RESHAPE).
-_TF1_NAMES = {
-    "word_embeddings": "bert/embeddings/word_embeddings",
-    "position_embeddings": "bert/embeddings/position_embeddings",
-    "token_type_embeddings": "bert/embeddings/token_type_embeddings",
-    "embeddings_ln_gamma": "bert/embeddings/LayerNorm/gamma",
-    "embeddings_ln_beta": "bert/embeddings/LayerNorm/beta",
-    "query_kernel": "bert/encoder/layer_{i}/attention/self/query/kernel",
-    "query_bias": "bert/encoder/layer_{i}/attention/self/query/bias",
-    "key_kernel": "bert/encoder/layer_{i}/attention/self/key/kernel",
-    "key_bias": "bert/encoder/layer_{i}/attention/self/key/bias",
-    "value_kernel": "bert/encoder/layer_{i}/attention/self/value/kernel",
-    "value_bias": "bert/encoder/layer_{i}/attention/self/value/bias",
-    "attn_out_kernel": "bert/encoder/layer_{i}/attention/output/dense/kernel",
-    "attn_out_bias": "bert/encoder/layer_{i}/attention/output/dense/bias",
-    "attn_ln_gamma": "bert/encoder/layer_{i}/attention/output/LayerNorm/gamma",
-    "attn_ln_beta": "bert/encoder/layer_{i}/attention/output/LayerNorm/beta",
-    "intermediate_kernel": "bert/encoder/layer_{i}/intermediate/dense/kernel",
-    "intermediate_bias": "bert/encoder/layer_{i}/intermediate/dense/bias",
-    "output_kernel": "bert/encoder/layer_{i}/output/dense/kernel",
-    "output_bias": "bert/encoder/layer_{i}/output/dense/bias",
-    "output_ln_gamma": "bert/encoder/layer_{i}/output/LayerNorm/gamma",
-    "output_ln_beta": "bert/encoder/layer_{i}/output/LayerNorm/beta",
-    "pooler_kernel": "bert/pooler/dense/kernel",
-    "pooler_bias": "bert/pooler/dense/bias",
-    "mlm_transform_kernel": "cls/predictions/transform/dense/kernel",
-    "mlm_transform_bias": "cls/predictions/transform/dense/bias",
-    "mlm_ln_gamma": "cls/predictions/transform/LayerNorm/gamma",
-    "mlm_ln_beta": "cls/predictions/transform/LayerNorm/beta",
-    "mlm_output_bias": "cls/predictions/output_bias",
-    # [out, in] already: Google stores these with tf.get_variable, not tf.layers.dense.
-    "nsp_weights": "cls/seq_relationship/output_weights",
-    "nsp_bias": "cls/seq_relationship/output_bias",
-    "classifier_weights": "output_weights",
-    "classifier_bias": "output_bias",
-    "squad_weights": "cls/squad/output_weights",
-    "squad_bias": "cls/squad/output_bias",
-}
-
-_TF2_SUFFIX = "/.ATTRIBUTES/VARIABLE_VALUE"
-_L = "encoder/_transformer_layers/{i}/"
-# TF2 Model-Garden (object-based) names, without the common suffix. Where one value has
-# several spellings, the candidates are tried in order: a variable shared by two objects
-# (the word embeddings, also the MLM head's embedding_table) is stored once, under the
-# first path TensorFlow's object-graph walk reached, and attribute names moved between
-# Model-Garden releases.
-_TF2_NAMES = {
-    "word_embeddings": ("encoder/_embedding_layer/embeddings", "masked_lm/embedding_table"),
-    "position_embeddings": ("encoder/_position_embedding_layer/embeddings",
-                            "encoder/_position_embedding_layer/_position_embeddings"),
-    "token_type_embeddings": "encoder/_type_embedding_layer/embeddings",
-    "embeddings_ln_gamma": "encoder/_embedding_norm_layer/gamma",
-    "embeddings_ln_beta": "encoder/_embedding_norm_layer/beta",
-    "query_kernel": _L + "_attention_layer/_query_dense/kernel",
-    "query_bias": _L + "_attention_layer/_query_dense/bias",
-    "key_kernel": _L + "_attention_layer/_key_dense/kernel",
-    "key_bias": _L + "_attention_layer/_key_dense/bias",
-    "value_kernel": _L + "_attention_layer/_value_dense/kernel",
-    "value_bias": _L + "_attention_layer/_value_dense/bias",
-    "attn_out_kernel": _L + "_attention_layer/_output_dense/kernel",
-    "attn_out_bias": _L + "_attention_layer/_output_dense/bias",
-    "attn_ln_gamma": _L + "_attention_layer_norm/gamma",
-    "attn_ln_beta": _L + "_attention_layer_norm/beta",
-    "intermediate_kernel": _L + "_intermediate_dense/kernel",
-    "intermediate_bias": _L + "_intermediate_dense/bias",
-    "output_kernel": _L + "_output_dense/kernel",
-    "output_bias": _L + "_output_dense/bias",
-    "output_ln_gamma": _L + "_output_layer_norm/gamma",
-    "output_ln_beta": _L + "_output_layer_norm/beta",
-    "pooler_kernel": "encoder/_pooler_layer/kernel",
-    "pooler_bias": "encoder/_pooler_layer/bias",
-    "mlm_transform_kernel": "masked_lm/dense/kernel",
-    "mlm_transform_bias": "masked_lm/dense/bias",
-    "mlm_ln_gamma": "masked_lm/layer_norm/gamma",
-    "mlm_ln_beta": "masked_lm/layer_norm/beta",
-    "mlm_output_bias": "masked_lm/bias",
-    # Model Garden's classification heads are Dense layers: kernel [in, out] (see _TF2_T).
-    "nsp_weights": ("next_sentence/out_proj/kernel", "classification_heads/0/out_proj/kernel"),
-    "nsp_bias": ("next_sentence/out_proj/bias", "classification_heads/0/out_proj/bias"),
-}
-# Logical names whose TF2 tensor is a Dense kernel [in, out] where TF1 stores [out, in].
-_TF2_T = frozenset({"nsp_weights"})
+#: Intermediate results of every encoder layer, in computation order, compared before the
+#: layer's output: the query/key/value projections (a wrong query or key weight barely moves
+#: a layer's output -- softmax over small scores is flat -- but moves its projection by the
+#: full error), the attention block's output (after its LayerNorm) and the feed-forward
+#: intermediate activation (after GELU).
+LAYER_SUBSTAGES = ("query", "key", "value", "attention output", "intermediate")
 
 
-def _reshape_tf2(name, array):
-    """Bring a TF2 einsum-dense tensor into TF1's 2-D/1-D orientation (pure reshapes)."""
-    if name.endswith("_kernel") and array.ndim == 3:
-        if name == "attn_out_kernel":          # [heads, head_dim, H] -> [H, H]
-            return array.reshape(-1, array.shape[-1])
-        return array.reshape(array.shape[0], -1)  # [H, heads, head_dim] -> [H, H]
-    if name.endswith("_bias") and array.ndim == 2:  # [heads, head_dim] -> [H]
-        return array.reshape(-1)
-    return array
+def substage_name(layer, part):
+    """Report name of a layer's sub-stage: ``substage_name(3, "query") == "layer 3 query"``."""
+    return f"layer {layer} {part}"
+
+
+def split_stage_name(name):
+    """``"layer 3 query"`` -> ``("layer 3", "query")``; any other stage -> ``(name, None)``."""
+    for part in LAYER_SUBSTAGES:
+        suffix = " " + part
+        if name.startswith("layer ") and name.endswith(suffix):
+            group = name[:-len(suffix)]
+            if group[len("layer "):].isdigit():
+                return group, part
+    return name, None
 
 
 def import_tensorflow():
@@ -379,9 +315,10 @@ class TFReference:
         def split(t):  # [B*T, H] -> [B, heads, T, head_dim]
             return tf.transpose(tf.reshape(t, [batch, seq, heads, head_dim]), [0, 2, 1, 3])
 
-        q = split(self._dense(x2d, "query_kernel", "query_bias", i))
-        k = split(self._dense(x2d, "key_kernel", "key_bias", i))
-        v = split(self._dense(x2d, "value_kernel", "value_bias", i))
+        query = self._dense(x2d, "query_kernel", "query_bias", i)
+        key = self._dense(x2d, "key_kernel", "key_bias", i)
+        value = self._dense(x2d, "value_kernel", "value_bias", i)
+        q, k, v = split(query), split(key), split(value)
         scores = tf.matmul(q, k, transpose_b=True) * (1.0 / math.sqrt(float(head_dim)))
         probs = tf.nn.softmax(scores + mask_adder)
         context = tf.reshape(tf.transpose(tf.matmul(probs, v), [0, 2, 1, 3]), [batch * seq, width])
@@ -389,13 +326,18 @@ class TFReference:
         attn = self._layer_norm(attn + x2d, "attn_ln", i)
         inter = self._activation(self._dense(attn, "intermediate_kernel", "intermediate_bias", i))
         out = self._dense(inter, "output_kernel", "output_bias", i)
-        return self._layer_norm(out + attn, "output_ln", i)
+        # Flat [B*T, width] tensors in LAYER_SUBSTAGES order; forward() reshapes them.
+        parts = (query, key, value, attn, inter)
+        return self._layer_norm(out + attn, "output_ln", i), dict(zip(LAYER_SUBSTAGES, parts))
 
-    def forward(self, input_ids, token_type_ids, attention_mask, head="base", dtype="float32"):
+    def forward(self, input_ids, token_type_ids, attention_mask, head="base", dtype="float32",
+                substages=False):
         """Run the reference; returns an ordered dict stage name -> numpy array.
 
         Inputs are integer arrays [batch, seq] ([batch, choices, seq] for multiple-choice).
         Head stages the checkpoint cannot produce (see :meth:`head_problem`) are left out.
+        ``substages`` also returns each layer's :data:`LAYER_SUBSTAGES` ([batch, seq, width],
+        before the layer's own output), as the parity check compares them.
         ``dtype`` "float32" is Google's computation; "float64" runs the same math in double
         precision (weights widened exactly), for an exactness check with tiny tolerances.
         """
@@ -428,7 +370,10 @@ class TFReference:
             adder = (1.0 - mask_f) * -10000.0
             x2d = tf.reshape(hidden, [batch * seq, -1])
             for i in range(int(self.config["num_hidden_layers"])):
-                x2d = self._layer(x2d, adder, batch, seq, i)
+                x2d, parts = self._layer(x2d, adder, batch, seq, i)
+                if substages:
+                    out.update((substage_name(i, part), tf.reshape(t, [batch, seq, -1]))
+                               for part, t in parts.items())
                 out[f"layer {i}"] = tf.reshape(x2d, [batch, seq, -1])
             sequence_output = out[f"layer {int(self.config['num_hidden_layers']) - 1}"]
             pooled = None

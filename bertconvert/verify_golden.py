@@ -3,9 +3,17 @@
 ``bertconvert verify ... --record golden.npz`` runs TensorFlow and stores, in one ``.npz``
 (numpy zip, no pickles): the input batch (``input/input_ids``, ``input/token_type_ids``,
 ``input/attention_mask``), each stage's reference output (``output/<stage>``, e.g.
-``output/layer 3``) and a JSON ``meta`` record (format version, head, label count, stage
-order, the checkpoint path and the sha256 of its ``.index`` file, TF version, config).
-``--reference golden.npz`` then verifies on a machine without TensorFlow.
+``output/layer 3``, ``output/layer 3 query``) and a JSON ``meta`` record (format version,
+head, label count, stage order, the checkpoint path and the sha256 of its ``.index`` file,
+TF version, config). ``--reference golden.npz`` then verifies on a machine without
+TensorFlow.
+
+Version 2 files also hold every layer's sub-stages (query, key, value, attention output,
+intermediate): nine hidden-width tensors per layer where version 1 held one (the
+intermediate activation is four wide), so ~18 MB per layer for BERT-base and a default batch
+of 7 x 92 tokens, ~215 MB for the 12 layers where version 1 needed ~24 MB (MLM logits add
+~80 MB in either version). A shorter ``--text`` file shrinks it in proportion.
+Version 1 files (layer outputs only) are still read; they check layer outputs only.
 """
 import collections
 import dataclasses
@@ -25,7 +33,9 @@ from .verify_inputs import VerifyInputs
 log = logging.getLogger(__name__)
 
 GOLDEN_FORMAT = "bertconvert-golden"
-GOLDEN_VERSION = 1
+GOLDEN_VERSION = 2
+#: Versions :func:`load_golden` reads (1: no per-layer sub-stages).
+READABLE_VERSIONS = (1, 2)
 _INPUT_KEYS = ("input_ids", "token_type_ids", "attention_mask")
 
 
@@ -58,7 +68,8 @@ def save_golden(path, inputs, outputs, *, checkpoint, head, num_labels=None, con
     meta = {
         "format": GOLDEN_FORMAT, "version": GOLDEN_VERSION, "head": head,
         "num_labels": num_labels, "stages": list(outputs),
-        "reference_dtype": str(np.asarray(next(iter(outputs.values()))).dtype), "checkpoint": os.fspath(checkpoint),
+        "reference_dtype": str(np.asarray(next(iter(outputs.values()))).dtype),
+        "checkpoint": os.fspath(checkpoint),
         "checkpoint_index_sha256": index_sha256(checkpoint), "tensorflow": tf_version,
         "config": config, "inputs": inputs.summary(), "examples": inputs.examples,
         "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
@@ -88,11 +99,12 @@ def load_golden(path):
     except (KeyError, ValueError) as e:
         raise VerificationError(f"golden file {path} has no valid meta record; it was not "
                                 "written by `bertconvert verify --record`") from e
-    if meta.get("format") != GOLDEN_FORMAT or meta.get("version") != GOLDEN_VERSION:
+    if meta.get("format") != GOLDEN_FORMAT or meta.get("version") not in READABLE_VERSIONS:
         raise VerificationError(
             f"golden file {path} has format {meta.get('format')!r} version "
-            f"{meta.get('version')!r}; "
-            f"expected {GOLDEN_FORMAT!r} version {GOLDEN_VERSION}: record it again")
+            f"{meta.get('version')!r}; expected {GOLDEN_FORMAT!r} version "
+            f"{' or '.join(map(str, READABLE_VERSIONS))}: record it again with this "
+            "bertconvert (or verify with the bertconvert that recorded it)")
     missing = [f"input/{k}" for k in _INPUT_KEYS if f"input/{k}" not in arrays]
     missing += [f"output/{s}" for s in meta.get("stages", []) if f"output/{s}" not in arrays]
     if missing or not meta.get("stages"):

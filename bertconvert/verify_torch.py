@@ -3,8 +3,9 @@
 The model comes from a converted directory (our classes' ``from_pretrained``; head and label
 count from its ``config.json`` unless given) or from converting the checkpoint in memory.
 Stages are captured with forward hooks on the trunk's modules -- the embeddings, each encoder
-layer, the pooler -- so one ordinary ``model(...)`` call yields everything, and the head
-outputs are exactly what users get from the model's return value.
+layer, the pooler, and inside every layer the query/key/value ``Linear`` modules, the
+attention block and the intermediate block -- so one ordinary ``model(...)`` call yields
+everything, and the head outputs are exactly what users get from the model's return value.
 """
 import collections
 import contextlib
@@ -152,8 +153,33 @@ def _head_outputs(head, result):
     return {"logits": result}
 
 
-def run_torch(model, inputs, head, device="cpu", dtype="float32"):
-    """Run ``model`` on ``inputs``; ordered dict stage name -> float32 numpy array."""
+def _layer_modules(i, layer):
+    """(stage name, module) pairs of one encoder layer: its sub-stages, then the layer.
+
+    The modules are named after Google's TF scopes, so each sub-stage is the same tensor the
+    TF reference computes: ``attention.self.query`` etc. are the projections before the
+    head split, ``attention`` ends with its LayerNorm, ``intermediate`` with the activation.
+    """
+    from .tf_reference import LAYER_SUBSTAGES, substage_name
+    paths = {"query": ("attention", "self", "query"), "key": ("attention", "self", "key"),
+             "value": ("attention", "self", "value"), "attention output": ("attention",),
+             "intermediate": ("intermediate",)}
+    pairs = []
+    for part in LAYER_SUBSTAGES:
+        module = layer
+        for attr in paths[part]:
+            module = getattr(module, attr, None)
+        if module is not None:  # an absent module shows up as "missing in PyTorch model"
+            pairs.append((substage_name(i, part), module))
+    return pairs + [(f"layer {i}", layer)]
+
+
+def run_torch(model, inputs, head, device="cpu", dtype="float32", substages=False):
+    """Run ``model`` on ``inputs``; ordered dict stage name -> float32 numpy array.
+
+    ``substages`` adds each layer's sub-stages (``"layer 3 query"`` ...) before the layer, in
+    the order of :data:`bertconvert.tf_reference.LAYER_SUBSTAGES`.
+    """
     import torch
     if dtype not in TORCH_DTYPES:
         raise VerificationError(f"dtype must be one of {', '.join(TORCH_DTYPES)}, got {dtype!r}")
@@ -168,7 +194,8 @@ def run_torch(model, inputs, head, device="cpu", dtype="float32"):
         return hook
 
     modules = [("embeddings", trunk.embeddings)]
-    modules += [(f"layer {i}", layer) for i, layer in enumerate(trunk.encoder.layer)]
+    for i, layer in enumerate(trunk.encoder.layer):
+        modules += _layer_modules(i, layer) if substages else [(f"layer {i}", layer)]
     modules.append(("pooled", trunk.pooler))
     handles = [m.register_forward_hook(keep(name)) for name, m in modules]
     tensors = {k: torch.as_tensor(v, dtype=torch.long, device=device)

@@ -270,6 +270,27 @@ def test_tf_reference_matches_pytorch_pretrained_bert(tf, tmp_path):
     for name, value in expected.items():
         np.testing.assert_allclose(out[name], value.numpy(), atol=2e-5, rtol=1e-4, err_msg=name)
 
+    # Sub-stages: captured from 0.6.2's own modules, which follow Google's scopes too.
+    from bertconvert.tf_reference import LAYER_SUBSTAGES
+    sub = ref.forward(ids, types, mask, head="pretraining", substages=True)
+    assert list(sub)[:7] == ["embeddings"] + [f"layer 0 {p}" for p in LAYER_SUBSTAGES] + ["layer 0"]
+    assert {k: v for k, v in sub.items() if k in out}.keys() == out.keys()
+    captured, handles = {}, []
+    for i, layer in enumerate(model.bert.encoder.layer):
+        for part, module in zip(LAYER_SUBSTAGES, (layer.attention.self.query,
+                                                  layer.attention.self.key,
+                                                  layer.attention.self.value, layer.attention,
+                                                  layer.intermediate)):
+            handles.append(module.register_forward_hook(
+                lambda m, a, o, name=f"layer {i} {part}": captured.__setitem__(name, o)))
+    with torch.no_grad():
+        model(*t)
+    for h in handles:
+        h.remove()
+    assert len(captured) == 3 * len(LAYER_SUBSTAGES)
+    for name, value in captured.items():
+        np.testing.assert_allclose(sub[name], value.numpy(), atol=2e-5, rtol=1e-4, err_msg=name)
+
     seq, pooled = out["layer 2"], out["pooled"]
     cls = ref.forward(ids, types, mask, head="sequence-classification")["logits"]
     np.testing.assert_allclose(cls, pooled @ weights["output_weights"].T + weights["output_bias"],
@@ -312,6 +333,9 @@ def test_every_layout_passes(tf, converted, layout):
     assert names[:2] == ["embeddings", "layer 0"] and "layer 4" in names and "pooled" in names
     assert names[len(names) - len(HEAD_STAGES[head]):] == list(HEAD_STAGES[head])
     assert max(s.max_abs for s in report.stages) < 1e-5  # faithful: float32 round-off only
+    # Every layer's sub-stages were compared too, and pass.
+    assert all(len(report.stage(f"layer {i}").substages) == 5 for i in range(5))
+    assert max(s.max_abs for s in report.all_stages()) < 1e-5
     if layout == "multiple-choice":
         assert report.stage("logits").shape == (2, 3)
     if layout in ("sequence-classification", "token-classification"):

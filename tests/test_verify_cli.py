@@ -107,3 +107,35 @@ def test_model_dir_omitted_converts_in_memory(capsys):
     assert main(["verify", ckpt("masked-lm"), "-", "-q", "--head", "masked-lm",
                  "--dtype", "bfloat16"]) == 0
     assert "bfloat16" in capsys.readouterr().out
+
+
+def test_query_nudge_exit_1_table_shows_the_failing_substage(model_dirs, tmp_path, capsys):
+    from safetensors.torch import load_file, save_file
+    bad = tmp_path / "bad"
+    shutil.copytree(model_dirs["next-sentence"], bad)
+    state = load_file(str(bad / "model.safetensors"))
+    state["bert.encoder.layer.3.attention.self.query.weight"][6, 1] += 1e-2
+    save_file(state, str(bad / "model.safetensors"), metadata={"format": "pt"})
+    report = tmp_path / "report.json"
+    code = main(["verify", ckpt("next-sentence"), str(bad), "-q", "--json", str(report)])
+    out = capsys.readouterr().out
+    assert code == 1
+    rows = {line.split("  ")[0].strip(): line for line in out.splitlines() if "  " in line}
+    assert rows["layer 3 query"].endswith("FAIL") and rows["layer 3 key"].endswith("ok")
+    assert "layer 2 query" not in rows  # passing layers stay one row
+    assert "first stage over tolerance: layer 3 query" in out
+    data = json.loads(report.read_text())
+    assert data["first_failure"] == "layer 3" and data["first_failure_stage"] == "layer 3 query"
+    layer3 = next(s for s in data["stages"] if s["name"] == "layer 3")
+    assert [s["name"].split(" ", 2)[2] for s in layer3["substages"]] == [
+        "query", "key", "value", "attention output", "intermediate"]
+
+
+def test_verbose_lists_every_substage(model_dirs, capsys):
+    args = ["verify", ckpt("next-sentence"), model_dirs["next-sentence"], "-q"]
+    assert main(args) == 0
+    assert "layer 0 query" not in capsys.readouterr().out
+    assert main(args + ["--verbose"]) == 0
+    out = capsys.readouterr().out
+    assert all(f"layer {i} {p}" in out for i in range(5)
+               for p in ("query", "key", "value", "attention output", "intermediate"))

@@ -1,8 +1,10 @@
 """``bertconvert verify CKPT [MODEL_DIR]``: numerical parity with TensorFlow, per stage.
 
 Exit status: 0 parity, 1 mismatch (the table names the first stage over tolerance),
-2 usage or input error. The table goes to stdout; ``--json`` writes the full report
-(including wall time per phase) for CI, also when the check could not run.
+2 usage or input error. The table goes to stdout: one row per stage, plus the sub-stages
+(query, key, value, attention output, intermediate) of any layer that fails, or of every
+layer with ``--verbose``. ``--json`` writes the full report (every sub-stage, and wall time
+per phase) for CI, also when the check could not run.
 """
 import json
 import sys
@@ -42,9 +44,10 @@ def register(subparsers):
         "verify", help="check the PyTorch model against TensorFlow's forward pass, per layer",
         description="Run the same deterministic batch through TensorFlow (reading the "
                     "checkpoint with TensorFlow itself) and through the converted PyTorch "
-                    "model; compare embeddings, every layer, the pooled output and the head "
-                    "outputs, and name the first stage over tolerance. Exit 0 parity, "
-                    "1 mismatch, 2 usage/input error.")
+                    "model; compare embeddings, every layer (and inside it the query, key and "
+                    "value projections, the attention output and the intermediate "
+                    "activation), the pooled output and the head outputs, and name the first "
+                    "stage over tolerance. Exit 0 parity, 1 mismatch, 2 usage/input error.")
     p.add_argument("checkpoint", metavar="CKPT",
                    help="TF checkpoint: prefix (dir/bert_model.ckpt), its .index file, or its "
                         "directory; vocab.txt and bert_config.json are read from beside it")
@@ -70,6 +73,9 @@ def register(subparsers):
                         "(default: bundled sentences)")
     p.add_argument("--json", metavar="REPORT", dest="json_report",
                    help="also write the report as JSON (wall time per phase included)")
+    p.add_argument("--verbose", "-v", action="store_true",
+                   help="list every layer's sub-stages in the table (by default only those "
+                        "of failing layers; --json always has them)")
     golden = p.add_mutually_exclusive_group()
     golden.add_argument("--record", metavar="GOLDEN.npz",
                         help="save TensorFlow's outputs and the inputs to this .npz")
@@ -98,7 +104,7 @@ def run(args):
                                            "error": str(e), "error_type": type(e).__name__,
                                            "exit_code": e.exit_code})
         raise
-    print(report.format_table())
+    print(report.format_table(verbose=args.verbose))
     if args.json_report:
         report.to_json(args.json_report)
     if not report.passed:
