@@ -39,7 +39,16 @@ _LAZY_EXPORTS = {
 }
 
 
+#: Submodules reachable as attributes after a bare ``import bertconvert`` (imported on first
+#: use), e.g. ``bertconvert.verify(ckpt, model_dir)`` -- that module is callable -- and
+#: ``bertconvert.checkpoint.load_checkpoint(path)``.
+_LAZY_SUBMODULES = ("verify", "checkpoint", "cache", "pretrained", "convert", "heads",
+                    "modeling", "tokenization", "serialization")
+
+
 def __getattr__(name):
+    if name in _LAZY_SUBMODULES:
+        return importlib.import_module(f".{name}", __name__)  # sets the attribute too
     module = _LAZY_EXPORTS.get(name)
     if module is None:
         raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -13,7 +13,7 @@ import logging
 
 from .errors import TokenizerArgumentError, TokenizerInputError, VocabError
 
-logger = logging.getLogger("bertconvert.tokenization")
+logger = logging.getLogger(__name__)
 
 _PADDING_MODES = {False: None, None: None, "do_not_pad": None,
                   True: "longest", "longest": "longest", "max_length": "max_length"}
@@ -42,12 +42,12 @@ class EncodeMixin:
     """Adds :meth:`encode` to a tokenizer with ``tokenize``, ``vocab``, ``max_len`` and
     ``cls_token``/``sep_token``/``pad_token`` attributes."""
 
-    def encode(self, text, text_pair=None, max_length=None, padding=False, return_tensors=None,
-               *, truncation=True):
+    def encode(self, text_or_texts, text_pair=None, max_length=None, padding=False,
+               return_tensors=None, *, truncation=True):
         """Turn a text, a pair, or a batch of them into BERT inputs.
 
         Args:
-            text: a str; or a list/tuple of str (a batch), whose items may also be
+            text_or_texts: a str; or a list/tuple of str (a batch), whose items may also be
                 ``(text, text_pair)`` pairs when ``text_pair`` is not given.
             text_pair: the second text (str), or for a batch a list of them (None, "" or
                 a text without tokens means "no pair" for that row, as in Google's code).
@@ -92,8 +92,9 @@ class EncodeMixin:
             raise TokenizerArgumentError("padding='max_length' needs max_length= (this tokenizer "
                                          "has no max_len to fall back on)")
 
-        batched = isinstance(text, (list, tuple))
-        examples = self._examples(text, text_pair) if batched else [(text, text_pair)]
+        batched = isinstance(text_or_texts, (list, tuple))
+        examples = self._examples(text_or_texts, text_pair) if batched \
+            else [(text_or_texts, text_pair)]
         special = self._special_ids()
         rows = [self._encode_pair(a, b, limit if truncation else None, special) for a, b in examples]
 

@@ -338,6 +338,31 @@ def _local(path, cache_dir, extract, sha256):
         return extract_archive(path, target)
 
 
+def _scheme_of(target):
+    try:
+        return urlparse(target).scheme.lower()
+    except ValueError as e:  # e.g. "http://[::1/x": a broken IPv6 host
+        if os.path.exists(target):  # an odd but existing local path
+            return ""
+        raise UnsupportedURLError(f"cannot parse {target!r} as a URL ({e}); expected "
+                                  "http(s)://host/path, s3://bucket/key or a local path") from e
+
+
+def _check_remote_url(url, scheme):
+    """Refuse a URL with no usable host before any lock, cache entry or request exists
+    (requests would otherwise fail with its own InvalidURL, not one of ours)."""
+    try:
+        parsed = urlparse(url)
+        host = parsed.hostname if scheme != "s3" else parsed.netloc
+        parsed.port  # noqa: B018 - raises ValueError for a port that is not a number
+    except ValueError as e:
+        raise UnsupportedURLError(f"{url!r} is not a valid {scheme}:// URL ({e}); expected "
+                                  f"{scheme}://host[:port]/path") from e
+    if not host or any(c.isspace() for c in parsed.netloc):
+        example = "s3://bucket/key" if scheme == "s3" else f"{scheme}://host[:port]/path"
+        raise UnsupportedURLError(f"{url!r} names no valid host; expected {example}")
+
+
 def cached_path(url_or_filename, cache_dir=None, *, force_download=False, local_files_only=False,
                 sha256=None, extract=False, proxies=None, progress=True):
     """Local path of ``url_or_filename``, downloading it into the cache if needed.
@@ -364,8 +389,9 @@ def cached_path(url_or_filename, cache_dir=None, *, force_download=False, local_
         sha256 = str(sha256).strip().lower()
         if not re.fullmatch(r"[0-9a-f]{64}", sha256):
             raise CacheError(f"sha256={sha256!r} is not 64 hex digits")
-    scheme = urlparse(target).scheme.lower()
+    scheme = _scheme_of(target)
     if scheme in REMOTE_SCHEMES:
+        _check_remote_url(target, scheme)
         return _fetch_remote(target, cache_dir, force_download, local_files_only, sha256, extract,
                              proxies, progress)
     if scheme == "file":

@@ -183,7 +183,21 @@ class BertForNextSentencePrediction(BertPreTrainedModel):
         return seq_relationship_score
 
 
-class BertForSequenceClassification(BertPreTrainedModel):
+class _BertWithClassifier(BertPreTrainedModel):
+    """Shared body of run_classifier.py-style heads: trunk, dropout, ``classifier`` Linear.
+
+    Only the constructor is shared; each head decides which trunk output it classifies.
+    """
+
+    def _build_classifier(self, outputs):
+        # Attribute order fixes the state-dict order: bert.*, then classifier.*.
+        self.bert = BertModel(self.config)
+        self.dropout = _classifier_dropout(self.config)
+        self.classifier = nn.Linear(self.config.hidden_size, outputs)
+        self.post_init()
+
+
+class BertForSequenceClassification(_BertWithClassifier):
     """BERT + dropout + Linear(hidden, num_labels) on the pooled output (run_classifier.py).
 
     ``num_labels`` defaults to the config's (``num_labels`` / ``id2label``), else 2.
@@ -197,10 +211,7 @@ class BertForSequenceClassification(BertPreTrainedModel):
     def __init__(self, config, num_labels=None):
         super().__init__(config)
         self.num_labels = num_labels or self.config.num_labels or 2
-        self.bert = BertModel(self.config)
-        self.dropout = _classifier_dropout(self.config)
-        self.classifier = nn.Linear(self.config.hidden_size, self.num_labels)
-        self.post_init()
+        self._build_classifier(self.num_labels)
 
     def forward(self, input_ids, token_type_ids=None, attention_mask=None, labels=None):
         _, pooled_output = self.bert(input_ids, token_type_ids, attention_mask,
@@ -211,7 +222,7 @@ class BertForSequenceClassification(BertPreTrainedModel):
         return logits
 
 
-class BertForMultipleChoice(BertPreTrainedModel):
+class BertForMultipleChoice(_BertWithClassifier):
     """BERT scoring each choice with Linear(hidden, 1) on its pooled output.
 
     Input ids are [batch, num_choices, seq] (the choice count is read from the input; a flat
@@ -225,10 +236,7 @@ class BertForMultipleChoice(BertPreTrainedModel):
     def __init__(self, config, num_choices=2):
         super().__init__(config)
         self.num_choices = num_choices
-        self.bert = BertModel(self.config)
-        self.dropout = _classifier_dropout(self.config)
-        self.classifier = nn.Linear(self.config.hidden_size, 1)
-        self.post_init()
+        self._build_classifier(1)
 
     def forward(self, input_ids, token_type_ids=None, attention_mask=None, labels=None):
         num_choices = input_ids.size(1) if input_ids.dim() == 3 else self.num_choices
@@ -244,7 +252,7 @@ class BertForMultipleChoice(BertPreTrainedModel):
         return logits
 
 
-class BertForTokenClassification(BertPreTrainedModel):
+class BertForTokenClassification(_BertWithClassifier):
     """BERT + dropout + Linear(hidden, num_labels) on every token (NER).
 
     Returns logits [batch, seq, num_labels], or with ``labels`` the cross-entropy loss over
@@ -258,10 +266,7 @@ class BertForTokenClassification(BertPreTrainedModel):
     def __init__(self, config, num_labels=None):
         super().__init__(config)
         self.num_labels = num_labels or self.config.num_labels or 2
-        self.bert = BertModel(self.config)
-        self.dropout = _classifier_dropout(self.config)
-        self.classifier = nn.Linear(self.config.hidden_size, self.num_labels)
-        self.post_init()
+        self._build_classifier(self.num_labels)
 
     def forward(self, input_ids, token_type_ids=None, attention_mask=None, labels=None):
         sequence_output, _ = self.bert(input_ids, token_type_ids, attention_mask,

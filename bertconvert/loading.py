@@ -179,26 +179,41 @@ def _init_fresh(config, module, attr, tensor):
             tensor.zero_()
 
 
+#: (key suffix, hint): a tensor whose first dimension names one config field, and what to
+#: say when it disagrees with the config (checked in this order).
+_SHAPE_HINTS = (
+    ("embeddings.LayerNorm.weight", "hidden_size in the config is {want} but the weights "
+                                    "have {have}"),
+    ("word_embeddings.weight", "vocab_size in the config is {want} but word_embeddings has "
+                               "{have} rows"),
+    ("intermediate.dense.bias", "intermediate_size in the config is {want} but the weights "
+                                "have {have}"),
+    ("position_embeddings.weight", "max_position_embeddings in the config is {want} but the "
+                                   "weights have {have}"),
+)
+
+
 def _mismatch_error(model, mismatched, source):
     lines = [f"{k}: weights {list(a)}, model {list(b)}" for k, a, b in mismatched]
     hints = []
     for key, have, want in mismatched:
-        if key.endswith("word_embeddings.weight"):
-            hints.append(f"vocab_size in the config is {want[0]} but word_embeddings has "
-                         f"{have[0]} rows")
+        template = next((t for suffix, t in _SHAPE_HINTS if key.endswith(suffix)), None)
+        if template and have[0] != want[0]:
+            hints.append(template.format(want=want[0], have=have[0]))
         elif key.startswith("classifier.") and hasattr(model, "num_labels"):
             hints.append(f"the weights hold {have[0]} labels; pass num_labels={have[0]}")
-    hint = ("; " + "; ".join(dict.fromkeys(hints))) if hints else \
-        "; check that the config belongs to these weights"
+    hint = "; ".join(dict.fromkeys(hints)) if hints else \
+        "check that the config belongs to these weights"
+    # The hint goes first: with a wrong hidden_size every tensor is listed after it.
     return WeightsError(f"{len(mismatched)} tensor(s) in {source} do not fit "
-                        f"{type(model).__name__}: " + "; ".join(lines) + hint)
+                        f"{type(model).__name__} ({hint}): " + "; ".join(lines))
 
 
 class PretrainedLoadingMixin:
     """Adds ``from_pretrained`` and ``save_pretrained`` to :class:`BertPreTrainedModel`."""
 
     @classmethod
-    def from_pretrained(cls, pretrained_model_name_or_path, *inputs, state_dict=None,
+    def from_pretrained(cls, pretrained_model_name_or_path=None, *inputs, state_dict=None,
                         cache_dir=None, **kwargs):
         """Build the model and load pretrained weights into it; returned in eval mode.
 
@@ -212,13 +227,20 @@ class PretrainedLoadingMixin:
         path), ``torch_dtype=``/``dtype=`` (default float32; "auto" keeps the file's),
         ``strict=True`` (missing/unexpected keys raise WeightsError instead of a warning),
         ``output_loading_info=True`` (return ``(model, info)``), ``attention_implementation``
-        ("sdpa" or "eager"), ``from_tf=True`` (convert a TF checkpoint in memory).
+        ("sdpa" or "eager"), ``from_tf=True`` (convert a TF checkpoint in memory). The
+        first argument may also be passed as ``path=``; None needs ``config=`` and
+        ``state_dict=``.
 
         Example::
 
             >>> model = BertForSequenceClassification.from_pretrained("out/model")
             >>> model = BertModel.from_pretrained("bert-base-uncased", cache_dir="/shared/cache")
         """
+        if "path" in kwargs:  # the spelling of issue 2; 0.6.2 and transformers use the long one
+            if pretrained_model_name_or_path is not None:
+                raise TypeError("from_pretrained() got the model path twice (positionally and "
+                                "as path=)")
+            pretrained_model_name_or_path = kwargs.pop("path")
         opts = {k: kwargs.pop(k) for k in _LOAD_OPTIONS if k in kwargs}
         if opts.get("from_tf"):
             return cls._from_tf(pretrained_model_name_or_path, opts, kwargs)
@@ -301,6 +323,18 @@ class PretrainedLoadingMixin:
             raise _mismatch_error(self, sorted(mismatched), source)
         unexpected = sorted(k for k in provided if k not in expected)
         absent = sorted(k for k in expected if k not in provided and k not in tied)
+        if expected and len(unexpected) == len(provided):
+            # Not one tensor fits: a wrong file (another architecture, a renamed dump), not
+            # a BERT with a few keys missing. Loading would give a wholly random model.
+            found = ", ".join(unexpected[:8]) + (" ..." if len(unexpected) > 8 else "")
+            if unexpected and all(k.startswith("module.") for k in unexpected):
+                found += " -- saved from a DataParallel wrapper: strip the 'module.' prefix"
+            raise WeightsError(
+                f"none of the {len(provided)} tensor(s) in {source} is a parameter of "
+                f"{type(self).__name__} (found {found or 'no tensors'}; expected keys such as "
+                f"{', '.join(absent[:3])}); pass the weights of a BERT model saved by "
+                "bertconvert, transformers or pytorch-pretrained-bert, or convert a TF "
+                "checkpoint with `bertconvert convert`")
         # transformers saves heads that ignore the pooler without it; that absence is expected.
         unused_pooler = [k for k in absent if not self.pooler_used and k.startswith("bert.pooler.")]
         missing = [k for k in absent if k not in unused_pooler]

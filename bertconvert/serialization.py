@@ -15,6 +15,7 @@ import contextlib
 import json
 import logging
 import os
+import re
 import struct
 
 import torch
@@ -44,6 +45,8 @@ TIED_ALIASES = {
 }
 
 _ZIP_MAGIC = b"PK\x03\x04"
+#: What torch.load(weights_only=True) names when a pickle needs a class to be imported.
+_REFUSED_GLOBAL = re.compile(r"Unsupported global: GLOBAL ([\w.]+)")
 _PICKLE_PROTO = 0x80
 
 
@@ -51,8 +54,12 @@ _PICKLE_PROTO = 0x80
 def _listing(directory):
     try:
         names = sorted(os.listdir(directory))
-    except OSError:
-        return "(unreadable)"
+    except FileNotFoundError:
+        return "nothing: the directory does not exist"
+    except NotADirectoryError:
+        return "a file, not a directory"
+    except OSError as e:
+        return f"(unreadable: {e.strerror})"
     return ", ".join(names) if names else "(empty)"
 
 
@@ -140,6 +147,16 @@ def _load_torch(path, kind):
             obj = torch.load(path, map_location="cpu", weights_only=True,
                              mmap=(kind == "torch-zip"))
     except Exception as e:  # pickle errors come in many classes; all mean "not loadable"
+        refused = _REFUSED_GLOBAL.search(str(e))
+        if refused:
+            # torch's own message is a page of advice; say in one line what the file is.
+            raise WeightsError(
+                f"{path} holds a pickled {refused.group(1)} object, not a state dict (it was "
+                "probably written with torch.save(model) instead of "
+                "torch.save(model.state_dict())); it is read with weights_only=True, which "
+                "refuses to import classes because that could run code from the file. If you "
+                "trust it, re-save its weights: torch.save(torch.load(path, weights_only=False)"
+                ".state_dict(), 'pytorch_model.bin')") from e
         raise WeightsError(
             f"cannot load {path} as a PyTorch state dict with weights_only=True: {e}. "
             "Expected a file written by torch.save(model.state_dict(), ...)") from e

@@ -483,7 +483,7 @@ class BertTokenizer(EncodeMixin):
 
     # ---------------------------------------------------------------- loading
     @classmethod
-    def from_pretrained(cls, name_or_path, cache_dir=None, *inputs, **kwargs):
+    def from_pretrained(cls, name_or_path=None, cache_dir=None, *inputs, **kwargs):
         """Build a tokenizer from a directory holding ``vocab.txt``, a vocab file, one of
         the seven seed model names (e.g. ``bert-base-uncased``) or a URL.
 
@@ -496,12 +496,21 @@ class BertTokenizer(EncodeMixin):
         whose file or folder name says ``cased``/``uncased`` is treated the same way. For a
         local path whose name says so (Google's ``cased_L-12_H-768_A-12``...), a missing
         ``do_lower_case`` is inferred and a contradicting one is kept, with a warning.
+        0.6.2's keyword ``pretrained_model_name_or_path=`` is accepted for ``name_or_path``.
 
         Example::
 
             >>> tok = BertTokenizer.from_pretrained("converted/bert-base-cased")   # a directory
             >>> tok = BertTokenizer.from_pretrained("bert-base-uncased", cache_dir="/nfs/bert")
         """
+        if "pretrained_model_name_or_path" in kwargs:  # 0.6.2's name for the argument
+            if name_or_path is not None:
+                raise TypeError("from_pretrained() got the vocabulary twice (name_or_path and "
+                                "pretrained_model_name_or_path=)")
+            name_or_path = kwargs.pop("pretrained_model_name_or_path")
+        if name_or_path is None:
+            raise VocabError("no vocabulary given: pass a directory holding vocab.txt, a vocab "
+                             "file, a model name or a URL")
         fetch_options = {k: kwargs.pop(k) for k in ("force_download", "local_files_only") if k in kwargs}
         source = os.fspath(name_or_path)
         if os.path.isdir(source):

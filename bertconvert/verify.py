@@ -59,7 +59,9 @@ Example (also usable in pytest)::
 """
 import logging
 import os
+import sys
 import time
+import types
 
 from .errors import VerificationError
 from . import verify_golden
@@ -153,7 +155,8 @@ def verify(checkpoint, model_dir=None, *, head=None, num_labels=None, device="cp
         reference: compare against this golden file instead of running TensorFlow.
 
     Returns a :class:`ParityReport`; it does not raise on mismatch (see :func:`assert_parity`).
-    Raises VerificationError (bad inputs, missing CUDA) and MissingDependencyError (no TF).
+    Raises VerificationError (bad inputs, missing CUDA, a model directory whose config
+    describes another network than the checkpoint's) and MissingDependencyError (no TF).
     """
     if device not in DEVICES:
         raise VerificationError(f"device must be one of {', '.join(DEVICES)}, got {device!r}")
@@ -246,3 +249,18 @@ def assert_parity(checkpoint_or_report, model_dir=None, **kwargs):
         return checkpoint_or_report.raise_for_mismatch()
     kwargs.setdefault("progress", False)
     return verify(checkpoint_or_report, model_dir, **kwargs).raise_for_mismatch()
+
+
+class _CallableModule(types.ModuleType):
+    """Lets ``bertconvert.verify(ckpt, model_dir)`` call :func:`verify`.
+
+    The issue names the Python entry point ``verify(...)``; as an attribute of the package,
+    ``bertconvert.verify`` is this module (re-exporting the function would shadow it), so the
+    module itself forwards calls. ``from bertconvert.verify import verify`` is the plain form.
+    """
+
+    def __call__(self, *args, **kwargs):
+        return verify(*args, **kwargs)
+
+
+sys.modules[__name__].__class__ = _CallableModule

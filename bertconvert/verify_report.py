@@ -152,8 +152,9 @@ class ParityReport:
         detail = first.note or (f"max abs error {first.max_abs:.2e}, rel {first.max_rel:.2e}, "
                                 f"worst at index {list(first.worst_index)}")
         failed = sum(not s.passed for s in flat)
+        checks = f"{len(flat)} checks ({counted})" if subs else counted
         return (f"FAIL: first stage over tolerance: {first.name} ({detail}); "
-                f"{failed} of {counted} fail ({settings})")
+                f"{failed} of {checks} fail ({settings})")
 
     def _table_rows(self, verbose):
         """(rows to print, how many layers' sub-stages are hidden): sub-stages are shown for

@@ -72,6 +72,7 @@ def load_torch_model(checkpoint, model_dir=None, head=None, num_labels=None, dty
                                 "of `bertconvert convert`, or omit it to convert in memory")
     config_file = find_config_file(model_dir)
     config = BertConfig.from_json_file(config_file)
+    check_config_matches_checkpoint(config, config_file, checkpoint)
     if head is None:
         head = _head_from_config(config, config_file, notes)
     elif getattr(config, "architectures", None) and \
@@ -93,6 +94,42 @@ def load_torch_model(checkpoint, model_dir=None, head=None, num_labels=None, dty
         notes.append(f"{model_dir} stores {stored} weights, compared as {dtype}: pass "
                      f"--dtype {stored} for matching tolerances")
     return LoadedModel(model, head, getattr(model, "num_labels", None), config_file, notes)
+
+
+#: Config fields that fix the network's shapes: a model directory and the checkpoint it was
+#: converted from always agree on them.
+SHAPE_FIELDS = ("vocab_size", "hidden_size", "num_hidden_layers", "num_attention_heads",
+                "intermediate_size", "max_position_embeddings", "type_vocab_size")
+
+
+def check_config_matches_checkpoint(config, config_file, checkpoint):
+    """Raise VerificationError when the model directory's config describes another network
+    than the checkpoint's ``bert_config.json`` (a different hidden size, layer count...).
+
+    Comparing such a pair is not a parity question -- every stage would "fail" -- but a
+    wrong pairing of inputs, so it is an input error (exit 2) naming the differing fields.
+    Checkpoints without a config beside them (or not present, with ``--reference``) are
+    not checked here.
+    """
+    from .config import BertConfig
+    from .errors import CheckpointError, ConfigError
+    from .tf_reference import find_checkpoint_config, resolve_checkpoint_prefix
+    try:
+        ckpt_config_file = find_checkpoint_config(resolve_checkpoint_prefix(checkpoint))
+        if ckpt_config_file is None:
+            return
+        ckpt_config = BertConfig.from_json_file(ckpt_config_file)
+    except (CheckpointError, ConfigError):
+        return  # reported by the phase that needs the checkpoint or its config
+    differ = [(f, getattr(config, f, None), getattr(ckpt_config, f, None)) for f in SHAPE_FIELDS
+              if getattr(config, f, None) != getattr(ckpt_config, f, None)]
+    if differ:
+        listed = ", ".join(f"{f} {mine} (checkpoint: {theirs})" for f, mine, theirs in differ)
+        raise VerificationError(
+            f"{config_file} does not describe the network of checkpoint {checkpoint} "
+            f"({ckpt_config_file}): {listed}. The model directory was not converted from this "
+            "checkpoint; verify the directory `bertconvert convert CKPT --out DIR` wrote for "
+            "it, or omit MODEL_DIR to convert CKPT in memory")
 
 
 @contextlib.contextmanager

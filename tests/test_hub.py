@@ -95,3 +95,5 @@ def test_bert_tokenizer_entry_point(tmp_path):
     raw = torch.hub.load(REPO, "bertTokenizer", str(tmp_path / "vocab.txt"),
                          do_basic_tokenize=False, source="local")
     assert raw.tokenize("hello unaffable") == ["hello", "un", "##aff", "##able"]
+    # without the basic tokenizer punctuation stays glued to its word ("hello," is unknown)
+    assert raw.tokenize("hello, world!") == ["[UNK]", "[UNK]"]

@@ -93,11 +93,18 @@ def register(subparsers):
 # --- fetch / ls / verify ------------------------------------------------------------------------
 def run_fetch(args):
     from ..cache import cached_path
+    from ..errors import UnknownModelError
     from ..pretrained import PRETRAINED_MODEL_ARCHIVE_MAP, resolve_model_dir, resolve_vocab_file
 
     if args.sha256 and len(args.items) != 1:
         raise CacheError("--sha256 needs exactly one URL to fetch")
     for item in args.items:
+        if item not in PRETRAINED_MODEL_ARCHIVE_MAP and "://" not in item \
+                and not os.path.exists(item):
+            # Most likely a mistyped model name: say which names exist, not "file not found".
+            raise UnknownModelError(
+                f"{item!r} is neither a known model name ({', '.join(PRETRAINED_MODEL_ARCHIVE_MAP)}) "
+                "nor a URL (http(s)://, s3://) nor an existing path")
         if item in PRETRAINED_MODEL_ARCHIVE_MAP:
             opts = {"force_download": args.force_download, "progress": args.progress}
             model_dir = resolve_model_dir(item, args.cache_dir, **opts)

@@ -12,30 +12,9 @@ import sys
 from ..atomic import atomic_write
 from ..errors import BertConvertError
 from ..tf_reference import HEAD_STAGES
+from ._common import non_negative_float, positive_int
 
 DTYPES = ("float32", "float16", "bfloat16", "float64")
-
-
-def _positive_int(text):
-    import argparse
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {value}")
-    return value
-
-
-def _tolerance(text):
-    import argparse
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
-    if not value >= 0:
-        raise argparse.ArgumentTypeError(f"tolerance must be >= 0, got {text}")
-    return value
 
 
 def register(subparsers):
@@ -57,16 +36,16 @@ def register(subparsers):
     p.add_argument("--head", choices=list(HEAD_STAGES), metavar="HEAD",
                    help="head to compare: " + ", ".join(HEAD_STAGES) + " (default: the model "
                         "directory's config.json architectures, or what the checkpoint holds)")
-    p.add_argument("--num-labels", type=_positive_int, metavar="N",
+    p.add_argument("--num-labels", type=positive_int, metavar="N",
                    help="label count of a classification head (default: from the config)")
     p.add_argument("--device", choices=("cpu", "cuda"), default="cpu",
                    help="where PyTorch runs (cuda: TF32 disabled); TensorFlow runs on CPU")
     p.add_argument("--dtype", choices=DTYPES, default="float32",
                    help="PyTorch compute dtype; sets the default tolerances (float64: both "
                         "sides in double precision, an exactness check)")
-    p.add_argument("--atol", type=_tolerance, help="absolute tolerance (default: by dtype, "
+    p.add_argument("--atol", type=non_negative_float, help="absolute tolerance (default: by dtype, "
                                                    "float32 1e-4)")
-    p.add_argument("--rtol", type=_tolerance, help="relative tolerance (default: by dtype, "
+    p.add_argument("--rtol", type=non_negative_float, help="relative tolerance (default: by dtype, "
                                                    "float32 1e-4)")
     p.add_argument("--text", metavar="FILE",
                    help="UTF-8 text, one example per line, TAB between the texts of a pair "
