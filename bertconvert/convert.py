@@ -1,11 +1,17 @@
 """Convert a Google TensorFlow BERT checkpoint into a PyTorch model directory, exactly.
 
 The work happens in three steps that never go back: :func:`~bertconvert.planning.plan_conversion`
-decides everything from the checkpoint index and a meta-device model (no tensor read yet),
-then every planned tensor is streamed -- read, transformed (transpose/reshape only: the bytes
-are the checkpoint's), cast to the output dtype, appended to the weight file(s) -- and finally
-the directory is published atomically. Optimizer slots are never read. Peak memory is about
-one tensor, not one model.
+decides everything from the checkpoint index and the config (no tensor read yet), then every
+planned tensor is streamed by :class:`~bertconvert.tensorcopy.TensorCopier` -- read in small
+crc-checked pieces, transformed (transpose/reshape only: the values are the checkpoint's),
+cast to the output dtype, appended to the weight file(s) -- and finally the directory is
+published atomically: every file fsynced once, then renamed into place. The source files'
+sha256 (for ``conversion.json``) is computed on a second thread meanwhile. Optimizer slots
+are never read for conversion. Peak memory is about one tensor, not one model.
+
+The default safetensors output needs numpy only: torch is imported just for
+``format="pytorch"``/``"both"``, for freshly initialised head weights, and by
+:func:`load_converted_model`.
 
 Output directory (``format="safetensors"`` by default)::
 
@@ -23,13 +29,10 @@ Example::
     >>> model, report = load_converted_model("fine_tuned/model.ckpt-1000", head="auto")
 """
 import errno
-import hashlib
 import json
 import logging
 import os
-import queue
 import shutil
-import threading
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -37,11 +40,13 @@ import numpy as np
 from . import __version__
 from .atomic import atomic_directory, atomic_write
 from .checkpoint import load_checkpoint
-from .errors import ConversionError, OutputWriteError
-from .mapping import (NONE, RESHAPE, RESHAPE_IN_TRANSPOSE, RESHAPE_OUT_TRANSPOSE, TRANSPOSE,  # noqa: F401
-                      detect_head)  # detect_head is part of this module's public API
+from .errors import ConversionError, MissingDependencyError, OutputWriteError
+from .mapping import detect_head  # noqa: F401  (part of this module's public API)
 from .planning import plan_conversion, resolve_config
-from .streaming import SafetensorsStreamWriter, TensorSpec, TorchZipStreamWriter
+from .provenance import SourceHasher
+from .streaming import (SafetensorsStreamWriter, TensorSpec, TorchZipStreamWriter, WritebackFile,
+                        safetensors_order)
+from .tensorcopy import TensorCopier, storage_dtype
 
 logger = logging.getLogger(__name__)
 
@@ -51,7 +56,6 @@ SAFETENSORS_NAME = "model.safetensors"
 PYTORCH_NAME = "pytorch_model.bin"
 REPORT_NAME = "conversion.json"
 VOCAB_NAME = "vocab.txt"
-_HASH_CHUNK = 4 << 20
 
 
 @dataclass
@@ -102,24 +106,23 @@ class ConversionReport:
 
 
 # --- tensors ---------------------------------------------------------------------------
-#: How each output dtype is held in numpy. bfloat16 travels as its raw 16-bit patterns
-#: (int16), so no numpy extension type is needed; torch does the rounding.
-_STORAGE = {"float32": np.dtype(np.float32), "float16": np.dtype(np.float16),
-            "bfloat16": np.dtype(np.int16)}
+def _require_torch(what):
+    """torch, imported on first need; a named error with the way out when it is missing."""
+    try:
+        import torch
+    except ImportError as e:
+        raise MissingDependencyError(
+            f"{what} needs PyTorch, which cannot be imported here ({e}). Install it "
+            "(pip install torch), or convert with --format safetensors (the default), which "
+            "needs numpy only") from e
+    return torch
 
 
-def _torch_dtype(dtype):
+def _to_torch(array):
+    """numpy -> torch sharing memory (ml_dtypes' bfloat16 is reinterpreted from its bits)."""
     import torch
 
-    return getattr(torch, dtype)
-
-
-def _to_torch(array, dtype=None):
-    """numpy -> torch sharing memory. ``dtype="bfloat16"`` (or ml_dtypes' bfloat16 arrays,
-    which the checkpoint reader returns) are reinterpreted from their 16-bit patterns."""
-    import torch
-
-    if dtype == "bfloat16" or array.dtype.name == "bfloat16":
+    if array.dtype.name == "bfloat16":
         return torch.from_numpy(array.view(np.int16)).view(torch.bfloat16)
     return torch.from_numpy(array)
 
@@ -133,8 +136,9 @@ def _check_options(format, dtype):
 
 def _fresh(key, shape, config, dtype):
     """Google's initialisation for a parameter the checkpoint lacks: normal(0, initializer_range)
-    weights, zero biases, LayerNorm scale 1 (torch's RNG, so torch.manual_seed applies)."""
-    import torch
+    weights, zero biases, LayerNorm scale 1. Drawn from torch's RNG (imported only here), so
+    ``torch.manual_seed`` makes it reproducible as it did with pytorch-pretrained-bert."""
+    torch = _require_torch(f"initialising {key} (not in the checkpoint)")
 
     if key.endswith("LayerNorm.weight"):
         value = torch.ones(shape)
@@ -142,190 +146,135 @@ def _fresh(key, shape, config, dtype):
         value = torch.zeros(shape)
     else:
         value = torch.empty(shape).normal_(0.0, config.initializer_range)
-    value = value.to(_torch_dtype(dtype))
-    return (value.view(torch.int16) if dtype == "bfloat16" else value).numpy()
+    if dtype == "bfloat16":
+        return value.to(torch.bfloat16).view(torch.int16).numpy().view(storage_dtype(dtype))
+    return value.to(getattr(torch, dtype)).numpy()
 
 
-class _Scratch:
-    """One reusable output buffer for transposes and casts.
-
-    Fresh arrays for every tensor mean fresh page faults for every byte (slow on VMs, and
-    counted in peak RSS); transposing into the same buffer each time avoids both. torch's
-    strided copy is used because it transposes in cache-friendly blocks (several times
-    faster than numpy's element order copy) and casts in the same pass.
-    """
-
-    def __init__(self, slots=1):
-        # Several buffers used in turn when a writer thread may still hold the previous ones.
-        self._bufs = [None] * slots
-        self._turn = 0
-
-    def transform(self, transform, array, dtype, reuse=True):
-        """``array`` in PyTorch layout and ``dtype`` (a numpy array; bfloat16 as int16 bits)."""
-        if transform == NONE and array.dtype.name == dtype:
-            return array
-        src = _to_torch(array)
-        if transform in (TRANSPOSE, RESHAPE_OUT_TRANSPOSE, RESHAPE_IN_TRANSPOSE):
-            if transform == RESHAPE_OUT_TRANSPOSE:
-                src = src.reshape(src.shape[0], -1)
-            elif transform == RESHAPE_IN_TRANSPOSE:
-                src = src.reshape(-1, src.shape[-1])
-            src = src.t()
-        elif transform == RESHAPE:
-            src = src.reshape(-1)
-        storage = _STORAGE[dtype]
-        nbytes = src.numel() * storage.itemsize
-        if not reuse:
-            out = np.empty(tuple(src.shape), storage)
-        else:
-            i, self._turn = self._turn, (self._turn + 1) % len(self._bufs)
-            if self._bufs[i] is None or self._bufs[i].nbytes < nbytes:
-                self._bufs[i] = np.empty(nbytes, np.uint8)
-            out = self._bufs[i][:nbytes].view(storage).reshape(tuple(src.shape))
-        _to_torch(out, dtype).copy_(src)  # transpose and cast in one pass
-        return out
+def iter_tensors(reader, plan, dtype, progress=False, reuse_buffer=True, order=None):
+    """Yield ``(key, numpy array)`` for every planned and every new key, one at a time, in
+    ``order`` (keys; default: the plan's). With ``reuse_buffer`` an array is only valid until
+    the next one is produced (one scratch buffer serves them all)."""
+    planned = {t.key: t for t in plan.tensors}
+    fresh = dict(plan.new_keys)
+    with TensorCopier(reader, dtype) as copier, _progress(plan, progress) as bar:
+        for key in order or ([t.key for t in plan.tensors] + [k for k, _ in plan.new_keys]):
+            if key in fresh:
+                yield key, _fresh(key, fresh[key], plan.config, dtype)
+                continue
+            t = planned[key]
+            yield key, copier.array(t, fresh=not reuse_buffer)
+            bar.update(t.nbytes)
 
 
-def iter_tensors(reader, plan, dtype, progress=False, reuse_buffer=True, buffers=1):
-    """Yield ``(key, numpy array)`` for every planned and every new key, one at a time.
+def _specs(plan, dtype, order="safetensors"):
+    """Every output tensor's TensorSpec, in safetensors' order or the model's state-dict
+    order (``order="model"``: how 0.6.2's torch.save laid out pytorch_model.bin)."""
+    specs = [TensorSpec(t.key, dtype, tuple(t.shape)) for t in plan.tensors] + \
+        [TensorSpec(k, dtype, tuple(s)) for k, s in plan.new_keys]
+    if order == "safetensors":
+        return safetensors_order(specs)
+    rank = {k: i for i, k in enumerate(plan.key_order)}
+    return sorted(specs, key=lambda s: rank.get(s.name, len(rank)))
 
-    With ``reuse_buffer`` a yielded array may live in one of ``buffers`` scratch buffers
-    used in turn: it stays valid until ``buffers`` more tensors have been produced.
-    """
+
+class _NoBar:
+    def update(self, n):
+        pass
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        pass
+
+
+def _progress(plan, enabled):
+    """A tqdm bar over the planned source bytes (tqdm is only imported when shown)."""
+    if not enabled:
+        return _NoBar()
     from tqdm.auto import tqdm
 
-    scratch = _Scratch(buffers)
-    total = sum(reader.entry(t.name).size for t in plan.tensors)
-    with tqdm(total=total, unit="B", unit_scale=True, desc="converting", disable=not progress,
-              leave=False) as bar:
-        for t in plan.tensors:
-            array = scratch.transform(t.rule.transform, reader.get_tensor(t.name), dtype,
-                                      reuse=reuse_buffer)
-            yield t.key, array
-            bar.update(reader.entry(t.name).size)
-    for key, shape in plan.new_keys:
-        yield key, _fresh(key, shape, plan.config, dtype)
-
-
-def _specs(plan, dtype):
-    return [TensorSpec(t.key, dtype, tuple(t.shape)) for t in plan.tensors] + \
-        [TensorSpec(k, dtype, tuple(s)) for k, s in plan.new_keys]
-
-
-# --- provenance -------------------------------------------------------------------------
-class _Hasher(threading.Thread):
-    """Hash the source files beside the conversion: hashlib releases the GIL on big chunks,
-    so on a second core this costs little wall time. ``cancel()`` stops it early."""
-
-    def __init__(self, paths):
-        super().__init__(daemon=True, name="bertconvert-sha256")
-        self.paths, self.result, self.error = list(paths), [], None
-        self._cancelled = threading.Event()
-
-    def run(self):
-        try:
-            for path in self.paths:
-                digest = hashlib.sha256()
-                with open(path, "rb", buffering=0) as f:
-                    while not self._cancelled.is_set():
-                        chunk = f.read(_HASH_CHUNK)
-                        if not chunk:
-                            break
-                        digest.update(chunk)
-                self.result.append({"path": os.path.abspath(path), "size": os.path.getsize(path),
-                                    "sha256": digest.hexdigest()})
-        except OSError as e:
-            self.error = e
-
-    def cancel(self):
-        self._cancelled.set()
-        if self.is_alive():
-            self.join()
-
-    def wait(self):
-        self.join()
-        if self.error is not None:
-            raise ConversionError(f"cannot hash source file for conversion.json: {self.error}") from self.error
-        return self.result
+    return tqdm(total=sum(t.nbytes for t in plan.tensors), unit="B", unit_scale=True,
+                desc="converting", leave=False)
 
 
 # --- output -------------------------------------------------------------------------------
-#: Tensors waiting for the writer thread. Reading/transposing the next tensor overlaps with
-#: writing the previous one (both release the GIL); deeper queues only add resident memory.
-_PIPELINE_DEPTH = 1
+def _fsync(f):
+    """Make ``f``'s bytes durable (files from a custom opener may have no descriptor)."""
+    if hasattr(f, "flush"):
+        f.flush()
+    if hasattr(f, "fileno"):
+        os.fsync(f.fileno())
 
 
-class _WriterThread(threading.Thread):
-    """Writes queued ``(key, array)`` pairs to every stream writer, in order."""
-
-    def __init__(self, writers):
-        super().__init__(daemon=True, name="bertconvert-writer")
-        self.writers, self.error = writers, None
-        self.queue = queue.Queue(maxsize=_PIPELINE_DEPTH)
-
-    def run(self):
-        while True:
-            item = self.queue.get()
-            if item is None:
-                return
-            if self.error is None:  # after a failure keep draining so the producer never blocks
-                try:
-                    for w in self.writers:
-                        w.write(*item)
-                except BaseException as e:  # re-raised in the producing thread
-                    self.error = e
-
-    def put(self, item):
-        if self.error is not None:
-            raise self.error
-        self.queue.put(item)
-
-    def finish(self):
-        self.queue.put(None)
-        self.join()
-        if self.error is not None:
-            raise self.error
-
-
-def _pipeline(items, writers):
-    """Feed ``items`` to ``writers`` through a writer thread; errors of either side propagate."""
-    thread = _WriterThread(writers)
-    thread.start()
+def _fsync_path(path):
+    fd = os.open(path, os.O_RDONLY)
     try:
-        for item in items:
-            thread.put(item)
-    except BaseException:
-        thread.queue.put(None)
-        thread.join()
-        raise
-    thread.finish()
+        os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
-def _write_weights(directory, plan, reader, format, dtype, progress, opener):
+def _write_safetensors(path, plan, reader, dtype, progress, opener):
+    """model.safetensors, streamed piece by piece: no torch, one tensor in memory at most.
+
+    Tensors are declared in safetensors' own order, so the file is byte for byte what
+    ``safetensors.numpy.save_file`` would write. Tied aliases are left out, as transformers
+    does; loaders re-tie them.
+    """
     specs = _specs(plan, dtype)
+    planned = {t.key: t for t in plan.tensors}
+    fresh = dict(plan.new_keys)
+    with opener(path, "wb") as raw, TensorCopier(reader, dtype) as copier, \
+            _progress(plan, progress) as bar:
+        writer = SafetensorsStreamWriter(WritebackFile(raw), specs, metadata={"format": "pt"})
+        for spec in specs:
+            if spec.name in fresh:
+                writer.write(spec.name, _fresh(spec.name, fresh[spec.name], plan.config, dtype))
+                continue
+            t = planned[spec.name]
+            writer.write_chunks(spec.name, copier.chunks(t))
+            bar.update(t.nbytes)
+        writer.close()
+        _fsync(raw)  # durable before the directory is renamed into place
+
+
+def _write_with_torch(directory, plan, reader, format, dtype, progress, opener):
+    """pytorch_model.bin (and model.safetensors for "both"), from whole arrays: torch's zip
+    writer takes each storage in one piece."""
+    _require_torch(f"writing {PYTORCH_NAME} (--format {format})")
+    specs = _specs(plan, dtype, order="safetensors" if format == "both" else "model")
     files, writers = [], []
     try:
-        if format in ("safetensors", "both"):
+        if format == "both":
             f = opener(os.path.join(directory, SAFETENSORS_NAME), "wb")
             files.append(f)
-            # Tied aliases are left out, as transformers does; loaders re-tie them.
-            writers.append(SafetensorsStreamWriter(f, specs, metadata={"format": "pt"}))
-        if format in ("pytorch", "both"):
-            f = opener(os.path.join(directory, PYTORCH_NAME), "wb")
-            files.append(f)
-            writers.append(TorchZipStreamWriter(f, specs, aliases=plan.tied))
-        _pipeline(iter_tensors(reader, plan, dtype, progress, buffers=_PIPELINE_DEPTH + 2), writers)
+            writers.append(SafetensorsStreamWriter(WritebackFile(f), specs, metadata={"format": "pt"}))
+        f = opener(os.path.join(directory, PYTORCH_NAME), "wb")
+        files.append(f)
+        writers.append(TorchZipStreamWriter(WritebackFile(f), specs, aliases=plan.tied))
+        for key, array in iter_tensors(reader, plan, dtype, progress, order=[s.name for s in specs]):
+            for w in writers:
+                w.write(key, array)
         for w in writers:
             w.close()
         for f in files:
-            if hasattr(f, "fileno"):  # durable before the directory is renamed into place
-                os.fsync(f.fileno())
+            _fsync(f)  # durable before the directory is renamed into place
     finally:
         for w in writers:  # a no-op after close(); after a failure, keeps torch's
             if hasattr(w, "abort"):  # writer from retrying (and aborting) in its destructor
                 w.abort()
         for f in files:
             f.close()
+
+
+def _write_weights(directory, plan, reader, format, dtype, progress, opener):
+    if format == "safetensors":
+        _write_safetensors(os.path.join(directory, SAFETENSORS_NAME), plan, reader, dtype,
+                           progress, opener)
+    else:
+        _write_with_torch(directory, plan, reader, format, dtype, progress, opener)
     return [name for name, on in ((SAFETENSORS_NAME, format in ("safetensors", "both")),
                                   (PYTORCH_NAME, format in ("pytorch", "both"))) if on]
 
@@ -340,9 +289,11 @@ def _hf_config(plan, dtype):
     return dict(sorted(data.items()))
 
 
-def _write_json(path, data, opener):
+def _write_json(path, data, opener, fsync=False):
     with opener(path, "w") as f:
         f.write(json.dumps(data, indent=2) + "\n")
+        if fsync:
+            _fsync(f)
 
 
 def convert_checkpoint(checkpoint, out_dir, *, config=None, head="auto", num_labels=None,
@@ -363,6 +314,8 @@ def convert_checkpoint(checkpoint, out_dir, *, config=None, head="auto", num_lab
     left as it was.
     """
     _check_options(format, dtype)
+    if format != "safetensors":  # before anything is read or written
+        _require_torch(f"writing {PYTORCH_NAME} (--format {format})")
     opener = opener or open
     out_dir = os.path.abspath(os.fspath(out_dir))
     with load_checkpoint(checkpoint, mmap=False) as reader:
@@ -377,23 +330,27 @@ def convert_checkpoint(checkpoint, out_dir, *, config=None, head="auto", num_lab
             report.notes.append(f"no {VOCAB_NAME} beside the checkpoint; the model directory has none")
             logger.warning("no %s beside %s; the output has no vocabulary", VOCAB_NAME, reader.prefix)
         sources = list(reader.files) + [p for p in (config_path, vocab if has_vocab else None) if p]
-        hasher = _Hasher(sources)
+        hasher = SourceHasher(sources)
+        hasher.start()  # on the other core, alongside everything below
         try:
             with atomic_directory(out_dir, overwrite=overwrite) as tmp:
-                hasher.start()
-                files = _write_weights(tmp, plan, reader, format, dtype, progress, opener)
-                _write_json(os.path.join(tmp, "config.json"), _hf_config(plan, dtype), opener)
+                # Small files first: their writeback overlaps the weights, so their single
+                # fsync each (below, before publishing) has nothing left to wait for.
+                side = [os.path.join(tmp, "config.json"), os.path.join(tmp, "bert_config.json")]
+                _write_json(side[0], _hf_config(plan, dtype), opener)
                 if config_path and os.path.basename(config_path) == "bert_config.json":
-                    shutil.copyfile(config_path, os.path.join(tmp, "bert_config.json"))
+                    shutil.copyfile(config_path, side[1])
                 else:
-                    _write_json(os.path.join(tmp, "bert_config.json"), plan.config.to_google_dict(), opener)
-                files += ["config.json", "bert_config.json"]
+                    _write_json(side[1], plan.config.to_google_dict(), opener)
                 if has_vocab:
-                    shutil.copyfile(vocab, os.path.join(tmp, VOCAB_NAME))
-                    files.append(VOCAB_NAME)
-                report.files = sorted(files + [REPORT_NAME])
+                    side.append(os.path.join(tmp, VOCAB_NAME))
+                    shutil.copyfile(vocab, side[-1])
+                files = _write_weights(tmp, plan, reader, format, dtype, progress, opener)
+                for path in side:
+                    _fsync_path(path)
+                report.files = sorted(files + [os.path.basename(p) for p in side] + [REPORT_NAME])
                 report.source_files = hasher.wait()
-                _write_json(os.path.join(tmp, REPORT_NAME), report.to_dict(), opener)
+                _write_json(os.path.join(tmp, REPORT_NAME), report.to_dict(), opener, fsync=True)
         except OSError as e:
             what = "the disk is full" if e.errno == errno.ENOSPC else "an I/O error"
             raise OutputWriteError(
@@ -413,6 +370,7 @@ def convert_to_pytorch_file(checkpoint, config_file, output_file, *, head="auto"
     An existing directory gets ``pytorch_model.bin`` inside it; an existing file is replaced
     (atomically), as pytorch-pretrained-bert's script did. Returns the ConversionReport.
     """
+    _require_torch(f"writing {PYTORCH_NAME}")
     output_file = os.fspath(output_file)
     if os.path.isdir(output_file):
         output_file = os.path.join(output_file, PYTORCH_NAME)
@@ -424,9 +382,11 @@ def convert_to_pytorch_file(checkpoint, config_file, output_file, *, head="auto"
         report.format, report.output_dir = "pytorch", os.path.dirname(os.path.abspath(output_file))
         try:
             with atomic_write(output_file) as f:
-                writer = TorchZipStreamWriter(f, _specs(plan, "float32"), aliases=plan.tied)
+                specs = _specs(plan, "float32", order="model")
+                writer = TorchZipStreamWriter(WritebackFile(f), specs, aliases=plan.tied)
                 try:
-                    for key, array in iter_tensors(reader, plan, "float32", progress):
+                    for key, array in iter_tensors(reader, plan, "float32", progress,
+                                                   order=[s.name for s in specs]):
                         writer.write(key, array)
                     writer.close()
                 finally:
@@ -444,8 +404,6 @@ def load_converted_model(checkpoint, *, config=None, head="auto", num_labels=Non
 
     Same planning and checks as :func:`convert_checkpoint`; nothing is written to disk.
     """
-    import torch
-
     from .planning import target_model
 
     _check_options(None, dtype)
@@ -453,7 +411,7 @@ def load_converted_model(checkpoint, *, config=None, head="auto", num_labels=Non
         cfg, config_path = resolve_config(config, reader.prefix)
         plan = plan_conversion(reader, cfg, head=head, num_labels=num_labels,
                                allow_new_head=allow_new_head, config_path=config_path)
-        state = {key: _to_torch(array, dtype) for key, array in
+        state = {key: _to_torch(array) for key, array in
                  iter_tensors(reader, plan, dtype, reuse_buffer=False)}
     model = target_model(plan.head, plan.config, plan.num_labels)
     model.load_state_dict(state, strict=False, assign=True)

@@ -1,17 +1,20 @@
 """Decide a conversion before doing it: which variable fills which key, what is skipped.
 
 :func:`plan_conversion` looks only at names, shapes and dtypes from the checkpoint index (no
-tensor bytes are read) and at a model built on the meta device (no memory, no random init).
-It accounts for every tensor both ways -- each variable is skipped, dropped (a head the
-target model does not have) or fills exactly one parameter; each parameter is filled, tied,
-or (with ``allow_new_head``) freshly initialised -- and raises one :class:`MappingError`
-listing every problem, sorted, with hints. The converter then only executes the plan.
+tensor bytes are read) and at the target model's parameters, derived from the config as
+pure data by :func:`expected_parameters` (no torch import, no model, no memory; a test
+keeps that table equal to the real models' state dicts for every head). It accounts for
+every tensor both ways -- each variable is skipped, dropped (a head the target model does
+not have) or fills exactly one parameter; each parameter is filled, tied, or (with
+``allow_new_head``) freshly initialised -- and raises one :class:`MappingError` listing
+every problem, sorted, with hints. The converter then only executes the plan.
 """
 import copy
 import logging
 import os
 import re
 from dataclasses import dataclass, field
+from math import prod
 
 from . import mapping
 from .config import BertConfig
@@ -22,6 +25,7 @@ logger = logging.getLogger(__name__)
 GOOGLE_CONFIG_NAME = "bert_config.json"
 HF_CONFIG_NAME = "config.json"
 FLOAT_KINDS = ("float16", "float32", "float64", "bfloat16")
+_ITEMSIZE = {"float16": 2, "bfloat16": 2, "float32": 4, "float64": 8}
 
 
 @dataclass(frozen=True)
@@ -34,6 +38,11 @@ class PlannedTensor:
     source_shape: tuple
     shape: tuple           # the key's shape (after the rule's transform)
     source_dtype: str
+
+    @property
+    def nbytes(self):
+        """Bytes of the variable in the checkpoint."""
+        return prod(self.source_shape) * _ITEMSIZE[self.source_dtype]
 
 
 @dataclass
@@ -168,6 +177,110 @@ def target_model(head, config, num_labels):
     return model
 
 
+# --- the target model's parameters, as data ------------------------------------------------
+# Keys in state-dict order (the order torch's Module.state_dict() lists them) with shapes
+# named after config fields; "num_labels" is the label count. tests/test_planning_params.py
+# checks the table against every head's meta-device model, so it cannot drift from
+# modeling.py / heads.py.
+_H = "hidden_size"
+_EMBEDDINGS = (
+    ("embeddings.word_embeddings.weight", ("vocab_size", _H)),
+    ("embeddings.position_embeddings.weight", ("max_position_embeddings", _H)),
+    ("embeddings.token_type_embeddings.weight", ("type_vocab_size", _H)),
+    ("embeddings.LayerNorm.weight", (_H,)),
+    ("embeddings.LayerNorm.bias", (_H,)),
+)
+_LAYER = tuple(  # under encoder.layer.{n}.
+    [item for proj in ("query", "key", "value")
+     for item in ((f"attention.self.{proj}.weight", (_H, _H)), (f"attention.self.{proj}.bias", (_H,)))]
+    + [("attention.output.dense.weight", (_H, _H)), ("attention.output.dense.bias", (_H,)),
+       ("attention.output.LayerNorm.weight", (_H,)), ("attention.output.LayerNorm.bias", (_H,)),
+       ("intermediate.dense.weight", ("intermediate_size", _H)),
+       ("intermediate.dense.bias", ("intermediate_size",)),
+       ("output.dense.weight", (_H, "intermediate_size")), ("output.dense.bias", (_H,)),
+       ("output.LayerNorm.weight", (_H,)), ("output.LayerNorm.bias", (_H,))])
+_POOLER = (("pooler.dense.weight", (_H, _H)), ("pooler.dense.bias", (_H,)))
+_MLM = (  # the LM head's own bias comes before its submodules, as state_dict() lists it
+    ("cls.predictions.bias", ("vocab_size",)),
+    ("cls.predictions.transform.dense.weight", (_H, _H)),
+    ("cls.predictions.transform.dense.bias", (_H,)),
+    ("cls.predictions.transform.LayerNorm.weight", (_H,)),
+    ("cls.predictions.transform.LayerNorm.bias", (_H,)),
+    ("cls.predictions.decoder.weight", ("vocab_size", _H)),  # tied to the word embeddings
+)
+_NSP = (("cls.seq_relationship.weight", (2, _H)), ("cls.seq_relationship.bias", (2,)))
+_CLASSIFIER = (("classifier.weight", ("num_labels", _H)), ("classifier.bias", ("num_labels",)))
+_QA = (("qa_outputs.weight", (2, _H)), ("qa_outputs.bias", (2,)))
+
+#: head -> (model class name, whether its outputs use the pooler, head parameters after the trunk)
+HEAD_LAYOUTS = {
+    "base": ("BertModel", True, ()),
+    "pretraining": ("BertForPreTraining", True, _MLM + _NSP),
+    "masked-lm": ("BertForMaskedLM", False, _MLM),
+    "next-sentence": ("BertForNextSentencePrediction", True, _NSP),
+    "sequence-classification": ("BertForSequenceClassification", True, _CLASSIFIER),
+    "token-classification": ("BertForTokenClassification", False, _CLASSIFIER),
+    "multiple-choice": ("BertForMultipleChoice", True, _CLASSIFIER),
+    "question-answering": ("BertForQuestionAnswering", False, _QA),
+}
+#: alias key -> the key whose parameter it shares, when the config ties the MLM decoder.
+_TIED_DECODER = {"cls.predictions.decoder.weight": "bert.embeddings.word_embeddings.weight"}
+
+
+def model_label_count(head, config, num_labels=None):
+    """Outputs of the head's classifier: what ``build_model(head, config, num_labels)`` uses
+    (multiple-choice scores each choice with 1 output; others: argument, config, else 2)."""
+    if head == "multiple-choice":
+        return 1
+    return num_labels or config.num_labels or 2
+
+
+def expected_parameters(head, config, num_labels=None):
+    """``{key: shape}`` of ``build_model(head, config, num_labels).state_dict()``, in its order,
+    computed from the config alone (no torch). Tied aliases are included, as state_dict()
+    lists them; :func:`tied_parameters` says which they are.
+
+    >>> params = expected_parameters("sequence-classification", BertConfig(99, hidden_size=32,
+    ...     num_hidden_layers=1, num_attention_heads=4, intermediate_size=37), num_labels=3)
+    >>> params["classifier.weight"], len(params)
+    ((3, 32), 25)
+    """
+    if head not in HEAD_LAYOUTS:
+        raise HeadError(f"unknown head {head!r}; expected one of {', '.join(HEAD_LAYOUTS)}")
+    if config.hidden_size % config.num_attention_heads:
+        raise ConfigError(f"hidden_size {config.hidden_size} is not a multiple of "
+                          f"num_attention_heads {config.num_attention_heads}")
+    labels = model_label_count(head, config, num_labels)
+
+    def dims(names):
+        return tuple(labels if d == "num_labels" else d if isinstance(d, int) else int(getattr(config, d))
+                     for d in names)
+
+    trunk = mapping.trunk_prefix(head)
+    out = {}
+    for key, shape in _EMBEDDINGS:
+        out[trunk + key] = dims(shape)
+    for n in range(config.num_hidden_layers):
+        for key, shape in _LAYER:
+            out[f"{trunk}encoder.layer.{n}.{key}"] = dims(shape)
+    for key, shape in _POOLER:
+        out[trunk + key] = dims(shape)
+    for key, shape in HEAD_LAYOUTS[head][2]:
+        out[key] = dims(shape)
+    return out
+
+
+def tied_parameters(head, config):
+    """``{alias key: key it shares storage with}`` for ``head`` under ``config``: the MLM
+    decoder is tied to the word embeddings unless the config says ``tie_word_embeddings:
+    false`` (then it is a parameter of its own)."""
+    if not any(key in _TIED_DECODER for key, _ in HEAD_LAYOUTS[head][2]):
+        return {}
+    if getattr(config, "tie_word_embeddings", True) is False:
+        return {}
+    return dict(_TIED_DECODER)
+
+
 def _shape_hint(planned_key, have, want, config, config_label):
     key = planned_key
     if key.endswith("word_embeddings.weight") or key == "cls.predictions.bias":
@@ -226,16 +339,10 @@ def plan_conversion(reader, config, head="auto", num_labels=None, allow_new_head
     config = copy.deepcopy(config)
     if num_labels is not None:
         config.num_labels = num_labels
-    model = target_model(head, config, num_labels)
-    state = model.state_dict(keep_vars=True)
-    tied_keys = set(model.tied_weight_keys()) if hasattr(model, "tied_weight_keys") else set()
-    tied = {}
-    for alias in sorted(tied_keys):
-        target = next((k for k, v in state.items() if k not in tied_keys and v is state[alias]), None)
-        if target is None:
-            target = mapping.trunk_prefix(head) + "embeddings.word_embeddings.weight"
-        tied[alias] = target
-    expected = {k: tuple(v.shape) for k, v in state.items() if k not in tied_keys}
+    state = expected_parameters(head, config, num_labels)
+    tied = tied_parameters(head, config)
+    expected = {k: shape for k, shape in state.items() if k not in tied}
+    model_class, pooler_used, _ = HEAD_LAYOUTS[head]
     model_parts = {mapping.part_of_key(k) for k in expected}
     trunk = mapping.trunk_prefix(head)
 
@@ -252,7 +359,7 @@ def plan_conversion(reader, config, head="auto", num_labels=None, allow_new_head
                 problems.append(f"{name}: the checkpoint has layer {_layer_of(key)} but the model "
                                 f"has only layers 0-{config.num_hidden_layers - 1}")
             else:
-                problems.append(f"{name}: maps to {key}, which {type(model).__name__} does not have")
+                problems.append(f"{name}: maps to {key}, which {model_class} does not have")
             continue
         if key in filled_by:
             problems.append(f"{name}: {key} is already filled by {filled_by[key]}")
@@ -269,13 +376,12 @@ def plan_conversion(reader, config, head="auto", num_labels=None, allow_new_head
                             f"(target {key} {list(want)})")
         elif have != want:
             problems.append(f"{name} {list(shapes[name])}: gives {list(have)} for {key}, but the "
-                            f"{type(model).__name__} built from the config needs {list(want)}")
+                            f"{model_class} built from the config needs {list(want)}")
             hints.append(_shape_hint(key, have, want, config, config_label))
         else:
             planned.append(PlannedTensor(name, key, rule, shapes[name], want, dtype))
 
     new_keys = []
-    pooler_used = getattr(model, "pooler_used", True)
     for key in sorted(set(expected) - set(filled_by)):
         part = mapping.part_of_key(key)
         if part == "pooler" and not pooler_used:
@@ -296,7 +402,7 @@ def plan_conversion(reader, config, head="auto", num_labels=None, allow_new_head
                 hints.append(f"num_hidden_layers in {config_label} is {config.num_hidden_layers} but the "
                              f"checkpoint has {max(layers_in_ckpt) + 1} layers")
     if problems:
-        lines = [f"cannot convert {prefix} to {head} ({type(model).__name__}): "
+        lines = [f"cannot convert {prefix} to {head} ({model_class}): "
                  f"{len(problems)} problem(s):"]
         lines += [f"  - {p}" for p in sorted(problems)]
         if hints:
@@ -316,6 +422,6 @@ def plan_conversion(reader, config, head="auto", num_labels=None, allow_new_head
 
     return ConversionPlan(
         prefix=prefix, head=head, num_labels=num_labels, config=config, config_path=config_path,
-        model_class=type(model).__name__, tensors=sorted(planned, key=file_order),
+        model_class=model_class, tensors=sorted(planned, key=file_order),
         skipped=skipped, dropped=dropped, new_keys=new_keys, tied=tied,
         key_order=list(state), notes=notes)

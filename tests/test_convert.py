@@ -390,6 +390,43 @@ def test_reduced_precision_matches_torch_rounding(tmp_path, converted, dtype):
     assert json.load(open(tmp_path / "o" / "config.json"))["dtype"] == dtype
 
 
+def _torch_transform(transform, value):
+    """The torch-based converter's layout step (kept here as the reference)."""
+    t = torch.from_numpy(value)
+    if transform == mapping.RESHAPE_OUT_TRANSPOSE:
+        t = t.reshape(t.shape[0], -1)
+    elif transform == mapping.RESHAPE_IN_TRANSPOSE:
+        t = t.reshape(-1, t.shape[-1])
+    if transform in (mapping.TRANSPOSE, mapping.RESHAPE_OUT_TRANSPOSE, mapping.RESHAPE_IN_TRANSPOSE):
+        t = t.t()
+    elif transform == mapping.RESHAPE:
+        t = t.reshape(-1)
+    return t.contiguous()
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float16", "bfloat16"])
+@pytest.mark.parametrize("fixture", ["tf2-pretraining", "sequence-classification"])
+def test_safetensors_file_is_byte_identical_to_safetensors_own_output(tmp_path, fixture, dtype):
+    """The numpy streaming path against the former torch path: layout with torch, rounding with
+    Tensor.to, the file written by safetensors itself -- byte for byte the same file."""
+    from safetensors import safe_open
+    from safetensors.torch import save
+
+    head, _ = LAYOUTS[fixture]
+    convert_checkpoint(ckpt(fixture), tmp_path / "o", head=head, dtype=dtype, progress=False)
+    trunk = mapping.trunk_prefix(head)
+    reference = {}
+    for name, value in npz(fixture).items():
+        res = mapping.resolve(name, trunk=trunk)
+        reference[res.key] = _torch_transform(res.rule.transform, value).to(getattr(torch, dtype))
+    path = tmp_path / "o" / "model.safetensors"
+    assert path.read_bytes() == save(reference, metadata={"format": "pt"})
+    with safe_open(str(path), framework="pt") as f:
+        assert sorted(f.keys()) == sorted(reference) and f.metadata() == {"format": "pt"}
+        for key in f.keys():
+            assert torch.equal(f.get_tensor(key), reference[key]), key
+
+
 def test_bad_format_or_dtype(tmp_path):
     from bertconvert.errors import ConversionError
     with pytest.raises(ConversionError, match="format"):
@@ -421,3 +458,23 @@ def test_target_model_is_built_on_meta_without_random_init():
     model = target_model("pretraining", big, None)  # 335M parameters: free on meta
     assert all(p.is_meta for p in model.parameters())
     assert sum(p.numel() for p in model.parameters()) > 330_000_000
+
+
+def test_source_hasher_digests_errors_and_cancel(tmp_path):
+    from bertconvert.errors import ConversionError
+    from bertconvert.provenance import SourceHasher
+
+    data = os.urandom(3_000_001)
+    (tmp_path / "a").write_bytes(data)
+    hasher = SourceHasher([tmp_path / "a"])
+    hasher.start()
+    assert hasher.wait() == [{"path": str(tmp_path / "a"), "size": len(data),
+                              "sha256": hashlib.sha256(data).hexdigest()}]
+    hasher = SourceHasher([tmp_path / "a", tmp_path / "missing"])
+    hasher.start()
+    with pytest.raises(ConversionError, match="cannot hash source file"):
+        hasher.wait()
+    hasher = SourceHasher([tmp_path / "a"] * 300)  # ~1 GB to hash: cancel long before the end
+    hasher.start()
+    hasher.cancel()
+    assert not hasher.is_alive() and len(hasher.result) < 300

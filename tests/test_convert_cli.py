@@ -81,6 +81,42 @@ def test_disk_full_in_a_real_process_leaves_nothing(tmp_path):
     assert os.listdir(tmp_path) == []
 
 
+_BLOCK_TORCH = ("import sys; sys.modules['torch'] = None  # any 'import torch' now fails\n"
+                "from bertconvert.cli import main\n"
+                "sys.exit(main(sys.argv[1:]))\n")
+
+
+@pytest.mark.parametrize("dtype", ["float32", "bfloat16"])
+def test_safetensors_conversion_needs_no_torch(tmp_path, dtype):
+    """The default path (and inspect) run in a process where torch cannot be imported."""
+    out = tmp_path / "out"
+    proc = subprocess.run([sys.executable, "-c", _BLOCK_TORCH, "convert", ckpt("tf2-pretraining"),
+                           "--out", str(out), "--dtype", dtype, "--quiet"],
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert "pretraining (BertForPreTraining)" in proc.stdout
+    loaded = load_file(out / "model.safetensors")
+    assert loaded["bert.encoder.layer.4.attention.self.query.weight"].dtype == getattr(torch, dtype)
+    proc = subprocess.run([sys.executable, "-c", _BLOCK_TORCH, "inspect", ckpt("tf2-pretraining")],
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0 and "detected head: pretraining" in proc.stdout, proc.stderr
+    # The formats that are torch files do need it, and the error says so.
+    proc = subprocess.run([sys.executable, "-c", _BLOCK_TORCH, "convert", ckpt("base"),
+                           "--out", str(tmp_path / "pt"), "--format", "pytorch", "--quiet"],
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2, proc.stderr
+    assert "needs PyTorch" in proc.stderr and "--format safetensors" in proc.stderr
+    assert not (tmp_path / "pt").exists()
+
+
+def test_cli_registration_imports_nothing_heavy():
+    code = ("import sys; from bertconvert.cli import build_parser; build_parser(); "
+            "heavy = [m for m in ('torch', 'tensorflow', 'requests', 'boto3', 'transformers') "
+            "if m in sys.modules]; print(heavy); sys.exit(1 if heavy else 0)")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+
+
 def test_inspect_table_and_json(capsys):
     assert main(["inspect", ckpt("tf2-pretraining")]) == 0
     out = capsys.readouterr().out

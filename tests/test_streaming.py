@@ -1,12 +1,15 @@
 """The one-tensor-at-a-time safetensors and torch.save writers."""
 import errno
 
+import ml_dtypes
 import numpy as np
 import pytest
 import torch
+from safetensors.numpy import save
 from safetensors.torch import load_file
 
-from bertconvert.streaming import SafetensorsStreamWriter, TensorSpec, TorchZipStreamWriter
+from bertconvert.streaming import (SafetensorsStreamWriter, TensorSpec, TorchZipStreamWriter,
+                                   WritebackFile, safetensors_order)
 
 SPECS = [TensorSpec("a.weight", "float32", (3, 5)), TensorSpec("b", "bfloat16", (7,)),
          TensorSpec("empty", "float16", (0, 4)), TensorSpec("scalar", "float32", ())]
@@ -89,3 +92,32 @@ def test_torch_writer_survives_a_failing_stream():
     assert info.value.errno == errno.ENOSPC
     import gc
     gc.collect()  # the C++ writer's destructor runs here; it must have nothing left to do
+
+
+def test_safetensors_order_makes_the_file_identical_to_safetensors_output(tmp_path):
+    """Mixed dtypes and names: declared in safetensors_order, the stream is safetensors' own file."""
+    rng = np.random.default_rng(1)
+    values = {"z.bias": rng.standard_normal(5).astype(np.float32),
+              "a.weight": rng.standard_normal((3, 4)).astype(np.float16),
+              "m": rng.standard_normal((2, 2)).astype(ml_dtypes.bfloat16),
+              "b": rng.standard_normal(3),  # float64
+              "ids": np.arange(4, dtype=np.int64), "e": np.zeros((0, 2), np.float32)}
+    specs = safetensors_order([TensorSpec(k, v.dtype.name, v.shape) for k, v in values.items()])
+    with open(tmp_path / "m.safetensors", "wb") as f:
+        writer = SafetensorsStreamWriter(WritebackFile(f, every=8), specs, metadata={"format": "pt"})
+        for spec in specs:
+            raw = values[spec.name].reshape(-1).view(np.uint8)
+            writer.write_chunks(spec.name, [raw[:3], raw[3:]])  # pieces of any size
+        writer.close()
+    assert (tmp_path / "m.safetensors").read_bytes() == save(values, metadata={"format": "pt"})
+
+
+def test_write_chunks_checks_order_and_size(tmp_path):
+    with open(tmp_path / "x", "wb") as f:
+        writer = SafetensorsStreamWriter(f, SPECS)
+        with pytest.raises(ValueError, match="expected tensor a.weight next"):
+            writer.write_chunks("b", [b"\0" * 14])
+        with pytest.raises(ValueError, match="got 59 bytes"):
+            writer.write_chunks("a.weight", [b"\0" * 59])
+        with pytest.raises(ValueError, match="got more"):
+            writer.write_chunks("a.weight", [b"\0" * 60, b"\0"])

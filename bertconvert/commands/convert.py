@@ -2,7 +2,8 @@
 
 Prints a one-screen summary (head, tensors converted and skipped, files written, notes) to
 stdout. Errors (missing config, mapping problems, existing output, full disk) exit with 2
-and leave no output directory behind.
+and leave no output directory behind. Like every command module, this one imports nothing
+heavy at registration: the library is imported inside :func:`run`.
 """
 import argparse
 
@@ -50,7 +51,8 @@ def register(subparsers):
     p.add_argument("--out", required=True, metavar="DIR", help="output model directory")
     add_head_arguments(p)
     p.add_argument("--format", choices=("safetensors", "pytorch", "both"), default="safetensors",
-                   help="weights file(s): model.safetensors (default), pytorch_model.bin, or both")
+                   help="weights file(s): model.safetensors (default; needs numpy only), "
+                        "pytorch_model.bin, or both (these need PyTorch)")
     p.add_argument("--dtype", choices=("float32", "float16", "bfloat16"), default="float32",
                    help="dtype of the written weights (default float32: bit-exact)")
     p.add_argument("--overwrite", action="store_true",
