@@ -19,6 +19,8 @@ Output directory (``format="safetensors"`` by default)::
     bert_config.json     the original Google config
     model.safetensors    and/or pytorch_model.bin (format="pytorch" | "both")
     vocab.txt            copied from beside the checkpoint
+    tokenizer_config.json  do_lower_case (guessed from the vocabulary), model_max_length,
+                         tokenizer_class: so tokenizers load a cased model cased
     conversion.json      provenance: source files + sha256, rule per variable, skipped names
 
 Example::
@@ -40,7 +42,7 @@ import numpy as np
 from . import __version__
 from .atomic import atomic_directory, atomic_write
 from .checkpoint import load_checkpoint
-from .errors import ConversionError, MissingDependencyError, OutputWriteError
+from .errors import ConversionError, MissingDependencyError, OutputWriteError, VocabError
 from .mapping import detect_head  # noqa: F401  (part of this module's public API)
 from .planning import plan_conversion, resolve_config
 from .provenance import SourceHasher
@@ -56,6 +58,7 @@ SAFETENSORS_NAME = "model.safetensors"
 PYTORCH_NAME = "pytorch_model.bin"
 REPORT_NAME = "conversion.json"
 VOCAB_NAME = "vocab.txt"
+TOKENIZER_CONFIG_NAME = "tokenizer_config.json"
 
 
 @dataclass
@@ -289,6 +292,26 @@ def _hf_config(plan, dtype):
     return dict(sorted(data.items()))
 
 
+def tokenizer_config(vocab_file, config):
+    """The ``tokenizer_config.json`` for a converted model, or None when the vocabulary cannot
+    be read (a note says so; the conversion itself does not need it).
+
+    Without this file, tokenizers fall back to ``do_lower_case=True`` and silently lower-case
+    text for a cased model; the casing is guessed from the checkpoint's own vocabulary (see
+    :func:`bertconvert.tokenization.guess_do_lower_case`).
+    """
+    from .tokenization import guess_do_lower_case
+
+    try:
+        lower = guess_do_lower_case(vocab_file)
+    except VocabError as e:
+        logger.warning("cannot tell the casing of %s (%s); writing no %s", vocab_file, e,
+                       TOKENIZER_CONFIG_NAME)
+        return None
+    return {"do_lower_case": lower, "model_max_length": config.max_position_embeddings,
+            "tokenizer_class": "BertTokenizer"}
+
+
 def _write_json(path, data, opener, fsync=False):
     with opener(path, "w") as f:
         f.write(json.dumps(data, indent=2) + "\n")
@@ -329,6 +352,10 @@ def convert_checkpoint(checkpoint, out_dir, *, config=None, head="auto", num_lab
         if not has_vocab:
             report.notes.append(f"no {VOCAB_NAME} beside the checkpoint; the model directory has none")
             logger.warning("no %s beside %s; the output has no vocabulary", VOCAB_NAME, reader.prefix)
+        tokenizer = tokenizer_config(vocab, plan.config) if has_vocab else None
+        if has_vocab and tokenizer is None:
+            report.notes.append(f"{VOCAB_NAME} could not be read as a vocabulary; no "
+                                f"{TOKENIZER_CONFIG_NAME} was written")
         sources = list(reader.files) + [p for p in (config_path, vocab if has_vocab else None) if p]
         hasher = SourceHasher(sources)
         hasher.start()  # on the other core, alongside everything below
@@ -345,6 +372,9 @@ def convert_checkpoint(checkpoint, out_dir, *, config=None, head="auto", num_lab
                 if has_vocab:
                     side.append(os.path.join(tmp, VOCAB_NAME))
                     shutil.copyfile(vocab, side[-1])
+                if tokenizer is not None:
+                    side.append(os.path.join(tmp, TOKENIZER_CONFIG_NAME))
+                    _write_json(side[-1], tokenizer, opener)
                 files = _write_weights(tmp, plan, reader, format, dtype, progress, opener)
                 for path in side:
                     _fsync_path(path)

@@ -18,6 +18,7 @@ from math import prod
 
 from . import mapping
 from .config import BertConfig
+from .config_hints import ShapeEvidence
 from .errors import ConfigError, HeadError, MappingError
 
 logger = logging.getLogger(__name__)
@@ -256,17 +257,24 @@ def expected_parameters(head, config, num_labels=None):
         return tuple(labels if d == "num_labels" else d if isinstance(d, int) else int(getattr(config, d))
                      for d in names)
 
+    return {key: dims(template) for key, template in parameter_templates(head, config).items()}
+
+
+def parameter_templates(head, config):
+    """``{key: template}`` in state-dict order: each parameter's shape as config field names
+    (``("vocab_size", "hidden_size")``), ``"num_labels"`` or fixed ints -- what sizes each
+    dimension, which is how a shape mismatch is traced back to a config field."""
     trunk = mapping.trunk_prefix(head)
     out = {}
     for key, shape in _EMBEDDINGS:
-        out[trunk + key] = dims(shape)
+        out[trunk + key] = shape
     for n in range(config.num_hidden_layers):
         for key, shape in _LAYER:
-            out[f"{trunk}encoder.layer.{n}.{key}"] = dims(shape)
+            out[f"{trunk}encoder.layer.{n}.{key}"] = shape
     for key, shape in _POOLER:
-        out[trunk + key] = dims(shape)
+        out[trunk + key] = shape
     for key, shape in HEAD_LAYOUTS[head][2]:
-        out[key] = dims(shape)
+        out[key] = shape
     return out
 
 
@@ -279,25 +287,6 @@ def tied_parameters(head, config):
     if getattr(config, "tie_word_embeddings", True) is False:
         return {}
     return dict(_TIED_DECODER)
-
-
-def _shape_hint(planned_key, have, want, config, config_label):
-    key = planned_key
-    if key.endswith("word_embeddings.weight") or key == "cls.predictions.bias":
-        if have[0] != want[0]:
-            return (f"vocab_size in {config_label} is {config.vocab_size} but the checkpoint's "
-                    f"{'word_embeddings' if 'word' in key else 'output_bias'} has {have[0]} rows")
-    if "embeddings" in key and len(have) == 2 and have[1] != want[1]:
-        return (f"embeddings are {have[1]} wide but hidden_size is {config.hidden_size}: factorized "
-                "(ALBERT-style) embeddings are not supported")
-    if key.endswith("position_embeddings.weight"):
-        return (f"max_position_embeddings in {config_label} is {config.max_position_embeddings} but "
-                f"the checkpoint has {have[0]} positions")
-    if key.endswith("token_type_embeddings.weight"):
-        return f"type_vocab_size in {config_label} is {config.type_vocab_size} but the checkpoint has {have[0]}"
-    if "intermediate" in key or (".output.dense." in key and "attention" not in key):
-        return f"intermediate_size in {config_label} is {config.intermediate_size}; check it against the checkpoint"
-    return f"check that {config_label} belongs to this checkpoint (hidden_size {config.hidden_size})"
 
 
 def _layer_of(key):
@@ -345,13 +334,18 @@ def plan_conversion(reader, config, head="auto", num_labels=None, allow_new_head
     model_class, pooler_used, _ = HEAD_LAYOUTS[head]
     model_parts = {mapping.part_of_key(k) for k in expected}
     trunk = mapping.trunk_prefix(head)
+    templates = parameter_templates(head, config)
+    # What the shapes say about each config field, for hints that name the wrong field.
+    evidence = ShapeEvidence(config, config_label)
+    shape_mismatch = False
 
     planned, dropped, filled_by = [], [], {}
-    layers_in_ckpt = set()
     for name, rule, groups in weights:
         key = rule.target_key(groups, trunk)
         if "layer" in groups:
-            layers_in_ckpt.add(int(groups["layer"]))
+            evidence.observe_layer(groups["layer"])
+        if rule.part == "encoder":
+            evidence.observe_heads(name, rule.transform, shapes[name])
         if key not in expected:
             if rule.part in mapping.HEAD_PART_PREFIXES and rule.part not in model_parts:
                 dropped.append((name, key, f"{head} has no {rule.part} head"))
@@ -369,6 +363,8 @@ def plan_conversion(reader, config, head="auto", num_labels=None, allow_new_head
         dtype = getattr(entry.dtype, "name", str(entry.dtype))
         have = mapping.transformed_shape(rule.transform, shapes[name])
         want = expected[key]
+        if have is not None:
+            evidence.observe(name, key, rule.part, templates[key], have)
         if dtype not in FLOAT_KINDS:
             problems.append(f"{name}: dtype {dtype}, expected a floating-point weight")
         elif have is None:
@@ -377,7 +373,7 @@ def plan_conversion(reader, config, head="auto", num_labels=None, allow_new_head
         elif have != want:
             problems.append(f"{name} {list(shapes[name])}: gives {list(have)} for {key}, but the "
                             f"{model_class} built from the config needs {list(want)}")
-            hints.append(_shape_hint(key, have, want, config, config_label))
+            shape_mismatch = True
         else:
             planned.append(PlannedTensor(name, key, rule, shapes[name], want, dtype))
 
@@ -397,10 +393,12 @@ def plan_conversion(reader, config, head="auto", num_labels=None, allow_new_head
                          f"convert to the head it was saved with (--head {detected or 'auto'})")
         else:
             problems.append(f"{key}: no checkpoint variable fills it")
-            layer = _layer_of(key)
-            if layer is not None and layers_in_ckpt and layer > max(layers_in_ckpt):
-                hints.append(f"num_hidden_layers in {config_label} is {config.num_hidden_layers} but the "
-                             f"checkpoint has {max(layers_in_ckpt) + 1} layers")
+    problems += evidence.heads_problems()
+    field_hints = evidence.hints()
+    if shape_mismatch and not field_hints:
+        field_hints.append(f"check that {config_label} belongs to this checkpoint: its tensors "
+                           "do not fit the shapes the config gives")
+    hints = field_hints + hints
     if problems:
         lines = [f"cannot convert {prefix} to {head} ({model_class}): "
                  f"{len(problems)} problem(s):"]

@@ -32,11 +32,12 @@ import collections
 import json
 import logging
 import os
-import re
 
 from . import _charclass as cc
 from ._encoding import EncodeMixin
 from .atomic import atomic_write
+# The casing guess lives in its own module; this is its public home.
+from .casing import TOKENIZER_CONFIG_NAME, casing_from_name, guess_do_lower_case  # noqa: F401
 from .errors import TokenizerError, TokenizerInputError, UnknownTokenError, VocabError
 
 logger = logging.getLogger(__name__)
@@ -284,11 +285,6 @@ class WordpieceTokenizer:
         return tuple(pieces)
 
 
-_CASING_WORDS = re.compile(r"[a-z0-9]+")
-#: Written by transformers' save_pretrained next to vocab.txt; records the casing explicitly.
-TOKENIZER_CONFIG_NAME = "tokenizer_config.json"
-
-
 def _saved_options(directory):
     """``do_lower_case`` and ``max_len`` from a directory's tokenizer_config.json, if any."""
     path = os.path.join(directory, TOKENIZER_CONFIG_NAME)
@@ -306,22 +302,6 @@ def _saved_options(directory):
     if isinstance(limit, int) and not isinstance(limit, bool) and 0 < limit < NO_MAX_LEN:
         options["max_len"] = limit
     return options
-
-
-def casing_from_name(name):
-    """Guess ``do_lower_case`` from a model name, URL or directory name, or None.
-
-    ``*-uncased``, ``uncased_L-12_...``, ``chinese``, ``multilingual`` (Google's lower-cased
-    models) give True; ``*-cased``, ``cased_L-...``, ``multi_cased_...`` give False.
-    """
-    words = _CASING_WORDS.findall(os.path.basename(os.fspath(name).rstrip("/\\")).lower())
-    if "uncased" in words:
-        return True
-    if "cased" in words:
-        return False
-    if "chinese" in words or "multilingual" in words:
-        return True
-    return None
 
 
 class BertTokenizer(EncodeMixin):
@@ -575,4 +555,4 @@ class BertTokenizer(EncodeMixin):
 
 
 __all__ = ["BasicTokenizer", "BertTokenizer", "WordpieceTokenizer", "load_vocab",
-           "whitespace_tokenize", "casing_from_name", "TokenizerError"]
+           "whitespace_tokenize", "casing_from_name", "guess_do_lower_case", "TokenizerError"]

@@ -19,10 +19,8 @@ Blank lines and lines starting with ``#`` are skipped.
 """
 import dataclasses
 import importlib.resources
-import json
 import logging
 import os
-import re
 
 import numpy as np
 
@@ -127,73 +125,18 @@ def find_vocab_file(*directories):
         "vocabulary, so put its vocab.txt beside the checkpoint")
 
 
-#: Bracketed special tokens ([CLS], [unused17], ...): never evidence of casing.
-_SPECIAL_TOKEN = re.compile(r"\[[^\[\]\s]+\]")
-#: A vocabulary is cased when at least this share of its case-bearing wordpieces (and at
-#: least one) holds a capital: bert-base-cased has thousands, Google's uncased vocabularies
-#: none -- but a huge multilingual one may keep a few strays, which must not flip it.
-_CASED_SHARE = 1e-3
-
-
-def _vocab_casing(vocab):
-    """True (lower-cased vocab), False (cased), or None (no letters with case at all)."""
-    with_case = upper = 0
-    for token in vocab:
-        if _SPECIAL_TOKEN.fullmatch(token):
-            continue
-        # str.lower() changes a token only when it holds a capital that has a lower-case
-        # form, which also ignores symbols like U+03D2 that are "upper" without one.
-        if token.lower() != token:
-            upper += 1
-            with_case += 1
-        elif token.upper() != token:
-            with_case += 1
-    if with_case == 0:
-        return None
-    return not (upper >= 1 and upper >= _CASED_SHARE * with_case)
-
-
-def _tokenizer_config_casing(directory):
-    """``do_lower_case`` from a transformers ``tokenizer_config.json`` beside the vocab."""
-    path = os.path.join(directory, "tokenizer_config.json")
-    try:
-        with open(path, "r", encoding="utf-8") as f:
-            value = json.load(f).get("do_lower_case")
-    except (OSError, ValueError, AttributeError):
-        return None
-    return value if isinstance(value, bool) else None
-
-
 def _guess_lower_case(vocab_file, vocab):
-    """Whether to lower-case the batch: what the vocabulary itself says, first.
-
-    Order: an explicit ``do_lower_case`` in ``tokenizer_config.json`` beside the vocab; the
-    vocabulary's own letters (a cased vocab has capitalised wordpieces, an uncased one has
-    none -- decisive, because text cased the wrong way would tokenize to [UNK]s and
-    fragments); the directory name (``uncased_L-12...``) when the vocabulary has no cased
-    letters at all; Google's default, lower-case. Casing only shapes how realistic the
-    batch is: both sides of the check always see the same ids.
-    """
-    from .tokenization import casing_from_name
-    directory = os.path.dirname(os.path.abspath(vocab_file))
-    explicit = _tokenizer_config_casing(directory)
-    if explicit is not None:
-        return explicit
-    from_vocab = _vocab_casing(vocab)
-    from_name = casing_from_name(directory)
-    if from_vocab is not None:
-        if from_name is not None and from_name != from_vocab:
-            log.warning("directory name %s suggests do_lower_case=%s, but %s says %s; "
-                        "following the vocabulary", os.path.basename(directory), from_name,
-                        vocab_file, from_vocab)
-        return from_vocab
-    return True if from_name is None else from_name
+    """Kept for callers of the old private name: :func:`bertconvert.tokenization.guess_do_lower_case`."""
+    from .tokenization import guess_do_lower_case
+    return guess_do_lower_case(vocab_file, vocab)
 
 
 def make_tokenizer(vocab_file):
-    """Our BertTokenizer over ``vocab_file``; casing as :func:`_guess_lower_case` decides."""
-    from .tokenization import BertTokenizer, load_vocab
-    lower = _guess_lower_case(vocab_file, load_vocab(vocab_file))
+    """Our BertTokenizer over ``vocab_file``, cased as
+    :func:`~bertconvert.tokenization.guess_do_lower_case` decides. Casing only shapes how
+    realistic the batch is: both sides of the check always see the same ids."""
+    from .tokenization import BertTokenizer, guess_do_lower_case, load_vocab
+    lower = guess_do_lower_case(vocab_file, load_vocab(vocab_file))
     return BertTokenizer(vocab_file, do_lower_case=lower)
 
 

@@ -119,7 +119,8 @@ def test_output_directory_contents(converted):
     out_dir, report = converted["sequence-classification"]
     src = ckpt("sequence-classification")
     assert sorted(os.listdir(out_dir)) == ["bert_config.json", "config.json", "conversion.json",
-                                           "model.safetensors", "pytorch_model.bin", "vocab.txt"]
+                                           "model.safetensors", "pytorch_model.bin",
+                                           "tokenizer_config.json", "vocab.txt"]
     config = json.load(open(out_dir / "config.json"))
     assert config["model_type"] == "bert" and config["architectures"] == ["BertForSequenceClassification"]
     assert config["num_labels"] == 3 and len(config["id2label"]) == 3 and config["dtype"] == "float32"

@@ -27,7 +27,7 @@ def test_convert_writes_the_directory_and_a_summary(tmp_path, capsys):
     assert "94 converted, 191 skipped unread" in captured.out
     assert "converting" not in captured.err  # --quiet: no progress bar
     assert sorted(os.listdir(out)) == ["bert_config.json", "config.json", "conversion.json",
-                                       "model.safetensors", "vocab.txt"]
+                                       "model.safetensors", "tokenizer_config.json", "vocab.txt"]
 
 
 def test_progress_bar_without_quiet(tmp_path, capsys):
@@ -111,10 +111,20 @@ def test_safetensors_conversion_needs_no_torch(tmp_path, dtype):
 
 def test_cli_registration_imports_nothing_heavy():
     code = ("import sys; from bertconvert.cli import build_parser; build_parser(); "
-            "heavy = [m for m in ('torch', 'tensorflow', 'requests', 'boto3', 'transformers') "
-            "if m in sys.modules]; print(heavy); sys.exit(1 if heavy else 0)")
+            "heavy = [m for m in ('numpy', 'torch', 'tensorflow', 'requests', 'boto3', "
+            "'transformers') if m in sys.modules]; print(heavy); sys.exit(1 if heavy else 0)")
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stdout + proc.stderr
+
+
+def test_cli_head_names_match_the_library():
+    """commands/_common.py copies the head names so the parser needs no numpy; keep them equal."""
+    from bertconvert import mapping
+    from bertconvert.commands._common import HEAD_NAMES
+    from bertconvert.heads import HEADS
+    from bertconvert.tf_reference import HEAD_STAGES
+
+    assert HEAD_NAMES == mapping.HEAD_NAMES == tuple(HEADS) == tuple(HEAD_STAGES)
 
 
 def test_inspect_table_and_json(capsys):

@@ -14,7 +14,7 @@ import torch
 from bertconvert.errors import ParityError, VerificationError
 from bertconvert.tf_reference import LAYER_SUBSTAGES, split_stage_name, substage_name
 from bertconvert.verify import ParityReport, StageResult, assert_parity, compare_all, verify
-from bertconvert.verify_inputs import _guess_lower_case
+from bertconvert.tokenization import guess_do_lower_case as _guess_lower_case
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 FIXTURES = os.path.join(ROOT, "fixtures", "checkpoints")
@@ -243,7 +243,7 @@ def test_casing_follows_the_vocabulary(tmp_path, caplog):
     assert _guess_lower_case(*_vocab(tmp_path, "plain", LOWER)) is True
     assert _guess_lower_case(*_vocab(tmp_path, "plain-cased", CASED)) is False
     # The directory name loses to the vocabulary's own letters, with a warning.
-    with caplog.at_level(logging.WARNING, logger="bertconvert.verify_inputs"):
+    with caplog.at_level(logging.WARNING, logger="bertconvert.casing"):
         assert _guess_lower_case(*_vocab(tmp_path, "cased_L-2_H-32", LOWER)) is True
     assert "following the vocabulary" in caplog.text
     # Bracketed specials are not evidence; a vocabulary without cased letters asks the name.

@@ -1,10 +1,18 @@
-"""Argument types shared by the sub-commands (not a command itself: it is not listed in
-:data:`bertconvert.commands.COMMAND_MODULES`).
+"""Argument types and choices shared by the sub-commands (not a command itself: it is not
+listed in :data:`bertconvert.commands.COMMAND_MODULES`).
 
 argparse turns an :class:`argparse.ArgumentTypeError` raised by a ``type=`` callable into a
 usage error (exit 2) that quotes our message, so each helper says what it expected.
+
+Like the command modules, this one imports only the standard library: building the parser
+must not import numpy, torch or TensorFlow (``bertconvert --help`` stays instant).
 """
 import argparse
+
+#: The eight head layouts, in :data:`bertconvert.heads.HEADS` order. A copy of
+#: ``bertconvert.mapping.HEAD_NAMES`` (which imports numpy); tests keep the two equal.
+HEAD_NAMES = ("base", "pretraining", "masked-lm", "next-sentence", "sequence-classification",
+              "token-classification", "multiple-choice", "question-answering")
 
 
 def positive_int(text):

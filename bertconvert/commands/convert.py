@@ -5,22 +5,10 @@ stdout. Errors (missing config, mapping problems, existing output, full disk) ex
 and leave no output directory behind. Like every command module, this one imports nothing
 heavy at registration: the library is imported inside :func:`run`.
 """
-import argparse
+from ._common import HEAD_NAMES, positive_int
 
-HEAD_CHOICES = ("auto", "base", "pretraining", "masked-lm", "next-sentence",
-                "sequence-classification", "token-classification", "multiple-choice",
-                "question-answering")
-
-
-def positive_int(text):
-    """argparse type: an integer >= 1."""
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {value}")
-    return value
+#: --head values: the eight layouts, plus "auto" (detected from the variable names).
+HEAD_CHOICES = ("auto",) + HEAD_NAMES
 
 
 def add_head_arguments(p):

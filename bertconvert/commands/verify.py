@@ -11,8 +11,7 @@ import sys
 
 from ..atomic import atomic_write
 from ..errors import BertConvertError
-from ..tf_reference import HEAD_STAGES
-from ._common import non_negative_float, positive_int
+from ._common import HEAD_NAMES, non_negative_float, positive_int
 
 DTYPES = ("float32", "float16", "bfloat16", "float64")
 
@@ -33,8 +32,8 @@ def register(subparsers):
     p.add_argument("model_dir", metavar="MODEL_DIR", nargs="?", default=None,
                    help="converted model directory; omit it (or pass '-') to convert CKPT in "
                         "memory")
-    p.add_argument("--head", choices=list(HEAD_STAGES), metavar="HEAD",
-                   help="head to compare: " + ", ".join(HEAD_STAGES) + " (default: the model "
+    p.add_argument("--head", choices=HEAD_NAMES, metavar="HEAD",
+                   help="head to compare: " + ", ".join(HEAD_NAMES) + " (default: the model "
                         "directory's config.json architectures, or what the checkpoint holds)")
     p.add_argument("--num-labels", type=positive_int, metavar="N",
                    help="label count of a classification head (default: from the config)")
