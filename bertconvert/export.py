@@ -19,8 +19,6 @@ import os
 import re
 import shutil
 
-import numpy as np
-
 from . import mapping, serialization
 from .atomic import atomic_write
 from .checkpoint import save_checkpoint

@@ -1,4 +1,6 @@
 """Shared fixtures. Keep this file small: helpers for one test module belong in that module."""
+import os
+
 import pytest
 import torch
 
@@ -25,3 +27,39 @@ def tiny_batch():
     token_type_ids = ((torch.arange(seq)[None, :] >= (lengths[:, None] // 2)) & attention_mask.bool()).long()
     return {"input_ids": input_ids, "token_type_ids": token_type_ids,
             "attention_mask": attention_mask}
+
+
+FIXTURE_CHECKPOINTS = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
+                                   "fixtures", "checkpoints")
+
+
+def fixture_checkpoint(name):
+    """Directory of a bundled TF-written checkpoint (fixtures/make_fixtures.py)."""
+    return os.path.join(FIXTURE_CHECKPOINTS, name)
+
+
+class _ConvertedFixtures(dict):
+    """name -> model directory, converted by our (TF-free) converter on first use only."""
+
+    def __init__(self, root):
+        super().__init__()
+        self.root = root
+
+    def __missing__(self, name):
+        from bertconvert.convert import convert_checkpoint
+        from bertconvert.heads import HEADS
+        out = str(self.root / name)
+        # Fixture directories are named after their head; others (tf2-*, *-adam) auto-detect.
+        convert_checkpoint(fixture_checkpoint(name), out,
+                           head=name if name in HEADS else "auto", progress=False)
+        self[name] = out
+        return out
+
+
+@pytest.fixture(scope="session")
+def converted_fixtures(tmp_path_factory):
+    """Bundled fixtures converted once per test session, shared by the verify tests.
+
+    Tests must not modify these directories (copy one first, as the nudge tests do).
+    """
+    return _ConvertedFixtures(tmp_path_factory.mktemp("converted-fixtures"))

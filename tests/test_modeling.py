@@ -11,7 +11,7 @@ import torch.nn.functional as F
 
 from bertconvert import BertConfig, BertModel, HEADS
 from bertconvert.errors import ConfigError, HeadError
-from bertconvert.heads import (BertForMultipleChoice, BertForPreTraining,
+from bertconvert.heads import (BertForPreTraining,
                                BertForQuestionAnswering, BertForSequenceClassification,
                                build_model, head_for_architecture)
 from bertconvert.modeling import extended_attention_mask, gelu, gelu_new

@@ -33,17 +33,12 @@ def tf():
     return pytest.importorskip("tensorflow", reason="TensorFlow is needed for the reference")
 
 
-@pytest.fixture(scope="module")
-def converted(tmp_path_factory):
-    """Each fixture layout converted once with our converter (TF-free)."""
-    from bertconvert.convert import convert_checkpoint
-    root = tmp_path_factory.mktemp("converted")
-    out = {}
+@pytest.fixture
+def converted(converted_fixtures):
+    """Each fixture layout converted once per session with our converter (TF-free)."""
     for name in LAYOUTS + ["tf2-pretraining"]:
-        head = name if name in LAYOUTS else "auto"
-        out[name] = str(root / name)
-        convert_checkpoint(ckpt(name), out[name], head=head, progress=False)
-    return out
+        converted_fixtures[name]
+    return converted_fixtures
 
 
 def edited_copy(src, dst, key, edit):

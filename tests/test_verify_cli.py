@@ -22,15 +22,9 @@ def ckpt(name):
     return os.path.join(FIXTURES, name)
 
 
-@pytest.fixture(scope="module")
-def model_dirs(tmp_path_factory):
-    from bertconvert.convert import convert_checkpoint
-    root = tmp_path_factory.mktemp("cli")
-    out = {}
-    for name in ("next-sentence", "multiple-choice"):
-        out[name] = str(root / name)
-        convert_checkpoint(ckpt(name), out[name], head=name, progress=False)
-    return out
+@pytest.fixture
+def model_dirs(converted_fixtures):
+    return converted_fixtures
 
 
 def _nudged(src, dst):

@@ -30,15 +30,9 @@ def tf():
     return pytest.importorskip("tensorflow", reason="TensorFlow is needed for the reference")
 
 
-@pytest.fixture(scope="module")
-def converted(tmp_path_factory):
-    from bertconvert.convert import convert_checkpoint
-    root = tmp_path_factory.mktemp("substages")
-    out = {}
-    for name in ("pretraining", "token-classification"):
-        out[name] = str(root / name)
-        convert_checkpoint(ckpt(name), out[name], head=name, progress=False)
-    return out
+@pytest.fixture
+def converted(converted_fixtures):
+    return converted_fixtures
 
 
 def nudged_copy(src, dst, key, index, delta=1e-2):
