@@ -30,6 +30,7 @@ import numpy as np
 
 from .checkpoint import dtypes as _dtypes
 from .checkpoint.crc import crc32c, mask
+from .checkpoint.shards import pread_into
 from .errors import CheckpointError, CheckpointFormatError, ChecksumMismatchError, ConversionError
 from .mapping import NONE, RESHAPE, RESHAPE_IN_TRANSPOSE, RESHAPE_OUT_TRANSPOSE, TRANSPOSE
 
@@ -111,7 +112,7 @@ class _Source:
             return into
         view = buffers.get("read", nbytes) if into is None else into
         try:
-            got = _pread_into(self._file, view, self._offset + start)
+            got = pread_into(self._file, view, self._offset + start)
         except OSError as e:  # a read error, not to be mistaken for a full output disk
             raise CheckpointError(f"cannot read tensor {self.name!r} from {self._path}: {e}") from e
         if got != nbytes:
@@ -130,21 +131,6 @@ class _Source:
                 f"tensor {self.name!r} in {self._path} (offset {self._offset}, {self.size} bytes) "
                 f"fails its crc32c check (stored {self._crc_expected:#010x}, computed "
                 f"{mask(self._crc):#010x}): the data shard is corrupt; copy or download it again")
-
-
-def _pread_into(f, view, offset):
-    """Fill ``view`` from ``offset`` of raw file ``f``; returns the bytes read (short at EOF)."""
-    mv, total = memoryview(view), 0
-    while total < len(mv):
-        if hasattr(os, "preadv"):  # positional: no shared file offset to keep in step
-            got = os.preadv(f.fileno(), [mv[total:]], offset + total)
-        else:  # pragma: no cover - platforms without preadv (Windows)
-            f.seek(offset + total)
-            got = f.readinto(mv[total:])
-        if not got:
-            break
-        total += got
-    return total
 
 
 class TensorCopier:

@@ -63,3 +63,9 @@ def converted_fixtures(tmp_path_factory):
     Tests must not modify these directories (copy one first, as the nudge tests do).
     """
     return _ConvertedFixtures(tmp_path_factory.mktemp("converted-fixtures"))
+
+
+@pytest.fixture
+def tf():
+    """TensorFlow, or a skip saying why (reference tests need it; conversion never does)."""
+    return pytest.importorskip("tensorflow", reason="TensorFlow is needed for the reference")

@@ -29,11 +29,6 @@ def ckpt(name):
 
 
 @pytest.fixture
-def tf():
-    return pytest.importorskip("tensorflow", reason="TensorFlow is needed for the reference")
-
-
-@pytest.fixture
 def converted(converted_fixtures):
     """Each fixture layout converted once per session with our converter (TF-free)."""
     for name in LAYOUTS + ["tf2-pretraining"]:

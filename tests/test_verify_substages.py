@@ -26,11 +26,6 @@ def ckpt(name):
 
 
 @pytest.fixture
-def tf():
-    return pytest.importorskip("tensorflow", reason="TensorFlow is needed for the reference")
-
-
-@pytest.fixture
 def converted(converted_fixtures):
     return converted_fixtures
 

@@ -118,16 +118,26 @@ class ShardFiles:
         return crc
 
     def _pread(self, f, offset, buf):
-        view = memoryview(buf)
-        total = 0
-        while total < len(view):
-            if hasattr(os, "preadv"):  # positional: no shared file offset, so no lock
-                got = os.preadv(f.fileno(), [view[total:]], offset + total)
-            else:  # pragma: no cover - platforms without preadv (Windows)
-                with self._lock:
-                    f.seek(offset + total)
-                    got = f.readinto(view[total:])
-            if not got:
-                break
-            total += got
-        return total
+        if hasattr(os, "preadv"):
+            return pread_into(f, buf, offset)
+        with self._lock:  # pragma: no cover - seek+read shares the file offset (Windows)
+            return pread_into(f, buf, offset)
+
+
+def pread_into(f, buf, offset):
+    """Fill ``buf`` from byte ``offset`` of raw file ``f``; returns the bytes read (short at EOF).
+
+    Uses positional reads where available, so threads sharing ``f`` need no lock.
+    """
+    view = memoryview(buf)
+    total = 0
+    while total < len(view):
+        if hasattr(os, "preadv"):
+            got = os.preadv(f.fileno(), [view[total:]], offset + total)
+        else:  # pragma: no cover - platforms without preadv (Windows): callers serialise
+            f.seek(offset + total)
+            got = f.readinto(view[total:])
+        if not got:
+            break
+        total += got
+    return total
