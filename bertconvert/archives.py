@@ -20,7 +20,7 @@ import stat
 import tarfile
 import zipfile
 
-from .atomic import _current_umask, fsync_directory, make_temp_dir_beside
+from .atomic import current_umask, fsync_directory, make_temp_dir_beside
 from .errors import NotAnArchiveError, UnsafeArchiveError
 
 log = logging.getLogger(__name__)
@@ -126,7 +126,7 @@ def _extract_zip(path, dest):
 
 def _normalise_permissions(root):
     """Group-usable modes that respect the umask (archives often carry 0600 files)."""
-    umask = _current_umask()
+    umask = current_umask()
     for d, dirs, files in os.walk(root):
         os.chmod(d, 0o777 & ~umask)
         for name in files:

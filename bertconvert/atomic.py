@@ -21,7 +21,8 @@ from .errors import OutputExistsError
 TEMP_MARKER = ".tmp-"
 
 
-def _current_umask():
+def current_umask():
+    """The process umask (read without changing it for good), for group-usable outputs."""
     mask = os.umask(0)
     os.umask(mask)
     return mask
@@ -68,7 +69,7 @@ def atomic_write(path, mode="wb", fsync=True):
         if fsync:
             os.fsync(f.fileno())
         f.close()
-        os.chmod(tmp, 0o666 & ~_current_umask())
+        os.chmod(tmp, 0o666 & ~current_umask())
         os.replace(tmp, path)
         if fsync:
             fsync_directory(directory)
@@ -94,7 +95,7 @@ def atomic_directory(path, overwrite=False):
     os.makedirs(parent, exist_ok=True)
     tmp = temp_name_for(path)
     os.mkdir(tmp)
-    os.chmod(tmp, 0o777 & ~_current_umask())
+    os.chmod(tmp, 0o777 & ~current_umask())
     try:
         yield tmp
         if os.path.lexists(path):

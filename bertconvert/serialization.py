@@ -63,34 +63,37 @@ def _listing(directory):
     return ", ".join(names) if names else "(empty)"
 
 
+def _first_file(directory, names):
+    """The first of ``names`` that is a file in ``directory``, or None (order = preference)."""
+    for name in names:
+        path = os.path.join(directory, name)
+        if os.path.isfile(path):
+            return path
+    return None
+
+
 def find_weights_file(directory, required=True):
     """Path of the weights file in a model directory (safetensors preferred), or None.
 
     Raises WeightsError naming what the directory holds when there is none and ``required``.
     """
-    for name in WEIGHTS_NAMES:
-        path = os.path.join(directory, name)
-        if os.path.isfile(path):
-            return path
-    if required:
+    path = _first_file(directory, WEIGHTS_NAMES)
+    if path is None and required:
         raise WeightsError(
             f"no weights file in {directory}: expected one of {', '.join(WEIGHTS_NAMES)}; "
             f"found {_listing(directory)}. Convert a TF checkpoint with `bertconvert convert` "
             "or save a model there with save_pretrained()")
-    return None
+    return path
 
 
 def find_config_file(directory, required=True):
     """Path of ``config.json`` (preferred) or ``bert_config.json`` in ``directory``, or None."""
-    for name in CONFIG_NAMES:
-        path = os.path.join(directory, name)
-        if os.path.isfile(path):
-            return path
-    if required:
+    path = _first_file(directory, CONFIG_NAMES)
+    if path is None and required:
         raise ConfigError(
             f"no model config in {directory}: expected {CONFIG_NAME} or {GOOGLE_CONFIG_NAME}; "
             f"found {_listing(directory)}")
-    return None
+    return path
 
 
 # --- loading -------------------------------------------------------------------------
