@@ -49,20 +49,28 @@ def fsync_directory(directory):
 
 
 @contextlib.contextmanager
-def atomic_write(path, mode="wb", fsync=True):
+def atomic_write(path, mode="wb", fsync=True, direct=False):
     """Open a temp file beside ``path``; on success fsync and rename it onto ``path``.
 
     On any exception the temp file is removed and ``path`` is untouched. The file gets the
     usual ``0o666 & ~umask`` permissions (mkstemp alone would make it private).
+    ``direct=True`` (binary mode only) yields an append-only
+    :class:`~bertconvert.directio.DirectFile`: for big files written once, in order.
     """
     if "w" not in mode and "x" not in mode:
         raise ValueError("atomic_write needs a write mode")
+    if direct and "b" not in mode:
+        raise ValueError("atomic_write(direct=True) needs a binary mode")
     path = os.fspath(path)
     directory = os.path.dirname(os.path.abspath(path))
     os.makedirs(directory, exist_ok=True)
     tmp = temp_name_for(path)
-    encoding = None if "b" in mode else "utf-8"
-    f = open(tmp, mode.replace("x", "w"), encoding=encoding)
+    if direct:
+        from .directio import DirectFile
+
+        f = DirectFile(tmp, "x")
+    else:
+        f = open(tmp, mode.replace("x", "w"), encoding=None if "b" in mode else "utf-8")
     try:
         yield f
         f.flush()
@@ -74,7 +82,10 @@ def atomic_write(path, mode="wb", fsync=True):
         if fsync:
             fsync_directory(directory)
     except BaseException:
-        f.close()
+        if direct:
+            f.abort()  # the file is discarded: do not write what is still staged
+        else:
+            f.close()
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
         raise

@@ -182,6 +182,29 @@ def newest_cached_entry(url, cache_dir=None, sha256=None):
 
 
 # --- the download itself -----------------------------------------------------------------------
+def _open_partial(tmp, adopted, transport):
+    """The temp file a download writes: a DirectFile for in-order bodies (HTTP), past the
+    page cache so the commit's fsync is cheap; an ordinary file for S3's parallel parts."""
+    if getattr(transport, "sequential", False):
+        from .directio import DirectFile
+
+        return DirectFile(tmp, "a" if adopted else "x")
+    return open(tmp, "r+b" if adopted else "x+b")
+
+
+def _close_partial(f, keep):
+    """Close an uncommitted temp file: what it holds is written out when it will be resumed,
+    discarded otherwise; a write error here must not hide the error being raised."""
+    abort = getattr(f, "abort", None)
+    if abort is not None and not keep:
+        abort()
+        return
+    try:
+        f.close()
+    except OSError as e:
+        log.warning("could not write the rest of the partial download %s: %s", f.name, e)
+
+
 def _download(url, info, data_path, transport, sha256, progress):
     from . import __version__
     from .transfer import Expected, StreamHasher, check_integrity
@@ -195,19 +218,20 @@ def _download(url, info, data_path, transport, sha256, progress):
         expected = [e for e in expected if e.algorithm != "md5"]
     resumable = transport.resumable and info.strong_etag is not None
     tmp, adopted = _claim_partial(data_path, resumable)
+    hasher = StreamHasher(["sha256"] + [e.algorithm for e in expected])
     try:
-        f = open(tmp, "r+b" if adopted else "x+b")
+        if adopted:  # the kept prefix counts towards every checksum
+            with open(tmp, "rb") as prefix:
+                hasher.feed_file(prefix, adopted)
+        f = _open_partial(tmp, adopted, transport)
     except OSError as e:
+        hasher.hexdigests()
         _release_partial(tmp)
         raise CacheError(f"cannot write to the cache directory {os.path.dirname(data_path)}: {e}; "
                          f"point {ENV_CACHE} (or cache_dir=) at a writable directory") from e
-    hasher = StreamHasher(["sha256"] + [e.algorithm for e in expected])
     keep_partial = False
     committed = False
     try:
-        if adopted:
-            hasher.feed_file(f, adopted)
-            f.seek(0, 2)
         desc = os.path.basename(urlparse(url).path)[:24] or "download"
         size = transport.fetch(url, info, f, hasher, progress, desc)
         f.flush()
@@ -231,7 +255,8 @@ def _download(url, info, data_path, transport, sha256, progress):
         raise
     finally:
         hasher.hexdigests()  # stops the hashing threads on every path
-        f.close()
+        if not committed:
+            _close_partial(f, keep=keep_partial)
         _release_partial(tmp)
         if not committed and not keep_partial:
             with contextlib.suppress(OSError):

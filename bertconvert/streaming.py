@@ -15,8 +15,9 @@ of names, dtypes and shapes up front, so the converter declares them first (a
   shares its target's storage, as it would in ``torch.save(model.state_dict())``.
 
 Declared in :func:`safetensors_order`, a safetensors file is byte for byte what
-``safetensors.numpy.save_file`` writes for the same tensors. :class:`WritebackFile` makes
-the fsync before publishing short by starting the kernel's writeback while writing goes on.
+``safetensors.numpy.save_file`` writes for the same tensors. The converter hands the writers
+a :class:`~bertconvert.directio.DirectFile`; for other files :class:`WritebackFile` makes the
+fsync before publishing short by starting the kernel's writeback while writing goes on.
 
 Example::
 
@@ -30,7 +31,6 @@ import collections
 import contextlib
 import io
 import json
-import logging
 import pickle
 import struct
 import sys
@@ -38,6 +38,8 @@ from dataclasses import dataclass
 from math import prod
 
 import numpy as np
+
+from .directio import start_writeback
 
 #: Our dtype names -> safetensors dtype codes.
 SAFETENSORS_DTYPES = {"float32": "F32", "float16": "F16", "bfloat16": "BF16", "float64": "F64",
@@ -47,8 +49,6 @@ _ITEMSIZE = {"float32": 4, "float16": 2, "bfloat16": 2, "float64": 8, "int64": 8
 _SAFETENSORS_RANK = {code: i for i, code in enumerate(
     ("BOOL", "F4", "F6_E2M3", "F6_E3M2", "U8", "I8", "F8_E5M2", "F8_E4M3", "F8_E8M0", "I16",
      "U16", "F16", "BF16", "I32", "U32", "F32", "C64", "F64", "I64", "U64"))}
-
-logger = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -171,27 +171,7 @@ class SafetensorsStreamWriter(_Ordered):
 
 
 # --- early writeback --------------------------------------------------------------------------
-_SYNC_FILE_RANGE_WRITE = 2  # linux/fs.h: start writeback of dirty pages in the range, don't wait
 _WRITEBACK_ALIGN = 64 << 10  # a multiple of every page size in use
-_sync_file_range = None
-
-
-def _writeback_function():
-    """libc's sync_file_range on Linux, else None (the hint is then skipped)."""
-    global _sync_file_range
-    if _sync_file_range is None:
-        _sync_file_range = False
-        if sys.platform.startswith("linux"):
-            try:
-                import ctypes
-
-                fn = ctypes.CDLL(None, use_errno=True).sync_file_range
-                fn.argtypes = [ctypes.c_int, ctypes.c_longlong, ctypes.c_longlong, ctypes.c_uint]
-                fn.restype = ctypes.c_int
-                _sync_file_range = fn
-            except (OSError, AttributeError) as e:  # not glibc/musl, or no such symbol
-                logger.debug("sync_file_range unavailable (%s); fsync will do all the work", e)
-    return _sync_file_range or None
 
 
 class WritebackFile:
@@ -206,9 +186,8 @@ class WritebackFile:
     def __init__(self, f, every=32 << 20):
         self._f, self._every = f, every
         self._written = self._started = 0
-        self._fn = _writeback_function()
         try:
-            self._fd = f.fileno() if self._fn else None
+            self._fd = f.fileno()
         except (AttributeError, OSError, ValueError):  # not a real file
             self._fd = None
 
@@ -221,7 +200,7 @@ class WritebackFile:
             # write would wait for the disk).
             end = self._written - self._written % _WRITEBACK_ALIGN
             self._f.flush()  # the bytes must be in the kernel before it can write them out
-            self._fn(self._fd, self._started, end - self._started, _SYNC_FILE_RANGE_WRITE)
+            start_writeback(self._fd, self._started, end - self._started)
             self._started = end
         return result
 

@@ -19,7 +19,6 @@ import os
 import queue
 import random
 import re
-import sys
 import threading
 import time
 import zlib
@@ -247,48 +246,6 @@ def check_integrity(url, size, digests, expected_size, expected):
                 "passed) and retry")
 
 
-# --- early writeback -------------------------------------------------------------------------
-class Writeback:
-    """Start flushing a growing file to disk while it is still being written.
-
-    The commit needs an fsync; for a 440 MB file written at network speed that fsync would
-    otherwise flush everything at the end (~0.2 s here). Linux's ``sync_file_range`` with
-    SYNC_FILE_RANGE_WRITE starts the writeback of what is already written without waiting,
-    so the final fsync has little left. Elsewhere (or if libc lacks it) this does nothing.
-    """
-
-    STEP = 32 << 20
-    _fn = None
-    _probed = False
-
-    def __init__(self, f):
-        self.f = f
-        self.done = f.tell()
-        if not Writeback._probed:
-            Writeback._probed = True
-            Writeback._fn = self._load()
-
-    @staticmethod
-    def _load():
-        if not sys.platform.startswith("linux"):
-            return None
-        try:
-            import ctypes
-            fn = ctypes.CDLL(None, use_errno=True).sync_file_range
-        except (OSError, AttributeError):
-            return None
-        fn.argtypes = [ctypes.c_int, ctypes.c_int64, ctypes.c_int64, ctypes.c_uint]
-        return fn
-
-    def written(self, position):
-        """Tell it the file now has ``position`` bytes; flushes ahead every STEP bytes."""
-        if self._fn is None or position - self.done < self.STEP:
-            return
-        self.f.flush()
-        self._fn(self.f.fileno(), self.done, position - self.done, 2)  # SYNC_FILE_RANGE_WRITE
-        self.done = position
-
-
 # --- retries ---------------------------------------------------------------------------------
 def _env_number(name, default, kind=float):
     raw = os.environ.get(name)
@@ -353,6 +310,8 @@ class HttpTransport:
     """http(s):// for the cache: HEAD + resumable GET over one requests Session."""
 
     resumable = True
+    #: The body arrives in order: the cache writes it with a DirectFile.
+    sequential = True
 
     def __init__(self, proxies):
         self.proxies = proxies
@@ -383,6 +342,8 @@ class S3Transport:
     """s3:// for the cache: HeadObject + TransferConfig download (not resumable)."""
 
     resumable = False
+    #: Parallel ranged GETs write out of order: the cache gives them an ordinary file.
+    sequential = False
 
     def __init__(self, proxies):
         from .transfer_s3 import make_client

@@ -17,7 +17,7 @@ import re
 
 from .errors import (DownloadError, MissingDependencyError, RemoteChangedError,
                      RemoteNotFoundError)
-from .transfer import (CHUNK_SIZE, Expected, RemoteInfo, Writeback, b64_to_hex, md5_from_etag,
+from .transfer import (CHUNK_SIZE, Expected, RemoteInfo, b64_to_hex, md5_from_etag,
                        parse_retry_after, progress_bar)
 
 log = logging.getLogger(__name__)
@@ -247,8 +247,8 @@ def _check_same_object(url, info, headers):
 
 def _restart(f, hasher, url, why):
     log.info("restarting %s from byte 0: %s", url, why)
+    f.truncate(0)
     f.seek(0)
-    f.truncate()
     hasher.reset()
     return 0
 
@@ -269,20 +269,26 @@ def _range_matches(headers, offset):
 
 
 def _stream_body(r, f, hasher, bar, offset):
+    """Append the body to ``f`` and the hasher. A :class:`~bertconvert.directio.DirectFile`
+    stages the bytes and gets them on disk by itself (within a fraction of a second when
+    the body stalls); any other file is flushed after every block, so that a killed process
+    leaves everything it received for the next attempt to resume from."""
+    from .directio import DirectFile
+
     encoded = r.headers.get("Content-Encoding", "identity") not in ("identity", "")
     raw = r.raw
     # read1 returns what one socket read gave (up to CHUNK_SIZE): big blocks, few Python
     # iterations, and a stall loses nothing already received (read(n) would discard it).
     read = getattr(raw, "read1", None) or raw.read
-    writeback = Writeback(f)
+    flush_each = not isinstance(f, DirectFile)
     while True:
         block = read(CHUNK_SIZE, decode_content=encoded)
         if not block:
             break
         f.write(block)
-        f.flush()  # on disk (page cache) at once: a killed process leaves all it received
+        if flush_each:
+            f.flush()
         hasher.update(block)
         offset += len(block)
-        writeback.written(offset)
         bar.update(len(block))
     return offset

@@ -182,8 +182,10 @@ def test_sha256_argument_is_enforced(http_server, cache_env):
         cached_path(url, sha256=_sha(b"not it"), local_files_only=True)
 
 
+@pytest.mark.parametrize("direct_io", ["1", "0"])  # O_DIRECT partials, and page-cache ones
 def test_truncating_server_leaves_only_a_hidden_partial_that_is_resumed(http_server, cache_env,
-                                                                        monkeypatch):
+                                                                        monkeypatch, direct_io):
+    monkeypatch.setenv("BERTCONVERT_DIRECT_IO", direct_io)
     monkeypatch.setenv("BERTCONVERT_HTTP_RETRIES", "2")
     res = http_server.add("/trunc", DATA, drop_after=2_000_000, drop_times=100)
     url = http_server.url("/trunc")
