@@ -45,7 +45,8 @@ from .checkpoint import load_checkpoint
 from .errors import ConversionError, MissingDependencyError, OutputWriteError, VocabError
 from .mapping import detect_head  # noqa: F401  (part of this module's public API)
 from .planning import plan_conversion, resolve_config
-from .provenance import SourceHasher
+from .directio import DirectFile
+from .provenance import hash_files, start_hashing
 from .streaming import (SafetensorsStreamWriter, TensorSpec, TorchZipStreamWriter, WritebackFile,
                         safetensors_order)
 from .tensorcopy import TensorCopier, storage_dtype
@@ -211,6 +212,17 @@ def _fsync(f):
         os.fsync(f.fileno())
 
 
+def _open_weights(path, opener):
+    """A weight file: a :class:`DirectFile` (written past the page cache, cheap to fsync)
+    unless the caller supplied an ``opener``."""
+    return DirectFile(path, "x") if opener is None else opener(path, "wb")
+
+
+def _sequential(f):
+    """What the stream writers write to: a DirectFile as is, other files with early writeback."""
+    return f if isinstance(f, DirectFile) else WritebackFile(f)
+
+
 def _fsync_path(path):
     fd = os.open(path, os.O_RDONLY)
     try:
@@ -229,9 +241,9 @@ def _write_safetensors(path, plan, reader, dtype, progress, opener):
     specs = _specs(plan, dtype)
     planned = {t.key: t for t in plan.tensors}
     fresh = dict(plan.new_keys)
-    with opener(path, "wb") as raw, TensorCopier(reader, dtype) as copier, \
+    with _open_weights(path, opener) as raw, TensorCopier(reader, dtype) as copier, \
             _progress(plan, progress) as bar:
-        writer = SafetensorsStreamWriter(WritebackFile(raw), specs, metadata={"format": "pt"})
+        writer = SafetensorsStreamWriter(_sequential(raw), specs, metadata={"format": "pt"})
         for spec in specs:
             if spec.name in fresh:
                 writer.write(spec.name, _fresh(spec.name, fresh[spec.name], plan.config, dtype))
@@ -248,15 +260,15 @@ def _write_with_torch(directory, plan, reader, format, dtype, progress, opener):
     writer takes each storage in one piece."""
     _require_torch(f"writing {PYTORCH_NAME} (--format {format})")
     specs = _specs(plan, dtype, order="safetensors" if format == "both" else "model")
-    files, writers = [], []
+    files, writers, done = [], [], False
     try:
         if format == "both":
-            f = opener(os.path.join(directory, SAFETENSORS_NAME), "wb")
+            f = _open_weights(os.path.join(directory, SAFETENSORS_NAME), opener)
             files.append(f)
-            writers.append(SafetensorsStreamWriter(WritebackFile(f), specs, metadata={"format": "pt"}))
-        f = opener(os.path.join(directory, PYTORCH_NAME), "wb")
+            writers.append(SafetensorsStreamWriter(_sequential(f), specs, metadata={"format": "pt"}))
+        f = _open_weights(os.path.join(directory, PYTORCH_NAME), opener)
         files.append(f)
-        writers.append(TorchZipStreamWriter(WritebackFile(f), specs, aliases=plan.tied))
+        writers.append(TorchZipStreamWriter(_sequential(f), specs, aliases=plan.tied))
         for key, array in iter_tensors(reader, plan, dtype, progress, order=[s.name for s in specs]):
             for w in writers:
                 w.write(key, array)
@@ -264,12 +276,16 @@ def _write_with_torch(directory, plan, reader, format, dtype, progress, opener):
             w.close()
         for f in files:
             _fsync(f)  # durable before the directory is renamed into place
+        done = True
     finally:
         for w in writers:  # a no-op after close(); after a failure, keeps torch's
             if hasattr(w, "abort"):  # writer from retrying (and aborting) in its destructor
                 w.abort()
         for f in files:
-            f.close()
+            if not done and isinstance(f, DirectFile):
+                f.abort()  # discarded anyway; a second write error must not hide the first
+            else:
+                f.close()
 
 
 def _write_weights(directory, plan, reader, format, dtype, progress, opener):
@@ -330,7 +346,8 @@ def convert_checkpoint(checkpoint, out_dir, *, config=None, head="auto", num_lab
     float32, float16 or bfloat16. ``overwrite`` replaces an existing directory (only once the
     new one is complete). ``allow_new_head`` lets a checkpoint without the head's variables
     be converted; those keys get a fresh initialisation and are listed in the report.
-    ``opener(path, mode)`` creates output files (default ``open``; for tests or custom storage).
+    ``opener(path, mode)`` creates output files (for tests or custom storage; by default the
+    weights are written with :class:`~bertconvert.directio.DirectFile`, the rest with ``open``).
 
     Returns a :class:`ConversionReport`. On any failure (bad input, mapping problems, a full
     disk) a named :class:`~bertconvert.errors.BertConvertError` is raised and ``out_dir`` is
@@ -339,57 +356,68 @@ def convert_checkpoint(checkpoint, out_dir, *, config=None, head="auto", num_lab
     _check_options(format, dtype)
     if format != "safetensors":  # before anything is read or written
         _require_torch(f"writing {PYTORCH_NAME} (--format {format})")
-    opener = opener or open
+    weights_opener, opener = opener, opener or open
     out_dir = os.path.abspath(os.fspath(out_dir))
     with load_checkpoint(checkpoint, mmap=False) as reader:
-        cfg, config_path = resolve_config(config, reader.prefix)
-        plan = plan_conversion(reader, cfg, head=head, num_labels=num_labels,
-                               allow_new_head=allow_new_head, config_path=config_path)
-        report = ConversionReport.from_plan(plan, dtype)
-        report.format, report.output_dir = format, out_dir
-        vocab = os.path.join(os.path.dirname(os.path.abspath(reader.prefix)), VOCAB_NAME)
-        has_vocab = os.path.isfile(vocab)
-        if not has_vocab:
-            report.notes.append(f"no {VOCAB_NAME} beside the checkpoint; the model directory has none")
-            logger.warning("no %s beside %s; the output has no vocabulary", VOCAB_NAME, reader.prefix)
-        tokenizer = tokenizer_config(vocab, plan.config) if has_vocab else None
-        if has_vocab and tokenizer is None:
-            report.notes.append(f"{VOCAB_NAME} could not be read as a vocabulary; no "
-                                f"{TOKENIZER_CONFIG_NAME} was written")
-        sources = list(reader.files) + [p for p in (config_path, vocab if has_vocab else None) if p]
-        hasher = SourceHasher(sources)
-        hasher.start()  # on the other core, alongside everything below
+        # The longest single job (whole-file sha256 for conversion.json) starts first and
+        # runs on the other core; config and vocab are small and hashed at the end.
+        hasher = start_hashing(reader.files)
         try:
-            with atomic_directory(out_dir, overwrite=overwrite) as tmp:
-                # Small files first: their writeback overlaps the weights, so their single
-                # fsync each (below, before publishing) has nothing left to wait for.
-                side = [os.path.join(tmp, "config.json"), os.path.join(tmp, "bert_config.json")]
-                _write_json(side[0], _hf_config(plan, dtype), opener)
-                if config_path and os.path.basename(config_path) == "bert_config.json":
-                    shutil.copyfile(config_path, side[1])
-                else:
-                    _write_json(side[1], plan.config.to_google_dict(), opener)
-                if has_vocab:
-                    side.append(os.path.join(tmp, VOCAB_NAME))
-                    shutil.copyfile(vocab, side[-1])
-                if tokenizer is not None:
-                    side.append(os.path.join(tmp, TOKENIZER_CONFIG_NAME))
-                    _write_json(side[-1], tokenizer, opener)
-                files = _write_weights(tmp, plan, reader, format, dtype, progress, opener)
-                for path in side:
-                    _fsync_path(path)
-                report.files = sorted(files + [os.path.basename(p) for p in side] + [REPORT_NAME])
-                report.source_files = hasher.wait()
-                _write_json(os.path.join(tmp, REPORT_NAME), report.to_dict(), opener, fsync=True)
-        except OSError as e:
-            what = "the disk is full" if e.errno == errno.ENOSPC else "an I/O error"
-            raise OutputWriteError(
-                f"writing {out_dir} failed with {what} ({e}); nothing was published there. "
-                "Free space or choose another --out, then run the conversion again") from e
+            report = _convert_with_reader(reader, hasher, out_dir, config, head, num_labels,
+                                          format, dtype, overwrite, allow_new_head, progress,
+                                          weights_opener, opener)
         finally:
             hasher.cancel()  # after a failure, do not keep reading gigabytes for nothing
     logger.info("converted %s (%s, %d tensors, %d skipped) into %s", report.checkpoint,
                 report.head, len(report.variables), len(report.skipped), out_dir)
+    return report
+
+
+def _convert_with_reader(reader, hasher, out_dir, config, head, num_labels, format, dtype,
+                         overwrite, allow_new_head, progress, weights_opener, opener):
+    """The body of :func:`convert_checkpoint`, once the checkpoint is open and its hashing runs."""
+    cfg, config_path = resolve_config(config, reader.prefix)
+    plan = plan_conversion(reader, cfg, head=head, num_labels=num_labels,
+                           allow_new_head=allow_new_head, config_path=config_path)
+    report = ConversionReport.from_plan(plan, dtype)
+    report.format, report.output_dir = format, out_dir
+    vocab = os.path.join(os.path.dirname(os.path.abspath(reader.prefix)), VOCAB_NAME)
+    has_vocab = os.path.isfile(vocab)
+    if not has_vocab:
+        report.notes.append(f"no {VOCAB_NAME} beside the checkpoint; the model directory has none")
+        logger.warning("no %s beside %s; the output has no vocabulary", VOCAB_NAME, reader.prefix)
+    tokenizer = tokenizer_config(vocab, plan.config) if has_vocab else None
+    if has_vocab and tokenizer is None:
+        report.notes.append(f"{VOCAB_NAME} could not be read as a vocabulary; no "
+                            f"{TOKENIZER_CONFIG_NAME} was written")
+    side_sources = [p for p in (config_path, vocab if has_vocab else None) if p]
+    try:
+        with atomic_directory(out_dir, overwrite=overwrite) as tmp:
+            # Small files first: their writeback overlaps the weights, so their single
+            # fsync each (below, before publishing) has nothing left to wait for.
+            side = [os.path.join(tmp, "config.json"), os.path.join(tmp, "bert_config.json")]
+            _write_json(side[0], _hf_config(plan, dtype), opener)
+            if config_path and os.path.basename(config_path) == "bert_config.json":
+                shutil.copyfile(config_path, side[1])
+            else:
+                _write_json(side[1], plan.config.to_google_dict(), opener)
+            if has_vocab:
+                side.append(os.path.join(tmp, VOCAB_NAME))
+                shutil.copyfile(vocab, side[-1])
+            if tokenizer is not None:
+                side.append(os.path.join(tmp, TOKENIZER_CONFIG_NAME))
+                _write_json(side[-1], tokenizer, opener)
+            files = _write_weights(tmp, plan, reader, format, dtype, progress, weights_opener)
+            for path in side:
+                _fsync_path(path)
+            report.files = sorted(files + [os.path.basename(p) for p in side] + [REPORT_NAME])
+            report.source_files = hasher.wait() + hash_files(side_sources)
+            _write_json(os.path.join(tmp, REPORT_NAME), report.to_dict(), opener, fsync=True)
+    except OSError as e:
+        what = "the disk is full" if e.errno == errno.ENOSPC else "an I/O error"
+        raise OutputWriteError(
+            f"writing {out_dir} failed with {what} ({e}); nothing was published there. "
+            "Free space or choose another --out, then run the conversion again") from e
     return report
 
 
@@ -411,9 +439,9 @@ def convert_to_pytorch_file(checkpoint, config_file, output_file, *, head="auto"
         report = ConversionReport.from_plan(plan, "float32")
         report.format, report.output_dir = "pytorch", os.path.dirname(os.path.abspath(output_file))
         try:
-            with atomic_write(output_file) as f:
+            with atomic_write(output_file, direct=True) as f:
                 specs = _specs(plan, "float32", order="model")
-                writer = TorchZipStreamWriter(WritebackFile(f), specs, aliases=plan.tied)
+                writer = TorchZipStreamWriter(f, specs, aliases=plan.tied)
                 try:
                     for key, array in iter_tensors(reader, plan, "float32", progress,
                                                    order=[s.name for s in specs]):

@@ -13,9 +13,30 @@ The API mirrors ``tf.train``::
 
 Nothing here imports TensorFlow.
 """
-from .bundle import BundleIndex, CheckpointReader, list_variables, load_checkpoint, load_variable, parse_index
-from .proto import BundleHeader, TensorEntry
-from .writer import save_checkpoint
+import importlib
+
+#: public name -> submodule defining it. Resolved on first use (PEP 562), so that
+#: ``bertconvert.checkpoint.paths`` can be imported without numpy: the convert command
+#: starts hashing the source files before the heavy imports.
+_EXPORTS = {
+    "BundleIndex": "bundle", "CheckpointReader": "bundle", "list_variables": "bundle",
+    "load_checkpoint": "bundle", "load_variable": "bundle", "parse_index": "bundle",
+    "BundleHeader": "proto", "TensorEntry": "proto",
+    "save_checkpoint": "writer",
+}
 
 __all__ = ["load_checkpoint", "list_variables", "load_variable", "save_checkpoint",
            "CheckpointReader", "TensorEntry", "BundleHeader", "BundleIndex", "parse_index"]
+
+
+def __getattr__(name):
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(f".{module}", __name__), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__():
+    return sorted(set(globals()) | set(_EXPORTS))

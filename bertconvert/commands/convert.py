@@ -64,6 +64,9 @@ def print_summary(report):
 
 
 def run(args):
+    from ..provenance import prefetch_checkpoint
+
+    prefetch_checkpoint(args.checkpoint)  # the whole-file sha256 starts before numpy is imported
     from ..convert import convert_checkpoint
 
     report = convert_checkpoint(
