@@ -6,7 +6,10 @@ about 4 GB), then runs, each in its own subprocess measured with ``os.wait4`` (w
 peak RSS of that process alone):
 
 * ``ppb``: ``pytorch_pretrained_bert.convert_tf_checkpoint_to_pytorch`` (needs TensorFlow);
-* ``bertconvert convert`` (default: model.safetensors directory);
+* ``bertconvert convert`` (defaults: a model.safetensors directory; ``--source-hash auto``:
+  conversion.json has the sha256 of every source file except a data shard that is mostly
+  optimizer slots, which is read only where tensors are converted);
+* the same with ``--source-hash full``: every file hashed whole, slots included;
 * ``bertconvert convert_tf_checkpoint_to_pytorch`` (the same single pytorch_model.bin ppb writes).
 
 Each tool runs ``--repeat`` times (default 3, interleaved, ``sync`` before every run); the
@@ -125,12 +128,12 @@ def measure(label, argv, env=None):
     return wall, usage.ru_maxrss * 1024
 
 
-def check_equal(ppb_file, ours_dir, ours_bin):
+def check_equal(ppb_file, ours_dirs, ours_bin):
     import torch
     from safetensors.torch import load_file
 
     reference = torch.load(ppb_file, weights_only=True, mmap=True)
-    for path, loaded in ((os.path.join(ours_dir, "model.safetensors"), None), (ours_bin, None)):
+    for path in [os.path.join(d, "model.safetensors") for d in ours_dirs] + [ours_bin]:
         loaded = load_file(path) if path.endswith(".safetensors") else torch.load(path, weights_only=True, mmap=True)
         keys = set(reference) - {"cls.predictions.decoder.weight"}
         bad = [k for k in sorted(keys) if k not in loaded or not torch.equal(reference[k], loaded[k])]
@@ -174,6 +177,7 @@ def main(argv=None):
         py = sys.executable
         ppb_out = os.path.join(work, "ppb_pytorch_model.bin")
         ours_dir = os.path.join(work, "ours")
+        ours_full_dir = os.path.join(work, "ours_full")
         ours_bin = os.path.join(work, "ours_pytorch_model.bin")
         runs = [
             ("ppb 0.6.2 convert_tf_checkpoint_to_pytorch",
@@ -182,11 +186,14 @@ def main(argv=None):
               prefix, config, ppb_out]),
             ("bertconvert convert (safetensors dir)",
              [py, "-m", "bertconvert", "convert", prefix, "--out", ours_dir, "--quiet"]),
+            ("  same, --source-hash full",
+             [py, "-m", "bertconvert", "convert", prefix, "--out", ours_full_dir, "--quiet",
+              "--source-hash", "full"]),
             ("bertconvert convert_tf_checkpoint_to_pytorch",
              [py, "-m", "bertconvert", "convert_tf_checkpoint_to_pytorch", prefix, config, ours_bin,
               "--quiet"]),
         ]
-        outputs = (ppb_out, ours_dir, ours_bin)
+        outputs = (ppb_out, ours_dir, ours_full_dir, ours_bin)
         results = {label: [] for label, _ in runs}
         for rep in range(args.repeat):  # interleaved, so load changes hit every tool alike
             for (label, cmd), out in zip(runs, outputs):
@@ -210,7 +217,7 @@ def main(argv=None):
             print(f"{label}: {ppb_t / wall:5.1f}x faster [{ppb_min / best:4.1f}x min/min], "
                   f"{ppb_rss / rss:5.1f}x less peak RSS than ppb")
         if not args.no_check:
-            check_equal(ppb_out, ours_dir, ours_bin)
+            check_equal(ppb_out, (ours_dir, ours_full_dir), ours_bin)
         print("(a shared machine: expect noise; compare ratios within one invocation)")
     finally:
         if args.keep:

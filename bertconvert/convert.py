@@ -55,6 +55,15 @@ logger = logging.getLogger(__name__)
 
 FORMATS = ("safetensors", "pytorch", "both")
 DTYPES = ("float32", "float16", "bfloat16")
+#: What conversion.json's sha256 covers. The .index, config and vocab are always hashed; the
+#: index holds every tensor's crc32c, and each converted tensor is checked against it.
+#: Data shards: "auto" hashes a shard whole unless more than 1% of its bytes belong to
+#: variables that are not converted (optimizer slots), which are then never read at all;
+#: "full" hashes every shard whole (matches sha256sum, reads the slots' bytes too);
+#: "index" hashes no shard.
+SOURCE_HASHES = ("auto", "full", "index")
+#: "auto" reads a shard whole for its sha256 only while its unconverted bytes stay below this.
+AUTO_HASH_MAX_UNCONVERTED = 0.01
 SAFETENSORS_NAME = "model.safetensors"
 PYTORCH_NAME = "pytorch_model.bin"
 REPORT_NAME = "conversion.json"
@@ -81,6 +90,7 @@ class ConversionReport:
     tied: dict = field(default_factory=dict)
     notes: list = field(default_factory=list)
     source_files: list = field(default_factory=list)
+    source_hash: str = "auto"
     files: list = field(default_factory=list)
 
     @classmethod
@@ -103,7 +113,8 @@ class ConversionReport:
             "bertconvert_version": __version__, "checkpoint": self.checkpoint,
             "config": self.config_path, "head": self.head, "model_class": self.model_class,
             "num_labels": self.num_labels, "dtype": self.dtype, "format": self.format,
-            "source_files": self.source_files, "files": self.files, "notes": self.notes,
+            "source_files": self.source_files, "source_hash": self.source_hash,
+            "files": self.files, "notes": self.notes,
             "variables": self.variables, "skipped": self.skipped, "dropped": self.dropped,
             "new_keys": self.new_keys, "tied": self.tied,
         }
@@ -131,11 +142,14 @@ def _to_torch(array):
     return torch.from_numpy(array)
 
 
-def _check_options(format, dtype):
+def _check_options(format, dtype, source_hash="auto"):
     if format is not None and format not in FORMATS:
         raise ConversionError(f"unknown format {format!r}; expected one of {', '.join(FORMATS)}")
     if dtype not in DTYPES:
         raise ConversionError(f"unknown dtype {dtype!r}; expected one of {', '.join(DTYPES)}")
+    if source_hash not in SOURCE_HASHES:
+        raise ConversionError(f"unknown source_hash {source_hash!r}; expected one of "
+                              f"{', '.join(SOURCE_HASHES)}")
 
 
 def _fresh(key, shape, config, dtype):
@@ -337,7 +351,7 @@ def _write_json(path, data, opener, fsync=False):
 
 def convert_checkpoint(checkpoint, out_dir, *, config=None, head="auto", num_labels=None,
                        format="safetensors", dtype="float32", overwrite=False,
-                       allow_new_head=False, progress=True, opener=None):
+                       allow_new_head=False, progress=True, opener=None, source_hash="auto"):
     """Convert a TF checkpoint (prefix, ``.index`` file or directory) into model directory ``out_dir``.
 
     ``config``: path/dict/BertConfig (default: ``bert_config.json`` beside the checkpoint).
@@ -346,6 +360,10 @@ def convert_checkpoint(checkpoint, out_dir, *, config=None, head="auto", num_lab
     float32, float16 or bfloat16. ``overwrite`` replaces an existing directory (only once the
     new one is complete). ``allow_new_head`` lets a checkpoint without the head's variables
     be converted; those keys get a fresh initialisation and are listed in the report.
+    ``source_hash``: which source files conversion.json gives a sha256 (see
+    :data:`SOURCE_HASHES`): by default ("auto") all of them, except data shards that are
+    mostly optimizer slots, which are never read; "full" hashes those too (for
+    BERT-large with Adam slots that triples the conversion time), "index" none.
     ``opener(path, mode)`` creates output files (for tests or custom storage; by default the
     weights are written with :class:`~bertconvert.directio.DirectFile`, the rest with ``open``).
 
@@ -353,34 +371,93 @@ def convert_checkpoint(checkpoint, out_dir, *, config=None, head="auto", num_lab
     disk) a named :class:`~bertconvert.errors.BertConvertError` is raised and ``out_dir`` is
     left as it was.
     """
-    _check_options(format, dtype)
+    _check_options(format, dtype, source_hash)
     if format != "safetensors":  # before anything is read or written
         _require_torch(f"writing {PYTORCH_NAME} (--format {format})")
     weights_opener, opener = opener, opener or open
     out_dir = os.path.abspath(os.fspath(out_dir))
     with load_checkpoint(checkpoint, mmap=False) as reader:
-        # The longest single job (whole-file sha256 for conversion.json) starts first and
-        # runs on the other core; config and vocab are small and hashed at the end.
-        hasher = start_hashing(reader.files)
+        hashing = _SourceHashing(reader, source_hash)
         try:
-            report = _convert_with_reader(reader, hasher, out_dir, config, head, num_labels,
+            report = _convert_with_reader(reader, hashing, out_dir, config, head, num_labels,
                                           format, dtype, overwrite, allow_new_head, progress,
                                           weights_opener, opener)
         finally:
-            hasher.cancel()  # after a failure, do not keep reading gigabytes for nothing
+            hashing.cancel()  # after a failure, do not keep reading gigabytes for nothing
     logger.info("converted %s (%s, %d tensors, %d skipped) into %s", report.checkpoint,
                 report.head, len(report.variables), len(report.skipped), out_dir)
     return report
 
 
-def _convert_with_reader(reader, hasher, out_dir, config, head, num_labels, format, dtype,
+class _SourceHashing:
+    """The sha256 side of conversion.json for one conversion (see :data:`SOURCE_HASHES`).
+
+    With "full" the hashing starts at once, before planning: it is the longest single job
+    and runs on the other core. Otherwise the plan decides which shards to hash whole.
+    """
+
+    def __init__(self, reader, mode):
+        self.reader, self.mode = reader, mode
+        self.hasher = start_hashing(reader.files) if mode == "full" else None
+        self.unhashed = []  # data shards listed without a digest
+
+    def plan_ready(self, plan):
+        """Start hashing (unless started) once the plan says which bytes are converted; returns
+        notes for the report."""
+        if self.hasher is not None:
+            return []
+        index, shards = self.reader.files[0], self.reader.files[1:]
+        notes, whole = [], [index]
+        unconverted = self._unconverted_bytes(plan)
+        for shard in shards:
+            size = os.path.getsize(shard)
+            skipped = unconverted.get(os.path.abspath(shard), 0)
+            if self.mode == "auto" and skipped <= AUTO_HASH_MAX_UNCONVERTED * size:
+                whole.append(shard)
+                continue
+            self.unhashed.append(shard)
+            if self.mode == "auto":
+                notes.append(
+                    f"{os.path.basename(shard)}: no sha256 ({skipped / max(size, 1):.0%} of it is "
+                    "unconverted optimizer slots, never read; the hashed .index pins each "
+                    "tensor's crc32c). --source-hash full hashes it whole")
+        self.hasher = start_hashing(whole)
+        return notes
+
+    def _unconverted_bytes(self, plan):
+        per_shard = {}
+        names = [n for n, _ in plan.skipped] + [d[0] for d in plan.dropped]
+        for name in names:
+            entry = self.reader.entry(name)
+            if entry.file and not entry.slices:  # partitioned slices are too rare to count
+                key = os.path.abspath(entry.file)
+                per_shard[key] = per_shard.get(key, 0) + entry.size
+        return per_shard
+
+    def entries(self, side_paths):
+        """conversion.json's ``source_files``: checkpoint files in order, then config and vocab."""
+        hashed = {e["path"]: e for e in self.hasher.wait()}
+        ordered = []
+        for path in self.reader.files:
+            key = os.path.abspath(path)
+            ordered.append(hashed.get(key) or {"path": key, "size": os.path.getsize(path),
+                                               "sha256": None})
+        return ordered + hash_files(side_paths)
+
+    def cancel(self):
+        if self.hasher is not None:
+            self.hasher.cancel()
+
+
+def _convert_with_reader(reader, hashing, out_dir, config, head, num_labels, format, dtype,
                          overwrite, allow_new_head, progress, weights_opener, opener):
-    """The body of :func:`convert_checkpoint`, once the checkpoint is open and its hashing runs."""
+    """The body of :func:`convert_checkpoint`, once the checkpoint is open."""
     cfg, config_path = resolve_config(config, reader.prefix)
     plan = plan_conversion(reader, cfg, head=head, num_labels=num_labels,
                            allow_new_head=allow_new_head, config_path=config_path)
     report = ConversionReport.from_plan(plan, dtype)
-    report.format, report.output_dir = format, out_dir
+    report.format, report.output_dir, report.source_hash = format, out_dir, hashing.mode
+    report.notes.extend(hashing.plan_ready(plan))
     vocab = os.path.join(os.path.dirname(os.path.abspath(reader.prefix)), VOCAB_NAME)
     has_vocab = os.path.isfile(vocab)
     if not has_vocab:
@@ -411,7 +488,7 @@ def _convert_with_reader(reader, hasher, out_dir, config, head, num_labels, form
             for path in side:
                 _fsync_path(path)
             report.files = sorted(files + [os.path.basename(p) for p in side] + [REPORT_NAME])
-            report.source_files = hasher.wait() + hash_files(side_sources)
+            report.source_files = hashing.entries(side_sources)
             _write_json(os.path.join(tmp, REPORT_NAME), report.to_dict(), opener, fsync=True)
     except OSError as e:
         what = "the disk is full" if e.errno == errno.ENOSPC else "an I/O error"

@@ -135,7 +135,12 @@ def test_output_directory_contents(converted):
                             "bert_config.json", "vocab.txt"}
     for name, entry in sources.items():
         data = open(os.path.join(src, name), "rb").read()
-        assert entry["sha256"] == hashlib.sha256(data).hexdigest() and entry["size"] == len(data)
+        assert entry["size"] == len(data)
+        if name.startswith("bert_model.ckpt.data"):  # mostly Adam slots: never read, not hashed
+            assert entry["sha256"] is None and record["source_hash"] == "auto"
+        else:
+            assert entry["sha256"] == hashlib.sha256(data).hexdigest()
+    assert any("never read" in n for n in record["notes"])
     rules = {v["name"]: v for v in record["variables"]}
     assert rules["bert/encoder/layer_2/intermediate/dense/kernel"]["key"] == \
         "bert.encoder.layer.2.intermediate.dense.weight"
@@ -507,3 +512,63 @@ def test_checkpoint_paths_import_without_numpy():
             "print('numpy' in sys.modules)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"
+
+
+def _rchar():
+    with open("/proc/self/io") as f:
+        return int(next(line for line in f if line.startswith("rchar:")).split()[1])
+
+
+@pytest.mark.skipif(not os.path.exists("/proc/self/io"), reason="needs Linux /proc/self/io")
+def test_optimizer_slots_are_never_read_unless_a_full_hash_is_asked_for(tmp_path):
+    """By default ("auto") and with "index" the bytes of skipped variables are not read at all;
+    with "full" they are read once, by the sha256 of the whole shard."""
+    src = ckpt("pretraining")
+    reader = load_checkpoint(src)
+    values = {n: reader.get_tensor(n) for n in reader.get_variable_to_shape_map()}
+    slot_bytes = 0
+    for name in ("bert/embeddings/word_embeddings", "bert/pooler/dense/kernel"):
+        for slot in ("adam_m", "adam_v"):
+            values[f"{name}/{slot}"] = np.full((1024, 1024), 0.5, np.float32)  # 4 MiB each
+            slot_bytes += 4 << 20
+    ck = tmp_path / "ck"
+    ck.mkdir()
+    save_checkpoint(str(ck / "bert_model.ckpt"), values)
+    for name in ("bert_config.json", "vocab.txt"):
+        shutil.copy(os.path.join(src, name), ck / name)
+    shard = str(ck / "bert_model.ckpt.data-00000-of-00001")
+    size = os.path.getsize(shard)
+    shard_sha = hashlib.sha256(open(shard, "rb").read()).hexdigest()
+
+    def run(mode):
+        before = _rchar()
+        convert_checkpoint(ck, tmp_path / mode, source_hash=mode, progress=False)
+        read = _rchar() - before
+        record = json.load(open(tmp_path / mode / "conversion.json"))
+        return read, record, {os.path.basename(e["path"]): e for e in record["source_files"]}
+
+    for mode in ("auto", "index"):
+        read, record, entries = run(mode)
+        assert read < size - slot_bytes + (1 << 20), mode
+        assert record["source_hash"] == mode
+        assert entries["bert_model.ckpt.data-00000-of-00001"] == {
+            "path": os.path.abspath(shard), "size": size, "sha256": None}
+        for name in ("bert_model.ckpt.index", "bert_config.json", "vocab.txt"):
+            assert entries[name]["sha256"] == hashlib.sha256(open(ck / name, "rb").read()).hexdigest()
+        assert any("never read" in n for n in record["notes"]) == (mode == "auto")
+    read, record, entries = run("full")
+    assert read > size + (size - slot_bytes)  # the hash, plus the converted tensors
+    assert entries["bert_model.ckpt.data-00000-of-00001"]["sha256"] == shard_sha
+    outputs = [load_file(str(tmp_path / m / "model.safetensors")) for m in ("auto", "index", "full")]
+    assert all(o.keys() == outputs[0].keys() for o in outputs)
+    assert all(torch.equal(o[k], outputs[0][k]) for o in outputs for k in o)
+
+    # A checkpoint without slots: "auto" hashes every file whole, as sha256sum would.
+    plain = tmp_path / "plain"
+    convert_checkpoint(src, plain, progress=False)
+    for e in json.load(open(plain / "conversion.json"))["source_files"]:
+        assert e["sha256"] == hashlib.sha256(open(e["path"], "rb").read()).hexdigest()
+
+    from bertconvert.errors import ConversionError
+    with pytest.raises(ConversionError, match="source_hash"):
+        convert_checkpoint(ck, tmp_path / "bad", source_hash="some")

@@ -24,10 +24,25 @@ def test_convert_writes_the_directory_and_a_summary(tmp_path, capsys):
     assert main(["convert", ckpt("pretraining-lamb"), "--out", str(out), "--quiet"]) == 0
     captured = capsys.readouterr()
     assert "pretraining (BertForPreTraining)" in captured.out
-    assert "94 converted, 191 skipped unread" in captured.out
+    assert "94 converted, 191 skipped" in captured.out
     assert "converting" not in captured.err  # --quiet: no progress bar
     assert sorted(os.listdir(out)) == ["bert_config.json", "config.json", "conversion.json",
                                        "model.safetensors", "tokenizer_config.json", "vocab.txt"]
+
+
+def test_source_hash_index_flag(tmp_path, capsys):
+    out = tmp_path / "out"
+    assert main(["convert", ckpt("pretraining-adam"), "--out", str(out), "--quiet",
+                 "--source-hash", "index"]) == 0
+    assert "skipped (never read)" in capsys.readouterr().out
+    record = json.load(open(out / "conversion.json"))
+    assert record["source_hash"] == "index"
+    digests = {os.path.basename(e["path"]): e["sha256"] for e in record["source_files"]}
+    assert digests["bert_model.ckpt.data-00000-of-00001"] is None
+    assert digests["bert_model.ckpt.index"] and digests["bert_config.json"]
+    with pytest.raises(SystemExit) as exit_info:  # argparse: usage line and exit 2
+        main(["convert", ckpt("base"), "--out", str(tmp_path / "x"), "--source-hash", "no"])
+    assert exit_info.value.code == 2
 
 
 def test_progress_bar_without_quiet(tmp_path, capsys):

@@ -5,6 +5,8 @@ stdout. Errors (missing config, mapping problems, existing output, full disk) ex
 and leave no output directory behind. Like every command module, this one imports nothing
 heavy at registration: the library is imported inside :func:`run`.
 """
+import os
+
 from ._common import HEAD_NAMES, positive_int
 
 #: --head values: the eight layouts, plus "auto" (detected from the variable names).
@@ -30,8 +32,9 @@ def register(subparsers):
         description="Convert a TensorFlow BERT checkpoint (TF1 Google names or TF2 Model Garden "
                     "names) into a model directory loadable by bertconvert and transformers: "
                     "config.json, bert_config.json, model.safetensors and/or pytorch_model.bin, "
-                    "vocab.txt and conversion.json. Bit-exact; optimizer slots are skipped "
-                    "unread; the directory is published atomically.")
+                    "vocab.txt and conversion.json. Bit-exact; optimizer slots are not converted "
+                    "(with --source-hash index, not read at all); the directory is published "
+                    "atomically.")
     p.add_argument("checkpoint", metavar="CKPT",
                    help="checkpoint prefix (dir/bert_model.ckpt), its .index file, or its directory")
     p.add_argument("--config", metavar="JSON",
@@ -45,6 +48,12 @@ def register(subparsers):
                    help="dtype of the written weights (default float32: bit-exact)")
     p.add_argument("--overwrite", action="store_true",
                    help="replace an existing output directory (only once the new one is complete)")
+    p.add_argument("--source-hash", choices=("auto", "full", "index"), default="auto",
+                   help="which source files conversion.json gives a sha256: auto (default) all "
+                        "but data shards that are mostly optimizer slots, which are then never "
+                        "read; full: every file whole (matches sha256sum; reads the slots "
+                        "too); index: the .index, config and vocab only. Every converted "
+                        "tensor is checked against its crc32c in the index either way")
     p.set_defaults(func=run)
 
 
@@ -53,7 +62,8 @@ def print_summary(report):
     labels = f", num_labels {report.num_labels}" if report.num_labels is not None else ""
     print(f"converted {report.checkpoint}")
     print(f"  head        {report.head} ({report.model_class}{labels})")
-    print(f"  tensors     {len(report.variables)} converted, {len(report.skipped)} skipped unread"
+    print(f"  tensors     {len(report.variables)} converted, {len(report.skipped)} skipped"
+          f"{' (never read)' if report.skipped and _slots_unread(report) else ''}"
           f"{f', {len(report.dropped)} dropped' if report.dropped else ''}")
     print(f"  dtype       {report.dtype}")
     if report.new_keys:
@@ -63,15 +73,22 @@ def print_summary(report):
     print(f"  written     {report.output_dir}: {', '.join(report.files)}")
 
 
+def _slots_unread(report):
+    """True when no skipped variable's bytes were read, not even for a sha256."""
+    shards = [e for e in report.source_files if ".data-" in os.path.basename(e["path"])]
+    return bool(shards) and all(e["sha256"] is None for e in shards)
+
+
 def run(args):
     from ..provenance import prefetch_checkpoint
 
-    prefetch_checkpoint(args.checkpoint)  # the whole-file sha256 starts before numpy is imported
+    if args.source_hash == "full":  # the whole-file sha256 starts before numpy is imported
+        prefetch_checkpoint(args.checkpoint)
     from ..convert import convert_checkpoint
 
     report = convert_checkpoint(
         args.checkpoint, args.out, config=args.config, head=args.head, num_labels=args.num_labels,
         format=args.format, dtype=args.dtype, overwrite=args.overwrite,
-        allow_new_head=args.allow_new_head, progress=args.progress)
+        allow_new_head=args.allow_new_head, progress=args.progress, source_hash=args.source_hash)
     print_summary(report)
     return 0
