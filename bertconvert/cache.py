@@ -38,9 +38,9 @@ from urllib.parse import urlparse
 
 from .atomic import atomic_write
 from .cache_locks import PARTIAL_MARKER, _claim_partial, _release_partial, entry_lock  # noqa: F401
-from .errors import (CacheEntryNotFoundError, CacheError, DownloadError, IntegrityError,
-                     NetworkUnavailableError, OfflineError, PathNotFoundError, RemoteChangedError,
-                     UnsupportedURLError)
+from .errors import (CacheEntryNotFoundError, CacheError, CacheWriteError, DownloadError,
+                     IntegrityError, NetworkUnavailableError, OfflineError, PathNotFoundError,
+                     RemoteChangedError, UnsupportedURLError)
 
 log = logging.getLogger(__name__)
 
@@ -205,6 +205,15 @@ def _close_partial(f, keep):
         log.warning("could not write the rest of the partial download %s: %s", f.name, e)
 
 
+def _is_network_error(error):
+    """requests' exceptions derive from OSError too; they are not the disk's fault."""
+    try:
+        import requests
+    except ImportError:
+        return False
+    return isinstance(error, requests.RequestException)
+
+
 def _download(url, info, data_path, transport, sha256, progress):
     from . import __version__
     from .transfer import Expected, StreamHasher, check_integrity
@@ -253,6 +262,14 @@ def _download(url, info, data_path, transport, sha256, progress):
     except (DownloadError, KeyboardInterrupt) as e:
         keep_partial = resumable and not isinstance(e, RemoteChangedError)
         raise
+    except OSError as e:
+        if _is_network_error(e):
+            raise
+        # Network errors became DownloadError inside the transport: this is the local disk.
+        raise CacheWriteError(
+            f"writing the download of {url} into {os.path.dirname(data_path)} failed: "
+            f"{e.strerror or e}; the partial file was removed. Free space (or raise the quota) "
+            f"there, or point {ENV_CACHE} (or cache_dir=) elsewhere, then retry") from e
     finally:
         hasher.hexdigests()  # stops the hashing threads on every path
         if not committed:

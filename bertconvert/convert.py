@@ -399,7 +399,6 @@ class _SourceHashing:
     def __init__(self, reader, mode):
         self.reader, self.mode = reader, mode
         self.hasher = start_hashing(reader.files) if mode == "full" else None
-        self.unhashed = []  # data shards listed without a digest
 
     def plan_ready(self, plan):
         """Start hashing (unless started) once the plan says which bytes are converted; returns
@@ -415,12 +414,12 @@ class _SourceHashing:
             if self.mode == "auto" and skipped <= AUTO_HASH_MAX_UNCONVERTED * size:
                 whole.append(shard)
                 continue
-            self.unhashed.append(shard)
             if self.mode == "auto":
                 notes.append(
                     f"{os.path.basename(shard)}: no sha256 ({skipped / max(size, 1):.0%} of it is "
-                    "unconverted optimizer slots, never read; the hashed .index pins each "
-                    "tensor's crc32c). --source-hash full hashes it whole")
+                    "variables not converted, such as optimizer slots, which were never read; "
+                    "the hashed .index pins each tensor's crc32c). --source-hash full hashes "
+                    "it whole")
         self.hasher = start_hashing(whole)
         return notes
 

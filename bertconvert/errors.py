@@ -125,6 +125,11 @@ class IntegrityError(CacheError):
     """Downloaded or cached bytes do not match the expected length or checksum."""
 
 
+class CacheWriteError(CacheError):
+    """The cache directory could not take a download (disk full, quota, I/O error); the
+    partial file was removed."""
+
+
 class OfflineError(CacheError):
     """Offline mode is on (or the network failed) and nothing usable is cached."""
 

@@ -1,12 +1,13 @@
-"""Provenance for ``conversion.json``: the sha256 of every source file, computed on a thread.
+"""Provenance for ``conversion.json``: sha256 of the source files, computed on a thread.
 
-The digests cover whole files (optimizer slots included), so they match ``sha256sum`` and a
-checkpoint's published checksums. SHA-256 runs at about 1.6 GB/s per core and cannot be
-split, so for big checkpoints it is the longest single job of a conversion; it runs beside
-the conversion (hashlib releases the GIL on big chunks) and only its result is waited for.
+Each digest covers a whole file, so it matches ``sha256sum``; which files are hashed is the
+converter's choice (``convert.SOURCE_HASHES``: by default, not data shards that are mostly
+optimizer slots). SHA-256 runs at about 1.6 GB/s per core and cannot be split, so for big
+checkpoints it is the longest single job of a conversion; it runs beside the conversion
+(hashlib releases the GIL on big chunks) and only its result is waited for.
 
-The convert command starts that job first of all, before the heavy imports
-(:func:`prefetch_checkpoint`); the conversion then adopts the running hasher
+With ``--source-hash full`` the convert command starts that job first of all, before the
+heavy imports (:func:`prefetch_checkpoint`); the conversion then adopts the running hasher
 (:func:`start_hashing`) if it covers exactly the checkpoint's files.
 
 Example::

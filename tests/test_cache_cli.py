@@ -127,3 +127,25 @@ def test_size_and_age_parsing():
         parse_size("lots")
     with pytest.raises(SystemExit):  # argparse rejects a bad --max-size
         main(["cache", "prune", "--max-size", "lots"])
+
+
+def test_full_disk_during_fetch_is_one_line_and_leaves_no_partial(http_server, cache_env):
+    """RLIMIT_FSIZE makes the kernel refuse writes past 64 KiB (EFBIG), as a full disk would."""
+    import resource
+    import subprocess
+    import sys
+
+    http_server.add("/big.bin", os.urandom(3 << 20))
+
+    def limit():
+        resource.setrlimit(resource.RLIMIT_FSIZE, (64 << 10, 64 << 10))
+
+    proc = subprocess.run([sys.executable, "-m", "bertconvert", "cache", "fetch",
+                           http_server.url("/big.bin"), "--quiet"], preexec_fn=limit,
+                          capture_output=True, text=True, timeout=120,
+                          env=dict(os.environ, BERTCONVERT_CACHE=str(cache_env)))
+    assert proc.returncode == 2, proc.stderr
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("bertconvert cache: error: writing the download")
+    assert "File too large" in lines[0] and "Traceback" not in proc.stderr
+    assert [n for n in cache_files(cache_env) if not n.endswith(".lock")] == []

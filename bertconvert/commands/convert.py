@@ -32,9 +32,9 @@ def register(subparsers):
         description="Convert a TensorFlow BERT checkpoint (TF1 Google names or TF2 Model Garden "
                     "names) into a model directory loadable by bertconvert and transformers: "
                     "config.json, bert_config.json, model.safetensors and/or pytorch_model.bin, "
-                    "vocab.txt and conversion.json. Bit-exact; optimizer slots are not converted "
-                    "(with --source-hash index, not read at all); the directory is published "
-                    "atomically.")
+                    "vocab.txt and conversion.json. Bit-exact; optimizer slots are skipped without "
+                    "being read (unless --source-hash full hashes them); the directory is "
+                    "published atomically.")
     p.add_argument("checkpoint", metavar="CKPT",
                    help="checkpoint prefix (dir/bert_model.ckpt), its .index file, or its directory")
     p.add_argument("--config", metavar="JSON",
