@@ -13,23 +13,35 @@ Example::
     extract_archive("cache/3f2a...9c", "cache/3f2a...9c-extracted")
 """
 import logging
+import lzma
 import os
 import re
 import shutil
 import stat
 import tarfile
 import zipfile
+import zlib
 
 from .atomic import current_umask, fsync_directory, make_temp_dir_beside
-from .errors import NotAnArchiveError, UnsafeArchiveError
+from .errors import CacheWriteError, CorruptArchiveError, NotAnArchiveError, UnsafeArchiveError
 
 log = logging.getLogger(__name__)
 
 _DRIVE = re.compile(r"^[A-Za-z]:")
 
 
+#: Leading bytes of the compressed streams tarfile reads: a file that starts like one but
+#: does not read as a tar is a damaged archive, not some other kind of file.
+_COMPRESSED_MAGIC = (b"\x1f\x8b", b"BZh", b"\xfd7zXZ\x00")
+
+
 def archive_kind(path):
-    """``"zip"``, ``"tar"`` (any compression tarfile reads), or None — judged by content."""
+    """``"zip"``, ``"tar"`` (any compression tarfile reads), or None — judged by content.
+
+    A gzip/bz2/xz stream that cannot even be decompressed counts as "tar", a zip without its
+    directory as "zip": extracting them then reports the damage (CorruptArchiveError)
+    instead of calling them no archive at all.
+    """
     if zipfile.is_zipfile(path):
         return "zip"
     try:
@@ -37,7 +49,29 @@ def archive_kind(path):
             return "tar"
     except (OSError, EOFError, tarfile.TarError):
         pass
-    return None
+    try:
+        with open(path, "rb") as f:
+            head = f.read(6)
+    except OSError:
+        return None
+    if head.startswith(b"PK\x03\x04"):
+        return "zip"  # a zip's first member, but no readable directory: truncated
+    if not head.startswith(_COMPRESSED_MAGIC):
+        return None
+    import bz2
+    import gzip
+
+    opener = {b"\x1f": gzip.open, b"B": bz2.open, b"\xfd": lzma.open}[head[:1]]
+    try:
+        with opener(path, "rb") as f:
+            first = f.read(tarfile.BLOCKSIZE)
+    except (OSError, EOFError, zlib.error, lzma.LZMAError):
+        return "tar"  # a damaged compressed stream: most likely a damaged .tar.gz
+    try:
+        tarfile.TarInfo.frombuf(first, tarfile.ENCODING, "surrogateescape")
+    except tarfile.HeaderError:
+        return None  # it decompresses to something else (e.g. a single .gz file)
+    return "tar"  # starts like a tar, damaged further on
 
 
 def _split_name(name, archive):
@@ -99,6 +133,13 @@ def _extract_tar(path, dest):
             tar.extractall(dest, members=members, **kwargs)
         except getattr(tarfile, "FilterError", ()) as e:
             raise UnsafeArchiveError(f"{path}: {e}; refused") from e
+        # gzip/bz2/xz check their CRC only at the end of the stream, which tarfile never
+        # reaches (it stops at the last member): without this, a corrupt archive whose
+        # damage the decompressor does not notice would be extracted with wrong bytes.
+        stream = tar.fileobj
+        if stream is not None and hasattr(stream, "read"):
+            while stream.read(1 << 20):
+                pass
 
 
 def _extract_zip(path, dest):
@@ -137,12 +178,19 @@ def _normalise_permissions(root):
             os.chmod(p, (0o777 if executable else 0o666) & ~umask)
 
 
+#: What a damaged archive raises while being read (gzip's BadGzipFile is an OSError without
+#: an errno; OSErrors with one come from the disk).
+_CORRUPT = (tarfile.ReadError, tarfile.CompressionError, EOFError, zlib.error, lzma.LZMAError,
+            zipfile.BadZipFile, OSError)
+
+
 def extract_archive(archive_path, target_dir):
     """Extract ``archive_path`` into ``target_dir`` atomically; returns ``target_dir``.
 
     If ``target_dir`` already exists it is returned untouched (extraction happens once).
-    Raises NotAnArchiveError for other files, UnsafeArchiveError for a dangerous member (in
-    which case nothing is left behind).
+    Raises NotAnArchiveError for other files, UnsafeArchiveError for a dangerous member,
+    CorruptArchiveError for a truncated archive or one failing its CRC, CacheWriteError when
+    the disk refuses the files (full, quota); nothing is left behind.
     """
     archive_path, target_dir = os.fspath(archive_path), os.fspath(target_dir)
     if os.path.isdir(target_dir):
@@ -163,6 +211,17 @@ def extract_archive(archive_path, target_dir):
             # Another process published the same extraction first; theirs is identical.
             shutil.rmtree(tmp, ignore_errors=True)
         fsync_directory(os.path.dirname(os.path.abspath(target_dir)))
+    except _CORRUPT as e:
+        shutil.rmtree(tmp, ignore_errors=True)
+        if isinstance(e, OSError) and e.errno is not None:  # the disk, not the archive
+            raise CacheWriteError(
+                f"extracting {archive_path} into {os.path.dirname(os.path.abspath(target_dir))} "
+                f"failed: {e.strerror or e}; nothing was left there. Free space (or raise the "
+                "quota) there, then retry") from e
+        raise CorruptArchiveError(
+            f"{archive_path} is truncated or corrupt ({type(e).__name__}: {e}); nothing was "
+            "extracted. Remove it (`bertconvert cache rm`) and fetch it again; if it persists, "
+            "the source's copy is damaged") from e
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise

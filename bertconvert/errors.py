@@ -125,6 +125,10 @@ class IntegrityError(CacheError):
     """Downloaded or cached bytes do not match the expected length or checksum."""
 
 
+class CorruptArchiveError(CacheError):
+    """An archive is truncated or fails its own integrity check (gzip/bz2/xz/zip CRC)."""
+
+
 class CacheWriteError(CacheError):
     """The cache directory could not take a download (disk full, quota, I/O error); the
     partial file was removed."""

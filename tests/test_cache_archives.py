@@ -10,7 +10,7 @@ import pytest
 
 from bertconvert import cached_path
 from bertconvert.archives import archive_kind, extract_archive, make_archive
-from bertconvert.errors import NotAnArchiveError, UnsafeArchiveError
+from bertconvert.errors import CorruptArchiveError, NotAnArchiveError, UnsafeArchiveError
 from cache_servers import cache_env, cache_files, http_server  # noqa: F401
 
 pytestmark = pytest.mark.usefixtures("cache_env")
@@ -170,3 +170,53 @@ def test_make_archive_round_trips(tmp_path):
     arch = make_archive(src, tmp_path / "bert-x.tar.gz")
     out = extract_archive(arch, tmp_path / "out")
     assert sorted(os.listdir(os.path.join(out, "bert-x"))) == ["config.json"]
+
+
+def _damaged(data, how):
+    data = bytearray(data)
+    if how == "flipped byte":  # random payload: stored blocks, so only the CRC can tell
+        data[len(data) // 2] ^= 0xFF
+    elif how == "flipped crc":
+        data[-6] ^= 0xFF
+    else:
+        data = data[:len(data) // 2]
+    return bytes(data)
+
+
+@pytest.mark.parametrize("kind", ["w:gz", "w:xz", "zip"])
+@pytest.mark.parametrize("how", ["flipped byte", "flipped crc", "truncated"])
+def test_damaged_archive_is_refused_and_nothing_is_extracted(tmp_path, kind, how):
+    big = {"m/pytorch_model.bin": os.urandom(300_000)}
+    if kind == "zip":
+        if how == "flipped crc":
+            pytest.skip("a zip's CRC sits in its headers, not at the end")
+        data = _zip_bytes([(n, d, 0o644) for n, d in big.items()])
+    else:
+        data = _tar_bytes([_file(n, d) for n, d in big.items()], mode=kind)
+    archive = tmp_path / "a"
+    archive.write_bytes(_damaged(data, how))
+    with pytest.raises(CorruptArchiveError, match="truncated or corrupt"):
+        extract_archive(archive, tmp_path / "a-x")
+    assert sorted(os.listdir(tmp_path)) == ["a"]
+
+
+def test_damaged_tar_gz_from_a_server_is_not_extracted(http_server, cache_env):
+    """The server's ETag is the MD5 of its (damaged) copy, so the download verifies; gzip's
+    own CRC, checked at the end of the stream, is what catches it."""
+    data = _tar_bytes([_file("m/pytorch_model.bin", os.urandom(300_000))])
+    http_server.add("/bad.tar.gz", _damaged(data, "flipped byte"))
+    url = http_server.url("/bad.tar.gz")
+    with pytest.raises(CorruptArchiveError):
+        cached_path(url, progress=False, extract=True)
+    assert not [n for n in cache_files(cache_env) if n.endswith("-extracted") or ".tmp-" in n]
+    with open(cached_path(url, progress=False), "rb") as f:  # the file itself is served as is
+        assert f.read() == _damaged(data, "flipped byte")
+
+
+def test_a_single_gzip_file_is_not_an_archive(tmp_path):
+    import gzip
+
+    (tmp_path / "w.gz").write_bytes(gzip.compress(b"weights" * 1000))
+    with pytest.raises(NotAnArchiveError):
+        extract_archive(tmp_path / "w.gz", tmp_path / "x")
+    assert archive_kind(tmp_path / "w.gz") is None

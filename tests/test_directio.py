@@ -1,5 +1,4 @@
 """DirectFile: append-only files written past the page cache, byte-exact on every path."""
-import errno
 import io
 import os
 import subprocess
