@@ -220,3 +220,26 @@ def test_a_single_gzip_file_is_not_an_archive(tmp_path):
     with pytest.raises(NotAnArchiveError):
         extract_archive(tmp_path / "w.gz", tmp_path / "x")
     assert archive_kind(tmp_path / "w.gz") is None
+
+
+def test_full_disk_while_extracting_is_cache_write_error(tmp_path):
+    """RLIMIT_FSIZE makes the kernel refuse writes past 64 KiB (EFBIG), as a full disk would."""
+    import subprocess
+    import sys
+    import textwrap
+
+    archive = tmp_path / "m.tar.gz"
+    archive.write_bytes(_tar_bytes([_file("m/pytorch_model.bin", bytes(1 << 20))]))  # ~1 KB
+    code = textwrap.dedent(f"""
+        import resource
+        resource.setrlimit(resource.RLIMIT_FSIZE, (64 << 10, 64 << 10))
+        from bertconvert.archives import extract_archive
+        from bertconvert.errors import CacheWriteError
+        try:
+            extract_archive({str(archive)!r}, {str(tmp_path / "x")!r})
+        except CacheWriteError as e:
+            print("CacheWriteError", "File too large" in str(e))
+        """)
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert proc.stdout.strip() == "CacheWriteError True", proc.stderr
+    assert os.listdir(tmp_path) == ["m.tar.gz"]
