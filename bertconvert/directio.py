@@ -93,9 +93,16 @@ def _set_direct(fd, on):
     fcntl.fcntl(fd, fcntl.F_SETFL, (flags | _O_DIRECT) if on else (flags & ~_O_DIRECT))
 
 
+def _pwrite(fd, view, offset):
+    if hasattr(os, "pwrite"):
+        return os.pwrite(fd, view, offset)
+    os.lseek(fd, offset, os.SEEK_SET)  # pragma: no cover - Windows: only the writer thread writes
+    return os.write(fd, view)
+
+
 def _pwrite_all(fd, view, offset):
     while len(view):
-        n = os.pwrite(fd, view, offset)
+        n = _pwrite(fd, view, offset)
         if n <= 0:  # pwrite of a regular file does not return 0 for a non-empty buffer
             raise OSError(errno.EIO, "short write")
         view, offset = view[n:], offset + n
