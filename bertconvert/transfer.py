@@ -339,16 +339,18 @@ class HttpTransport:
 
 
 class S3Transport:
-    """s3:// for the cache: HeadObject + TransferConfig download (not resumable)."""
+    """s3:// for the cache: HeadObject + parallel ranged download, written in order (so a
+    partial is a prefix); resumed with a ranged GetObject."""
 
-    resumable = False
-    #: Parallel ranged GETs write out of order: the cache gives them an ordinary file.
-    sequential = False
+    resumable = True
+    #: s3transfer writes the parts in order to a non-seekable sink: the cache uses a DirectFile.
+    sequential = True
 
     def __init__(self, proxies):
         from .transfer_s3 import make_client
 
-        self.client = make_client(proxies, RetryPolicy.from_env())
+        self.policy = RetryPolicy.from_env()
+        self.client = make_client(proxies, self.policy)
 
     def head(self, url):
         from .transfer_s3 import head
@@ -356,7 +358,8 @@ class S3Transport:
 
     def fetch(self, url, info, f, hasher, progress, desc):
         from .transfer_s3 import fetch
-        return fetch(url, info, f, hasher, self.client, progress=progress, desc=desc)
+        return fetch(url, info, f, hasher, self.client, progress=progress, desc=desc,
+                     attempts=self.policy.attempts)
 
     def close(self):
         pass

@@ -56,11 +56,17 @@ def make_client(proxies=None, policy=None):
     return boto3.client("s3", config=Config(**kwargs))
 
 
-def _transfer_config(threshold=DEFAULT_MULTIPART_THRESHOLD, chunksize=DEFAULT_MULTIPART_CHUNKSIZE):
+def _transfer_config(threshold=None, chunksize=None):
     from boto3.s3.transfer import TransferConfig
 
-    return TransferConfig(multipart_threshold=threshold, multipart_chunksize=chunksize,
-                          max_concurrency=8, io_chunksize=1 << 20)
+    threshold = threshold or DEFAULT_MULTIPART_THRESHOLD
+    chunksize = chunksize or DEFAULT_MULTIPART_CHUNKSIZE
+    config = TransferConfig(multipart_threshold=threshold, multipart_chunksize=chunksize,
+                            max_concurrency=8, io_chunksize=1 << 20)
+    # In-order writes hold parts that arrive early in memory: at most 64 chunks of 1 MiB
+    # (s3transfer's setting; boto3's constructor does not take it).
+    config.max_in_memory_download_chunks = 64
+    return config
 
 
 def _translate(url, e, action):
@@ -127,32 +133,85 @@ def head(url, client):
     return info
 
 
-def fetch(url, info, f, hasher, client, *, progress=True, desc=None):
-    """Download into open file ``f`` with parallel ranged GETs, then hash it. Returns the size.
+class _InOrderSink:
+    """What s3transfer writes a download to. It is not seekable, so s3transfer hands over the
+    parallel parts in order (holding early arrivals in memory): the cache file is always a
+    prefix of the object, resumable, and the bytes are hashed as they arrive."""
 
-    Parts arrive out of order, so hashing happens after the download (from the page cache).
-    S3 downloads restart from byte 0; an interrupted partial is not resumed.
+    def __init__(self, f, hasher, bar):
+        self.f, self.hasher, self.bar = f, hasher, bar
+
+    def write(self, data):
+        data = bytes(data)  # the hasher threads keep it: it must not change under them
+        self.f.write(data)
+        self.hasher.update(data)
+        self.bar.update(len(data))
+        return len(data)
+
+    def seekable(self):
+        return False
+
+
+def fetch(url, info, f, hasher, client, *, progress=True, desc=None, attempts=3):
+    """Download ``url`` into ``f`` after the bytes already in it (fed to ``hasher`` by the
+    caller); returns the final size.
+
+    From byte 0 this is boto3's parallel ranged download; a continuation (an adopted partial,
+    or a retry after the connection broke) is one ``GetObject`` with ``Range`` and
+    ``If-Match`` the ETag, so a changed object is RemoteChangedError, never spliced in.
     """
     bucket, key = split_s3_url(url)
-    f.seek(0)
-    f.truncate()
-    hasher.reset()
-    extra = {"VersionId": info.version_id} if info.version_id else None
-    bar = progress_bar(info.size, desc or "download", progress)
+    bar = progress_bar(info.size, desc or "download", progress, initial=f.tell())
+    last = None
     try:
-        client.download_fileobj(bucket, key, f, ExtraArgs=extra, Config=_transfer_config(),
-                                Callback=bar.update)
-    except _errors() as e:
-        raise _translate(url, e, "GetObject") from e
+        for attempt in range(max(1, attempts)):
+            offset = f.tell()
+            if info.size is not None and offset > info.size:  # cannot be a prefix: start over
+                log.info("restarting %s from byte 0: the partial is longer than the object", url)
+                f.truncate(0)
+                hasher.reset()
+                bar.reset(total=info.size)
+                offset = 0
+            if info.size is not None and offset == info.size:
+                return offset
+            sink = _InOrderSink(f, hasher, bar)
+            try:
+                if offset == 0:
+                    extra = {"VersionId": info.version_id} if info.version_id else None
+                    client.download_fileobj(bucket, key, sink, ExtraArgs=extra,
+                                            Config=_transfer_config())
+                else:
+                    _get_range(client, bucket, key, info, offset, sink)
+            except _errors() as e:
+                last = _translate(url, e, "GetObject")
+                if not isinstance(last, DownloadError) or isinstance(last, RemoteChangedError):
+                    raise last from e
+                log.info("download of %s interrupted at %d bytes (%s); attempt %d/%d",
+                         url, f.tell(), e, attempt + 1, attempts)
+                continue
+            size = f.tell()
+            if info.size is not None and size < info.size:
+                last = DownloadError(f"GetObject {url} ended at byte {size} of {info.size}")
+                continue
+            return size
     finally:
         bar.close()
-    f.flush()
-    size = f.tell()
-    f.seek(0)
-    for block in iter(lambda: f.read(CHUNK_SIZE), b""):
-        hasher.update(block)
-    f.seek(0, 2)
-    return size
+    raise DownloadError(f"downloading {url} failed after {attempts} attempts: {last}; retry "
+                        "later (a resumable partial download is kept)") from last
+
+
+def _get_range(client, bucket, key, info, offset, sink):
+    kwargs = {"Bucket": bucket, "Key": key, "Range": f"bytes={offset}-"}
+    if info.etag:
+        kwargs["IfMatch"] = info.etag
+    if info.version_id:
+        kwargs["VersionId"] = info.version_id
+    body = client.get_object(**kwargs)["Body"]
+    try:
+        for chunk in body.iter_chunks(CHUNK_SIZE):
+            sink.write(chunk)
+    finally:
+        body.close()
 
 
 def upload_file(path, url, client, *, sha256=None, progress=True,

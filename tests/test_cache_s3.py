@@ -98,3 +98,53 @@ def test_s3_mirror_serves_model_names(s3_env, tmp_path, monkeypatch):
     vocab = resolve_vocab_file("bert-base-uncased")
     with open(vocab) as f:
         assert f.read() == "[PAD]\n[UNK]\n"
+
+
+def test_parallel_ranged_download_is_written_in_order(s3_env, cache_env, monkeypatch):
+    """Objects above the multipart threshold come down as parallel ranged GETs; s3transfer
+    hands them to our non-seekable sink in order, so they are hashed as they arrive."""
+    from bertconvert import transfer_s3
+
+    monkeypatch.setattr(transfer_s3, "DEFAULT_MULTIPART_THRESHOLD", 5 << 20)
+    monkeypatch.setattr(transfer_s3, "DEFAULT_MULTIPART_CHUNKSIZE", 5 << 20)
+    body = os.urandom(23 << 20)  # five ranges, the last one short
+    client = s3_env.client()
+    client.put_object(Bucket=s3_env.bucket, Key="big.bin", Body=body)  # single part: MD5 ETag
+    path = cached_path(s3_env.url("big.bin"), progress=False)
+    with open(path, "rb") as f:
+        assert f.read() == body
+    meta = json.load(open(path + ".json"))
+    assert meta["sha256"] == _sha(body) and "md5" in meta["verified"]
+
+
+def _abandoned_partial(cache_env, url, etag, data):
+    """What a killed download leaves: a hidden partial named after a process that is gone."""
+    import subprocess
+
+    from bertconvert.cache_locks import _HOST, PARTIAL_MARKER
+
+    dead = subprocess.Popen(["true"])
+    dead.wait()
+    cache_env.mkdir(parents=True, exist_ok=True)
+    key = url_to_filename(url, etag)
+    partial = cache_env / f".{key}{PARTIAL_MARKER}{_HOST}-{dead.pid}-0123456789ab"
+    partial.write_bytes(data)
+    return partial
+
+
+@pytest.mark.parametrize("prefix_ok", [True, False])
+def test_abandoned_partial_is_resumed_with_a_ranged_get(s3_env, cache_env, prefix_ok):
+    body = os.urandom(3_000_000)
+    client = s3_env.client()
+    client.put_object(Bucket=s3_env.bucket, Key="r.bin", Body=body)
+    etag = client.head_object(Bucket=s3_env.bucket, Key="r.bin")["ETag"]
+    url = s3_env.url("r.bin")
+    prefix = body[:1_234_567] if prefix_ok else os.urandom(1_234_567)
+    _abandoned_partial(cache_env, url, etag, prefix)
+    if prefix_ok:
+        with open(cached_path(url, progress=False), "rb") as f:
+            assert f.read() == body
+    else:  # the kept prefix really was used: the checksums then catch the bad bytes
+        with pytest.raises(IntegrityError, match="corrupt download was deleted"):
+            cached_path(url, progress=False)
+    assert not [n for n in os.listdir(cache_env) if ".part-" in n]
