@@ -127,7 +127,7 @@ class DirectFile:
     Supports ``write``, ``tell``, ``flush`` (everything written so far is in the file when it
     returns), ``fileno``, ``truncate(0)``, ``seek`` to the current end, ``close(fsync=...)``
     and ``abort``. A write error from the writer thread (a full disk) is raised as OSError
-    by the next ``write``, ``flush`` or ``close``.
+    by the next ``write``, ``flush`` or ``close``. One thread at a time may write to it.
     """
 
     def __init__(self, path, mode="x", *, direct=None, buffer_bytes=BUFFER_BYTES,
