@@ -32,6 +32,17 @@ log = logging.getLogger(__name__)
 CHUNK_SIZE = 8 << 20
 
 _PLAIN_MD5 = re.compile(r'^"?([0-9a-fA-F]{32})"?$')
+_MULTIPART_ETAG = re.compile(r'^"?[0-9a-fA-F]{32}-\d+"?$')
+
+
+def is_multipart_etag(etag):
+    """True for an S3 multipart ETag (``"<md5 of part md5s>-<parts>"``); other ETags that
+    happen to hold a hyphen (nginx's ``"5f8d-1a2b"``) are not.
+
+    >>> is_multipart_etag('"9b2cf535f27731c974343645a3985328-3"'), is_multipart_etag('"5f8d-1a2b"')
+    (True, False)
+    """
+    return bool(etag) and bool(_MULTIPART_ETAG.match(etag.strip()))
 
 
 @dataclass(frozen=True)
@@ -113,6 +124,30 @@ def _crc32c():
     return google_crc32c.Checksum()
 
 
+class _Crc64Nvme:
+    """CRC-64/NVME, the full-object checksum S3 adds to every new object (multipart ones
+    included), through awscrt's hardware-accelerated implementation."""
+
+    name = "crc64nvme"
+
+    def __init__(self, fn):
+        self._fn, self._value = fn, 0
+
+    def update(self, data):
+        self._value = self._fn(data, self._value)
+
+    def hexdigest(self):
+        return f"{self._value:016x}"
+
+
+def _crc64nvme():
+    try:
+        from awscrt.checksums import crc64nvme
+    except ImportError:  # awscrt is a dependency, but an install may lack a wheel for it
+        return None
+    return _Crc64Nvme(crc64nvme)
+
+
 def _new_hash(algorithm):
     if algorithm in ("sha256", "md5", "sha1"):
         return hashlib.new(algorithm)
@@ -120,16 +155,19 @@ def _new_hash(algorithm):
         return _Crc32()
     if algorithm == "crc32c":
         return _crc32c()
+    if algorithm == "crc64nvme":
+        return _crc64nvme()
     return None
 
 
 def _hexdigest(h):
-    if hasattr(h, "hexdigest"):
-        return h.hexdigest()
-    return h.digest().hex()  # google_crc32c.Checksum
+    # google_crc32c.Checksum.hexdigest() returns bytes, not str: normalise, or comparing
+    # it with the expected value would fail for every download.
+    value = h.hexdigest() if hasattr(h, "hexdigest") else h.digest().hex()
+    return value.decode("ascii") if isinstance(value, bytes) else value
 
 
-SUPPORTED_ALGORITHMS = ("sha256", "md5", "sha1", "crc32", "crc32c")
+SUPPORTED_ALGORITHMS = ("sha256", "md5", "sha1", "crc32", "crc32c", "crc64nvme")
 
 
 class StreamHasher:

@@ -17,8 +17,8 @@ import re
 
 from .errors import (DownloadError, MissingDependencyError, RemoteChangedError,
                      RemoteNotFoundError)
-from .transfer import (CHUNK_SIZE, Expected, RemoteInfo, b64_to_hex, md5_from_etag,
-                       parse_retry_after, progress_bar)
+from .transfer import (CHUNK_SIZE, Expected, RemoteInfo, b64_to_hex, is_multipart_etag,
+                       md5_from_etag, parse_retry_after, progress_bar)
 
 log = logging.getLogger(__name__)
 
@@ -31,6 +31,7 @@ _AMZ_CHECKSUM_HEADERS = {
     "x-amz-checksum-sha1": "sha1",
     "x-amz-checksum-crc32": "crc32",
     "x-amz-checksum-crc32c": "crc32c",
+    "x-amz-checksum-crc64nvme": "crc64nvme",
 }
 _CONTENT_RANGE = re.compile(r"bytes (\d+)-(\d+)/(\d+|\*)")
 
@@ -85,12 +86,15 @@ def _info_from_headers(url, headers, size=None):
     if md5:
         info.expected.append(Expected("md5", md5, "the server's ETag (a plain MD5)"))
     # Multipart objects carry checksums of part checksums unless marked FULL_OBJECT.
-    composite = (bool(etag) and "-" in etag and
+    composite = (is_multipart_etag(etag) and
                  headers.get("x-amz-checksum-type", "").upper() != "FULL_OBJECT") or \
         headers.get("x-amz-checksum-type", "").upper() == "COMPOSITE"
     for header, algo in _AMZ_CHECKSUM_HEADERS.items():
         value = headers.get(header)
-        if value and not composite and "-" not in value:  # "-N": composite multipart checksum
+        # CRC64NVME exists only as a full-object checksum, multipart or not.
+        whole = not composite or (algo == "crc64nvme" and
+                                  headers.get("x-amz-checksum-type", "").upper() != "COMPOSITE")
+        if value and whole and "-" not in value:  # "-N": composite multipart checksum
             hexed = b64_to_hex(value)
             if hexed:
                 info.expected.append(Expected(algo, hexed, f"the {header} header"))

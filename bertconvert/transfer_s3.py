@@ -3,7 +3,8 @@
 boto3 is configured only through its standard chain — credentials, region, and
 ``AWS_ENDPOINT_URL_S3`` for MinIO/Ceph/moto and other S3-compatible stores — so the same
 code talks to AWS and to an organisation's store. Integrity comes from what S3 can prove:
-``HeadObject(ChecksumMode="ENABLED")`` full-object checksums, a ``sha256`` user-metadata
+``HeadObject(ChecksumMode="ENABLED")`` full-object checksums (CRC64NVME, S3's default for
+new objects, multipart ones included; CRC32/CRC32C/SHA-1/SHA-256), a ``sha256`` user-metadata
 entry (written by :func:`push_directory`), or the ETag when it is a plain single-part,
 non-KMS MD5.
 """
@@ -13,15 +14,16 @@ from urllib.parse import urlparse
 
 from .errors import (CacheError, DownloadError, MissingDependencyError, RemoteChangedError,
                      RemoteNotFoundError, UnsupportedURLError)
-from .transfer import (CHUNK_SIZE, Expected, RemoteInfo, b64_to_hex, hash_file, md5_from_etag,
-                       progress_bar)
+from .transfer import (CHUNK_SIZE, Expected, RemoteInfo, b64_to_hex, hash_file, is_multipart_etag,
+                       md5_from_etag, progress_bar)
 
 log = logging.getLogger(__name__)
 
 _NOT_FOUND_CODES = {"404", "403", "NoSuchKey", "NoSuchBucket", "AccessDenied", "NotFound",
                     "Forbidden", "AllAccessDisabled"}
 _CHECKSUM_FIELDS = {"ChecksumSHA256": "sha256", "ChecksumSHA1": "sha1",
-                    "ChecksumCRC32": "crc32", "ChecksumCRC32C": "crc32c"}
+                    "ChecksumCRC32": "crc32", "ChecksumCRC32C": "crc32c",
+                    "ChecksumCRC64NVME": "crc64nvme"}
 
 #: Multipart sizes for uploads and parallel ranged downloads (S3's minimum part is 5 MiB).
 DEFAULT_MULTIPART_THRESHOLD = 64 << 20
@@ -113,12 +115,15 @@ def head(url, client):
                       version_id=meta.get("VersionId"), accept_ranges=True)
     # A multipart object's checksum is a checksum of part checksums unless S3 says it covers
     # the full object; stores differ in how they mark that, so only FULL_OBJECT is trusted.
-    multipart = bool(etag) and "-" in etag
+    multipart = is_multipart_etag(etag)
     composite = meta.get("ChecksumType") == "COMPOSITE" or \
         (multipart and meta.get("ChecksumType") != "FULL_OBJECT")
     for field_name, algo in _CHECKSUM_FIELDS.items():
         value = meta.get(field_name)
-        if value and not composite and "-" not in value:
+        # CRC64NVME exists only as a full-object checksum (S3's default since 2025), so it
+        # verifies multipart objects too, even from stores that do not send ChecksumType.
+        whole = not composite or (algo == "crc64nvme" and meta.get("ChecksumType") != "COMPOSITE")
+        if value and whole and "-" not in value:
             hexed = b64_to_hex(value)
             if hexed:
                 info.expected.append(Expected(algo, hexed, f"S3's {field_name}"))

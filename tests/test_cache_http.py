@@ -299,3 +299,46 @@ def test_object_replaced_between_head_and_get_is_fetched_consistently(http_serve
     assert _read(path) == b"new bytes"
     assert os.path.basename(path) == url_to_filename(url, res.etag_header)  # keyed by the new ETag
     assert [r.method for r in http_server.requests] == ["HEAD", "GET", "HEAD", "GET"]
+
+
+def _amz_checksum(algo, data):
+    """An x-amz-checksum-* header value: base64 of the big-endian digest, as S3 sends it."""
+    import base64
+    import zlib
+
+    if algo == "crc32":
+        raw = zlib.crc32(data).to_bytes(4, "big")
+    elif algo == "crc32c":
+        import google_crc32c
+        raw = google_crc32c.value(data).to_bytes(4, "big")
+    elif algo == "crc64nvme":
+        from awscrt.checksums import crc64nvme
+        raw = crc64nvme(data).to_bytes(8, "big")
+    else:
+        raw = hashlib.new(algo, data).digest()
+    return base64.b64encode(raw).decode()
+
+
+@pytest.mark.parametrize("algo", ["crc32", "crc32c", "sha1", "sha256", "crc64nvme"])
+def test_s3_style_checksum_headers_are_verified(http_server, cache_env, algo):
+    header = f"x-amz-checksum-{algo}"
+    http_server.add("/ok", DATA, etag='"opaque-v1"', headers={header: _amz_checksum(algo, DATA)})
+    meta = json.load(open(cached_path(http_server.url("/ok"), progress=False) + ".json"))
+    assert algo in meta["verified"]
+    http_server.add("/bad", DATA, etag='"opaque-v2"',
+                    headers={header: _amz_checksum(algo, DATA + b"x")})
+    with pytest.raises(IntegrityError, match=header):
+        cached_path(http_server.url("/bad"), progress=False)
+    assert not [n for n in entry_names(cache_env) if "opaque-v2" in n]
+    assert len([n for n in entry_names(cache_env) if not n.endswith(".json")]) == 1
+
+
+def test_multipart_etag_trusts_crc64nvme_but_not_part_checksums(http_server):
+    """A multipart object's CRC32 is a checksum of part checksums unless marked FULL_OBJECT;
+    CRC64NVME exists only as a full-object checksum, so it is checked either way."""
+    multipart = '"%s-3"' % hashlib.md5(b"parts").hexdigest()
+    http_server.add("/m", DATA, etag=multipart,
+                    headers={"x-amz-checksum-crc32": _amz_checksum("crc32", b"part checksums"),
+                             "x-amz-checksum-crc64nvme": _amz_checksum("crc64nvme", DATA)})
+    meta = json.load(open(cached_path(http_server.url("/m"), progress=False) + ".json"))
+    assert meta["verified"] == ["crc64nvme"]

@@ -148,3 +148,27 @@ def test_abandoned_partial_is_resumed_with_a_ranged_get(s3_env, cache_env, prefi
         with pytest.raises(IntegrityError, match="corrupt download was deleted"):
             cached_path(url, progress=False)
     assert not [n for n in os.listdir(cache_env) if ".part-" in n]
+
+
+@pytest.mark.parametrize("algo", ["CRC32C", "SHA256", "CRC64NVME"])
+def test_s3_checksums_are_verified_for_single_and_multipart_objects(s3_env, cache_env, algo):
+    import io
+
+    from boto3.s3.transfer import TransferConfig
+
+    client = s3_env.client()
+    small = os.urandom(100_000)
+    client.put_object(Bucket=s3_env.bucket, Key="s.bin", Body=small, ChecksumAlgorithm=algo)
+    meta = json.load(open(cached_path(s3_env.url("s.bin"), progress=False) + ".json"))
+    assert algo.lower() in meta["verified"]
+
+    big = os.urandom(11 << 20)
+    client.upload_fileobj(io.BytesIO(big), s3_env.bucket, "m.bin", ExtraArgs={"ChecksumAlgorithm": algo},
+                          Config=TransferConfig(multipart_threshold=5 << 20, multipart_chunksize=5 << 20))
+    path = cached_path(s3_env.url("m.bin"), progress=False)
+    with open(path, "rb") as f:
+        assert f.read() == big
+    verified = json.load(open(path + ".json"))["verified"]
+    # Multipart CRC32C/SHA256 are checksums of part checksums unless S3 marks them
+    # FULL_OBJECT; CRC64NVME is always a full-object checksum.
+    assert ("crc64nvme" in verified) == (algo == "CRC64NVME")
