@@ -68,6 +68,9 @@ def _transfer_config(threshold=None, chunksize=None):
     # In-order writes hold parts that arrive early in memory: at most 64 chunks of 1 MiB
     # (s3transfer's setting; boto3's constructor does not take it).
     config.max_in_memory_download_chunks = 64
+    # The in-order writes above are s3transfer's; with awscrt installed, boto3 may pick its
+    # CRT transfer client on some EC2 instance types, which does not promise them.
+    config.preferred_transfer_client = "classic"
     return config
 
 
