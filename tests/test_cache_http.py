@@ -342,3 +342,25 @@ def test_multipart_etag_trusts_crc64nvme_but_not_part_checksums(http_server):
                              "x-amz-checksum-crc64nvme": _amz_checksum("crc64nvme", DATA)})
     meta = json.load(open(cached_path(http_server.url("/m"), progress=False) + ".json"))
     assert meta["verified"] == ["crc64nvme"]
+
+
+def test_checksum_without_its_library_is_not_claimed_verified(http_server, cache_env):
+    """Without awscrt a CRC64NVME header cannot be checked: the download still succeeds
+    (sha256 is recorded) but the metadata does not claim the check."""
+    import subprocess
+    import sys
+    import textwrap
+
+    http_server.add("/n", DATA, etag='"opaque-n"',
+                    headers={"x-amz-checksum-crc64nvme": _amz_checksum("crc64nvme", DATA)})
+    code = textwrap.dedent(f"""
+        import json, sys
+        sys.modules["awscrt"] = None  # as if awscrt had no wheel for this platform
+        from bertconvert.cache import cached_path
+        path = cached_path({http_server.url("/n")!r}, progress=False)
+        print(json.dumps(json.load(open(path + ".json"))["verified"]))
+        """)
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          timeout=60, env=dict(os.environ, BERTCONVERT_CACHE=str(cache_env)))
+    assert proc.returncode == 0, proc.stderr
+    assert json.loads(proc.stdout) == []
