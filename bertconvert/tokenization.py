@@ -37,7 +37,8 @@ from . import _charclass as cc
 from ._encoding import EncodeMixin
 from .atomic import atomic_write
 # The casing guess lives in its own module; this is its public home.
-from .casing import TOKENIZER_CONFIG_NAME, casing_from_name, guess_do_lower_case  # noqa: F401
+from .casing import (TOKENIZER_CONFIG_NAME, casing_from_name, casing_from_vocab,  # noqa: F401
+                     guess_do_lower_case)
 from .errors import TokenizerError, TokenizerInputError, UnknownTokenError, VocabError
 
 logger = logging.getLogger(__name__)
@@ -530,7 +531,16 @@ class BertTokenizer(EncodeMixin):
                 if casing is None:  # .../bert-base-cased/vocab.txt
                     casing = casing_from_name(path.rsplit("/", 1)[0])
                 cls._apply_casing(kwargs, casing, source, name_wins=True)
-        return cls(vocab_file, *inputs, **kwargs)
+        defaulted = "do_lower_case" not in kwargs
+        tokenizer = cls(vocab_file, *inputs, **kwargs)
+        if defaulted and tokenizer.basic_tokenizer.do_lower_case and \
+                casing_from_vocab(tokenizer.vocab) is False:
+            # 0.6.2's default stays (scripts rely on it), but lower-casing text for a cased
+            # vocabulary turns every capitalised word into [UNK] or fragments.
+            logger.warning("%s has cased wordpieces but nothing says how the model was trained, "
+                           "so do_lower_case=True (0.6.2's default) is used; pass "
+                           "do_lower_case=False for a cased model", source)
+        return tokenizer
 
     @staticmethod
     def _apply_casing(kwargs, lower_case, source, name_wins):

@@ -103,3 +103,19 @@ def test_guess_do_lower_case_is_public_and_drives_verify(tmp_path):
     assert guess_do_lower_case(cased_vocab) is False
     assert make_tokenizer(str(cased)).do_lower_case is False
     assert make_tokenizer(str(plain)).do_lower_case is True
+
+
+def test_cased_vocab_without_a_casing_source_warns_but_keeps_the_0_6_2_default(tmp_path, caplog):
+    model = tmp_path / "my-model"  # says neither cased nor uncased
+    model.mkdir()
+    shutil.copy(os.path.join(FIXTURES, "tokenizer", "vocab-cased.txt"), model / "vocab.txt")
+    with caplog.at_level("WARNING", logger="bertconvert.tokenization"):
+        tok = BertTokenizer.from_pretrained(str(model))
+    assert tok.basic_tokenizer.do_lower_case  # what 0.6.2 did; scripts rely on it
+    assert "pass do_lower_case=False" in caplog.text
+    caplog.clear()
+    with caplog.at_level("WARNING", logger="bertconvert.tokenization"):
+        assert not BertTokenizer.from_pretrained(str(model), do_lower_case=False).do_lower_case
+        shutil.copy(os.path.join(FIXTURES, "tokenizer", "vocab-uncased.txt"), model / "vocab.txt")
+        BertTokenizer.from_pretrained(str(model))
+    assert caplog.text == ""  # asked for explicitly, or an uncased vocabulary: nothing to say
