@@ -109,7 +109,8 @@ def head(url, session, policy):
     """Metadata of ``url`` via HEAD (redirects followed), retried on network errors/5xx/429.
 
     Raises RemoteNotFoundError (404/403/...), DownloadError after the last attempt.
-    Servers that refuse HEAD (405/501) are asked with a one-byte ranged GET instead.
+    Servers that refuse HEAD (405/501), and redirects to GET-only signed URLs (403 after a
+    redirect), are asked with a one-byte ranged GET instead.
     """
     errors = _network_errors()
     last = None
@@ -125,10 +126,12 @@ def head(url, session, policy):
             last = e
             log.info("HEAD %s failed (%s); attempt %d/%d", url, e, attempt + 1, policy.attempts)
             continue
+        if r.status_code in (405, 501) or (r.status_code == 403 and r.history):
+            # HEAD refused, or redirected to a URL signed for GET only (an S3 presigned URL
+            # answers HEAD with 403): ask with a one-byte GET, which decides for real.
+            return _probe_with_get(url, session, policy)
         if r.status_code in NOT_FOUND_STATUSES:
             _raise_not_found(url, r)
-        if r.status_code in (405, 501):
-            return _probe_with_get(url, session, policy)
         if r.status_code in RETRY_STATUSES:
             last = DownloadError(f"HEAD {url} answered HTTP {r.status_code}")
             last.retry_after = parse_retry_after(r.headers.get("Retry-After"))

@@ -65,6 +65,7 @@ class Resource:
     head_status: int = None          # answer HEAD with this status (405: HEAD not allowed)
     replace_after_head: bytes = None  # new content (and ETag) right after the first HEAD
     headers: dict = field(default_factory=dict)  # extra response headers
+    redirect_to: str = None          # answer every request with 302 to this path
     last_modified: float = field(default_factory=time.time)
 
     def __post_init__(self):
@@ -155,6 +156,13 @@ class _Handler(BaseHTTPRequestHandler):
         res = srv.resources.get(path)
         if res is None:
             return self._error(record, 404, head)
+        if res.redirect_to is not None:
+            self.send_response(302)
+            self.send_header("Location", res.redirect_to)
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+            record.status = 302
+            return
         if res.status is not None:
             return self._error(record, res.status, head)
         if res.take_failure():

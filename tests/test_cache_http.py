@@ -364,3 +364,17 @@ def test_checksum_without_its_library_is_not_claimed_verified(http_server, cache
                           timeout=60, env=dict(os.environ, BERTCONVERT_CACHE=str(cache_env)))
     assert proc.returncode == 0, proc.stderr
     assert json.loads(proc.stdout) == []
+
+
+def test_redirect_to_a_get_only_signed_url_is_followed(http_server):
+    """Mirrors often redirect to presigned S3 URLs, which are signed for GET: HEAD gets 403."""
+    http_server.add("/signed/w.bin", DATA, head_status=403)
+    http_server.add("/mirror/w.bin", redirect_to="/signed/w.bin")
+    path = cached_path(http_server.url("/mirror/w.bin"), progress=False)
+    assert _read(path) == DATA
+    assert json.load(open(path + ".json"))["verified"] == ["md5"]
+    http_server.add("/gone", status=403)  # a real 403 (no redirect) is still final
+    http_server.add("/mirror/gone", redirect_to="/gone")
+    for url in ("/gone", "/mirror/gone"):
+        with pytest.raises(RemoteNotFoundError):
+            cached_path(http_server.url(url), progress=False)
