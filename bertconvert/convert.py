@@ -363,7 +363,8 @@ def convert_checkpoint(checkpoint, out_dir, *, config=None, head="auto", num_lab
     ``source_hash``: which source files conversion.json gives a sha256 (see
     :data:`SOURCE_HASHES`): by default ("auto") all of them, except data shards that are
     mostly optimizer slots, which are never read; "full" hashes those too (for
-    BERT-large with Adam slots that triples the conversion time), "index" none.
+    BERT-large with Adam slots the conversion then takes about 3.5 times as long), "index"
+    none.
     ``opener(path, mode)`` creates output files (for tests or custom storage; by default the
     weights are written with :class:`~bertconvert.directio.DirectFile`, the rest with ``open``).
 
