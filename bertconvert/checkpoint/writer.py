@@ -104,7 +104,7 @@ def save_checkpoint(prefix, tensors, *, progress=False):
     total = sum(a.nbytes for _, _, a in ordered)
     bar = _progress_bar(total, prefix) if progress else contextlib.nullcontext()
     with atomic_write(index_path) as index_file:
-        with atomic_write(data_path) as data_file, bar as pbar:
+        with atomic_write(data_path, direct=True) as data_file, bar as pbar:
             items = [(b"", encode_header(num_shards=1))]
             offset = 0
             for key, name, array in ordered:
