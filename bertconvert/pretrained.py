@@ -38,7 +38,10 @@ PRETRAINED_MODEL_ARCHIVE_MAP = {n: f"{DEFAULT_BASE_URL}/{n}.tar.gz" for n in PRE
 PRETRAINED_VOCAB_ARCHIVE_MAP = {n: f"{DEFAULT_BASE_URL}/{n}-vocab.txt" for n in PRETRAINED_NAMES}
 
 CONFIG_NAMES = ("config.json", "bert_config.json")
-WEIGHTS_NAMES = ("model.safetensors", "pytorch_model.bin")
+#: What serialization.WEIGHTS_NAMES loads (sharded layouts by their index), repeated here so
+#: that resolving a model imports no torch; a test keeps the two equal.
+WEIGHTS_NAMES = ("model.safetensors", "model.safetensors.index.json",
+                 "pytorch_model.bin", "pytorch_model.bin.index.json")
 VOCAB_NAME = "vocab.txt"
 
 

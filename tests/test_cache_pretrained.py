@@ -98,12 +98,36 @@ def test_archive_without_a_model_is_a_weights_error(mirror):
         resolve_model_dir("bert-base-uncased")
 
 
-@pytest.mark.parametrize("layout", ["legacy-flat", "saved-subfolder"])
+def _sharded_archive(model):
+    """transformers' sharded layout: model.safetensors.index.json naming two shard files."""
+    from safetensors.torch import save
+
+    state = {k: v.contiguous() for k, v in model.state_dict().items()}
+    keys = sorted(state)
+    shards = {"model-00001-of-00002.safetensors": keys[:len(keys) // 2],
+              "model-00002-of-00002.safetensors": keys[len(keys) // 2:]}
+    files = {f"bert-tiny/{name}": save({k: state[k] for k in ks}) for name, ks in shards.items()}
+    index = {"metadata": {}, "weight_map": {k: name for name, ks in shards.items() for k in ks}}
+    files["bert-tiny/model.safetensors.index.json"] = json.dumps(index).encode()
+    files["bert-tiny/config.json"] = json.dumps(model.config.to_dict()).encode()
+    return _tar(files)
+
+
+def test_pretrained_and_serialization_agree_on_weight_file_names():
+    from bertconvert import pretrained, serialization
+
+    assert set(pretrained.WEIGHTS_NAMES) == set(serialization.WEIGHTS_NAMES)
+    assert set(pretrained.CONFIG_NAMES) == set(serialization.CONFIG_NAMES)
+
+
+@pytest.mark.parametrize("layout", ["legacy-flat", "saved-subfolder", "sharded"])
 def test_bert_model_from_pretrained_through_the_mirror(mirror, tmp_path, layout):
     from bertconvert import BertModel
 
     model = _tiny_model()
-    archive = _legacy_archive(model) if layout == "legacy-flat" else _saved_archive(model, tmp_path)
+    archive = {"legacy-flat": lambda: _legacy_archive(model),
+               "saved-subfolder": lambda: _saved_archive(model, tmp_path),
+               "sharded": lambda: _sharded_archive(model)}[layout]()
     mirror.add("/mirror/bert/bert-base-uncased.tar.gz", archive)
     loaded = BertModel.from_pretrained("bert-base-uncased")
     ids = torch.tensor([[2, 5, 6, 3]])
