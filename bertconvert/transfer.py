@@ -65,6 +65,7 @@ class RemoteInfo:
     expected: list = field(default_factory=list)
     version_id: str = None
     accept_ranges: bool = False
+    encrypted: bool = False  # SSE-KMS / SSE-C: the ETag is no MD5 of the content
 
     @property
     def strong_etag(self):
@@ -148,7 +149,46 @@ def _crc64nvme():
     return _Crc64Nvme(crc64nvme)
 
 
+#: ``md5-parts:<part size>``: the S3 multipart ETag, MD5 of the parts' MD5s plus "-<parts>".
+MULTIPART_MD5_PREFIX = "md5-parts:"
+
+
+class _PartsMd5:
+    """Recomputes an S3 multipart ETag from the bytes: the MD5 of each ``part_size`` piece,
+    then the MD5 of those digests, then ``-<number of parts>``."""
+
+    name = "md5-parts"
+
+    def __init__(self, part_size):
+        self._part, self._in_part = part_size, 0
+        self._md5, self._digests = hashlib.md5(), []
+
+    def update(self, data):
+        view = memoryview(data).cast("B")
+        while len(view):
+            take = min(len(view), self._part - self._in_part)
+            self._md5.update(view[:take])
+            self._in_part += take
+            view = view[take:]
+            if self._in_part == self._part:
+                self._digests.append(self._md5.digest())
+                self._md5, self._in_part = hashlib.md5(), 0
+
+    def hexdigest(self):
+        digests = self._digests + ([self._md5.digest()] if self._in_part else [])
+        return f"{hashlib.md5(b''.join(digests)).hexdigest()}-{len(digests)}"
+
+
+def multipart_md5_expectation(etag, part_size, source):
+    """The :class:`Expected` an S3 multipart ETag gives once its part size is known."""
+    value = etag.strip().strip('"').lower()
+    return Expected(f"{MULTIPART_MD5_PREFIX}{part_size}", value, source)
+
+
 def _new_hash(algorithm):
+    if algorithm.startswith(MULTIPART_MD5_PREFIX):
+        size = algorithm[len(MULTIPART_MD5_PREFIX):]
+        return _PartsMd5(int(size)) if size.isdigit() and int(size) > 0 else None
     if algorithm in ("sha256", "md5", "sha1"):
         return hashlib.new(algorithm)
     if algorithm == "crc32":
@@ -367,6 +407,10 @@ class HttpTransport:
         from .transfer_http import head
         return head(url, self.session, self.policy)
 
+    def download_checks(self, info):
+        """Checks worth extra requests only when downloading: none over plain HTTP."""
+        return []
+
     def fetch(self, url, info, f, hasher, progress, desc):
         from .transfer_http import fetch
         return fetch(url, info, f, hasher, self.session, self.policy, progress=progress, desc=desc)
@@ -401,6 +445,11 @@ class S3Transport:
 
     def close(self):
         pass
+
+    def download_checks(self, info):
+        """Checks worth extra requests only when downloading: the multipart ETag."""
+        from .transfer_s3 import multipart_check
+        return multipart_check(info, self.client)
 
 
 def transport_for(url, proxies=None):

@@ -15,7 +15,7 @@ from urllib.parse import urlparse
 from .errors import (CacheError, DownloadError, MissingDependencyError, RemoteChangedError,
                      RemoteNotFoundError, UnsupportedURLError)
 from .transfer import (CHUNK_SIZE, Expected, RemoteInfo, b64_to_hex, hash_file, is_multipart_etag,
-                       md5_from_etag, progress_bar)
+                       md5_from_etag, multipart_md5_expectation, progress_bar)
 
 log = logging.getLogger(__name__)
 
@@ -135,10 +135,40 @@ def head(url, client):
         info.expected.append(Expected("sha256", sha.strip().lower(),
                                       "the object's sha256 metadata"))
     encrypted = meta.get("ServerSideEncryption") == "aws:kms" or bool(meta.get("SSECustomerAlgorithm"))
+    info.encrypted = encrypted
     md5 = md5_from_etag(etag, encrypted=encrypted)
     if md5:
         info.expected.append(Expected("md5", md5, "the S3 ETag (single-part MD5)"))
     return info
+
+
+def multipart_check(info, client):
+    """``[Expected]`` for a multipart ETag, when the object offers nothing better.
+
+    The ETag is the MD5 of the parts' MD5s, so it can be recomputed once the part size is
+    known: HeadObject with PartNumber=1 gives it, PartNumber=<last> confirms that the parts
+    are equal (what every SDK uploads); otherwise, or for SSE-KMS/SSE-C objects (whose
+    ETags are no MD5s), or when the store cannot answer, nothing is added. Two HEADs, made
+    only before a download, never on a cache hit.
+    """
+    etag = info.etag or ""
+    if not is_multipart_etag(etag) or info.encrypted or info.size is None:
+        return []
+    parts = int(etag.strip().strip('"').rsplit("-", 1)[1])
+    bucket, key = split_s3_url(info.url)
+    extra = {"VersionId": info.version_id} if info.version_id else {}
+    try:
+        first = client.head_object(Bucket=bucket, Key=key, PartNumber=1, **extra)["ContentLength"]
+        last = first if parts == 1 else \
+            client.head_object(Bucket=bucket, Key=key, PartNumber=parts, **extra)["ContentLength"]
+    except _errors() as e:
+        log.debug("%s: part sizes unavailable (%s); its multipart ETag is not checked", info.url, e)
+        return []
+    if not (0 < last <= first and (parts - 1) * first + last == info.size):
+        log.info("%s: parts of unequal size; its multipart ETag cannot be checked", info.url)
+        return []
+    return [multipart_md5_expectation(
+        etag, first, f"the S3 multipart ETag ({parts} parts of {first} bytes)")]
 
 
 class _InOrderSink:

@@ -172,3 +172,40 @@ def test_s3_checksums_are_verified_for_single_and_multipart_objects(s3_env, cach
     # Multipart CRC32C/SHA256 are checksums of part checksums unless S3 marks them
     # FULL_OBJECT; CRC64NVME is always a full-object checksum.
     assert ("crc64nvme" in verified) == (algo == "CRC64NVME")
+
+
+def test_multipart_etag_is_recomputed_when_nothing_better_is_offered(s3_env, cache_env):
+    """A multipart object with no full-object checksum (uploaded before S3 added CRC64NVME,
+    or by a client that sent none): its ETag, the MD5 of the parts' MD5s, is checked."""
+    import io
+
+    from boto3.s3.transfer import TransferConfig
+
+    client = s3_env.client()
+    big = os.urandom((12 << 20) + 12345)
+    client.upload_fileobj(io.BytesIO(big), s3_env.bucket, "old.bin",
+                          Config=TransferConfig(multipart_threshold=5 << 20, multipart_chunksize=5 << 20))
+    head = client.head_object(Bucket=s3_env.bucket, Key="old.bin", ChecksumMode="ENABLED")
+    assert head["ETag"].endswith('-3"') and "ChecksumCRC64NVME" not in head
+    path = cached_path(s3_env.url("old.bin"), progress=False)
+    with open(path, "rb") as f:
+        assert f.read() == big
+    assert json.load(open(path + ".json"))["verified"] == [f"md5-parts:{5 << 20}"]
+
+
+def test_parts_md5_matches_s3_and_catches_a_flipped_byte():
+    from bertconvert.transfer import StreamHasher, multipart_md5_expectation
+
+    data = os.urandom(3 * 1000 + 17)
+    parts = [data[i:i + 1000] for i in range(0, len(data), 1000)]
+    etag = '"%s-%d"' % (hashlib.md5(b"".join(hashlib.md5(p).digest() for p in parts)).hexdigest(),
+                        len(parts))
+    exp = multipart_md5_expectation(etag, 1000, "test")
+    for split in (1, 999, 1000, 1001, len(data)):  # blocks crossing part boundaries anyhow
+        hasher = StreamHasher([exp.algorithm])
+        hasher.update(data[:split])
+        hasher.update(data[split:])
+        assert hasher.hexdigests()[exp.algorithm] == exp.hexdigest
+    bad = StreamHasher([exp.algorithm])
+    bad.update(data[:500] + bytes([data[500] ^ 1]) + data[501:])
+    assert bad.hexdigests()[exp.algorithm] != exp.hexdigest
