@@ -182,22 +182,20 @@ def newest_cached_entry(url, cache_dir=None, sha256=None):
 
 
 # --- the download itself -----------------------------------------------------------------------
-def _open_partial(tmp, adopted, transport):
-    """The temp file a download writes: a DirectFile for in-order bodies (HTTP), past the
-    page cache so the commit's fsync is cheap; an ordinary file for S3's parallel parts."""
-    if getattr(transport, "sequential", False):
-        from .directio import DirectFile
+def _open_partial(tmp, adopted):
+    """The temp file a download writes. Both transports deliver the body in order, so it is
+    a DirectFile: past the page cache (the commit's fsync is cheap), always a prefix of the
+    object (resumable)."""
+    from .directio import DirectFile
 
-        return DirectFile(tmp, "a" if adopted else "x")
-    return open(tmp, "r+b" if adopted else "x+b")
+    return DirectFile(tmp, "a" if adopted else "x")
 
 
 def _close_partial(f, keep):
     """Close an uncommitted temp file: what it holds is written out when it will be resumed,
     discarded otherwise; a write error here must not hide the error being raised."""
-    abort = getattr(f, "abort", None)
-    if abort is not None and not keep:
-        abort()
+    if not keep:
+        f.abort()
         return
     try:
         f.close()
@@ -234,7 +232,7 @@ def _download(url, info, data_path, transport, sha256, progress):
         if adopted:  # the kept prefix counts towards every checksum
             with open(tmp, "rb") as prefix:
                 hasher.feed_file(prefix, adopted)
-        f = _open_partial(tmp, adopted, transport)
+        f = _open_partial(tmp, adopted)
     except OSError as e:
         hasher.hexdigests()
         _release_partial(tmp)

@@ -388,8 +388,6 @@ class HttpTransport:
     """http(s):// for the cache: HEAD + resumable GET over one requests Session."""
 
     resumable = True
-    #: The body arrives in order: the cache writes it with a DirectFile.
-    sequential = True
 
     def __init__(self, proxies):
         self.proxies = proxies
@@ -425,8 +423,6 @@ class S3Transport:
     partial is a prefix); resumed with a ranged GetObject."""
 
     resumable = True
-    #: s3transfer writes the parts in order to a non-seekable sink: the cache uses a DirectFile.
-    sequential = True
 
     def __init__(self, proxies):
         from .transfer_s3 import make_client

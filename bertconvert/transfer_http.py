@@ -276,25 +276,19 @@ def _range_matches(headers, offset):
 
 
 def _stream_body(r, f, hasher, bar, offset):
-    """Append the body to ``f`` and the hasher. A :class:`~bertconvert.directio.DirectFile`
-    stages the bytes and gets them on disk by itself (within a fraction of a second when
-    the body stalls); any other file is flushed after every block, so that a killed process
-    leaves everything it received for the next attempt to resume from."""
-    from .directio import DirectFile
-
+    """Append the body to ``f`` (a :class:`~bertconvert.directio.DirectFile`, which gets bytes
+    on disk within a fraction of a second when the body stalls, so a killed process leaves
+    them for the next attempt) and to the hasher."""
     encoded = r.headers.get("Content-Encoding", "identity") not in ("identity", "")
     raw = r.raw
     # read1 returns what one socket read gave (up to CHUNK_SIZE): big blocks, few Python
     # iterations, and a stall loses nothing already received (read(n) would discard it).
     read = getattr(raw, "read1", None) or raw.read
-    flush_each = not isinstance(f, DirectFile)
     while True:
         block = read(CHUNK_SIZE, decode_content=encoded)
         if not block:
             break
         f.write(block)
-        if flush_each:
-            f.flush()
         hasher.update(block)
         offset += len(block)
         bar.update(len(block))
