@@ -46,6 +46,7 @@ class Golden:
     inputs: VerifyInputs
     outputs: collections.OrderedDict
     meta: dict
+    path: str = None
 
 
 def index_sha256(prefix):
@@ -112,11 +113,25 @@ def load_golden(path):
     inputs = VerifyInputs(*(arrays[f"input/{k}"].astype(np.int64) for k in _INPUT_KEYS),
                           source=f"golden file {path}", examples=meta.get("examples", []))
     outputs = collections.OrderedDict((s, arrays[f"output/{s}"]) for s in meta["stages"])
-    return Golden(inputs, outputs, meta)
+    return Golden(inputs, outputs, meta, path)
 
 
 def check_golden_matches(golden, checkpoint, head):
-    """Notes (not errors) on how the golden file relates to this run's checkpoint and head."""
+    """Notes on how the golden file relates to this run's checkpoint; VerificationError when
+    it was recorded for another head.
+
+    A checkpoint written elsewhere may legitimately differ (notes), but another head's golden
+    file can never pass: its inputs may have another shape (multiple choice) and its head
+    outputs are other tensors (token vs sequence logits), so the run would end in a crash or
+    a mismatch that says nothing about the conversion. The classifier layouts cannot be told
+    apart from the checkpoint alone, which makes this an easy mistake to make.
+    """
+    recorded_head = golden.meta.get("head")
+    if recorded_head is not None and recorded_head != head:
+        raise VerificationError(
+            f"golden file {golden.path} holds outputs of the {recorded_head} head but the model "
+            f"is {head}; record it again with --head {head} (or verify with --head "
+            f"{recorded_head} against a model of that head)")
     notes = []
     recorded = golden.meta.get("checkpoint_index_sha256")
     prefix = None
@@ -130,7 +145,4 @@ def check_golden_matches(golden, checkpoint, head):
         notes.append(f"WARNING: {prefix}.index differs from the checkpoint the golden file was "
                      f"recorded from ({golden.meta.get('checkpoint')}); record it again")
         log.warning("%s", notes[-1])
-    if golden.meta.get("head") != head:
-        notes.append(f"golden file was recorded for head {golden.meta.get('head')}, the model "
-                     f"is {head}")
     return notes
