@@ -17,7 +17,7 @@ import re
 
 from .errors import (DownloadError, MissingDependencyError, RemoteChangedError,
                      RemoteNotFoundError)
-from .transfer import (CHUNK_SIZE, Expected, RemoteInfo, b64_to_hex, is_multipart_etag,
+from .transfer import (CHUNK_SIZE, BufferPool, Expected, RemoteInfo, b64_to_hex, is_multipart_etag,
                        md5_from_etag, parse_retry_after, progress_bar)
 
 log = logging.getLogger(__name__)
@@ -275,11 +275,40 @@ def _range_matches(headers, offset):
     return bool(m) and int(m.group(1)) == offset
 
 
+#: Block size of the zero-allocation receive path, and how many blocks may be in flight
+#: (the hashing workers' queues hold 4 each; one more is hashed, one received).
+RECEIVE_BLOCK = 1 << 20
+RECEIVE_BUFFERS = 16
+
+
+def _socket_reader(r):
+    """``(http.client response, its buffered socket reader)`` when the body can be read
+    straight from the socket, else None.
+
+    That needs a plain length-delimited body (no chunking, no content coding) and the usual
+    stack: urllib3 (1.26 and 2.x alike) keeps the http.client response in ``_fp``, which
+    reads from a BufferedReader ``fp``. Anything else is read through urllib3.
+    """
+    import http.client
+
+    response = getattr(r.raw, "_fp", None)
+    if not isinstance(response, http.client.HTTPResponse) or response.isclosed():
+        return None
+    reader = getattr(response, "fp", None)
+    if response.chunked or not isinstance(response.length, int) or \
+            not hasattr(reader, "readinto1"):
+        return None
+    return response, reader
+
+
 def _stream_body(r, f, hasher, bar, offset):
     """Append the body to ``f`` (a :class:`~bertconvert.directio.DirectFile`, which gets bytes
     on disk within a fraction of a second when the body stalls, so a killed process leaves
     them for the next attempt) and to the hasher."""
     encoded = r.headers.get("Content-Encoding", "identity") not in ("identity", "")
+    direct = None if encoded else _socket_reader(r)
+    if direct is not None:
+        return _stream_into_buffers(*direct, f, hasher, bar, offset)
     raw = r.raw
     # read1 returns what one socket read gave (up to CHUNK_SIZE): big blocks, few Python
     # iterations, and a stall loses nothing already received (read(n) would discard it).
@@ -292,4 +321,39 @@ def _stream_body(r, f, hasher, bar, offset):
         hasher.update(block)
         offset += len(block)
         bar.update(len(block))
+    return offset
+
+
+def _stream_into_buffers(response, reader, f, hasher, bar, offset):
+    """The body from the socket into reused buffers, with no allocation per block (so no
+    page faults): 0.1-0.2 s less per 440 MB here than receiving into fresh ``bytes``.
+
+    ``readinto1`` returns what one socket read gave, written to ``f`` at once, so a stall
+    loses nothing already received. Each block goes to the hasher once full (or when the
+    body ends or fails: the hasher must have seen exactly what ``f`` holds); the hashing
+    workers hand the buffer back.
+    """
+    pool = BufferPool(RECEIVE_BUFFERS, RECEIVE_BLOCK)
+    left = response.length
+    while left:
+        buf = pool.get()
+        view, filled = memoryview(buf), 0
+        try:
+            while filled < len(buf) and left:
+                n = reader.readinto1(view[filled:filled + min(len(buf) - filled, left)])
+                if not n:  # the body ended early: the caller sees the short size and resumes
+                    left = 0
+                    break
+                f.write(view[filled:filled + n])
+                filled += n
+                left -= n
+                bar.update(n)
+        finally:
+            response.length = left  # http.client's own count, for whoever reads on
+            if filled:
+                # Read-only: some CRC libraries refuse writable buffers.
+                hasher.update(view[:filled].toreadonly(), release=lambda buf=buf: pool.put(buf))
+            else:
+                pool.put(buf)
+            offset += filled
     return offset

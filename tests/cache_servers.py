@@ -66,6 +66,7 @@ class Resource:
     replace_after_head: bytes = None  # new content (and ETag) right after the first HEAD
     headers: dict = field(default_factory=dict)  # extra response headers
     redirect_to: str = None          # answer every request with 302 to this path
+    chunked: bool = False            # GET bodies with Transfer-Encoding: chunked, no length
     last_modified: float = field(default_factory=time.time)
 
     def __post_init__(self):
@@ -188,7 +189,11 @@ class _Handler(BaseHTTPRequestHandler):
         self.send_response(status)
         record.status = status
         self.send_header("Content-Type", "application/octet-stream")
-        self.send_header("Content-Length", str(length))
+        chunked = res.chunked and not head
+        if chunked:
+            self.send_header("Transfer-Encoding", "chunked")
+        else:
+            self.send_header("Content-Length", str(length))
         self.send_header("Accept-Ranges", "bytes")
         self.send_header("Last-Modified", formatdate(res.last_modified, usegmt=True))
         if res.etag_header:
@@ -207,7 +212,9 @@ class _Handler(BaseHTTPRequestHandler):
         drop = res.take_drop()
         limit = length if drop is None else min(length, max(0, drop - start))
         try:
-            record.body_bytes = self._send_body(res, start, limit)
+            record.body_bytes = self._send_body(res, start, limit, chunked)
+            if chunked and limit == length:
+                self.wfile.write(b"0\r\n\r\n")
         except (BrokenPipeError, ConnectionResetError):
             self.close_connection = True
             return
@@ -218,11 +225,11 @@ class _Handler(BaseHTTPRequestHandler):
             except OSError:
                 pass
 
-    def _send_body(self, res, start, count):
+    def _send_body(self, res, start, count, chunked=False):
         sent = 0
         # Only a GET that starts before the stall point and crosses it stalls.
         stalled = res.stall_after is None or start >= res.stall_after
-        if res.file and not res.delay and res.stall_after is None:
+        if res.file and not res.delay and res.stall_after is None and not chunked:
             with open(res.file, "rb") as f:
                 while sent < count:
                     n = os.sendfile(self.connection.fileno(), f.fileno(), start + sent, count - sent)
@@ -249,7 +256,10 @@ class _Handler(BaseHTTPRequestHandler):
                     piece = f.read(n)
                 else:
                     piece = view[start + sent:start + sent + n]
-                self.wfile.write(piece)
+                if chunked:
+                    self.wfile.write(b"%x\r\n" % len(piece) + bytes(piece) + b"\r\n")
+                else:
+                    self.wfile.write(piece)
                 sent += n
         finally:
             if f is not None:

@@ -393,3 +393,66 @@ def test_checksum_implementations_match_the_catalogue_check_values():
     hasher.update(b"1234")
     hasher.update(b"56789")
     assert hasher.hexdigests() == expected
+
+
+# --- how bodies are received and hashed ----------------------------------------------------------
+def test_plain_bodies_are_read_straight_from_the_socket(http_server):
+    """The zero-allocation receive path relies on the http.client response that urllib3 keeps
+    privately; if a requests/urllib3 release moves it, downloads fall back to urllib3's reads
+    (still correct, ~0.2 s slower per 440 MB). This notices that move."""
+    from bertconvert.transfer_http import _socket_reader, make_session
+
+    http_server.add("/plain.bin", b"x" * 5000)
+    http_server.add("/chunked.bin", b"x" * 5000, chunked=True)
+    session = make_session()
+    with session.get(http_server.url("/plain.bin"), stream=True) as r:
+        assert _socket_reader(r) is not None
+    with session.get(http_server.url("/chunked.bin"), stream=True) as r:
+        assert r.headers["Transfer-Encoding"] == "chunked"
+        assert _socket_reader(r) is None
+
+
+@pytest.mark.parametrize("chunked", [False, True])
+def test_dropped_body_is_resumed_on_either_receive_path(http_server, chunked):
+    data = os.urandom(3 * 1024 * 1024 + 17)  # over several receive blocks, not a multiple
+    http_server.add("/drop.bin", data, chunk=200_000, drop_after=1_500_001, chunked=chunked)
+    path = cached_path(http_server.url("/drop.bin"), progress=False)
+    assert _read(path) == data
+    meta = json.loads(_read(path + ".json"))
+    assert meta["sha256"] == _sha(data) and meta["verified"] == ["md5"]
+    gets = http_server.log("GET")
+    assert len(gets) == 2 and gets[1].headers["range"].startswith("bytes=")
+
+
+@pytest.mark.parametrize("workers", [0, 1, 2, 8])
+def test_stream_hasher_gives_the_costliest_hashes_the_workers(workers):
+    import threading
+    import zlib
+
+    from bertconvert.transfer import StreamHasher
+
+    data = [os.urandom(n) for n in (1, 70_000, 3, 1 << 20)]
+    algorithms = ["sha256", "crc32", "md5", "sha1"]
+    buffers = [bytearray(block) for block in data]
+    released = []
+
+    def release(i):
+        # Scribble over the buffer, as a reused receive buffer would be: a release that came
+        # before some algorithm had hashed it would show in that algorithm's digest.
+        buffers[i][:] = bytes(len(buffers[i]))
+        released.append(i)
+
+    hasher = StreamHasher(algorithms, workers=workers)
+    running = {t.name for t in threading.enumerate()}
+    for i, buf in enumerate(buffers):
+        hasher.update(memoryview(buf).toreadonly(), release=lambda i=i: release(i))
+    digests = hasher.hexdigests()
+    for name in ("sha256", "md5", "sha1"):
+        assert digests[name] == hashlib.new(name, b"".join(data)).hexdigest()
+    assert digests["crc32"] == f"{zlib.crc32(b''.join(data)):08x}"
+    # Costliest first: md5, then sha256/sha1; crc32 last.
+    threaded = {a for a in algorithms if f"bertconvert-{a}" in running}
+    assert threaded == set(["md5", "sha256", "sha1", "crc32"][:workers]) if workers != 2 \
+        else threaded in ({"md5", "sha256"}, {"md5", "sha1"})
+    # Each buffer is released exactly once.
+    assert sorted(released) == [0, 1, 2, 3]
