@@ -70,8 +70,21 @@ def archive_kind(path):
     try:
         tarfile.TarInfo.frombuf(first, tarfile.ENCODING, "surrogateescape")
     except tarfile.HeaderError:
-        return None  # it decompresses to something else (e.g. a single .gz file)
+        # Something else compressed (a lone .gz file), or damage that the stream's own check
+        # reveals only later: bz2 hands out a block's bytes before checking the block's CRC.
+        return "tar" if _stream_is_damaged(opener, path) else None
     return "tar"  # starts like a tar, damaged further on
+
+
+def _stream_is_damaged(opener, path):
+    """True when decompressing all of ``path`` fails (bad data, CRC, truncation)."""
+    try:
+        with opener(path, "rb") as f:
+            while f.read(1 << 20):
+                pass
+    except (OSError, EOFError, zlib.error, lzma.LZMAError):
+        return True
+    return False
 
 
 def _split_name(name, archive):

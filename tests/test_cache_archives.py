@@ -183,7 +183,7 @@ def _damaged(data, how):
     return bytes(data)
 
 
-@pytest.mark.parametrize("kind", ["w:gz", "w:xz", "zip"])
+@pytest.mark.parametrize("kind", ["w:gz", "w:bz2", "w:xz", "zip"])
 @pytest.mark.parametrize("how", ["flipped byte", "flipped crc", "truncated"])
 def test_damaged_archive_is_refused_and_nothing_is_extracted(tmp_path, kind, how):
     big = {"m/pytorch_model.bin": os.urandom(300_000)}
@@ -213,13 +213,18 @@ def test_damaged_tar_gz_from_a_server_is_not_extracted(http_server, cache_env):
         assert f.read() == _damaged(data, "flipped byte")
 
 
-def test_a_single_gzip_file_is_not_an_archive(tmp_path):
+@pytest.mark.parametrize("suffix", ["gz", "bz2", "xz"])
+def test_a_single_compressed_file_is_not_an_archive(tmp_path, suffix):
+    import bz2
     import gzip
+    import lzma
 
-    (tmp_path / "w.gz").write_bytes(gzip.compress(b"weights" * 1000))
+    compress = {"gz": gzip.compress, "bz2": bz2.compress, "xz": lzma.compress}[suffix]
+    path = tmp_path / f"w.{suffix}"
+    path.write_bytes(compress(b"weights" * 1000))
     with pytest.raises(NotAnArchiveError):
-        extract_archive(tmp_path / "w.gz", tmp_path / "x")
-    assert archive_kind(tmp_path / "w.gz") is None
+        extract_archive(path, tmp_path / "x")
+    assert archive_kind(path) is None
 
 
 def test_full_disk_while_extracting_is_cache_write_error(tmp_path):
