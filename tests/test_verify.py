@@ -437,6 +437,46 @@ def _run_without_tf(code):
                           cwd=ROOT, timeout=240)
 
 
+def test_tensorflow_import_notices_are_filtered_and_other_stderr_kept():
+    """TF 2.16+ prints its oneDNN/absl notices on fd 2 at import, ignoring
+    TF_CPP_MIN_LOG_LEVEL; they are dropped, while anything else written meanwhile (a
+    progress bar, a real warning) is written back."""
+    code = textwrap.dedent("""
+        import os, sys
+        from bertconvert.tf_reference import _import_notices_filtered
+        with _import_notices_filtered():
+            os.write(2, b"WARNING: All log messages before absl::InitializeLog() is called are "
+                        b"written to STDERR\\n")
+            os.write(2, b"I0000 port.cc:153] oneDNN custom operations are on. You may see\\n")
+            os.write(2, b"a real warning\\n")
+            sys.stderr.write("progress 50%\\n")
+        sys.stderr.write("after\\n")
+    """)
+    env = dict(os.environ)
+    env.pop("TF_CPP_MIN_LOG_LEVEL", None)
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT,
+                          env=env, timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stderr == "a real warning\nprogress 50%\nafter\n"
+    env["TF_CPP_MIN_LOG_LEVEL"] = "0"  # the user asked for every TF log line
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT,
+                          env=env, timeout=60)
+    assert "oneDNN" in proc.stderr and "a real warning" in proc.stderr
+
+
+@pytest.mark.tf
+@pytest.mark.slow
+def test_importing_tensorflow_for_verify_prints_no_notices(tf):
+    env = dict(os.environ)
+    env.pop("TF_CPP_MIN_LOG_LEVEL", None)
+    proc = subprocess.run(
+        [sys.executable, "-c", "from bertconvert.tf_reference import import_tensorflow as i; "
+                               "i().constant(1.0)"],
+        capture_output=True, text=True, cwd=ROOT, env=env, timeout=240)
+    assert proc.returncode == 0, proc.stderr
+    assert "oneDNN" not in proc.stderr and "absl::InitializeLog" not in proc.stderr, proc.stderr
+
+
 @pytest.mark.slow
 def test_missing_tensorflow_gives_install_hint(converted):
     proc = _run_without_tf(f"""
