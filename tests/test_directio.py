@@ -188,3 +188,22 @@ def test_write_error_is_raised_not_lost(tmp_path, mode):
     assert proc.stdout.strip() == "errno True True"
     assert os.path.getsize(tmp_path / "f") <= 64 << 10
 
+
+
+def test_write_refused_by_the_filesystem_falls_back_to_the_page_cache(tmp_path, monkeypatch):
+    """Some filesystems accept O_DIRECT at open and refuse it at write time (EINVAL). Here the
+    kernel really refuses: with ALIGN lowered to 256 the first direct write is 256-aligned
+    but not a multiple of the disk's logical block size (512 or 4096)."""
+    import bertconvert.directio as directio
+
+    monkeypatch.setattr(directio, "ALIGN", 256)
+    data = os.urandom(3 * 4352 + 100)
+    path = tmp_path / "refused.bin"
+    f = DirectFile(path, "x", buffer_bytes=4352, idle_flush=0)
+    if not f.direct:
+        f.abort()
+        pytest.skip("this filesystem takes no O_DIRECT at all")
+    f.write(data)
+    f.close(fsync=True)
+    assert not f.direct  # switched to the page cache after the refusal
+    assert path.read_bytes() == data
