@@ -351,14 +351,15 @@ class StreamHasher:
             if release is not None:
                 release()
             return
-        pending = _Pending(len(self._queues), release) if release is not None and \
-            self._queues else None
+        # The caller counts as one more user: a worker may finish before the inline hashes
+        # have even started.
+        pending = _Pending(len(self._queues) + 1, release) if release is not None else None
         for q in self._queues:
             q.put((data, pending))
         for h in self._inline:
             h.update(data)
-        if release is not None and pending is None:
-            release()
+        if pending is not None:
+            pending.done()
 
     def _finish(self):
         for q in self._queues:
