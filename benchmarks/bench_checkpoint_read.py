@@ -134,9 +134,14 @@ def main():
         ]
         if not args.no_tf:
             try:
-                os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+                from bertconvert.errors import MissingDependencyError
+                from bertconvert.tf_reference import import_tensorflow
+
                 start = time.perf_counter()
-                import tensorflow as tf
+                try:
+                    tf = import_tensorflow()  # without its oneDNN/absl notices
+                except MissingDependencyError as e:
+                    raise ImportError(str(e)) from e
                 print(f"(importing TensorFlow took {time.perf_counter() - start:.2f} s, "
                       "not counted below)")
 

@@ -37,9 +37,12 @@ def load_lines(limit):
 
 
 def google_tokenizer(vocab, lower):
+    from bertconvert.errors import MissingDependencyError
+    from bertconvert.tf_reference import import_tensorflow
+
     try:
-        import tensorflow as tf
-    except ImportError:
+        tf = import_tensorflow()  # without its oneDNN/absl notices
+    except MissingDependencyError:
         return None
     if not hasattr(tf, "gfile"):
         tf.gfile = tf.io.gfile
