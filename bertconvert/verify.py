@@ -63,7 +63,7 @@ import sys
 import time
 import types
 
-from .errors import VerificationError
+from .errors import HeadError, VerificationError
 from . import verify_golden
 from .verify_report import ParityReport, StageResult, compare_all, compare_stage  # noqa: F401
 from .verify_torch import check_device, load_torch_model, run_torch
@@ -173,6 +173,7 @@ def verify(checkpoint, model_dir=None, *, head=None, num_labels=None, device="cp
     phases = _Phases(4 if reference is not None else 5 + (record is not None), progress)
     total_start = time.perf_counter()
     notes = []
+    from_golden = False
     try:
         golden = phases.run("load golden", verify_golden.load_golden, reference) \
             if reference is not None else None
@@ -183,11 +184,22 @@ def verify(checkpoint, model_dir=None, *, head=None, num_labels=None, device="cp
                     f"golden file {reference} holds {recorded} reference outputs, but --dtype "
                     f"{dtype} needs {_reference_dtype(dtype)} ones; record it again with "
                     f"--dtype {dtype}")
-            if head is None and model_dir is None:
+            from_golden = head is None and model_dir is None
+            if from_golden:
                 head = golden.meta.get("head")
                 num_labels = golden.meta.get("num_labels", num_labels)
-        loaded = phases.run("load pytorch", load_torch_model, checkpoint, model_dir, head,
-                            num_labels, dtype, progress)
+        try:
+            loaded = phases.run("load pytorch", load_torch_model, checkpoint, model_dir, head,
+                                num_labels, dtype, progress)
+        except HeadError as e:
+            if not from_golden:
+                raise
+            # The head and label count came from the golden file, not from the user: say so.
+            raise VerificationError(
+                f"golden file {reference} was recorded for a {head} head with "
+                f"{num_labels} labels, which {checkpoint} does not hold ({e}); it was recorded "
+                f"from {golden.meta.get('checkpoint')}: verify against a golden file recorded "
+                "from this checkpoint") from e
         notes += loaded.notes
         head = loaded.head
         if golden is not None:

@@ -529,6 +529,22 @@ def test_golden_round_trip_without_tensorflow(tf, converted, tmp_path):
                reference=golden, progress=False)
 
 
+def test_golden_file_of_another_checkpoint_is_a_clear_error(tmp_path):
+    """Without a model directory the head and label count come from the golden file; one
+    recorded from another checkpoint must say so, not blame a --num-labels never passed."""
+    from bertconvert.verify_golden import save_golden
+    from bertconvert.verify_inputs import VerifyInputs
+
+    ids = np.ones((2, 4), dtype=np.int64)
+    golden = save_golden(tmp_path / "tok.npz", VerifyInputs(ids, ids * 0, ids, source="test"),
+                         {"embeddings": np.zeros((2, 4, 32), np.float32)},
+                         checkpoint="elsewhere/bert_model.ckpt", head="token-classification",
+                         num_labels=5)
+    with pytest.raises(VerificationError, match="recorded for a token-classification head with 5 "
+                       "labels, which .* does not hold .* recorded from elsewhere/bert_model"):
+        verify(ckpt("sequence-classification"), None, reference=golden, progress=False)
+
+
 def test_golden_file_errors(tmp_path):
     from bertconvert.verify_golden import load_golden
     with pytest.raises(VerificationError, match="does not exist"):
