@@ -17,8 +17,8 @@ import re
 
 from .errors import (DownloadError, MissingDependencyError, RemoteChangedError,
                      RemoteNotFoundError)
-from .transfer import (CHUNK_SIZE, BufferPool, Expected, RemoteInfo, b64_to_hex, is_multipart_etag,
-                       md5_from_etag, parse_retry_after, progress_bar)
+from .transfer import (CHUNK_SIZE, BufferPool, Expected, RemoteInfo, b64_to_hex,
+                       is_multipart_etag, md5_from_etag, parse_retry_after, progress_bar)
 
 log = logging.getLogger(__name__)
 
