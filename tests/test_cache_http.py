@@ -454,7 +454,9 @@ def test_stream_hasher_gives_the_costliest_hashes_the_workers(workers):
     assert digests["crc32"] == f"{zlib.crc32(b''.join(data)):08x}"
     # Costliest first: md5, then sha256/sha1; crc32 last.
     threaded = {a for a in algorithms if f"bertconvert-{a}" in running}
-    assert threaded == set(["md5", "sha256", "sha1", "crc32"][:workers]) if workers != 2 \
-        else threaded in ({"md5", "sha256"}, {"md5", "sha1"})
+    if workers == 2:  # sha256 and sha1 cost the same: either may take the second worker
+        assert threaded in ({"md5", "sha256"}, {"md5", "sha1"})
+    else:
+        assert threaded == set(["md5", "sha256", "sha1", "crc32"][:workers])
     # Each buffer is released exactly once.
     assert sorted(released) == list(range(len(data)))
