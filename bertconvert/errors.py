@@ -146,6 +146,11 @@ class NetworkUnavailableError(OfflineError, DownloadError):
     """The network failed (after retries) and no cached copy of the URL exists to fall back on."""
 
 
+class CertificateError(DownloadError):
+    """The server's TLS certificate failed verification (not retried: it will not pass on
+    the next try). A cached copy is still used, as for other network failures."""
+
+
 class RemoteChangedError(DownloadError):
     """The remote object changed (ETag or size) between the metadata request and the download."""
 

@@ -15,8 +15,8 @@ Proxies come from the environment (requests' ``trust_env``) or the ``proxies`` a
 import logging
 import re
 
-from .errors import (DownloadError, MissingDependencyError, RemoteChangedError,
-                     RemoteNotFoundError)
+from .errors import (CertificateError, DownloadError, MissingDependencyError,
+                     RemoteChangedError, RemoteNotFoundError)
 from .transfer import (CHUNK_SIZE, BufferPool, Expected, RemoteInfo, b64_to_hex,
                        is_multipart_etag, md5_from_etag, parse_retry_after, progress_bar)
 
@@ -67,6 +67,36 @@ def _network_errors():
 
     return (requests.ConnectionError, requests.Timeout, requests.exceptions.ChunkedEncodingError,
             urllib3.exceptions.HTTPError, ConnectionError, TimeoutError)
+
+
+def _certificate_failure(error):
+    """The ssl.SSLCertVerificationError somewhere under a requests/urllib3 error, or None.
+
+    Only a failed verification is certain to fail again; other TLS errors (a handshake cut
+    short) are retried like any connection error.
+    """
+    import ssl
+
+    seen, todo = set(), [error]
+    while todo:
+        e = todo.pop()
+        if e is None or id(e) in seen or not isinstance(e, BaseException):
+            continue
+        seen.add(id(e))
+        if isinstance(e, ssl.SSLCertVerificationError):
+            return e
+        todo += [e.__cause__, e.__context__, getattr(e, "reason", None), *e.args]
+    return None
+
+
+def _raise_if_certificate_failure(url, error):
+    failure = _certificate_failure(error)
+    if failure is not None:
+        raise CertificateError(
+            f"TLS certificate verification failed for {url}: "
+            f"{getattr(failure, 'verify_message', None) or failure}. If your network or mirror "
+            "uses its own certificate authority, point REQUESTS_CA_BUNDLE at its CA bundle "
+            "(a PEM file)") from error
 
 
 def _raise_not_found(url, response):
@@ -123,6 +153,7 @@ def head(url, session, policy):
                              headers={"Accept-Encoding": "identity",
                                       "x-amz-checksum-mode": "ENABLED"})
         except errors as e:
+            _raise_if_certificate_failure(url, e)
             last = e
             log.info("HEAD %s failed (%s); attempt %d/%d", url, e, attempt + 1, policy.attempts)
             continue
@@ -228,6 +259,7 @@ def fetch(url, info, f, hasher, session, policy, *, progress=True, desc=None):
                         bar.reset(total=info.size)
                     offset = _stream_body(r, f, hasher, bar, offset)
             except errors as e:
+                _raise_if_certificate_failure(url, e)
                 last = e
                 f.seek(0, 2)
                 offset = f.tell()

@@ -229,7 +229,8 @@ class _Handler(BaseHTTPRequestHandler):
         sent = 0
         # Only a GET that starts before the stall point and crosses it stalls.
         stalled = res.stall_after is None or start >= res.stall_after
-        if res.file and not res.delay and res.stall_after is None and not chunked:
+        tls = self.server.owner.scheme == "https"  # sendfile would bypass the encryption
+        if res.file and not res.delay and res.stall_after is None and not chunked and not tls:
             with open(res.file, "rb") as f:
                 while sent < count:
                     n = os.sendfile(self.connection.fileno(), f.fileno(), start + sent, count - sent)
@@ -299,24 +300,78 @@ class _Handler(BaseHTTPRequestHandler):
             self.wfile.write(body)
 
 
-class LoopbackServer:
-    """A threaded HTTP server on 127.0.0.1 with a request log. Use as a context manager."""
+def make_self_signed_certificate(directory):
+    """``(certificate, key)`` paths of a fresh self-signed certificate for 127.0.0.1 (an EC
+    key: quick to make). Clients trust it through ``REQUESTS_CA_BUNDLE``."""
+    import datetime
 
-    def __init__(self):
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+    import ipaddress
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "bertconvert test CA")])
+    now = datetime.datetime.now(datetime.timezone.utc)
+    cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name)
+            .public_key(key.public_key()).serial_number(x509.random_serial_number())
+            .not_valid_before(now - datetime.timedelta(minutes=5))
+            .not_valid_after(now + datetime.timedelta(days=1))
+            .add_extension(x509.SubjectAlternativeName([x509.IPAddress(
+                ipaddress.ip_address("127.0.0.1"))]), critical=False)
+            .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+            .sign(key, hashes.SHA256()))
+    cert_path, key_path = os.path.join(directory, "cert.pem"), os.path.join(directory, "key.pem")
+    with open(cert_path, "wb") as f:
+        f.write(cert.public_bytes(serialization.Encoding.PEM))
+    with open(key_path, "wb") as f:
+        f.write(key.private_bytes(serialization.Encoding.PEM,
+                                  serialization.PrivateFormat.TraditionalOpenSSL,
+                                  serialization.NoEncryption()))
+    return cert_path, key_path
+
+
+class _CountingHTTPServer(ThreadingHTTPServer):
+    """Counts the connections it accepts (with TLS, before the handshake: one that fails
+    the client's certificate check is counted but logs no request)."""
+
+    def get_request(self):
+        self.owner.connections += 1
+        return super().get_request()
+
+
+class LoopbackServer:
+    """A threaded HTTP server on 127.0.0.1 with a request log. Use as a context manager.
+
+    ``tls=(certificate, key)`` makes it an HTTPS server (see
+    :func:`make_self_signed_certificate`).
+    """
+
+    def __init__(self, tls=None):
         self.resources = {}
         self.requests = []
         self._log_lock = threading.Lock()
-        self._httpd = ThreadingHTTPServer(("127.0.0.1", 0), _Handler)
+        self.connections = 0
+        self._httpd = _CountingHTTPServer(("127.0.0.1", 0), _Handler)
         self._httpd.daemon_threads = True
         self._httpd.owner = self
         self._thread = None
+        self.scheme = "http"
+        if tls is not None:
+            import ssl
+
+            context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+            context.load_cert_chain(*tls)
+            self._httpd.socket = context.wrap_socket(self._httpd.socket, server_side=True)
+            self.scheme = "https"
 
     @property
     def port(self):
         return self._httpd.server_address[1]
 
     def url(self, path):
-        return f"http://127.0.0.1:{self.port}{path}"
+        return f"{self.scheme}://127.0.0.1:{self.port}{path}"
 
     def add(self, path, data=b"", **faults):
         """Register a resource at ``path``; keyword arguments are :class:`Resource` fields."""
@@ -366,6 +421,22 @@ class LoopbackServer:
 def http_server():
     """A fresh :class:`LoopbackServer` per test."""
     with LoopbackServer() as srv:
+        yield srv
+
+
+@pytest.fixture(scope="session")
+def tls_certificate(tmp_path_factory):
+    """A self-signed certificate for 127.0.0.1: ``(certificate, key)`` paths."""
+    pytest.importorskip("cryptography", reason="making a test certificate needs cryptography")
+    return make_self_signed_certificate(str(tmp_path_factory.mktemp("tls")))
+
+
+@pytest.fixture
+def https_server(tls_certificate, monkeypatch):
+    """A fresh HTTPS :class:`LoopbackServer` whose certificate requests trusts through its
+    normal configuration (``REQUESTS_CA_BUNDLE``)."""
+    monkeypatch.setenv("REQUESTS_CA_BUNDLE", tls_certificate[0])
+    with LoopbackServer(tls=tls_certificate) as srv:
         yield srv
 
 

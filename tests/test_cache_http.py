@@ -11,7 +11,8 @@ from bertconvert.cache import default_cache_dir
 from bertconvert.errors import (CacheEntryNotFoundError, DownloadError, IntegrityError,
                                 NetworkUnavailableError, OfflineError, PathNotFoundError,
                                 RemoteNotFoundError, UnsupportedURLError)
-from cache_servers import LoopbackServer, cache_env, cache_files, entry_names, http_server  # noqa: F401
+from cache_servers import (LoopbackServer, cache_env, cache_files, entry_names,  # noqa: F401
+                           http_server, https_server, tls_certificate)
 
 pytestmark = pytest.mark.usefixtures("cache_env")
 
@@ -460,3 +461,42 @@ def test_stream_hasher_gives_the_costliest_hashes_the_workers(workers):
         assert threaded == set(["md5", "sha256", "sha1", "crc32"][:workers])
     # Each buffer is released exactly once.
     assert sorted(released) == list(range(len(data)))
+
+
+# --- HTTPS ----------------------------------------------------------------------------------------
+def test_https_download_is_verified_and_resumed(https_server):
+    """Over TLS too the body is read straight from the socket, verified, and resumed."""
+    from bertconvert.transfer_http import _socket_reader, make_session
+
+    data = os.urandom(3 * 1024 * 1024 + 5)
+    https_server.add("/tls.bin", data, chunk=200_000, drop_after=1_500_001)
+    url = https_server.url("/tls.bin")
+    assert url.startswith("https://")
+    path = cached_path(url, progress=False)
+    assert _read(path) == data
+    assert json.loads(_read(path + ".json"))["verified"] == ["md5"]
+    gets = https_server.log("GET")
+    assert [g.status for g in gets] == [200, 206]
+    with make_session().get(url, stream=True) as r:
+        assert _socket_reader(r) is not None
+
+
+def test_untrusted_certificate_fails_at_once_with_a_hint(tls_certificate, monkeypatch, cache_env):
+    from bertconvert.errors import CertificateError, NetworkUnavailableError
+
+    monkeypatch.delenv("REQUESTS_CA_BUNDLE", raising=False)
+    monkeypatch.delenv("CURL_CA_BUNDLE", raising=False)
+    with LoopbackServer(tls=tls_certificate) as server:
+        server.add("/tls.bin", b"weights")
+        url = server.url("/tls.bin")
+        with pytest.raises(NetworkUnavailableError, match="certificate verification failed .*"
+                           "REQUESTS_CA_BUNDLE") as info:
+            cached_path(url, progress=False)
+        assert isinstance(info.value.__cause__, CertificateError)
+        # A failed verification is not retried: one connection, whose handshake failed.
+        assert server.count() == 0 and server.connections == 1
+        # With a copy cached earlier, the copy is served, as for any network failure.
+        monkeypatch.setenv("REQUESTS_CA_BUNDLE", tls_certificate[0])
+        path = cached_path(url, progress=False)
+        monkeypatch.delenv("REQUESTS_CA_BUNDLE")
+        assert cached_path(url, progress=False) == path
