@@ -212,22 +212,50 @@ def _is_network_error(error):
     return isinstance(error, requests.RequestException)
 
 
+def _split_for_encoding(url, info, own, server):
+    """``(checks of the stored file, checks of the bytes as sent)``, from the caller's own
+    checks (``sha256=``) and the server's.
+
+    An object stored with ``Content-Encoding: gzip`` (S3 metadata) is sent encoded whatever
+    the request asks; it is cached decoded, as requests and pytorch-pretrained-bert 0.6.2
+    give it, while the server's checksums (ETag MD5, ``x-amz-checksum-*``) describe the
+    encoded bytes and are checked on those. A ``sha256=`` argument describes the file.
+    """
+    from .transfer import WIRE_DECODERS, Expected
+
+    if info.content_encoding is None:
+        return own + server, []
+    if info.content_encoding not in WIRE_DECODERS:
+        if server:
+            log.warning("%s is sent with Content-Encoding: %s, which bertconvert cannot decode "
+                        "itself; the server's checksums describe the encoded bytes and are not "
+                        "checked", url, info.content_encoding)
+        return own, []
+    wire = [Expected(e.algorithm, e.hexdigest,
+                     f"{e.source} (for the {info.content_encoding}-encoded bytes sent)")
+            for e in server]
+    return own, wire
+
+
 def _download(url, info, data_path, transport, sha256, progress):
     from . import __version__
     from .transfer import Expected, StreamHasher, check_integrity
 
-    expected = list(info.expected)
-    if sha256:
-        expected.append(Expected("sha256", sha256, "the sha256= argument"))
-    if not expected:  # nothing to check the bytes against yet: what else can the store say?
-        expected = transport.download_checks(info)
-    if any(e.algorithm == "sha256" for e in expected):
+    own = [Expected("sha256", sha256, "the sha256= argument")] if sha256 else []
+    server = list(info.expected)
+    if not server and not own:  # nothing to check the bytes against yet: what else can the
+        server = transport.download_checks(info)  # store say?
+    if any(e.algorithm == "sha256" for e in server + own):
         # sha256 is computed anyway and is the stronger check: skip the ETag's MD5 (the
         # slowest hash, 0.52 s per 440 MB here).
-        expected = [e for e in expected if e.algorithm != "md5"]
-    resumable = transport.resumable and info.strong_etag is not None
+        server = [e for e in server if e.algorithm != "md5"]
+    expected, wire_expected = _split_for_encoding(url, info, own, server)
+    # Byte ranges of an encoded body count encoded bytes; the file holds decoded ones.
+    resumable = transport.resumable and info.strong_etag is not None and \
+        info.content_encoding is None
     tmp, adopted = _claim_partial(data_path, resumable)
     hasher = StreamHasher(["sha256"] + [e.algorithm for e in expected])
+    wire_hasher = StreamHasher([e.algorithm for e in wire_expected]) if wire_expected else None
     try:
         if adopted:  # the kept prefix counts towards every checksum
             with open(tmp, "rb") as prefix:
@@ -235,6 +263,8 @@ def _download(url, info, data_path, transport, sha256, progress):
         f = _open_partial(tmp, adopted)
     except OSError as e:
         hasher.hexdigests()
+        if wire_hasher is not None:
+            wire_hasher.hexdigests()
         _release_partial(tmp)
         raise CacheError(f"cannot write to the cache directory {os.path.dirname(data_path)}: {e}; "
                          f"point {ENV_CACHE} (or cache_dir=) at a writable directory") from e
@@ -242,21 +272,27 @@ def _download(url, info, data_path, transport, sha256, progress):
     committed = False
     try:
         desc = os.path.basename(urlparse(url).path)[:24] or "download"
-        size = transport.fetch(url, info, f, hasher, progress, desc)
+        size = transport.fetch(url, info, f, hasher, progress, desc, wire_hasher=wire_hasher)
         f.flush()
         digests = hasher.hexdigests()
         check_integrity(url, size, digests, info.size, expected)
+        wire_digests = wire_hasher.hexdigests() if wire_hasher is not None else {}
+        check_integrity(url, None, wire_digests, None, wire_expected)
         os.fsync(f.fileno())
         f.close()
         os.replace(tmp, data_path)  # the commit point
         committed = True
         meta = {"url": url, "etag": info.etag, "size": size, "sha256": digests["sha256"],
                 # What was actually compared (a checksum whose library is missing is not).
-                "verified": sorted({e.algorithm for e in expected if e.algorithm in digests}),
+                "verified": sorted({e.algorithm for e in expected if e.algorithm in digests} |
+                                   {e.algorithm for e in wire_expected
+                                    if e.algorithm in wire_digests}),
                 "last_modified": info.last_modified, "created": time.time(),
                 "bertconvert_version": __version__}
         if info.version_id:
             meta["version_id"] = info.version_id
+        if info.content_encoding:
+            meta["content_encoding"] = info.content_encoding  # the file holds the decoded body
         with atomic_write(data_path + ".json", "w") as mf:
             json.dump(meta, mf, indent=1)
         log.info("cached %s (%d bytes, sha256 %s)", url, size, digests["sha256"])
@@ -273,6 +309,8 @@ def _download(url, info, data_path, transport, sha256, progress):
             f"there, or point {ENV_CACHE} (or cache_dir=) elsewhere, then retry") from e
     finally:
         hasher.hexdigests()  # stops the hashing threads on every path
+        if wire_hasher is not None:
+            wire_hasher.hexdigests()
         if not committed:
             _close_partial(f, keep=keep_partial)
         _release_partial(tmp)

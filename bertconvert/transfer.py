@@ -66,6 +66,9 @@ class RemoteInfo:
     version_id: str = None
     accept_ranges: bool = False
     encrypted: bool = False  # SSE-KMS / SSE-C: the ETag is no MD5 of the content
+    #: Content-Encoding of the body (e.g. "gzip" for an S3 object stored with that metadata),
+    #: None for identity. The server's checksums then describe the encoded bytes.
+    content_encoding: str = None
 
     @property
     def strong_etag(self):
@@ -101,6 +104,39 @@ def b64_to_hex(value):
         return base64.b64decode(value, validate=True).hex()
     except (binascii.Error, ValueError):
         return None
+
+
+# --- content-encoded bodies ------------------------------------------------------------------
+class _ZlibDecoder:
+    """Decodes a gzip (every member of it) or zlib-wrapped deflate body, block by block."""
+
+    def __init__(self, wbits):
+        self._wbits = wbits
+        self._z = zlib.decompressobj(wbits)
+
+    def decode(self, data):
+        out = []
+        while data:
+            out.append(self._z.decompress(data))
+            data = b""
+            if self._z.eof and self._z.unused_data:  # a further gzip member follows
+                data = self._z.unused_data
+                self._z = zlib.decompressobj(self._wbits)
+        return b"".join(out)
+
+    def finish(self):
+        """The last bytes; raises zlib.error when the stream stopped short of its end."""
+        tail = self._z.flush()
+        if not self._z.eof:
+            raise zlib.error("the compressed stream ends early")
+        return tail
+
+
+#: Content-Encodings bertconvert decodes itself, so that the server's checksums can be
+#: checked on the encoded bytes while the decoded file is stored.
+WIRE_DECODERS = {"gzip": lambda: _ZlibDecoder(16 + zlib.MAX_WBITS),
+                 "x-gzip": lambda: _ZlibDecoder(16 + zlib.MAX_WBITS),
+                 "deflate": lambda: _ZlibDecoder(zlib.MAX_WBITS)}
 
 
 # --- hashing while downloading -------------------------------------------------------------
@@ -518,9 +554,10 @@ class HttpTransport:
         """Checks worth extra requests only when downloading: none over plain HTTP."""
         return []
 
-    def fetch(self, url, info, f, hasher, progress, desc):
+    def fetch(self, url, info, f, hasher, progress, desc, wire_hasher=None):
         from .transfer_http import fetch
-        return fetch(url, info, f, hasher, self.session, self.policy, progress=progress, desc=desc)
+        return fetch(url, info, f, hasher, self.session, self.policy, progress=progress,
+                     desc=desc, wire_hasher=wire_hasher)
 
     def close(self):
         if self._session is not None:
@@ -543,7 +580,10 @@ class S3Transport:
         from .transfer_s3 import head
         return head(url, self.client)
 
-    def fetch(self, url, info, f, hasher, progress, desc):
+    def fetch(self, url, info, f, hasher, progress, desc, wire_hasher=None):
+        # boto3 never decodes a Content-Encoding: what is stored is what arrives, and the
+        # store's checksums apply to it (head() leaves content_encoding None).
+        assert wire_hasher is None, "S3 bodies are stored as they are sent"
         from .transfer_s3 import fetch
         return fetch(url, info, f, hasher, self.client, progress=progress, desc=desc,
                      attempts=self.policy.attempts)

@@ -14,11 +14,13 @@ Proxies come from the environment (requests' ``trust_env``) or the ``proxies`` a
 """
 import logging
 import re
+import zlib
 
-from .errors import (CertificateError, DownloadError, MissingDependencyError,
+from .errors import (CertificateError, DownloadError, IntegrityError, MissingDependencyError,
                      RemoteChangedError, RemoteNotFoundError)
-from .transfer import (CHUNK_SIZE, BufferPool, Expected, RemoteInfo, b64_to_hex,
-                       is_multipart_etag, md5_from_etag, parse_retry_after, progress_bar)
+from .transfer import (CHUNK_SIZE, WIRE_DECODERS, BufferPool, Expected, RemoteInfo,
+                       b64_to_hex, is_multipart_etag, md5_from_etag, parse_retry_after,
+                       progress_bar)
 
 log = logging.getLogger(__name__)
 
@@ -106,12 +108,19 @@ def _raise_not_found(url, response):
         "nothing was cached")
 
 
+def _content_encoding(headers):
+    """The body's Content-Encoding, lower-case, or None for identity."""
+    value = headers.get("Content-Encoding", "").strip().lower()
+    return None if value in ("", "identity") else value
+
+
 def _info_from_headers(url, headers, size=None):
     etag = headers.get("ETag")
     encrypted = headers.get("x-amz-server-side-encryption", "").lower() == "aws:kms" or \
         "x-amz-server-side-encryption-customer-algorithm" in headers
     info = RemoteInfo(url=url, etag=etag, size=size, last_modified=headers.get("Last-Modified"),
-                      accept_ranges=headers.get("Accept-Ranges", "").lower() == "bytes")
+                      accept_ranges=headers.get("Accept-Ranges", "").lower() == "bytes",
+                      content_encoding=_content_encoding(headers))
     md5 = md5_from_etag(etag, encrypted=encrypted)
     if md5:
         info.expected.append(Expected("md5", md5, "the server's ETag (a plain MD5)"))
@@ -198,13 +207,18 @@ def _probe_with_get(url, session, policy):
         return _info_from_headers(url, r.headers, size)
 
 
-def fetch(url, info, f, hasher, session, policy, *, progress=True, desc=None):
+def fetch(url, info, f, hasher, session, policy, *, progress=True, desc=None, wire_hasher=None):
     """Stream ``url`` into the open binary file ``f``, continuing after the bytes already in it.
 
     ``f`` may hold a prefix from an interrupted attempt (already fed to ``hasher``); it is
     resumed only when ``info`` has a strong ETag, else restarted. Returns the final size.
-    Raises RemoteNotFoundError, RemoteChangedError, DownloadError (after retries).
+    A content-encoded body (``info.content_encoding``) is written decoded; ``wire_hasher``,
+    when given, gets the encoded bytes (which the server's checksums describe). Such a body
+    is never resumed: byte ranges count encoded bytes, the file holds decoded ones.
+    Raises RemoteNotFoundError, RemoteChangedError, DownloadError (after retries),
+    IntegrityError (an encoded body that does not decode).
     """
+    hashers = (hasher, wire_hasher)
     errors = _network_errors()
     f.seek(0, 2)
     offset = f.tell()
@@ -216,7 +230,11 @@ def fetch(url, info, f, hasher, session, policy, *, progress=True, desc=None):
                 policy.sleep(attempt - 1, getattr(last, "retry_after", None))
             if offset and not info.strong_etag:
                 # Without a strong validator a resumed body could belong to another version.
-                offset = _restart(f, hasher, url, "no strong ETag to resume against")
+                offset = _restart(f, hashers, url, "no strong ETag to resume against")
+                bar.reset(total=info.size)
+            elif offset and info.content_encoding:
+                offset = _restart(f, hashers, url, f"a {info.content_encoding}-encoded body "
+                                  "cannot be resumed")
                 bar.reset(total=info.size)
             headers = {"Accept-Encoding": "identity"}
             if offset:
@@ -230,7 +248,7 @@ def fetch(url, info, f, hasher, session, policy, *, progress=True, desc=None):
                         _raise_not_found(url, r)
                     if status == 416 and offset:
                         # Our prefix is as long as (or longer than) the object: start over.
-                        offset = _restart(f, hasher, url, "server says the range is unsatisfiable")
+                        offset = _restart(f, hashers, url, "server says the range is unsatisfiable")
                         bar.reset(total=info.size)
                         last = DownloadError(f"GET {url}: HTTP 416 for a resume")
                         continue
@@ -248,16 +266,16 @@ def fetch(url, info, f, hasher, session, policy, *, progress=True, desc=None):
                         bar.update(offset)
                     if status == 206 and not _range_matches(r.headers, offset):
                         # A range we did not ask for: never splice it in; start over.
-                        offset = _restart(f, hasher, url, "unexpected Content-Range "
+                        offset = _restart(f, hashers, url, "unexpected Content-Range "
                                           f"{r.headers.get('Content-Range')!r}")
                         bar.reset(total=info.size)
                         last = DownloadError(f"GET {url}: wrong Content-Range for a resume")
                         continue
                     if status == 200 and offset:
                         # A 200 answer to a Range request is the whole body: never append it.
-                        offset = _restart(f, hasher, url, "server ignored the Range request")
+                        offset = _restart(f, hashers, url, "server ignored the Range request")
                         bar.reset(total=info.size)
-                    offset = _stream_body(r, f, hasher, bar, offset)
+                    offset = _stream_body(r, f, hasher, bar, offset, wire_hasher)
             except errors as e:
                 _raise_if_certificate_failure(url, e)
                 last = e
@@ -284,11 +302,13 @@ def _check_same_object(url, info, headers):
         raise RemoteChangedError(f"{url} changed during the download (ETag {info.etag} -> {etag})")
 
 
-def _restart(f, hasher, url, why):
+def _restart(f, hashers, url, why):
     log.info("restarting %s from byte 0: %s", url, why)
     f.truncate(0)
     f.seek(0)
-    hasher.reset()
+    for hasher in hashers:
+        if hasher is not None:
+            hasher.reset()
     return 0
 
 
@@ -333,11 +353,15 @@ def _socket_reader(r):
     return response, reader
 
 
-def _stream_body(r, f, hasher, bar, offset):
+def _stream_body(r, f, hasher, bar, offset, wire_hasher=None):
     """Append the body to ``f`` (a :class:`~bertconvert.directio.DirectFile`, which gets bytes
     on disk within a fraction of a second when the body stalls, so a killed process leaves
     them for the next attempt) and to the hasher."""
-    encoded = r.headers.get("Content-Encoding", "identity") not in ("identity", "")
+    encoding = _content_encoding(r.headers)
+    encoded = encoding is not None
+    if encoded and wire_hasher is not None and encoding in WIRE_DECODERS:
+        return _stream_decoding(r, WIRE_DECODERS[encoding](), f, hasher, wire_hasher, bar,
+                                offset)
     direct = None if encoded else _socket_reader(r)
     if direct is not None:
         return _stream_into_buffers(*direct, f, hasher, bar, offset)
@@ -388,4 +412,33 @@ def _stream_into_buffers(response, reader, f, hasher, bar, offset):
             else:
                 pool.put(buf)
             offset += filled
+    return offset
+
+
+def _stream_decoding(r, decoder, f, hasher, wire_hasher, bar, offset):
+    """A content-encoded body: the bytes as sent go to ``wire_hasher``, the decoded ones to
+    ``f`` and ``hasher``."""
+    read = getattr(r.raw, "read1", None) or r.raw.read
+    try:
+        while True:
+            block = read(CHUNK_SIZE, decode_content=False)
+            if not block:
+                break
+            wire_hasher.update(block)
+            decoded = decoder.decode(block)
+            if decoded:
+                f.write(decoded)
+                hasher.update(decoded)
+                offset += len(decoded)
+                bar.update(len(decoded))
+        tail = decoder.finish()
+    except zlib.error as e:
+        raise IntegrityError(f"the {_content_encoding(r.headers)}-encoded body of {r.url} does "
+                             f"not decode ({e}); nothing was kept. The server's copy is "
+                             "damaged, or its Content-Encoding header is wrong") from e
+    if tail:
+        f.write(tail)
+        hasher.update(tail)
+        offset += len(tail)
+        bar.update(len(tail))
     return offset

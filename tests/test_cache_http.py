@@ -500,3 +500,64 @@ def test_untrusted_certificate_fails_at_once_with_a_hint(tls_certificate, monkey
         path = cached_path(url, progress=False)
         monkeypatch.delenv("REQUESTS_CA_BUNDLE")
         assert cached_path(url, progress=False) == path
+
+
+# --- content-encoded objects (S3 objects stored with Content-Encoding metadata) -----------------
+def _encoded(payload, encoding):
+    import gzip
+    import zlib
+
+    if encoding == "gzip":  # two members, as `cat a.gz b.gz` makes: both must be decoded
+        half = len(payload) // 2
+        return gzip.compress(payload[:half]) + gzip.compress(payload[half:])
+    return zlib.compress(payload)
+
+
+@pytest.mark.parametrize("encoding", ["gzip", "deflate"])
+def test_content_encoded_object_is_cached_decoded_and_checked_as_sent(http_server, encoding):
+    """The ETag is the MD5 of the encoded bytes the server stores and sends; the cache holds
+    the decoded file (as requests and ppb 0.6.2 give it), and checks the MD5 on what was sent."""
+    payload = os.urandom(200_000) + b"weights " * 100_000
+    body = _encoded(payload, encoding)
+    http_server.add("/enc.bin", body, headers={"Content-Encoding": encoding})
+    url = http_server.url("/enc.bin")
+    path = cached_path(url, progress=False)
+    assert _read(path) == payload
+    meta = json.loads(_read(path + ".json"))
+    assert meta["verified"] == ["md5"] and meta["content_encoding"] == encoding
+    assert meta["sha256"] == _sha(payload) and meta["size"] == len(payload)
+    http_server.reset_log()
+    assert cached_path(url, progress=False) == path  # a hit: one HEAD
+    assert [r.method for r in http_server.requests] == ["HEAD"]
+    # sha256= describes the file the caller gets, i.e. the decoded one.
+    assert cached_path(url, progress=False, sha256=_sha(payload)) == path
+
+
+def test_content_encoded_body_damaged_on_the_wire_is_refused(http_server, cache_env):
+    payload = b"weights " * 50_000
+    body = _encoded(payload, "gzip")
+    http_server.add("/enc.bin", body, headers={"Content-Encoding": "gzip"},
+                    etag='"' + hashlib.md5(body + b"x").hexdigest() + '"')
+    with pytest.raises(IntegrityError, match="gzip-encoded bytes sent"):
+        cached_path(http_server.url("/enc.bin"), progress=False)
+    assert not [n for n in cache_files(cache_env) if not n.endswith(".lock")]
+
+
+def test_content_encoded_body_that_does_not_decode_is_refused(http_server, cache_env):
+    http_server.add("/bad.bin", os.urandom(5000), headers={"Content-Encoding": "gzip"})
+    with pytest.raises(IntegrityError, match="does not decode"):
+        cached_path(http_server.url("/bad.bin"), progress=False)
+    assert not [n for n in cache_files(cache_env) if not n.endswith(".lock")]
+
+
+def test_content_encoded_body_is_restarted_never_resumed(http_server):
+    """Byte ranges count encoded bytes while the partial file holds decoded ones: after a
+    dropped connection the download starts over."""
+    payload = os.urandom(300_000) * 3
+    body = _encoded(payload, "gzip")
+    http_server.add("/enc.bin", body, headers={"Content-Encoding": "gzip"}, chunk=100_000,
+                    drop_after=len(body) // 2)
+    path = cached_path(http_server.url("/enc.bin"), progress=False)
+    assert _read(path) == payload
+    gets = http_server.log("GET")
+    assert len(gets) == 2 and not any("range" in g.headers for g in gets)
