@@ -65,6 +65,7 @@ class Resource:
     head_status: int = None          # answer HEAD with this status (405: HEAD not allowed)
     replace_after_head: bytes = None  # new content (and ETag) right after the first HEAD
     headers: dict = field(default_factory=dict)  # extra response headers
+    get_headers: dict = field(default_factory=dict)  # extra headers of GET answers only
     redirect_to: str = None          # answer every request with 302 to this path
     chunked: bool = False            # GET bodies with Transfer-Encoding: chunked, no length
     last_modified: float = field(default_factory=time.time)
@@ -200,7 +201,7 @@ class _Handler(BaseHTTPRequestHandler):
             self.send_header("ETag", res.etag_header)
         if status == 206:
             self.send_header("Content-Range", f"bytes {start}-{end}/{size}")
-        for k, v in res.headers.items():
+        for k, v in {**res.headers, **({} if head else res.get_headers)}.items():
             self.send_header(k, v)
         self.end_headers()
         if head and res.replace_after_head is not None:

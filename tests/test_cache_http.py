@@ -561,3 +561,16 @@ def test_content_encoded_body_is_restarted_never_resumed(http_server):
     assert _read(path) == payload
     gets = http_server.log("GET")
     assert len(gets) == 2 and not any("range" in g.headers for g in gets)
+
+
+def test_encoding_that_head_did_not_announce_is_a_named_error(http_server, cache_env):
+    """Planned for an identity body, the ETag's MD5 would be compared with decoded bytes and
+    a good download called corrupt: a server whose HEAD and GET disagree is said to be so."""
+    from bertconvert.errors import RemoteChangedError
+
+    body = _encoded(b"weights " * 10_000, "gzip")
+    http_server.add("/enc.bin", body, get_headers={"Content-Encoding": "gzip"})
+    with pytest.raises(RemoteChangedError, match="Content-Encoding gzip but its HEAD said "
+                       "identity"):
+        cached_path(http_server.url("/enc.bin"), progress=False)
+    assert not [n for n in cache_files(cache_env) if not n.endswith(".lock")]
