@@ -426,27 +426,30 @@ def _stream_into_buffers(response, reader, f, hasher, bar, offset):
 def _stream_decoding(r, decoder, f, hasher, wire_hasher, bar, offset):
     """A content-encoded body: the bytes as sent go to ``wire_hasher``, the decoded ones to
     ``f`` and ``hasher``."""
-    read = getattr(r.raw, "read1", None) or r.raw.read
     try:
-        while True:
-            block = read(CHUNK_SIZE, decode_content=False)
-            if not block:
-                break
-            wire_hasher.update(block)
-            decoded = decoder.decode(block)
-            if decoded:
-                f.write(decoded)
-                hasher.update(decoded)
-                offset += len(decoded)
-                bar.update(len(decoded))
-        tail = decoder.finish()
+        for piece in _decoded_pieces(r, decoder, wire_hasher):
+            f.write(piece)
+            hasher.update(piece)
+            offset += len(piece)
+            bar.update(len(piece))
     except zlib.error as e:
         raise IntegrityError(f"the {_content_encoding(r.headers)}-encoded body of {r.url} does "
                              f"not decode ({e}); nothing was kept. The server's copy is "
                              "damaged, or its Content-Encoding header is wrong") from e
-    if tail:
-        f.write(tail)
-        hasher.update(tail)
-        offset += len(tail)
-        bar.update(len(tail))
     return offset
+
+
+def _decoded_pieces(r, decoder, wire_hasher):
+    """Decoded blocks of the body, its last bytes included; each block as sent is hashed."""
+    read = getattr(r.raw, "read1", None) or r.raw.read
+    while True:
+        block = read(CHUNK_SIZE, decode_content=False)
+        if not block:
+            break
+        wire_hasher.update(block)
+        decoded = decoder.decode(block)
+        if decoded:
+            yield decoded
+    tail = decoder.finish()
+    if tail:
+        yield tail
