@@ -193,11 +193,10 @@ def test_resource_dtype_is_named(tmp_path):
         load_variable(prefix, "r")
 
 
-def test_string_tensor_is_unsupported_but_listed():
+def test_string_tensor_is_listed_and_read():
     reader = load_checkpoint(os.path.join(FIXTURES, "savev2_dtypes"))
     assert reader.get_variable_to_shape_map()["strings"] == [3]
-    with pytest.raises(UnsupportedDtypeError, match="'strings' is a string tensor"):
-        reader.get_tensor("strings")
+    assert reader.get_tensor("strings").tolist() == [b"alpha", b"", b"gamma"]
 
 
 # --- partitioned variables -------------------------------------------------------------

@@ -17,8 +17,7 @@ import pytest
 from bertconvert.checkpoint import (CheckpointReader, TensorEntry, list_variables, load_checkpoint,
                                     load_variable)
 from bertconvert.checkpoint.crc import crc32c, mask, masked_crc32c, unmask
-from bertconvert.errors import (CheckpointNotFoundError, TensorNotFoundError,
-                                UnsupportedDtypeError)
+from bertconvert.errors import CheckpointNotFoundError, TensorNotFoundError
 
 FIXTURES = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", "fixtures",
                                         "tf_checkpoints"))
@@ -43,12 +42,16 @@ def test_reads_exactly_what_tensorflow_reads(case, mmap):
     manifest, arrays = _expected(case)
     reader = load_checkpoint(os.path.join(FIXTURES, case), mmap=mmap)
     assert reader.mmap is mmap
-    assert os.path.basename(reader.prefix) == manifest["prefix"]
+    # relative: a SavedModel's checkpoint is variables/variables inside its directory
+    assert os.path.relpath(reader.prefix, os.path.join(FIXTURES, case)) == manifest["prefix"]
     expected = manifest["tensors"]
     assert reader.get_variable_to_shape_map() == {n: info["shape"] for n, info in expected.items()}
     for name, info in expected.items():
         if info["dtype"] == "string":
             assert reader.entry(name).dtype_name == "DT_STRING"
+            value = np.asarray(reader.get_tensor(name), dtype=object)
+            assert list(value.shape) == info["shape"], name
+            assert [v.hex() for v in value.reshape(-1)] == info["hex_values"], name
             continue
         value = reader.get_tensor(name)
         assert value.dtype.name == info["dtype"], name
@@ -230,11 +233,14 @@ def test_reader_is_a_context_manager_and_reopens():
     reader.close()
 
 
-def test_strings_are_a_clear_unsupported_error():
+def test_strings_come_back_like_tensorflow_returns_them():
     reader = load_checkpoint(os.path.join(FIXTURES, "object_based"))
-    with pytest.raises(UnsupportedDtypeError, match="string tensor"):
-        reader.get_tensor("_CHECKPOINTABLE_OBJECT_GRAPH")
+    graph = reader.get_tensor("_CHECKPOINTABLE_OBJECT_GRAPH")  # a scalar: plain bytes
+    assert type(graph) is bytes and b"model" in graph
     assert reader.get_tensor("step/.ATTRIBUTES/VARIABLE_VALUE") == 7
+    strings = load_checkpoint(os.path.join(FIXTURES, "savev2_dtypes")).get_tensor("strings")
+    assert strings.dtype == object and strings.shape == (3,)
+    assert strings.tolist() == [b"alpha", b"", b"gamma"]
 
 
 def test_crc_helpers():

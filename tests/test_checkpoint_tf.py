@@ -37,9 +37,11 @@ def _assert_same_as_tensorflow(path):
     their_dtypes = theirs.get_variable_to_dtype_map()
     checked = 0
     for name in ours:
-        if their_dtypes[name] == tf.string:
-            continue
         mine, reference = ours.get_tensor(name), theirs.get_tensor(name)
+        if their_dtypes[name] == tf.string:  # bytes for a scalar, else an object array
+            assert type(mine) is type(reference), name
+            assert np.asarray(mine).tolist() == np.asarray(reference).tolist(), name
+            continue
         reference = np.asarray(reference)
         assert mine.dtype == reference.dtype, name
         assert mine.shape == reference.shape, name

@@ -28,6 +28,7 @@ from .paths import INDEX_SUFFIX, resolve_prefix, shard_path
 from .proto import BundleHeader, decode_entry, decode_header
 from .shards import ShardFiles
 from .slices import check_coverage, slice_bounds, slice_key
+from .strings import decode_string_tensor
 from .table import read_table
 
 log = logging.getLogger(__name__)
@@ -193,6 +194,9 @@ class CheckpointReader:
         ``verify_checksums=False``: a copy-on-write view of the mapped shard, or a fresh array
         when built with ``mmap=False``. Partitioned variables come back assembled.
 
+        String tensors (``DT_STRING``) come back as TensorFlow returns them: a numpy
+        ``object`` array of ``bytes``, or plain ``bytes`` for a scalar.
+
         Example::
 
             with load_checkpoint("uncased_L-12_H-768_A-12/bert_model.ckpt") as reader:
@@ -201,7 +205,10 @@ class CheckpointReader:
         entry = self.entry(name)
         if entry.slices:
             return self._assemble(entry)
-        return self._read_entry(entry, repr(name))
+        value = self._read_entry(entry, repr(name))
+        if entry.tf_dtype == _dtypes.DT_STRING and value.ndim == 0:
+            return value[()]  # tf.train.load_checkpoint gives bytes for a string scalar
+        return value
 
     def close(self):
         """Close the shard files (the reader reopens them if used again)."""
@@ -214,11 +221,6 @@ class CheckpointReader:
         self.close()
 
     def _unsupported(self, entry):
-        if entry.tf_dtype == _dtypes.DT_STRING:
-            return UnsupportedDtypeError(
-                f"tensor {entry.name!r} is a string tensor (DT_STRING); bertconvert reads "
-                "numeric tensors only (model weights are never strings). Skip it, or read it "
-                "with TensorFlow if you need its contents.")
         if entry.tf_dtype == _dtypes.DT_BFLOAT16:
             _dtypes.bfloat16_dtype()  # raises the install hint
         return UnsupportedDtypeError(
@@ -227,6 +229,8 @@ class CheckpointReader:
             "complex64/128")
 
     def _read_entry(self, entry, label):
+        if entry.tf_dtype == _dtypes.DT_STRING:
+            return self._read_strings(entry, label)
         dtype = entry.dtype
         if dtype is None or not _dtypes.is_readable(entry.tf_dtype):
             raise self._unsupported(entry)
@@ -237,10 +241,24 @@ class CheckpointReader:
                 f"{entry.dtype_name} {list(entry.shape)} needs {expected}: the index is corrupt")
         return self._shards.read(entry, dtype, label, self.verify_checksums)
 
+    def _read_strings(self, entry, label):
+        """A string tensor as an object array of ``bytes`` (see :mod:`.strings`)."""
+        # The stored checksum is not over the raw bytes (see .strings), so the shard layer
+        # only bounds-checks the read and the string decoder checks both checksums.
+        raw = self._shards.read(dataclasses.replace(entry, shape=(entry.size,)),
+                                np.dtype(np.uint8), label, verify=False)
+        count = prod(entry.shape)
+        values = decode_string_tensor(raw, count, entry.crc32c if self.verify_checksums else None,
+                                      f"string tensor {label} in {entry.file}")
+        out = np.empty(count, dtype=object)
+        out[:] = values
+        return out.reshape(entry.shape)
+
     def _assemble(self, entry):
         """Put a partitioned variable together from its stored slices."""
         name = entry.name
-        if entry.dtype is None or not _dtypes.is_readable(entry.tf_dtype):
+        if entry.tf_dtype != _dtypes.DT_STRING and (
+                entry.dtype is None or not _dtypes.is_readable(entry.tf_dtype)):
             raise self._unsupported(entry)
         bounds = [slice_bounds(extents, entry.shape, name) for extents in entry.slices]
         check_coverage(name, entry.shape, bounds)

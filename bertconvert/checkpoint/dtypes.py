@@ -57,8 +57,9 @@ def tf_dtype_name(tf_dtype):
 def numpy_dtype(tf_dtype):
     """The numpy dtype holding a tensor of this DataType, or None when there is none.
 
-    ``DT_STRING`` maps to ``object`` (what TensorFlow's reader reports) even though string
-    *values* are not readable here; quantized, resource, variant and unknown types map to None.
+    ``DT_STRING`` maps to ``object`` (what TensorFlow's reader reports; the reader decodes
+    string values separately, see :mod:`.strings`); quantized, resource, variant and
+    unknown types map to None.
     """
     if tf_dtype in _NUMPY_BY_TF:
         return _NUMPY_BY_TF[tf_dtype]
@@ -73,7 +74,10 @@ def numpy_dtype(tf_dtype):
 
 
 def is_readable(tf_dtype):
-    """True when a tensor of this DataType can be returned as a numpy array."""
+    """True when a tensor of this DataType is a plain numpy array of its stored bytes.
+
+    False for ``DT_STRING``, whose values the reader decodes separately (:mod:`.strings`).
+    """
     return tf_dtype in _NUMPY_BY_TF or tf_dtype == DT_BFLOAT16
 
 
