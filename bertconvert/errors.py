@@ -64,6 +64,10 @@ class CheckpointNotFoundError(CheckpointError):
     """No checkpoint exists at the given path (prefix, .index file or directory)."""
 
 
+class SavedModelVariablesError(CheckpointNotFoundError):
+    """A SavedModel directory has no ``variables/variables`` checkpoint to read weights from."""
+
+
 class CheckpointFormatError(CheckpointError):
     """The .index table or a protobuf inside it is malformed (bad magic, bad block...)."""
 

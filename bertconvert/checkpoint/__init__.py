@@ -11,6 +11,13 @@ The API mirrors ``tf.train``::
     reader.entry("bert/pooler/dense/bias")      # dtype, shape, shard_id, offset, size, crc32c
     save_checkpoint("out/model.ckpt", {"w": np.ones((2, 3), np.float32)})
 
+TF2 object-based checkpoints and SavedModels (``load_checkpoint("saved_model_dir")`` reads
+its ``variables/variables``) record every object path to each variable::
+
+    graph = read_object_graph(reader)           # None for TF1 checkpoints
+    graph.variable_paths()                      # {checkpoint key: [object paths]}
+    graph.is_optimizer_state(key)               # slots and optimizer variables
+
 Nothing here imports TensorFlow.
 """
 import importlib
@@ -23,10 +30,15 @@ _EXPORTS = {
     "load_checkpoint": "bundle", "load_variable": "bundle", "parse_index": "bundle",
     "BundleHeader": "proto", "TensorEntry": "proto",
     "save_checkpoint": "writer",
+    "ObjectGraph": "object_graph", "read_object_graph": "object_graph",
+    "parse_object_graph": "object_graph", "is_optimizer_slot_key": "object_graph",
+    "is_saved_model": "paths",
 }
 
 __all__ = ["load_checkpoint", "list_variables", "load_variable", "save_checkpoint",
-           "CheckpointReader", "TensorEntry", "BundleHeader", "BundleIndex", "parse_index"]
+           "CheckpointReader", "TensorEntry", "BundleHeader", "BundleIndex", "parse_index",
+           "ObjectGraph", "read_object_graph", "parse_object_graph", "is_optimizer_slot_key",
+           "is_saved_model"]
 
 
 def __getattr__(name):
