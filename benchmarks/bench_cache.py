@@ -27,7 +27,7 @@ os.environ.setdefault("TQDM_DISABLE", "1")  # no progress bars for anyone: same 
 
 from cache_servers import LoopbackServer  # noqa: E402
 
-from bertconvert.cache import cached_path  # noqa: E402
+from bertconvert.cache.store import cached_path  # noqa: E402
 
 
 def make_file(path, size, random_bytes):

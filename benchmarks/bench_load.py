@@ -66,7 +66,7 @@ def make_model_dir(directory, vocab, hidden, layers, heads, intermediate):
     import torch
 
     from bertconvert import BertConfig, BertForPreTraining
-    from bertconvert.serialization import save_state_dict
+    from bertconvert.models.weightfiles import save_state_dict
 
     config = BertConfig(int(vocab), hidden_size=int(hidden), num_hidden_layers=int(layers),
                         num_attention_heads=int(heads), intermediate_size=int(intermediate))

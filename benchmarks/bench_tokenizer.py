@@ -27,7 +27,7 @@ ROOT = os.path.join(os.path.dirname(os.path.abspath(__file__)), os.pardir)
 sys.path.insert(0, ROOT)
 FIXTURES = os.path.join(ROOT, "fixtures", "tokenizer")
 
-from bertconvert.tokenization import BertTokenizer  # noqa: E402
+from bertconvert.tokenizer.wordpiece import BertTokenizer  # noqa: E402
 
 
 def load_lines(limit):
@@ -38,7 +38,7 @@ def load_lines(limit):
 
 def google_tokenizer(vocab, lower):
     from bertconvert.errors import MissingDependencyError
-    from bertconvert.tf_reference import import_tensorflow
+    from bertconvert.verify.tf_side import import_tensorflow
 
     try:
         tf = import_tensorflow()  # without its oneDNN/absl notices

@@ -92,7 +92,7 @@ def ppb_hand_check(ckpt_dir, config, inputs):
     """The 0.6.2 way: load_tf_weights_in_bert + forward + a TF forward + final-output diff."""
     from pytorch_pretrained_bert import modeling as ppb
     import torch
-    from bertconvert.tf_reference import TFReference
+    from bertconvert.verify.tf_side import TFReference
     times = {}
     start = time.perf_counter()
     kwargs = {k: v for k, v in config.items() if k != "vocab_size"}
@@ -132,10 +132,10 @@ def main(argv=None):
     parser.add_argument("--keep", metavar="DIR", help="work in DIR and keep it")
     args = parser.parse_args(argv)
 
-    from bertconvert.tf_reference import import_tensorflow
+    from bertconvert.verify.tf_side import import_tensorflow
     import_tensorflow()  # up front, so no import time inside the timings (and no TF notices)
     import torch  # noqa: F401
-    from bertconvert.convert import convert_checkpoint
+    from bertconvert.convert.run import convert_checkpoint
     from bertconvert.verify import verify
 
     work = args.keep or tempfile.mkdtemp(prefix="bench_verify-")
@@ -152,7 +152,7 @@ def main(argv=None):
         convert_checkpoint(ckpt_dir, model_dir, progress=False, overwrite=True)
         print(f"bertconvert convert: {time.perf_counter() - start:.1f}s")
 
-        from bertconvert.verify_inputs import load_inputs
+        from bertconvert.verify.inputs import load_inputs
         inputs = load_inputs(os.path.join(ckpt_dir, "vocab.txt"), "pretraining")  # same batch
         runs = {"dir": [], "mem": [], "hand": []}
         for _ in range(max(1, args.repeat)):  # interleaved, so load drifts hit all three

@@ -7,32 +7,32 @@ do not pay torch's ~1 s import.
 """
 import importlib
 
-from .config import BertConfig
+from .models.config import BertConfig
 from .errors import *  # noqa: F401,F403  (the exception family is small and import-free)
 
 __version__ = "0.1.0"
 
 #: public name -> submodule that defines it
 _LAZY_EXPORTS = {
-    "BasicTokenizer": "tokenization",
-    "BertTokenizer": "tokenization",
-    "WordpieceTokenizer": "tokenization",
-    "cached_path": "cache",
-    "filename_to_url": "cache",
-    "url_to_filename": "cache",
-    "BertModel": "modeling",
-    "BertPreTrainedModel": "modeling",
-    "HEADS": "heads",
-    "BertForMaskedLM": "heads",
-    "BertForMultipleChoice": "heads",
-    "BertForNextSentencePrediction": "heads",
-    "BertForPreTraining": "heads",
-    "BertForQuestionAnswering": "heads",
-    "BertForSequenceClassification": "heads",
-    "BertForTokenClassification": "heads",
-    "ConversionReport": "convert",
-    "convert_checkpoint": "convert",
-    "load_converted_model": "convert",
+    "BasicTokenizer": "tokenizer.wordpiece",
+    "BertTokenizer": "tokenizer.wordpiece",
+    "WordpieceTokenizer": "tokenizer.wordpiece",
+    "cached_path": "cache.store",
+    "filename_to_url": "cache.store",
+    "url_to_filename": "cache.store",
+    "BertModel": "models.trunk",
+    "BertPreTrainedModel": "models.trunk",
+    "HEADS": "models.heads",
+    "BertForMaskedLM": "models.heads",
+    "BertForMultipleChoice": "models.heads",
+    "BertForNextSentencePrediction": "models.heads",
+    "BertForPreTraining": "models.heads",
+    "BertForQuestionAnswering": "models.heads",
+    "BertForSequenceClassification": "models.heads",
+    "BertForTokenClassification": "models.heads",
+    "ConversionReport": "convert.run",
+    "convert_checkpoint": "convert.run",
+    "load_converted_model": "convert.run",
     # The function stays bertconvert.verify.verify: re-exporting it would shadow the module.
     "ParityReport": "verify",
     "assert_parity": "verify",
@@ -42,13 +42,18 @@ _LAZY_EXPORTS = {
 #: Submodules reachable as attributes after a bare ``import bertconvert`` (imported on first
 #: use), e.g. ``bertconvert.verify(ckpt, model_dir)`` -- that module is callable -- and
 #: ``bertconvert.checkpoint.load_checkpoint(path)``.
-_LAZY_SUBMODULES = ("verify", "checkpoint", "cache", "pretrained", "convert", "heads",
-                    "modeling", "tokenization", "serialization")
+_LAZY_SUBMODULES = {"verify": "verify", "checkpoint": "checkpoint", "cache": "cache",
+                    "convert": "convert", "modeling": "modeling", "tokenization": "tokenization",
+                    # attribute paths of earlier releases, now inside their pillar
+                    "pretrained": "cache.names", "heads": "models.heads",
+                    "serialization": "models.weightfiles"}
 
 
 def __getattr__(name):
     if name in _LAZY_SUBMODULES:
-        return importlib.import_module(f".{name}", __name__)  # sets the attribute too
+        module = importlib.import_module(f".{_LAZY_SUBMODULES[name]}", __name__)
+        globals()[name] = module  # a bare import of a submodule sets the attribute; aliases need this
+        return module
     module = _LAZY_EXPORTS.get(name)
     if module is None:
         raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

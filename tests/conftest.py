@@ -46,8 +46,8 @@ class _ConvertedFixtures(dict):
         self.root = root
 
     def __missing__(self, name):
-        from bertconvert.convert import convert_checkpoint
-        from bertconvert.heads import HEADS
+        from bertconvert.convert.run import convert_checkpoint
+        from bertconvert.models.heads import HEADS
         out = str(self.root / name)
         # Fixture directories are named after their head; others (tf2-*, *-adam) auto-detect.
         convert_checkpoint(fixture_checkpoint(name), out,

@@ -126,7 +126,7 @@ def test_our_directory_loads_into_transformers_with_no_missing_keys(tmp_path, ti
     torch.manual_seed(0)
     config = bertconvert.BertConfig(99, hidden_size=32, num_hidden_layers=5, num_attention_heads=4,
                                     intermediate_size=37, max_position_embeddings=64)
-    ours = bertconvert.heads.build_model(head, config, num_labels=NUM_LABELS.get(head)).eval()
+    ours = bertconvert.models.heads.build_model(head, config, num_labels=NUM_LABELS.get(head)).eval()
     spread_weights(ours, seed=100 + len(head))
     ours.save_pretrained(tmp_path)
     theirs, info = hf_class(head).from_pretrained(tmp_path, output_loading_info=True)

@@ -9,7 +9,7 @@ import zipfile
 import pytest
 
 from bertconvert import cached_path
-from bertconvert.archives import archive_kind, extract_archive, make_archive
+from bertconvert.cache.archives import archive_kind, extract_archive, make_archive
 from bertconvert.errors import CorruptArchiveError, NotAnArchiveError, UnsafeArchiveError
 from cache_servers import cache_env, cache_files, http_server  # noqa: F401
 
@@ -238,7 +238,7 @@ def test_full_disk_while_extracting_is_cache_write_error(tmp_path):
     code = textwrap.dedent(f"""
         import resource
         resource.setrlimit(resource.RLIMIT_FSIZE, (64 << 10, 64 << 10))
-        from bertconvert.archives import extract_archive
+        from bertconvert.cache.archives import extract_archive
         from bertconvert.errors import CacheWriteError
         try:
             extract_archive({str(archive)!r}, {str(tmp_path / "x")!r})

@@ -6,8 +6,8 @@ import time
 import pytest
 
 from bertconvert import cached_path, url_to_filename
-from bertconvert.cache_locks import _HOST
-from bertconvert.cache_admin import list_entries, parse_age, parse_size
+from bertconvert.cache.locks import _HOST
+from bertconvert.cache.admin import list_entries, parse_age, parse_size
 from bertconvert.cli import main
 from cache_servers import cache_env, cache_files, http_server  # noqa: F401
 
@@ -45,7 +45,7 @@ def test_fetch_and_ls(http_server, cache_env, capsys):
 
 
 def test_fetch_model_name_through_http_mirror(http_server, tmp_path, monkeypatch, capsys):
-    from bertconvert.archives import make_archive
+    from bertconvert.cache.archives import make_archive
 
     model = tmp_path / "bert-base-cased"
     model.mkdir()

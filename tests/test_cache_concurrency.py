@@ -13,7 +13,7 @@ import time
 
 import pytest
 
-import bertconvert.cache as cache_mod
+import bertconvert.cache.store as cache_mod
 from bertconvert import cached_path, url_to_filename
 from bertconvert.errors import OfflineError
 from cache_servers import cache_env, cache_files, http_server  # noqa: F401
@@ -40,7 +40,7 @@ def test_processes_racing_on_one_url_download_it_once(http_server, tmp_path, cac
     n = 4
     procs = [_python(f"""
         import hashlib, os, sys, time
-        from bertconvert.cache import cached_path
+        from bertconvert.cache.store import cached_path
         open({str(tmp_path)!r} + "/ready-%d" % os.getpid(), "w").close()
         while not os.path.exists({str(gate)!r}):
             time.sleep(0.005)
@@ -111,7 +111,7 @@ def test_process_killed_mid_download_leaves_nothing_complete_and_is_resumed(http
     res = http_server.add("/kill.bin", DATA, chunk=256 * 1024, stall_after=stall_at, stall=5)
     url = http_server.url("/kill.bin")
     proc = _python(f"""
-        from bertconvert.cache import cached_path
+        from bertconvert.cache.store import cached_path
         cached_path({url!r}, {str(cache_env)!r}, progress=False)
         """)
     deadline = time.time() + 60
@@ -212,7 +212,7 @@ def test_read_only_cache_dir_still_serves_hits(http_server, tmp_path):
         http_server.reset_log()
         proc = _python(f"""
             import json
-            from bertconvert.cache import cached_path
+            from bertconvert.cache.store import cached_path
             from bertconvert.errors import CacheError
             hit = cached_path({url!r}, {cache_dir!r}, progress=False)
             try:

@@ -14,7 +14,7 @@ import pytest
 import torch
 
 from bertconvert.errors import UnknownModelError, WeightsError
-from bertconvert.pretrained import (PRETRAINED_MODEL_ARCHIVE_MAP, PRETRAINED_VOCAB_ARCHIVE_MAP,
+from bertconvert.cache.names import (PRETRAINED_MODEL_ARCHIVE_MAP, PRETRAINED_VOCAB_ARCHIVE_MAP,
                                     model_archive_url, resolve_model_dir, resolve_vocab_file,
                                     vocab_url)
 from cache_servers import cache_env, http_server  # noqa: F401
@@ -114,7 +114,8 @@ def _sharded_archive(model):
 
 
 def test_pretrained_and_serialization_agree_on_weight_file_names():
-    from bertconvert import pretrained, serialization
+    from bertconvert.cache import names as pretrained
+    from bertconvert.models import weightfiles as serialization
 
     assert set(pretrained.WEIGHTS_NAMES) == set(serialization.WEIGHTS_NAMES)
     assert set(pretrained.CONFIG_NAMES) == set(serialization.CONFIG_NAMES)
@@ -139,7 +140,7 @@ def test_bert_model_from_pretrained_through_the_mirror(mirror, tmp_path, layout)
 
 
 def test_tokenizer_from_pretrained_through_the_mirror(mirror):
-    from bertconvert.tokenization import BertTokenizer
+    from bertconvert.tokenizer.wordpiece import BertTokenizer
 
     tok = BertTokenizer.from_pretrained("bert-base-uncased")
     assert tok.tokenize("Hello worlds!") == ["hello", "world", "##s", "!"]

@@ -8,7 +8,7 @@ import pytest
 from bertconvert import cached_path, url_to_filename
 from bertconvert.cli import main
 from bertconvert.errors import IntegrityError, OfflineError, RemoteNotFoundError
-from bertconvert.pretrained import resolve_model_dir, resolve_vocab_file
+from bertconvert.cache.names import resolve_model_dir, resolve_vocab_file
 from cache_servers import _moto_endpoint, cache_env, entry_names, s3_env  # noqa: F401
 
 pytestmark = pytest.mark.usefixtures("cache_env")
@@ -103,7 +103,7 @@ def test_s3_mirror_serves_model_names(s3_env, tmp_path, monkeypatch):
 def test_parallel_ranged_download_is_written_in_order(s3_env, cache_env, monkeypatch):
     """Objects above the multipart threshold come down as parallel ranged GETs; s3transfer
     hands them to our non-seekable sink in order, so they are hashed as they arrive."""
-    from bertconvert import transfer_s3
+    from bertconvert.cache import s3 as transfer_s3
 
     monkeypatch.setattr(transfer_s3, "DEFAULT_MULTIPART_THRESHOLD", 5 << 20)
     monkeypatch.setattr(transfer_s3, "DEFAULT_MULTIPART_CHUNKSIZE", 5 << 20)
@@ -121,7 +121,7 @@ def _abandoned_partial(cache_env, url, etag, data):
     """What a killed download leaves: a hidden partial named after a process that is gone."""
     import subprocess
 
-    from bertconvert.cache_locks import _HOST, PARTIAL_MARKER
+    from bertconvert.cache.locks import _HOST, PARTIAL_MARKER
 
     dead = subprocess.Popen(["true"])
     dead.wait()
@@ -194,7 +194,7 @@ def test_multipart_etag_is_recomputed_when_nothing_better_is_offered(s3_env, cac
 
 
 def test_parts_md5_matches_s3_and_catches_a_flipped_byte():
-    from bertconvert.transfer import StreamHasher, multipart_md5_expectation
+    from bertconvert.cache.checks import StreamHasher, multipart_md5_expectation
 
     data = os.urandom(3 * 1000 + 17)
     parts = [data[i:i + 1000] for i in range(0, len(data), 1000)]

@@ -4,7 +4,7 @@ import json
 import pytest
 
 from bertconvert import BertConfig
-from bertconvert.config import GOOGLE_KEYS
+from bertconvert.models.config import GOOGLE_KEYS
 from bertconvert.errors import ConfigError
 
 GOOGLE = {  # uncased_L-12_H-768_A-12/bert_config.json as Google ships it

@@ -13,9 +13,9 @@ import pytest
 
 from bertconvert.checkpoint import save_checkpoint
 from bertconvert.cli import main
-from bertconvert.config import BertConfig
-from bertconvert.config_hints import ShapeEvidence
-from bertconvert.convert import convert_checkpoint, convert_to_pytorch_file
+from bertconvert.models.config import BertConfig
+from bertconvert.convert.hints import ShapeEvidence
+from bertconvert.convert.run import convert_checkpoint, convert_to_pytorch_file
 from bertconvert.errors import MappingError
 
 FIXTURES = os.path.join(os.path.dirname(os.path.abspath(__file__)), os.pardir, "fixtures")

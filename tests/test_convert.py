@@ -17,12 +17,12 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from bertconvert import mapping
+from bertconvert.convert import rules as mapping
 from bertconvert.checkpoint import load_checkpoint, save_checkpoint
-from bertconvert.convert import ConversionReport, convert_checkpoint, detect_head, load_converted_model
+from bertconvert.convert.run import ConversionReport, convert_checkpoint, detect_head, load_converted_model
 from bertconvert.errors import (ChecksumMismatchError, CheckpointNotFoundError, ConfigError,
                                 HeadError, MappingError, OutputExistsError, OutputWriteError)
-from bertconvert.heads import HEADS
+from bertconvert.models.heads import HEADS
 
 FIXTURES = os.path.join(os.path.dirname(os.path.abspath(__file__)), os.pardir, "fixtures")
 CKPTS = os.path.join(FIXTURES, "checkpoints")
@@ -458,8 +458,8 @@ def test_load_converted_model_matches_the_directory(converted, tiny_batch):
 
 
 def test_target_model_is_built_on_meta_without_random_init():
-    from bertconvert.config import BertConfig
-    from bertconvert.planning import target_model
+    from bertconvert.models.config import BertConfig
+    from bertconvert.convert.plan import target_model
 
     big = BertConfig(30522, hidden_size=1024, num_hidden_layers=24, num_attention_heads=16,
                      intermediate_size=4096)
@@ -470,7 +470,7 @@ def test_target_model_is_built_on_meta_without_random_init():
 
 def test_source_hasher_digests_errors_and_cancel(tmp_path):
     from bertconvert.errors import ConversionError
-    from bertconvert.provenance import SourceHasher
+    from bertconvert.convert.provenance import SourceHasher
 
     data = os.urandom(3_000_001)
     (tmp_path / "a").write_bytes(data)
@@ -489,7 +489,7 @@ def test_source_hasher_digests_errors_and_cancel(tmp_path):
 
 
 def test_prefetched_hash_is_adopted_only_for_the_same_files(tmp_path):
-    from bertconvert import provenance
+    from bertconvert.convert import provenance
 
     src = ckpt("pretraining")
     hasher = provenance.prefetch_checkpoint(src)  # a directory: its checkpoint is found
@@ -508,7 +508,7 @@ def test_prefetched_hash_is_adopted_only_for_the_same_files(tmp_path):
 
 
 def test_checkpoint_paths_import_without_numpy():
-    code = ("import sys; import bertconvert.checkpoint.paths, bertconvert.provenance; "
+    code = ("import sys; import bertconvert.checkpoint.paths, bertconvert.convert.provenance; "
             "print('numpy' in sys.modules)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"

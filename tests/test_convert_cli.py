@@ -134,10 +134,10 @@ def test_cli_registration_imports_nothing_heavy():
 
 def test_cli_head_names_match_the_library():
     """commands/_common.py copies the head names so the parser needs no numpy; keep them equal."""
-    from bertconvert import mapping
+    from bertconvert.convert import rules as mapping
     from bertconvert.commands._common import HEAD_NAMES
-    from bertconvert.heads import HEADS
-    from bertconvert.tf_reference import HEAD_STAGES
+    from bertconvert.models.heads import HEADS
+    from bertconvert.verify.tf_side import HEAD_STAGES
 
     assert HEAD_NAMES == mapping.HEAD_NAMES == tuple(HEADS) == tuple(HEAD_STAGES)
 

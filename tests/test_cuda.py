@@ -19,7 +19,7 @@ import pytest
 import torch
 
 import bertconvert
-from bertconvert.heads import HEADS
+from bertconvert.models.heads import HEADS
 from bertconvert.verify import verify
 
 from conftest import fixture_checkpoint

@@ -7,10 +7,10 @@ import pytest
 import torch
 
 from bertconvert.checkpoint import load_checkpoint
-from bertconvert.convert import convert_checkpoint
+from bertconvert.convert.run import convert_checkpoint
 from bertconvert.errors import MappingError, OutputExistsError
-from bertconvert.export import export_model_dir, plan_export
-from bertconvert.serialization import save_state_dict
+from bertconvert.convert.export import export_model_dir, plan_export
+from bertconvert.models.weightfiles import save_state_dict
 
 FIXTURES = os.path.join(os.path.dirname(os.path.abspath(__file__)), os.pardir, "fixtures")
 
@@ -143,9 +143,9 @@ def test_plan_export_accepts_legacy_layer_norm_names_and_unprefixed_trunk():
 
 
 def test_save_state_dict_output_exports_too(tmp_path):
-    """A model directory written by bertconvert.serialization (another producer) exports."""
+    """A model directory written by bertconvert.models.weightfiles (another producer) exports."""
     convert_checkpoint(ckpt("next-sentence"), tmp_path / "pt", progress=False)
-    from bertconvert.heads import HEADS
+    from bertconvert.models.heads import HEADS
 
     model = HEADS["next-sentence"].from_pretrained(str(tmp_path / "pt"))
     out = tmp_path / "saved"

@@ -4,8 +4,8 @@ import os
 import numpy as np
 import pytest
 
-from bertconvert import mapping
-from bertconvert.mapping import (RULES, TF1_RULES, TF2_RULES, TF2_SUFFIX, apply_transform,
+from bertconvert.convert import rules as mapping
+from bertconvert.convert.rules import (RULES, TF1_RULES, TF2_RULES, TF2_SUFFIX, apply_transform,
                                  detect_head, invert_transform, resolve, reverse_rule,
                                  skip_reason, transformed_shape, unknown_name_hint)
 
@@ -169,7 +169,7 @@ def test_detect_head_refuses_two_fine_tuned_heads():
 
 
 def test_head_names_match_the_model_registry():
-    from bertconvert.heads import HEADS
+    from bertconvert.models.heads import HEADS
 
     assert tuple(HEADS) == mapping.HEAD_NAMES
 
@@ -177,7 +177,7 @@ def test_head_names_match_the_model_registry():
 @pytest.mark.parametrize("head", mapping.HEAD_NAMES)
 def test_every_model_parameter_has_exactly_one_tf1_name(head, tiny_config):
     """Both directions: each key of each head model maps to a TF1 name that maps back to it."""
-    from bertconvert.planning import target_model
+    from bertconvert.convert.plan import target_model
 
     model = target_model(head, tiny_config, 3 if head in mapping.CLASSIFIER_HEADS else None)
     tied = model.tied_weight_keys()

@@ -11,10 +11,10 @@ import torch.nn.functional as F
 
 from bertconvert import BertConfig, BertModel, HEADS
 from bertconvert.errors import ConfigError, HeadError
-from bertconvert.heads import (BertForPreTraining,
+from bertconvert.models.heads import (BertForPreTraining,
                                BertForQuestionAnswering, BertForSequenceClassification,
                                build_model, head_for_architecture)
-from bertconvert.modeling import extended_attention_mask, gelu, gelu_new
+from bertconvert.models.trunk import extended_attention_mask, gelu, gelu_new
 
 NUM_LABELS = {"sequence-classification": 3, "token-classification": 5}
 CHOICES = 3

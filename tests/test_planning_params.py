@@ -4,8 +4,8 @@ import pytest
 
 from bertconvert import BertConfig
 from bertconvert.errors import ConfigError, HeadError
-from bertconvert.heads import HEADS
-from bertconvert.planning import HEAD_LAYOUTS, expected_parameters, target_model, tied_parameters
+from bertconvert.models.heads import HEADS
+from bertconvert.convert.plan import HEAD_LAYOUTS, expected_parameters, target_model, tied_parameters
 
 
 def configs():

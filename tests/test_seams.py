@@ -15,7 +15,7 @@ from bertconvert import BertConfig, BertModel, BertTokenizer, cached_path
 from bertconvert.commands._common import non_negative_float, positive_int
 from bertconvert.errors import (BertConvertError, UnsupportedURLError, VerificationError,
                                 VocabError, WeightsError)
-from bertconvert.verify_report import ParityReport, StageResult
+from bertconvert.verify.report import ParityReport, StageResult
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 FIXTURE = os.path.join(ROOT, "fixtures", "checkpoints", "base")
@@ -66,7 +66,7 @@ def test_bin_holding_a_whole_pickled_model_names_the_class(tmp_path, config):
     with pytest.raises(WeightsError) as err:
         BertModel.from_pretrained(tmp_path)
     message = str(err.value)
-    assert "pickled bertconvert.modeling.BertModel object" in message
+    assert "pickled bertconvert.models.trunk.BertModel object" in message
     assert "torch.save(model.state_dict())" in message and "\x1b[" not in message
 
 
@@ -169,7 +169,7 @@ def test_cache_fetch_of_a_mistyped_name_lists_the_known_names(tmp_path, capsys):
 
 def test_missing_model_directory_is_called_missing(tmp_path):
     from bertconvert.errors import ConfigError
-    from bertconvert.serialization import find_config_file, find_weights_file
+    from bertconvert.models.weightfiles import find_config_file, find_weights_file
 
     with pytest.raises(ConfigError, match="found nothing: the directory does not exist"):
         find_config_file(tmp_path / "absent")

@@ -13,11 +13,11 @@ from bertconvert import (BertConfig, BertForMaskedLM, BertForPreTraining,
                          BertForQuestionAnswering, BertForSequenceClassification,
                          BertForTokenClassification, BertModel, BertPreTrainedModel, HEADS)
 from bertconvert.errors import BertConvertError, ConfigError, OutputExistsError, WeightsError
-from bertconvert.heads import build_model
-from bertconvert.serialization import (find_config_file, find_weights_file, load_state_dict,
+from bertconvert.models.heads import build_model
+from bertconvert.models.weightfiles import (find_config_file, find_weights_file, load_state_dict,
                                        save_state_dict)
 
-LOADER_LOG = "bertconvert.loading"
+LOADER_LOG = "bertconvert.models.loading"
 
 
 def outputs(model, batch):

@@ -8,7 +8,7 @@ import torch
 from safetensors.numpy import save
 from safetensors.torch import load_file
 
-from bertconvert.streaming import (SafetensorsStreamWriter, TensorSpec, TorchZipStreamWriter,
+from bertconvert.convert.writers import (SafetensorsStreamWriter, TensorSpec, TorchZipStreamWriter,
                                    WritebackFile, safetensors_order)
 
 SPECS = [TensorSpec("a.weight", "float32", (3, 5)), TensorSpec("b", "bfloat16", (7,)),

@@ -10,11 +10,11 @@ import numpy as np
 import pytest
 import torch
 
-from bertconvert import mapping
+from bertconvert.convert import rules as mapping
 from bertconvert.checkpoint import load_checkpoint, save_checkpoint
 from bertconvert.errors import ChecksumMismatchError, ConversionError
-from bertconvert.planning import PlannedTensor
-from bertconvert.tensorcopy import TensorCopier, source_grid, storage_dtype
+from bertconvert.convert.plan import PlannedTensor
+from bertconvert.convert.tensors import TensorCopier, source_grid, storage_dtype
 
 FIXTURES = os.path.join(os.path.dirname(os.path.abspath(__file__)), os.pardir, "fixtures")
 TORCH_DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}

@@ -15,7 +15,7 @@ import bertconvert
 from bertconvert import (BasicTokenizer, BertTokenizer, TokenizerError, VocabError,
                          WordpieceTokenizer)
 from bertconvert.errors import TokenizerArgumentError, TokenizerInputError, UnknownTokenError
-from bertconvert.tokenization import casing_from_name, load_vocab
+from bertconvert.tokenizer.wordpiece import casing_from_name, load_vocab
 
 FIXTURES = os.path.join(os.path.dirname(__file__), os.pardir, "fixtures", "tokenizer")
 UNCASED = os.path.join(FIXTURES, "vocab-uncased.txt")
@@ -41,7 +41,7 @@ def uncased():
 # ------------------------------------------------------------------ the three stages
 def test_public_names_are_exported():
     for name in ("BertTokenizer", "BasicTokenizer", "WordpieceTokenizer"):
-        assert getattr(bertconvert, name) is getattr(bertconvert.tokenization, name)
+        assert getattr(bertconvert, name) is getattr(bertconvert.tokenizer.wordpiece, name)
 
 
 def test_basic_tokenizer_lower_and_cased():
@@ -121,7 +121,7 @@ def test_non_str_input_is_a_named_type_error(uncased, bad):
 
 
 def test_cache_is_bounded(small_vocab, monkeypatch):
-    from bertconvert import tokenization
+    from bertconvert.tokenizer import wordpiece as tokenization
     monkeypatch.setattr(tokenization, "CACHE_SIZE", 50)
     tok = BertTokenizer(small_vocab)
     for i in range(500):
@@ -183,7 +183,7 @@ def test_ids_round_trip_and_errors(uncased, caplog):
 
 def test_convert_tokens_to_ids_warns_past_max_len(small_vocab, caplog):
     tok = BertTokenizer(small_vocab, max_len=4)
-    with caplog.at_level(logging.WARNING, logger="bertconvert.tokenization"):
+    with caplog.at_level(logging.WARNING, logger="bertconvert.tokenizer.wordpiece"):
         tok.convert_tokens_to_ids(["a"] * 4)
         assert not caplog.records
         tok.convert_tokens_to_ids(["a"] * 5)
@@ -244,7 +244,7 @@ def test_from_pretrained_warns_on_contradicting_casing(tmp_path, caplog):
     model_dir = tmp_path / "uncased_L-12_H-768_A-12"
     model_dir.mkdir()
     (model_dir / "vocab.txt").write_bytes(open(UNCASED, "rb").read())
-    with caplog.at_level(logging.WARNING, logger="bertconvert.tokenization"):
+    with caplog.at_level(logging.WARNING, logger="bertconvert.tokenizer.wordpiece"):
         tok = BertTokenizer.from_pretrained(model_dir, do_lower_case=False)
     assert tok.do_lower_case is False          # a local path: the caller's word stands
     assert "uncased" in caplog.text
@@ -253,7 +253,7 @@ def test_from_pretrained_warns_on_contradicting_casing(tmp_path, caplog):
 def test_from_pretrained_missing(tmp_path):
     with pytest.raises(VocabError, match="vocab.txt"):
         BertTokenizer.from_pretrained(tmp_path)                 # directory without vocab.txt
-    pytest.importorskip("bertconvert.pretrained")
+    pytest.importorskip("bertconvert.cache.names")
     with pytest.raises(VocabError, match="not a known model name"):
         BertTokenizer.from_pretrained(tmp_path / "nope" / "vocab.txt")
 
@@ -296,9 +296,9 @@ def vocab_server():
 
 
 def test_from_pretrained_url_through_the_cache(tmp_path, caplog, vocab_server):
-    pytest.importorskip("bertconvert.pretrained", reason="the cache module is not there yet")
+    pytest.importorskip("bertconvert.cache.names", reason="the cache module is not there yet")
     url = f"{vocab_server}/models/bert-base-cased-vocab.txt"
-    with caplog.at_level(logging.WARNING, logger="bertconvert.tokenization"):
+    with caplog.at_level(logging.WARNING, logger="bertconvert.tokenizer.wordpiece"):
         tok = BertTokenizer.from_pretrained(url, cache_dir=tmp_path / "cache", do_lower_case=True)
     assert tok.do_lower_case is False and "cased" in caplog.text   # the name wins, with a warning
     assert tok.vocab == load_vocab(CASED)
@@ -306,13 +306,13 @@ def test_from_pretrained_url_through_the_cache(tmp_path, caplog, vocab_server):
 
 
 def test_from_pretrained_seed_name(tmp_path, caplog, vocab_server, monkeypatch):
-    pretrained = pytest.importorskip("bertconvert.pretrained", reason="the cache module is not there yet")
+    pretrained = pytest.importorskip("bertconvert.cache.names", reason="the cache module is not there yet")
     monkeypatch.setenv(pretrained.ENV_MIRROR, vocab_server)   # names resolve under a mirror
     cache = tmp_path / "cache"
     tok = BertTokenizer.from_pretrained("bert-base-cased", cache_dir=cache)
     assert (tok.do_lower_case, tok.max_len) == (False, 512)
     assert tok.vocab == load_vocab(CASED)
-    with caplog.at_level(logging.WARNING, logger="bertconvert.tokenization"):
+    with caplog.at_level(logging.WARNING, logger="bertconvert.tokenizer.wordpiece"):
         tok = BertTokenizer.from_pretrained("bert-base-uncased", cache_dir=cache, do_lower_case=False,
                                             max_len=128)
     assert (tok.do_lower_case, tok.max_len) == (True, 128)

@@ -17,8 +17,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from bertconvert import _charclass as cc
-from bertconvert.tokenization import NEVER_SPLIT, BertTokenizer, load_vocab
+from bertconvert.tokenizer import charclass as cc
+from bertconvert.tokenizer.wordpiece import NEVER_SPLIT, BertTokenizer, load_vocab
 
 FIXTURES = os.path.join(os.path.dirname(__file__), os.pardir, "fixtures", "tokenizer")
 VOCABS = {True: os.path.join(FIXTURES, "vocab-uncased.txt"),

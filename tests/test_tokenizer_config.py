@@ -2,7 +2,7 @@
 
 Without it, our BertTokenizer.from_pretrained(out_dir) and transformers' tokenizers default
 to do_lower_case=True and silently lower-case text for a cased model. The casing is guessed
-by bertconvert.tokenization.guess_do_lower_case (explicit tokenizer_config.json beside the
+by bertconvert.tokenizer.wordpiece.guess_do_lower_case (explicit tokenizer_config.json beside the
 vocab, then the vocabulary's letters, then the directory name, then lower-case).
 """
 import json
@@ -12,9 +12,9 @@ import shutil
 import pytest
 
 from bertconvert import BertTokenizer
-from bertconvert.convert import convert_checkpoint
-from bertconvert.tokenization import guess_do_lower_case
-from bertconvert.verify_inputs import make_tokenizer
+from bertconvert.convert.run import convert_checkpoint
+from bertconvert.tokenizer.wordpiece import guess_do_lower_case
+from bertconvert.verify.inputs import make_tokenizer
 
 FIXTURES = os.path.join(os.path.dirname(os.path.abspath(__file__)), os.pardir, "fixtures")
 BASE = os.path.join(FIXTURES, "checkpoints", "base")
@@ -109,12 +109,12 @@ def test_cased_vocab_without_a_casing_source_warns_but_keeps_the_0_6_2_default(t
     model = tmp_path / "my-model"  # says neither cased nor uncased
     model.mkdir()
     shutil.copy(os.path.join(FIXTURES, "tokenizer", "vocab-cased.txt"), model / "vocab.txt")
-    with caplog.at_level("WARNING", logger="bertconvert.tokenization"):
+    with caplog.at_level("WARNING", logger="bertconvert.tokenizer.wordpiece"):
         tok = BertTokenizer.from_pretrained(str(model))
     assert tok.basic_tokenizer.do_lower_case  # what 0.6.2 did; scripts rely on it
     assert "pass do_lower_case=False" in caplog.text
     caplog.clear()
-    with caplog.at_level("WARNING", logger="bertconvert.tokenization"):
+    with caplog.at_level("WARNING", logger="bertconvert.tokenizer.wordpiece"):
         assert not BertTokenizer.from_pretrained(str(model), do_lower_case=False).do_lower_case
         shutil.copy(os.path.join(FIXTURES, "tokenizer", "vocab-uncased.txt"), model / "vocab.txt")
         BertTokenizer.from_pretrained(str(model))

@@ -13,10 +13,10 @@ import pytest
 import torch
 
 from bertconvert.errors import ParityError, VerificationError
-from bertconvert.tf_reference import HEAD_STAGES
+from bertconvert.verify.tf_side import HEAD_STAGES
 from bertconvert.verify import (DEFAULT_TOLERANCES, ParityReport, StageResult, assert_parity,
                                 compare_stage, resolve_tolerances, verify)
-from bertconvert.verify_inputs import (build_inputs, bundled_sentences, default_examples,
+from bertconvert.verify.inputs import (build_inputs, bundled_sentences, default_examples,
                                        load_inputs, make_tokenizer, read_text_file)
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -227,7 +227,7 @@ def _ppb_state_dict(weights):
 def test_tf_reference_matches_pytorch_pretrained_bert(tf, tmp_path):
     """Our TF forward against 0.6.2's BertForPreTraining, on a checkpoint TF writes here."""
     ppb = pytest.importorskip("pytorch_pretrained_bert.modeling")
-    from bertconvert.tf_reference import TFReference
+    from bertconvert.verify.tf_side import TFReference
     cfg = {"hidden_size": 32, "num_hidden_layers": 3, "num_attention_heads": 4,
            "intermediate_size": 37, "max_position_embeddings": 64, "type_vocab_size": 2,
            "hidden_act": "gelu", "vocab_size": 99}
@@ -261,7 +261,7 @@ def test_tf_reference_matches_pytorch_pretrained_bert(tf, tmp_path):
         np.testing.assert_allclose(out[name], value.numpy(), atol=2e-5, rtol=1e-4, err_msg=name)
 
     # Sub-stages: captured from 0.6.2's own modules, which follow Google's scopes too.
-    from bertconvert.tf_reference import LAYER_SUBSTAGES
+    from bertconvert.verify.tf_side import LAYER_SUBSTAGES
     sub = ref.forward(ids, types, mask, head="pretraining", substages=True)
     assert list(sub)[:7] == ["embeddings"] + [f"layer 0 {p}" for p in LAYER_SUBSTAGES] + ["layer 0"]
     assert {k: v for k, v in sub.items() if k in out}.keys() == out.keys()
@@ -302,7 +302,7 @@ def test_tf_reference_matches_pytorch_pretrained_bert(tf, tmp_path):
 
 @pytest.mark.tf
 def test_tf_reference_rejects_a_non_bert_checkpoint(tf, tmp_path):
-    from bertconvert.tf_reference import TFReference
+    from bertconvert.verify.tf_side import TFReference
     tf.raw_ops.SaveV2(prefix=str(tmp_path / "model.ckpt"), tensor_names=["dense/kernel"],
                       shape_and_slices=[""], tensors=[np.zeros((2, 2), np.float32)])
     (tmp_path / "bert_config.json").write_text(json.dumps(
@@ -443,7 +443,7 @@ def test_tensorflow_import_notices_are_filtered_and_other_stderr_kept():
     progress bar, a real warning) is written back."""
     code = textwrap.dedent("""
         import os, sys
-        from bertconvert.tf_reference import _import_notices_filtered
+        from bertconvert.verify.tf_side import _import_notices_filtered
         with _import_notices_filtered():
             os.write(2, b"WARNING: All log messages before absl::InitializeLog() is called are "
                         b"written to STDERR\\n")
@@ -470,7 +470,7 @@ def test_importing_tensorflow_for_verify_prints_no_notices(tf):
     env = dict(os.environ)
     env.pop("TF_CPP_MIN_LOG_LEVEL", None)
     proc = subprocess.run(
-        [sys.executable, "-c", "from bertconvert.tf_reference import import_tensorflow as i; "
+        [sys.executable, "-c", "from bertconvert.verify.tf_side import import_tensorflow as i; "
                                "i().constant(1.0)"],
         capture_output=True, text=True, cwd=ROOT, env=env, timeout=240)
     assert proc.returncode == 0, proc.stderr
@@ -532,8 +532,8 @@ def test_golden_round_trip_without_tensorflow(tf, converted, tmp_path):
 def test_golden_file_of_another_checkpoint_is_a_clear_error(tmp_path):
     """Without a model directory the head and label count come from the golden file; one
     recorded from another checkpoint must say so, not blame a --num-labels never passed."""
-    from bertconvert.verify_golden import save_golden
-    from bertconvert.verify_inputs import VerifyInputs
+    from bertconvert.verify.golden import save_golden
+    from bertconvert.verify.inputs import VerifyInputs
 
     ids = np.ones((2, 4), dtype=np.int64)
     golden = save_golden(tmp_path / "tok.npz", VerifyInputs(ids, ids * 0, ids, source="test"),
@@ -546,7 +546,7 @@ def test_golden_file_of_another_checkpoint_is_a_clear_error(tmp_path):
 
 
 def test_golden_file_errors(tmp_path):
-    from bertconvert.verify_golden import load_golden
+    from bertconvert.verify.golden import load_golden
     with pytest.raises(VerificationError, match="does not exist"):
         load_golden(tmp_path / "none.npz")
     junk = tmp_path / "junk.npz"

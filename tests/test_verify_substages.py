@@ -12,9 +12,9 @@ import pytest
 import torch
 
 from bertconvert.errors import ParityError, VerificationError
-from bertconvert.tf_reference import LAYER_SUBSTAGES, split_stage_name, substage_name
+from bertconvert.verify.tf_side import LAYER_SUBSTAGES, split_stage_name, substage_name
 from bertconvert.verify import ParityReport, StageResult, assert_parity, compare_all, verify
-from bertconvert.tokenization import guess_do_lower_case as _guess_lower_case
+from bertconvert.tokenizer.wordpiece import guess_do_lower_case as _guess_lower_case
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 FIXTURES = os.path.join(ROOT, "fixtures", "checkpoints")
@@ -139,10 +139,10 @@ FIRST_STAGE = [
 @pytest.mark.tf
 def test_every_encoder_tensor_nudge_is_caught_at_its_own_stage(tf):
     """All 16 tensors of layer 3, one element each +1e-2, in memory (one TF forward)."""
-    from bertconvert.convert import load_converted_model
-    from bertconvert.tf_reference import TFReference
-    from bertconvert.verify_inputs import load_inputs
-    from bertconvert.verify_torch import run_torch
+    from bertconvert.convert.run import load_converted_model
+    from bertconvert.verify.tf_side import TFReference
+    from bertconvert.verify.inputs import load_inputs
+    from bertconvert.verify.torch_side import run_torch
     model, _ = load_converted_model(ckpt("pretraining"), head="pretraining")
     inputs = load_inputs(os.path.join(ckpt("pretraining"), "vocab.txt"), "pretraining",
                          max_position_embeddings=64)
@@ -183,7 +183,7 @@ def test_faithful_conversion_passes_every_substage(tf, converted):
 # --- golden files -----------------------------------------------------------------------------
 @pytest.mark.tf
 def test_golden_files_carry_substages_and_old_ones_still_load(tf, converted, tmp_path):
-    from bertconvert.verify_golden import load_golden
+    from bertconvert.verify.golden import load_golden
     name = "token-classification"
     golden = tmp_path / "golden.npz"
     assert verify(ckpt(name), converted[name], record=golden, progress=False).passed
@@ -232,7 +232,7 @@ def test_casing_follows_the_vocabulary(tmp_path, caplog):
     assert _guess_lower_case(*_vocab(tmp_path, "plain", LOWER)) is True
     assert _guess_lower_case(*_vocab(tmp_path, "plain-cased", CASED)) is False
     # The directory name loses to the vocabulary's own letters, with a warning.
-    with caplog.at_level(logging.WARNING, logger="bertconvert.casing"):
+    with caplog.at_level(logging.WARNING, logger="bertconvert.tokenizer.vocab"):
         assert _guess_lower_case(*_vocab(tmp_path, "cased_L-2_H-32", LOWER)) is True
     assert "following the vocabulary" in caplog.text
     # Bracketed specials are not evidence; a vocabulary without cased letters asks the name.

@@ -24,7 +24,7 @@ from ..errors import CacheError
 
 
 def _size(text):
-    from ..cache_admin import parse_size
+    from ..cache.admin import parse_size
     try:
         return parse_size(text)
     except ValueError as e:
@@ -32,7 +32,7 @@ def _size(text):
 
 
 def _age(text):
-    from ..cache_admin import parse_age
+    from ..cache.admin import parse_age
     try:
         return parse_age(text)
     except ValueError as e:
@@ -92,9 +92,9 @@ def register(subparsers):
 
 # --- fetch / ls / verify ------------------------------------------------------------------------
 def run_fetch(args):
-    from ..cache import cached_path
+    from ..cache.store import cached_path
     from ..errors import UnknownModelError
-    from ..pretrained import PRETRAINED_MODEL_ARCHIVE_MAP, resolve_model_dir, resolve_vocab_file
+    from ..cache.names import PRETRAINED_MODEL_ARCHIVE_MAP, resolve_model_dir, resolve_vocab_file
 
     if args.sha256 and len(args.items) != 1:
         raise CacheError("--sha256 needs exactly one URL to fetch")
@@ -130,8 +130,8 @@ def _when(t):
 
 
 def run_ls(args):
-    from ..cache import resolve_cache_dir
-    from ..cache_admin import list_entries
+    from ..cache.store import resolve_cache_dir
+    from ..cache.admin import list_entries
 
     entries = list_entries(args.cache_dir)
     if args.json:
@@ -154,7 +154,7 @@ def run_ls(args):
 
 
 def run_verify(args):
-    from ..cache_admin import list_entries, remove_entry, select_entries, verify_entry
+    from ..cache.admin import list_entries, remove_entry, select_entries, verify_entry
 
     entries = select_entries(args.items, args.cache_dir) if args.items else list_entries(args.cache_dir)
     bad = 0
@@ -172,7 +172,7 @@ def run_verify(args):
 
 # --- prune / rm ---------------------------------------------------------------------------------
 def run_prune(args):
-    from ..cache_admin import prune
+    from ..cache.admin import prune
 
     removed = prune(args.cache_dir, max_size=args.max_size, older_than=args.older_than,
                     dry_run=args.dry_run)
@@ -184,7 +184,7 @@ def run_prune(args):
 
 
 def run_rm(args):
-    from ..cache_admin import list_entries, remove_entry, select_entries
+    from ..cache.admin import list_entries, remove_entry, select_entries
 
     if args.all == bool(args.items):
         raise CacheError("give ITEMs (keys, URLs or model names) or --all, not both")
@@ -197,8 +197,8 @@ def run_rm(args):
 
 # --- push ---------------------------------------------------------------------------------------
 def run_push(args):
-    from ..archives import make_archive
-    from ..transfer_s3 import (DEFAULT_MULTIPART_CHUNKSIZE, DEFAULT_MULTIPART_THRESHOLD,
+    from ..cache.archives import make_archive
+    from ..cache.s3 import (DEFAULT_MULTIPART_CHUNKSIZE, DEFAULT_MULTIPART_THRESHOLD,
                                push_directory, split_s3_url)
 
     split_s3_url(args.destination)  # a clear error before any upload

@@ -80,11 +80,11 @@ def _slots_unread(report):
 
 
 def run(args):
-    from ..provenance import prefetch_checkpoint
+    from ..convert.provenance import prefetch_checkpoint
 
     if args.source_hash == "full":  # the whole-file sha256 starts before numpy is imported
         prefetch_checkpoint(args.checkpoint)
-    from ..convert import convert_checkpoint
+    from ..convert.run import convert_checkpoint
 
     report = convert_checkpoint(
         args.checkpoint, args.out, config=args.config, head=args.head, num_labels=args.num_labels,

@@ -22,7 +22,7 @@ def register(subparsers):
 
 
 def run(args):
-    from ..export import export_model_dir
+    from ..convert.export import export_model_dir
 
     written = export_model_dir(args.model_dir, args.out, overwrite=args.overwrite,
                                progress=args.progress)

@@ -26,7 +26,7 @@ def register(subparsers):
 
 
 def run(args):
-    from ..convert import convert_to_pytorch_file
+    from ..convert.run import convert_to_pytorch_file
 
     report = convert_to_pytorch_file(
         args.tf_checkpoint, args.tf_config, args.pytorch_dump_output, head=args.head,

@@ -28,11 +28,11 @@ from math import prod
 
 import numpy as np
 
-from .checkpoint import dtypes as _dtypes
-from .checkpoint.crc import crc32c, mask
-from .checkpoint.shards import pread_into
-from .errors import CheckpointError, CheckpointFormatError, ChecksumMismatchError, ConversionError
-from .mapping import NONE, RESHAPE, RESHAPE_IN_TRANSPOSE, RESHAPE_OUT_TRANSPOSE, TRANSPOSE
+from ..checkpoint import dtypes as _dtypes
+from ..checkpoint.crc import crc32c, mask
+from ..checkpoint.shards import pread_into
+from ..errors import CheckpointError, CheckpointFormatError, ChecksumMismatchError, ConversionError
+from .rules import NONE, RESHAPE, RESHAPE_IN_TRANSPOSE, RESHAPE_OUT_TRANSPOSE, TRANSPOSE
 
 #: Bytes read (and checksummed) per step: fits in L2 with room for the transpose's writes.
 CHUNK_BYTES = 1 << 20

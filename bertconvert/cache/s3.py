@@ -12,9 +12,9 @@ import logging
 import os
 from urllib.parse import urlparse
 
-from .errors import (CacheError, DownloadError, MissingDependencyError, RemoteChangedError,
+from ..errors import (CacheError, DownloadError, MissingDependencyError, RemoteChangedError,
                      RemoteNotFoundError, UnsupportedURLError)
-from .transfer import (CHUNK_SIZE, Expected, RemoteInfo, b64_to_hex, hash_file, is_multipart_etag,
+from .checks import (CHUNK_SIZE, Expected, RemoteInfo, b64_to_hex, hash_file, is_multipart_etag,
                        md5_from_etag, multipart_md5_expectation, progress_bar)
 
 log = logging.getLogger(__name__)
@@ -288,7 +288,7 @@ def push_directory(path, s3_prefix, *, proxies=None, progress=True,
         push_directory("out/bert-tiny", "s3://team-models/bert/tiny/")
         cached_path("s3://team-models/bert/tiny/config.json")   # verified against the sha256
     """
-    from .errors import PathNotFoundError
+    from ..errors import PathNotFoundError
 
     path = os.fspath(path)
     if not os.path.exists(path):

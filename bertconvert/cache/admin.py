@@ -19,10 +19,10 @@ import shutil
 import time
 from dataclasses import dataclass
 
-from .atomic import TEMP_MARKER, temp_name_for
-from .cache import (EXTRACTED_SUFFIX, KEY_RE, PARTIAL_MARKER, entry_lock, entry_state,
+from ..atomic import TEMP_MARKER, temp_name_for
+from .store import (EXTRACTED_SUFFIX, KEY_RE, PARTIAL_MARKER, entry_lock, entry_state,
                     read_metadata, resolve_cache_dir, url_to_filename)
-from .errors import CacheEntryNotFoundError, CacheError
+from ..errors import CacheEntryNotFoundError, CacheError
 
 log = logging.getLogger(__name__)
 
@@ -96,7 +96,7 @@ def select_entries(items, cache_dir=None):
         hits = [e for e in entries if e.key.startswith(url_hash) or e.url == item
                 or (len(item) >= 8 and re.fullmatch(r"[0-9a-f.]+", item) and e.key.startswith(item))]
         if not hits and "://" not in item:
-            from .pretrained import PRETRAINED_MODEL_ARCHIVE_MAP, model_archive_url, vocab_url
+            from .names import PRETRAINED_MODEL_ARCHIVE_MAP, model_archive_url, vocab_url
             if item in PRETRAINED_MODEL_ARCHIVE_MAP:
                 urls = {model_archive_url(item), vocab_url(item)}
                 hits = [e for e in entries if e.url in urls]
@@ -112,7 +112,7 @@ def select_entries(items, cache_dir=None):
 
 def verify_entry(entry, progress=False):
     """``(ok, detail)``: recompute the entry's sha256 and compare with its metadata."""
-    from .transfer import hash_file
+    from .checks import hash_file
 
     if not entry.complete:
         return False, "incomplete (data or metadata missing, or size differs)"
@@ -150,7 +150,7 @@ def remove_entry(entry):
 
 def _garbage(cache_dir, now):
     """Abandoned partial downloads and old temp files (incomplete entries are listed entries)."""
-    from .cache_locks import _partial_abandoned
+    from .locks import _partial_abandoned
 
     out = []
     for entry in os.scandir(cache_dir):

@@ -33,13 +33,13 @@ import json
 import logging
 import os
 
-from . import _charclass as cc
-from ._encoding import EncodeMixin
-from .atomic import atomic_write
+from . import charclass as cc
+from .encode import EncodeMixin
+from ..atomic import atomic_write
 # The casing guess lives in its own module; this is its public home.
-from .casing import (TOKENIZER_CONFIG_NAME, casing_from_name, casing_from_vocab,  # noqa: F401
+from .vocab import (TOKENIZER_CONFIG_NAME, casing_from_name, casing_from_vocab,  # noqa: F401
                      guess_do_lower_case)
-from .errors import TokenizerError, TokenizerInputError, UnknownTokenError, VocabError
+from ..errors import TokenizerError, TokenizerInputError, UnknownTokenError, VocabError
 
 logger = logging.getLogger(__name__)
 
@@ -511,7 +511,7 @@ class BertTokenizer(EncodeMixin):
                 casing = casing_from_name(os.path.dirname(os.path.abspath(source)))
             cls._apply_casing(kwargs, casing, source, name_wins=False)
         else:
-            from .pretrained import PRETRAINED_VOCAB_ARCHIVE_MAP, resolve_vocab_file
+            from ..cache.names import PRETRAINED_VOCAB_ARCHIVE_MAP, resolve_vocab_file
             is_name = source in PRETRAINED_VOCAB_ARCHIVE_MAP
             if not is_name and "://" not in source:
                 raise VocabError(f"no vocabulary at {source!r}: it is not a file, not a directory "

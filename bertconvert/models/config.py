@@ -16,8 +16,8 @@ import copy
 import json
 import os
 
-from .atomic import atomic_write
-from .errors import ConfigError
+from ..atomic import atomic_write
+from ..errors import ConfigError
 
 #: Keys every BERT config must carry; there is no sensible default for them.
 REQUIRED_KEYS = (

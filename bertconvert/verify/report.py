@@ -11,9 +11,9 @@ import math
 
 import numpy as np
 
-from .atomic import atomic_write
-from .errors import ParityError
-from .tf_reference import HEAD_STAGES, LAYER_SUBSTAGES, split_stage_name
+from ..atomic import atomic_write
+from ..errors import ParityError
+from .tf_side import HEAD_STAGES, LAYER_SUBSTAGES, split_stage_name
 
 
 @dataclasses.dataclass

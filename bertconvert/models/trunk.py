@@ -21,7 +21,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .config import BertConfig
-from .errors import ConfigError
+from ..errors import ConfigError
 from .loading import PretrainedLoadingMixin
 
 logger = logging.getLogger(__name__)

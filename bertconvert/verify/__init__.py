@@ -63,10 +63,10 @@ import sys
 import time
 import types
 
-from .errors import HeadError, VerificationError
-from . import verify_golden
-from .verify_report import ParityReport, StageResult, compare_all, compare_stage  # noqa: F401
-from .verify_torch import check_device, load_torch_model, run_torch
+from ..errors import HeadError, VerificationError
+from . import golden as verify_golden
+from .report import ParityReport, StageResult, compare_all, compare_stage  # noqa: F401
+from .torch_side import check_device, load_torch_model, run_torch
 
 log = logging.getLogger(__name__)
 
@@ -123,7 +123,7 @@ def _reference_dtype(dtype):
 
 
 def _reference_outputs(checkpoint, config_file, inputs, head, dtype):
-    from .tf_reference import TFReference
+    from .tf_side import TFReference
     ref = TFReference(checkpoint, config_file=config_file)
     outputs = ref.forward(inputs.input_ids, inputs.token_type_ids, inputs.attention_mask,
                           head=head, dtype=_reference_dtype(dtype), substages=True)
@@ -237,8 +237,8 @@ def verify(checkpoint, model_dir=None, *, head=None, num_labels=None, device="cp
 
 
 def _make_inputs(checkpoint, model_dir, loaded, head, text):
-    from .tf_reference import resolve_checkpoint_prefix
-    from .verify_inputs import find_vocab_file, load_inputs
+    from .tf_side import resolve_checkpoint_prefix
+    from .inputs import find_vocab_file, load_inputs
     ckpt_dir = os.path.dirname(os.path.abspath(resolve_checkpoint_prefix(checkpoint)))
     vocab = find_vocab_file(ckpt_dir, model_dir)
     cfg = loaded.model.config

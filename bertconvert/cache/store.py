@@ -36,9 +36,9 @@ import stat
 import time
 from urllib.parse import urlparse
 
-from .atomic import atomic_write
-from .cache_locks import PARTIAL_MARKER, _claim_partial, _release_partial, entry_lock  # noqa: F401
-from .errors import (CacheEntryNotFoundError, CacheError, CacheWriteError, DownloadError,
+from ..atomic import atomic_write
+from .locks import PARTIAL_MARKER, _claim_partial, _release_partial, entry_lock  # noqa: F401
+from ..errors import (CacheEntryNotFoundError, CacheError, CacheWriteError, DownloadError,
                      IntegrityError, NetworkUnavailableError, OfflineError, PathNotFoundError,
                      RemoteChangedError, UnsupportedURLError)
 
@@ -148,7 +148,7 @@ def _sha256_matches(data_path, meta, sha256):
         return True
     recorded = meta.get("sha256")
     if recorded is None:  # e.g. a 0.6.2 entry: compute once
-        from .transfer import hash_file
+        from .checks import hash_file
         recorded = hash_file(data_path, ("sha256",))["sha256"]
     return recorded.lower() == sha256
 
@@ -186,7 +186,7 @@ def _open_partial(tmp, adopted):
     """The temp file a download writes. Both transports deliver the body in order, so it is
     a DirectFile: past the page cache (the commit's fsync is cheap), always a prefix of the
     object (resumable)."""
-    from .directio import DirectFile
+    from ..directio import DirectFile
 
     return DirectFile(tmp, "a" if adopted else "x")
 
@@ -221,7 +221,7 @@ def _split_for_encoding(url, info, own, server):
     give it, while the server's checksums (ETag MD5, ``x-amz-checksum-*``) describe the
     encoded bytes and are checked on those. A ``sha256=`` argument describes the file.
     """
-    from .transfer import WIRE_DECODERS, Expected
+    from .checks import WIRE_DECODERS, Expected
 
     if info.content_encoding is None:
         return own + server, []
@@ -238,8 +238,8 @@ def _split_for_encoding(url, info, own, server):
 
 
 def _download(url, info, data_path, transport, sha256, progress):
-    from . import __version__
-    from .transfer import Expected, StreamHasher, check_integrity
+    from .. import __version__
+    from .checks import Expected, StreamHasher, check_integrity
 
     own = [Expected("sha256", sha256, "the sha256= argument")] if sha256 else []
     server = list(info.expected)
@@ -365,7 +365,7 @@ def _fetch_remote(url, cache_dir, force_download, local_files_only, sha256, extr
                                f"it while online (`bertconvert cache fetch {url}`)")
         return _finish(path, extract, cache_dir)
 
-    from .transfer import transport_for
+    from .checks import transport_for
 
     transport = transport_for(url, proxies)
     try:
@@ -399,7 +399,7 @@ def _fetch_remote(url, cache_dir, force_download, local_files_only, sha256, extr
 
 def _local(path, cache_dir, extract, sha256):
     if sha256:
-        from .transfer import hash_file
+        from .checks import hash_file
         actual = hash_file(path, ("sha256",))["sha256"] if os.path.isfile(path) else None
         if actual != sha256:
             raise IntegrityError(f"sha256 of {path} is {actual} but sha256= says {sha256}")

@@ -26,9 +26,9 @@ import zipfile
 
 import numpy as np
 
-from .atomic import atomic_write
-from .errors import VerificationError
-from .verify_inputs import VerifyInputs
+from ..atomic import atomic_write
+from ..errors import VerificationError
+from .inputs import VerifyInputs
 
 log = logging.getLogger(__name__)
 
@@ -136,7 +136,7 @@ def check_golden_matches(golden, checkpoint, head):
     recorded = golden.meta.get("checkpoint_index_sha256")
     prefix = None
     try:
-        from .tf_reference import resolve_checkpoint_prefix
+        from .tf_side import resolve_checkpoint_prefix
         prefix = resolve_checkpoint_prefix(checkpoint)
     except Exception:  # the checkpoint need not be present on a CI machine
         notes.append(f"checkpoint {checkpoint} not found here; golden file trusted as recorded "

@@ -21,10 +21,10 @@ import re
 import torch
 from torch import nn
 
-from . import serialization
-from .atomic import atomic_write
+from . import weightfiles as serialization
+from ..atomic import atomic_write
 from .config import BertConfig
-from .errors import ConfigError, OutputExistsError, WeightsError
+from ..errors import ConfigError, OutputExistsError, WeightsError
 
 logger = logging.getLogger(__name__)
 
@@ -77,7 +77,7 @@ def _resolve(path, need_config, need_weights, cache_dir, force_download, local_f
 def _fetch(name_or_url, cache_dir, force_download, local_files_only):
     """A model name or URL -> local directory, through the shared cache (imported lazily)."""
     try:
-        from .pretrained import resolve_model_dir
+        from ..cache.names import resolve_model_dir
     except ModuleNotFoundError as e:
         if e.name != f"{__package__}.pretrained":
             raise
@@ -291,7 +291,7 @@ class PretrainedLoadingMixin:
 
     @classmethod
     def _from_tf(cls, path, opts, kwargs):
-        from .convert import load_converted_model
+        from ..convert.run import load_converted_model
 
         head = cls.head_name or "auto"
         model, report = load_converted_model(

@@ -24,7 +24,7 @@ import time
 import zlib
 from dataclasses import dataclass, field
 
-from .errors import IntegrityError
+from ..errors import IntegrityError
 
 log = logging.getLogger(__name__)
 
@@ -542,12 +542,12 @@ class HttpTransport:
     @property
     def session(self):
         if self._session is None:
-            from .transfer_http import make_session
+            from .http import make_session
             self._session = make_session(self.proxies)
         return self._session
 
     def head(self, url):
-        from .transfer_http import head
+        from .http import head
         return head(url, self.session, self.policy)
 
     def download_checks(self, info):
@@ -555,7 +555,7 @@ class HttpTransport:
         return []
 
     def fetch(self, url, info, f, hasher, progress, desc, wire_hasher=None):
-        from .transfer_http import fetch
+        from .http import fetch
         return fetch(url, info, f, hasher, self.session, self.policy, progress=progress,
                      desc=desc, wire_hasher=wire_hasher)
 
@@ -571,20 +571,20 @@ class S3Transport:
     resumable = True
 
     def __init__(self, proxies):
-        from .transfer_s3 import make_client
+        from .s3 import make_client
 
         self.policy = RetryPolicy.from_env()
         self.client = make_client(proxies, self.policy)
 
     def head(self, url):
-        from .transfer_s3 import head
+        from .s3 import head
         return head(url, self.client)
 
     def fetch(self, url, info, f, hasher, progress, desc, wire_hasher=None):
         # boto3 never decodes a Content-Encoding: what is stored is what arrives, and the
         # store's checksums apply to it (head() leaves content_encoding None).
         assert wire_hasher is None, "S3 bodies are stored as they are sent"
-        from .transfer_s3 import fetch
+        from .s3 import fetch
         return fetch(url, info, f, hasher, self.client, progress=progress, desc=desc,
                      attempts=self.policy.attempts)
 
@@ -593,7 +593,7 @@ class S3Transport:
 
     def download_checks(self, info):
         """Checks worth extra requests only when downloading: the multipart ETag."""
-        from .transfer_s3 import multipart_check
+        from .s3 import multipart_check
         return multipart_check(info, self.client)
 
 

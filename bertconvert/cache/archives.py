@@ -22,8 +22,8 @@ import tarfile
 import zipfile
 import zlib
 
-from .atomic import current_umask, fsync_directory, make_temp_dir_beside
-from .errors import CacheWriteError, CorruptArchiveError, NotAnArchiveError, UnsafeArchiveError
+from ..atomic import current_umask, fsync_directory, make_temp_dir_beside
+from ..errors import CacheWriteError, CorruptArchiveError, NotAnArchiveError, UnsafeArchiveError
 
 log = logging.getLogger(__name__)
 
@@ -248,7 +248,7 @@ def make_archive(directory, archive_path):
     Hidden files are left out; the archive is written atomically. Used by ``cache push --name``
     to publish ``<name>.tar.gz`` on a mirror.
     """
-    from .atomic import atomic_write
+    from ..atomic import atomic_write
 
     directory = os.path.abspath(os.fspath(directory))
     top = os.path.basename(directory.rstrip(os.sep)) or "model"

@@ -19,11 +19,12 @@ import os
 import re
 import shutil
 
-from . import mapping, serialization
-from .atomic import atomic_write
-from .checkpoint import save_checkpoint
-from .config import BertConfig
-from .errors import MappingError, OutputExistsError
+from . import rules as mapping
+from ..models import weightfiles as serialization
+from ..atomic import atomic_write
+from ..checkpoint import save_checkpoint
+from ..models.config import BertConfig
+from ..errors import MappingError, OutputExistsError
 
 logger = logging.getLogger(__name__)
 

@@ -39,17 +39,17 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from . import __version__
-from .atomic import atomic_directory, atomic_write
-from .checkpoint import load_checkpoint
-from .errors import ConversionError, MissingDependencyError, OutputWriteError, VocabError
-from .mapping import detect_head  # noqa: F401  (part of this module's public API)
-from .planning import plan_conversion, resolve_config
-from .directio import DirectFile
+from .. import __version__
+from ..atomic import atomic_directory, atomic_write
+from ..checkpoint import load_checkpoint
+from ..errors import ConversionError, MissingDependencyError, OutputWriteError, VocabError
+from .rules import detect_head  # noqa: F401  (part of this module's public API)
+from .plan import plan_conversion, resolve_config
+from ..directio import DirectFile
 from .provenance import hash_files, start_hashing
-from .streaming import (SafetensorsStreamWriter, TensorSpec, TorchZipStreamWriter, WritebackFile,
+from .writers import (SafetensorsStreamWriter, TensorSpec, TorchZipStreamWriter, WritebackFile,
                         safetensors_order)
-from .tensorcopy import TensorCopier, storage_dtype
+from .tensors import TensorCopier, storage_dtype
 
 logger = logging.getLogger(__name__)
 
@@ -330,7 +330,7 @@ def tokenizer_config(vocab_file, config):
     text for a cased model; the casing is guessed from the checkpoint's own vocabulary (see
     :func:`bertconvert.tokenization.guess_do_lower_case`).
     """
-    from .tokenization import guess_do_lower_case
+    from ..tokenizer.wordpiece import guess_do_lower_case
 
     try:
         lower = guess_do_lower_case(vocab_file)
@@ -539,7 +539,7 @@ def load_converted_model(checkpoint, *, config=None, head="auto", num_labels=Non
 
     Same planning and checks as :func:`convert_checkpoint`; nothing is written to disk.
     """
-    from .planning import target_model
+    from .plan import target_model
 
     _check_options(None, dtype)
     with load_checkpoint(checkpoint, mmap=False) as reader:

@@ -39,7 +39,7 @@ from math import prod
 
 import numpy as np
 
-from .directio import start_writeback
+from ..directio import start_writeback
 
 #: Our dtype names -> safetensors dtype codes.
 SAFETENSORS_DTYPES = {"float32": "F32", "float16": "F16", "bfloat16": "BF16", "float64": "F64",

@@ -20,8 +20,8 @@ import struct
 
 import torch
 
-from .atomic import fsync_directory, temp_name_for
-from .errors import ConfigError, WeightsError
+from ..atomic import fsync_directory, temp_name_for
+from ..errors import ConfigError, WeightsError
 
 logger = logging.getLogger(__name__)
 

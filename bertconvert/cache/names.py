@@ -16,7 +16,7 @@ import logging
 import os
 from urllib.parse import urlparse
 
-from .errors import CacheError, UnknownModelError, WeightsError
+from ..errors import CacheError, UnknownModelError, WeightsError
 
 log = logging.getLogger(__name__)
 
@@ -109,7 +109,7 @@ def resolve_model_dir(name_or_url, cache_dir=None, *, force_download=False, loca
     the cache, verified, and extracted once (safely). Raises UnknownModelError for anything
     else, WeightsError when the archive holds no model.
     """
-    from .cache import cached_path
+    from .store import cached_path
 
     source = os.fspath(name_or_url)
     if source in PRETRAINED_MODEL_ARCHIVE_MAP:
@@ -130,7 +130,7 @@ def resolve_model_dir(name_or_url, cache_dir=None, *, force_download=False, loca
 def resolve_vocab_file(name_or_url, cache_dir=None, *, force_download=False, local_files_only=False,
                        progress=True):
     """Local path of a vocabulary: for a seed name, a URL, a file, or a directory with vocab.txt."""
-    from .cache import cached_path
+    from .store import cached_path
 
     source = os.fspath(name_or_url)
     if source in PRETRAINED_VOCAB_ARCHIVE_MAP:

@@ -13,7 +13,7 @@ import dataclasses
 import logging
 import os
 
-from .errors import HeadError, VerificationError
+from ..errors import HeadError, VerificationError
 
 log = logging.getLogger(__name__)
 
@@ -32,12 +32,12 @@ class LoadedModel:
 
     def reference_config(self, checkpoint):
         """Config for the TF reference: the checkpoint's own, else the model directory's."""
-        from .tf_reference import find_checkpoint_config, resolve_checkpoint_prefix
+        from .tf_side import find_checkpoint_config, resolve_checkpoint_prefix
         return find_checkpoint_config(resolve_checkpoint_prefix(checkpoint)) or self.config_file
 
 
 def _head_from_config(config, config_file, notes):
-    from .heads import head_for_architecture
+    from ..models.heads import head_for_architecture
     names = getattr(config, "architectures", None)
     if names:
         return head_for_architecture(names[0])
@@ -54,19 +54,19 @@ def load_torch_model(checkpoint, model_dir=None, head=None, num_labels=None, dty
     unless given. Parameters absent from the directory (a head it does not hold) are noted:
     they were freshly initialised and will fail the comparison.
     """
-    from .heads import HEADS, LABELLED_HEADS
+    from ..models.heads import HEADS, LABELLED_HEADS
     notes = []
     if head is not None and head not in HEADS:
         raise HeadError(f"unknown head {head!r}; expected one of {', '.join(HEADS)}")
     if model_dir is None:
-        from .convert import load_converted_model
+        from ..convert.run import load_converted_model
         model, report = load_converted_model(checkpoint, head=head or "auto",
                                              num_labels=num_labels)
         notes.append(f"converted {checkpoint} in memory (head {report.head})")
         return LoadedModel(model.eval(), report.head, report.num_labels, None, notes)
 
-    from .config import BertConfig
-    from .serialization import find_config_file
+    from ..models.config import BertConfig
+    from ..models.weightfiles import find_config_file
     if not os.path.isdir(model_dir):
         raise VerificationError(f"model directory {model_dir} does not exist; pass the output "
                                 "of `bertconvert convert`, or omit it to convert in memory")
@@ -111,9 +111,9 @@ def check_config_matches_checkpoint(config, config_file, checkpoint):
     Checkpoints without a config beside them (or not present, with ``--reference``) are
     not checked here.
     """
-    from .config import BertConfig
-    from .errors import CheckpointError, ConfigError
-    from .tf_reference import find_checkpoint_config, resolve_checkpoint_prefix
+    from ..models.config import BertConfig
+    from ..errors import CheckpointError, ConfigError
+    from .tf_side import find_checkpoint_config, resolve_checkpoint_prefix
     try:
         ckpt_config_file = find_checkpoint_config(resolve_checkpoint_prefix(checkpoint))
         if ckpt_config_file is None:
@@ -197,7 +197,7 @@ def _layer_modules(i, layer):
     TF reference computes: ``attention.self.query`` etc. are the projections before the
     head split, ``attention`` ends with its LayerNorm, ``intermediate`` with the activation.
     """
-    from .tf_reference import LAYER_SUBSTAGES, substage_name
+    from .tf_side import LAYER_SUBSTAGES, substage_name
     paths = {"query": ("attention", "self", "query"), "key": ("attention", "self", "key"),
              "value": ("attention", "self", "value"), "attention output": ("attention",),
              "intermediate": ("intermediate",)}

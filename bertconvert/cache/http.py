@@ -16,9 +16,9 @@ import logging
 import re
 import zlib
 
-from .errors import (CertificateError, DownloadError, IntegrityError, MissingDependencyError,
+from ..errors import (CertificateError, DownloadError, IntegrityError, MissingDependencyError,
                      RemoteChangedError, RemoteNotFoundError)
-from .transfer import (CHUNK_SIZE, WIRE_DECODERS, BufferPool, Expected, RemoteInfo,
+from .checks import (CHUNK_SIZE, WIRE_DECODERS, BufferPool, Expected, RemoteInfo,
                        b64_to_hex, is_multipart_etag, md5_from_etag, parse_retry_after,
                        progress_bar)
 
@@ -49,7 +49,7 @@ def _requests():
 def make_session(proxies=None):
     """A requests Session with our User-Agent; ``proxies`` adds to the environment's."""
     requests = _requests()
-    from . import __version__
+    from .. import __version__
 
     session = requests.Session()
     session.headers["User-Agent"] = f"bertconvert/{__version__}"

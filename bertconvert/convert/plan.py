@@ -16,10 +16,10 @@ import re
 from dataclasses import dataclass, field
 from math import prod
 
-from . import mapping
-from .config import BertConfig
-from .config_hints import ShapeEvidence
-from .errors import ConfigError, HeadError, MappingError
+from . import rules as mapping
+from ..models.config import BertConfig
+from .hints import ShapeEvidence
+from ..errors import ConfigError, HeadError, MappingError
 
 logger = logging.getLogger(__name__)
 
@@ -171,7 +171,7 @@ def target_model(head, config, num_labels):
     """Build the target model on the meta device: its keys and shapes, no memory, no init."""
     import torch
 
-    from .heads import build_model
+    from ..models.heads import build_model
 
     with torch.device("meta"), _skip_meta_init_mode():
         model = build_model(head, config, num_labels=num_labels)

@@ -37,8 +37,8 @@ import tempfile
 
 import numpy as np
 
-from .errors import CheckpointNotFoundError, ConfigError, MissingDependencyError, VerificationError
-from .tf_reference_names import (TF1_NAMES as _TF1_NAMES, TF2_NAMES as _TF2_NAMES,
+from ..errors import CheckpointNotFoundError, ConfigError, MissingDependencyError, VerificationError
+from .stages import (TF1_NAMES as _TF1_NAMES, TF2_NAMES as _TF2_NAMES,
                                  TF2_SUFFIX as _TF2_SUFFIX, TF2_TRANSPOSED as _TF2_T,
                                  reshape_tf2 as _reshape_tf2)
 

@@ -24,8 +24,8 @@ import os
 
 import numpy as np
 
-from ._encoding import truncate_seq_pair
-from .errors import VerificationError
+from ..tokenizer.encode import truncate_seq_pair
+from ..errors import VerificationError
 
 log = logging.getLogger(__name__)
 
@@ -127,7 +127,7 @@ def find_vocab_file(*directories):
 
 def _guess_lower_case(vocab_file, vocab):
     """Kept for callers of the old private name: :func:`bertconvert.tokenization.guess_do_lower_case`."""
-    from .tokenization import guess_do_lower_case
+    from ..tokenizer.wordpiece import guess_do_lower_case
     return guess_do_lower_case(vocab_file, vocab)
 
 
@@ -135,7 +135,7 @@ def make_tokenizer(vocab_file):
     """Our BertTokenizer over ``vocab_file``, cased as
     :func:`~bertconvert.tokenization.guess_do_lower_case` decides. Casing only shapes how
     realistic the batch is: both sides of the check always see the same ids."""
-    from .tokenization import BertTokenizer, guess_do_lower_case, load_vocab
+    from ..tokenizer.wordpiece import BertTokenizer, guess_do_lower_case, load_vocab
     lower = guess_do_lower_case(vocab_file, load_vocab(vocab_file))
     return BertTokenizer(vocab_file, do_lower_case=lower)
 

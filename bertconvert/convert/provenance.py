@@ -22,7 +22,7 @@ import logging
 import os
 import threading
 
-from .errors import ConversionError
+from ..errors import ConversionError
 
 log = logging.getLogger(__name__)
 
@@ -113,7 +113,7 @@ def prefetch_checkpoint(path):
     so the longest job of a conversion starts some 0.1 s earlier. Best effort: any problem
     is left for the conversion itself to report.
     """
-    from .checkpoint.paths import resolve_prefix
+    from ..checkpoint.paths import resolve_prefix
 
     try:
         prefix = resolve_prefix(path)

@@ -102,7 +102,7 @@ def guess_do_lower_case(vocab_file, vocab=None):
     if explicit is not None:
         return explicit
     if vocab is None:
-        from .tokenization import load_vocab  # imports this module: load it lazily
+        from .wordpiece import load_vocab  # imports this module: load it lazily
         vocab = load_vocab(vocab_file)
     from_vocab = casing_from_vocab(vocab)
     from_name = casing_from_name(directory)

@@ -18,8 +18,8 @@ import torch
 from torch import nn
 from torch.nn import CrossEntropyLoss
 
-from .errors import HeadError
-from .modeling import BertModel, BertPreTrainedModel, get_activation
+from ..errors import HeadError
+from .trunk import BertModel, BertPreTrainedModel, get_activation
 
 #: 0.6.2 ignores MLM/NSP label -1; transformers uses -100. Both are treated as "ignore".
 IGNORE_INDEX = -1

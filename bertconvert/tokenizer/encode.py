@@ -11,7 +11,7 @@ text is only added when some of its tokens survive truncation (max_length=3).
 """
 import logging
 
-from .errors import TokenizerArgumentError, TokenizerInputError, VocabError
+from ..errors import TokenizerArgumentError, TokenizerInputError, VocabError
 
 logger = logging.getLogger(__name__)
 
