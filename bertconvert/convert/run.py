@@ -539,7 +539,7 @@ def load_converted_model(checkpoint, *, config=None, head="auto", num_labels=Non
 
     Same planning and checks as :func:`convert_checkpoint`; nothing is written to disk.
     """
-    from .plan import target_model
+    from ..models.heads import target_model
 
     _check_options(None, dtype)
     with load_checkpoint(checkpoint, mmap=False) as reader:

@@ -20,6 +20,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .. import layout
 from .config import BertConfig
 from ..errors import ConfigError
 from .loading import PretrainedLoadingMixin
@@ -306,7 +307,7 @@ class BertModel(BertPreTrainedModel):
         (2, torch.Size([1, 32]))
     """
 
-    head_name = "base"
+    head_name = layout.BASE
 
     def __init__(self, config):
         super().__init__(config)

@@ -132,16 +132,6 @@ def test_cli_registration_imports_nothing_heavy():
     assert proc.returncode == 0, proc.stdout + proc.stderr
 
 
-def test_cli_head_names_match_the_library():
-    """commands/_common.py copies the head names so the parser needs no numpy; keep them equal."""
-    from bertconvert.convert import rules as mapping
-    from bertconvert.commands._common import HEAD_NAMES
-    from bertconvert.models.heads import HEADS
-    from bertconvert.verify.tf_side import HEAD_STAGES
-
-    assert HEAD_NAMES == mapping.HEAD_NAMES == tuple(HEADS) == tuple(HEAD_STAGES)
-
-
 def test_inspect_table_and_json(capsys):
     assert main(["inspect", ckpt("tf2-pretraining")]) == 0
     out = capsys.readouterr().out

@@ -5,7 +5,8 @@ import pytest
 from bertconvert import BertConfig
 from bertconvert.errors import ConfigError, HeadError
 from bertconvert.models.heads import HEADS
-from bertconvert.convert.plan import HEAD_LAYOUTS, expected_parameters, target_model, tied_parameters
+from bertconvert.convert.plan import HEAD_LAYOUTS, expected_parameters, tied_parameters
+from bertconvert.models.heads import target_model
 
 
 def configs():

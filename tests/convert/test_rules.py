@@ -4,6 +4,7 @@ import os
 import numpy as np
 import pytest
 
+from bertconvert import layout
 from bertconvert.convert import rules as mapping
 from bertconvert.convert.rules import (RULES, TF1_RULES, TF2_RULES, TF2_SUFFIX, apply_transform,
                                  detect_head, invert_transform, resolve, reverse_rule,
@@ -151,7 +152,7 @@ def test_unknown_transform_is_rejected():
 def test_detect_head_on_fixtures(fixture, head):
     detected, note = detect_head(fixture_names(fixture))
     assert detected == head
-    if fixture in mapping.CLASSIFIER_HEADS:
+    if fixture in layout.CLASSIFIER_HEADS:
         assert "token-classification" in note and "multiple-choice" in note
     else:
         assert note == ""
@@ -168,18 +169,12 @@ def test_detect_head_refuses_two_fine_tuned_heads():
     assert head is None and "--head" in note
 
 
-def test_head_names_match_the_model_registry():
-    from bertconvert.models.heads import HEADS
-
-    assert tuple(HEADS) == mapping.HEAD_NAMES
-
-
 @pytest.mark.parametrize("head", mapping.HEAD_NAMES)
 def test_every_model_parameter_has_exactly_one_tf1_name(head, tiny_config):
     """Both directions: each key of each head model maps to a TF1 name that maps back to it."""
-    from bertconvert.convert.plan import target_model
+    from bertconvert.models.heads import target_model
 
-    model = target_model(head, tiny_config, 3 if head in mapping.CLASSIFIER_HEADS else None)
+    model = target_model(head, tiny_config, 3 if head in layout.CLASSIFIER_HEADS else None)
     tied = model.tied_weight_keys()
     trunk = mapping.trunk_prefix(head)
     names = []
@@ -191,7 +186,7 @@ def test_every_model_parameter_has_exactly_one_tf1_name(head, tiny_config):
         assert rule.flavour == "tf1"
         names.append(name)
     assert len(set(names)) == len(names)
-    assert detect_head(names)[0] == (head if head not in mapping.CLASSIFIER_HEADS else "sequence-classification")
+    assert detect_head(names)[0] == (head if head not in layout.CLASSIFIER_HEADS else "sequence-classification")
 
 
 # --- hints -------------------------------------------------------------------------------

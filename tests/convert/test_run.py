@@ -17,6 +17,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
+from bertconvert import layout
 from bertconvert.convert import rules as mapping
 from bertconvert.checkpoint import load_checkpoint, save_checkpoint
 from bertconvert.convert.run import ConversionReport, convert_checkpoint, detect_head, load_converted_model
@@ -74,7 +75,7 @@ def converted(tmp_path_factory):
 def test_weights_are_bit_exact_to_what_tensorflow_wrote(converted, fixture):
     out_dir, report = converted[fixture]
     head, labels = LAYOUTS[fixture]
-    assert report.head == head and report.num_labels == (labels if head in mapping.CLASSIFIER_HEADS else None)
+    assert report.head == head and report.num_labels == (labels if head in layout.CLASSIFIER_HEADS else None)
     expected = expected_state(fixture, head)
     safe = load_file(os.path.join(out_dir, "model.safetensors"))
     pickled = torch.load(os.path.join(out_dir, "pytorch_model.bin"), weights_only=True)
@@ -459,7 +460,7 @@ def test_load_converted_model_matches_the_directory(converted, tiny_batch):
 
 def test_target_model_is_built_on_meta_without_random_init():
     from bertconvert.models.config import BertConfig
-    from bertconvert.convert.plan import target_model
+    from bertconvert.models.heads import target_model
 
     big = BertConfig(30522, hidden_size=1024, num_hidden_layers=24, num_attention_heads=16,
                      intermediate_size=4096)
