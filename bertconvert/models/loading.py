@@ -84,7 +84,7 @@ def _fetch(name_or_url, cache_dir, force_download, local_files_only):
             raise
         raise WeightsError(
             f"{name_or_url} is not an existing directory or file, and this installation cannot "
-            "fetch model names or URLs (bertconvert.pretrained is missing)") from e
+            "fetch model names or URLs (bertconvert.cache.names is missing)") from e
     return resolve_model_dir(name_or_url, cache_dir=cache_dir, force_download=force_download,
                              local_files_only=local_files_only)
 

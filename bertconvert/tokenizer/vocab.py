@@ -8,7 +8,7 @@ lower-casing text for a cased model turns every capitalised word into fragments 
 tokenizes with it. Both decide with :func:`guess_do_lower_case`.
 
 The functions are re-exported by :mod:`bertconvert.tokenizer.wordpiece` (and the 0.6.2 path
-:mod:`bertconvert.tokenization`), their public home.
+:mod:`bertconvert.tokenizer.wordpiece`), their public home.
 """
 import collections
 import json

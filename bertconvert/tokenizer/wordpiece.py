@@ -17,7 +17,7 @@ capped at 200 characters, not 100.
 Speed comes from doing per text only what must be done per text: delete control characters
 with one regex, ``str.split()``, then look every whitespace-delimited word up in a cache of
 finished word pieces. A miss runs the exact slow path once (character classes are
-precomputed regexes, see :mod:`bertconvert._charclass`). Caches are bounded and are dropped
+precomputed regexes, see :mod:`bertconvert.tokenizer.charclass`). Caches are bounded and are dropped
 when the vocabulary size or an option changes.
 
 Example::
@@ -416,7 +416,7 @@ class BertTokenizer(EncodeMixin):
 
         A directory's ``tokenizer_config.json`` (written by transformers) supplies
         ``do_lower_case`` and ``max_len`` (``model_max_length``) unless passed explicitly.
-        Names and URLs are fetched through :mod:`bertconvert.pretrained` (``cache_dir``,
+        Names and URLs are fetched through :mod:`bertconvert.cache.names` (``cache_dir``,
         ``force_download=`` and ``local_files_only=`` are passed on). For seed names
         ``max_len`` is capped at 512 and ``do_lower_case`` follows the name (``-cased`` is
         cased, anything else lower-cased), with a warning if the caller asked otherwise; a URL

@@ -127,14 +127,14 @@ def find_vocab_file(*directories):
 
 
 def _guess_lower_case(vocab_file, vocab):
-    """Kept for callers of the old private name: :func:`bertconvert.tokenization.guess_do_lower_case`."""
+    """Kept for callers of the old private name: :func:`bertconvert.tokenizer.wordpiece.guess_do_lower_case`."""
     from ..tokenizer.wordpiece import guess_do_lower_case
     return guess_do_lower_case(vocab_file, vocab)
 
 
 def make_tokenizer(vocab_file):
     """Our BertTokenizer over ``vocab_file``, cased as
-    :func:`~bertconvert.tokenization.guess_do_lower_case` decides. Casing only shapes how
+    :func:`~bertconvert.tokenizer.wordpiece.guess_do_lower_case` decides. Casing only shapes how
     realistic the batch is: both sides of the check always see the same ids."""
     from ..tokenizer.wordpiece import BertTokenizer, guess_do_lower_case, load_vocab
     lower = guess_do_lower_case(vocab_file, load_vocab(vocab_file))

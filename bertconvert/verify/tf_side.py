@@ -2,7 +2,7 @@
 
 This module is deliberately independent of the rest of bertconvert's conversion path: it
 reads the checkpoint with TensorFlow's own ``tf.train.load_checkpoint`` (not our TF-free
-reader), resolves variable names with its own small table (not :mod:`bertconvert.mapping`),
+reader), resolves variable names with its own small table (not :mod:`bertconvert.convert.rules`),
 and computes the forward pass with TensorFlow ops following google-research/bert's
 ``modeling.py``. A bug shared by the converter and this module would need to be written
 twice, independently, which is what makes the comparison worth something.

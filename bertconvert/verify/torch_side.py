@@ -216,7 +216,7 @@ def run_torch(model, inputs, head, device="cpu", dtype="float32", substages=Fals
     """Run ``model`` on ``inputs``; ordered dict stage name -> float32 numpy array.
 
     ``substages`` adds each layer's sub-stages (``"layer 3 query"`` ...) before the layer, in
-    the order of :data:`bertconvert.tf_reference.LAYER_SUBSTAGES`.
+    the order of :data:`bertconvert.verify.tf_side.LAYER_SUBSTAGES`.
     """
     import torch
     if dtype not in TORCH_DTYPES:
