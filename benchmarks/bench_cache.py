@@ -1,6 +1,6 @@
 """Download speed of the weight cache against curl and pytorch-pretrained-bert 0.6.2, in one run.
 
-A loopback HTTP server (tests/cache_servers.py, streaming with sendfile) serves a 440 MB file
+A loopback HTTP server (tests/cache/servers.py, streaming with sendfile) serves a 440 MB file
 — bert-base's size — with an MD5 ETag, as S3 would. Each contender downloads it into a fresh
 directory; we report the best of ``--repeat`` runs, the ratios the issue sets targets for
 (ours <= 2x curl, ppb >= 5x ours), and what a cache hit costs in requests (target: one HEAD).
@@ -21,11 +21,10 @@ import tempfile
 import time
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, os.path.join(REPO, "tests"))
 sys.path.insert(0, REPO)
 os.environ.setdefault("TQDM_DISABLE", "1")  # no progress bars for anyone: same work for all
 
-from cache_servers import LoopbackServer  # noqa: E402
+from tests.cache.servers import LoopbackServer  # noqa: E402
 
 from bertconvert.cache.store import cached_path  # noqa: E402
 

@@ -8,7 +8,7 @@ Rules this module keeps (each one a failure seen in the wild with 0.6.2's cache)
 * a body that stops early (dropped connection, stall past the read timeout) is resumed with
   ``Range: bytes=N-`` + ``If-Range: <etag>`` when the ETag is strong; a server that answers
   such a request with ``200`` gets the file restarted from byte 0 — never appended to;
-* bytes are hashed while they arrive (see :class:`~bertconvert.transfer.StreamHasher`).
+* bytes are hashed while they arrive (see :class:`~bertconvert.cache.checks.StreamHasher`).
 
 Proxies come from the environment (requests' ``trust_env``) or the ``proxies`` argument.
 """

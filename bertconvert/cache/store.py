@@ -365,7 +365,7 @@ def _fetch_remote(url, cache_dir, force_download, local_files_only, sha256, extr
                                f"it while online (`bertconvert cache fetch {url}`)")
         return _finish(path, extract, cache_dir)
 
-    from .checks import transport_for
+    from .transports import transport_for
 
     transport = transport_for(url, proxies)
     try:

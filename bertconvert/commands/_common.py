@@ -9,10 +9,7 @@ must not import numpy, torch or TensorFlow (``bertconvert --help`` stays instant
 """
 import argparse
 
-#: The eight head layouts, in :data:`bertconvert.heads.HEADS` order. A copy of
-#: ``bertconvert.mapping.HEAD_NAMES`` (which imports numpy); tests keep the two equal.
-HEAD_NAMES = ("base", "pretraining", "masked-lm", "next-sentence", "sequence-classification",
-              "token-classification", "multiple-choice", "question-answering")
+from ..layout import HEAD_NAMES  # noqa: F401  (standard library only, like this module)
 
 
 def positive_int(text):

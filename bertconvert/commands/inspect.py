@@ -5,6 +5,7 @@ Reads the checkpoint index only; no tensor bytes. ``--json`` prints the same as 
 """
 import json
 
+from .. import layout
 from .convert import HEAD_CHOICES
 
 
@@ -39,7 +40,7 @@ def describe(checkpoint, head="auto"):
     weights = [r["name"] for r in rows if not mapping.skip_reason(r["name"])]
     detected, note = mapping.detect_head(weights)
     shown = detected if head == "auto" else head
-    trunk = mapping.trunk_prefix(shown or "pretraining")
+    trunk = mapping.trunk_prefix(shown or layout.PRETRAINING)
     for row in rows:
         reason = mapping.skip_reason(row["name"])
         if reason:

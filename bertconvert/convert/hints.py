@@ -45,7 +45,7 @@ class ShapeEvidence:
     Feed it with :meth:`observe` (one call per matched tensor), :meth:`observe_layer` and
     :meth:`observe_heads`; :meth:`hints` then names every field the config gets wrong.
 
-    >>> from bertconvert.config import BertConfig
+    >>> from bertconvert.models.config import BertConfig
     >>> ev = ShapeEvidence(BertConfig(99, hidden_size=64, num_attention_heads=4), "cfg.json")
     >>> ev.observe("bert/pooler/dense/bias", "bert.pooler.dense.bias", "pooler",
     ...            ("hidden_size",), (32,))

@@ -16,6 +16,7 @@ import re
 from dataclasses import dataclass, field
 from math import prod
 
+from .. import layout
 from . import rules as mapping
 from ..models.config import BertConfig
 from .hints import ShapeEvidence
@@ -119,7 +120,7 @@ def choose_num_labels(head, num_labels, shapes, config):
     rows = _classifier_rows(shapes)
     if num_labels is not None and (not isinstance(num_labels, int) or num_labels < 1):
         raise HeadError(f"num_labels must be a positive integer, got {num_labels!r}")
-    if head == "multiple-choice":
+    if head == layout.MULTIPLE_CHOICE:
         if rows not in (None, 1):
             raise HeadError(
                 f"multiple-choice scores each choice with one output, but output_weights has "
@@ -128,7 +129,7 @@ def choose_num_labels(head, num_labels, shapes, config):
             raise HeadError(f"multiple-choice has exactly 1 output per choice; --num-labels "
                             f"{num_labels} does not apply (omit it or pass 1)")
         return 1
-    if head in ("sequence-classification", "token-classification"):
+    if head in (layout.SEQUENCE_CLASSIFICATION, layout.TOKEN_CLASSIFICATION):
         if rows is not None:
             if num_labels is not None and num_labels != rows:
                 raise HeadError(f"--num-labels {num_labels} disagrees with the checkpoint: "
@@ -139,43 +140,6 @@ def choose_num_labels(head, num_labels, shapes, config):
         raise HeadError(f"--num-labels applies to sequence-classification, "
                         f"token-classification and multiple-choice, not to {head}")
     return None
-
-
-# --- the meta model ------------------------------------------------------------------------
-def _skip_meta_init_mode():
-    """A TorchFunctionMode that makes in-place random init a no-op (used on meta tensors only).
-
-    Meta tensors have no values, so initialising them means nothing, but ``normal_`` on the
-    meta device is routed through torch's Python decompositions, whose first use imports
-    torch._refs/_dynamo: about a second and 100+ MB for nothing. Uniform/fill/zero are cheap.
-    """
-    import torch
-    from torch.overrides import TorchFunctionMode
-
-    skipped = ("normal_", "uniform_")  # Tensor or TensorBase methods, matched by name
-
-    class SkipMetaInit(TorchFunctionMode):
-        def __torch_function__(self, func, types, args=(), kwargs=None):
-            kwargs = kwargs or {}
-            if getattr(func, "__name__", None) in skipped:
-                # nn.init passes the tensor by keyword, Tensor methods positionally.
-                target = args[0] if args else kwargs.get("tensor", kwargs.get("self"))
-                if isinstance(target, torch.Tensor) and target.is_meta:
-                    return target
-            return func(*args, **kwargs)
-
-    return SkipMetaInit()
-
-
-def target_model(head, config, num_labels):
-    """Build the target model on the meta device: its keys and shapes, no memory, no init."""
-    import torch
-
-    from ..models.heads import build_model
-
-    with torch.device("meta"), _skip_meta_init_mode():
-        model = build_model(head, config, num_labels=num_labels)
-    return model
 
 
 # --- the target model's parameters, as data ------------------------------------------------
@@ -207,31 +171,27 @@ _MLM = (  # the LM head's own bias comes before its submodules, as state_dict() 
     ("cls.predictions.transform.dense.bias", (_H,)),
     ("cls.predictions.transform.LayerNorm.weight", (_H,)),
     ("cls.predictions.transform.LayerNorm.bias", (_H,)),
-    ("cls.predictions.decoder.weight", ("vocab_size", _H)),  # tied to the word embeddings
+    (layout.TIED_DECODER_KEY, ("vocab_size", _H)),  # tied to the word embeddings
 )
 _NSP = (("cls.seq_relationship.weight", (2, _H)), ("cls.seq_relationship.bias", (2,)))
 _CLASSIFIER = (("classifier.weight", ("num_labels", _H)), ("classifier.bias", ("num_labels",)))
 _QA = (("qa_outputs.weight", (2, _H)), ("qa_outputs.bias", (2,)))
 
+_PART_PARAMETERS = {"mlm": _MLM, "nsp": _NSP, "classifier": _CLASSIFIER, "qa": _QA}
+
 #: head -> (model class name, whether its outputs use the pooler, head parameters after the trunk)
 HEAD_LAYOUTS = {
-    "base": ("BertModel", True, ()),
-    "pretraining": ("BertForPreTraining", True, _MLM + _NSP),
-    "masked-lm": ("BertForMaskedLM", False, _MLM),
-    "next-sentence": ("BertForNextSentencePrediction", True, _NSP),
-    "sequence-classification": ("BertForSequenceClassification", True, _CLASSIFIER),
-    "token-classification": ("BertForTokenClassification", False, _CLASSIFIER),
-    "multiple-choice": ("BertForMultipleChoice", True, _CLASSIFIER),
-    "question-answering": ("BertForQuestionAnswering", False, _QA),
-}
+    name: (head.class_name, head.uses_pooler,
+           tuple(item for part in head.parts for item in _PART_PARAMETERS[part]))
+    for name, head in layout.LAYOUTS.items()}
 #: alias key -> the key whose parameter it shares, when the config ties the MLM decoder.
-_TIED_DECODER = {"cls.predictions.decoder.weight": "bert.embeddings.word_embeddings.weight"}
+_TIED_DECODER = dict(layout.LAYOUTS[layout.PRETRAINING].tied)
 
 
 def model_label_count(head, config, num_labels=None):
     """Outputs of the head's classifier: what ``build_model(head, config, num_labels)`` uses
     (multiple-choice scores each choice with 1 output; others: argument, config, else 2)."""
-    if head == "multiple-choice":
+    if head == layout.MULTIPLE_CHOICE:
         return 1
     return num_labels or config.num_labels or 2
 

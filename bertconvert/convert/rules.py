@@ -25,6 +25,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from .. import layout
+
 TF2_SUFFIX = "/.ATTRIBUTES/VARIABLE_VALUE"
 
 # --- transforms: TF layout -> PyTorch layout (numpy, exact: only moves bytes) ---------------
@@ -303,7 +305,7 @@ def resolve(name, trunk="bert."):
 
 def trunk_prefix(head):
     """PyTorch key prefix of the trunk: BertModel has none, every head model has ``bert.``."""
-    return "" if head == "base" else "bert."
+    return "" if head == layout.BASE else "bert."
 
 
 def part_of_key(key):
@@ -324,10 +326,7 @@ def reverse_rule(key):
 
 
 # --- head detection ------------------------------------------------------------------------
-HEAD_NAMES = ("base", "pretraining", "masked-lm", "next-sentence", "sequence-classification",
-              "token-classification", "multiple-choice", "question-answering")
-#: Heads that share run_classifier's root output_weights layout.
-CLASSIFIER_HEADS = ("sequence-classification", "token-classification", "multiple-choice")
+HEAD_NAMES = layout.HEAD_NAMES
 
 AMBIGUOUS_CLASSIFIER_NOTE = (
     "root output_weights/output_bias is run_classifier's layout, shared by sequence-, token- and "
@@ -362,20 +361,20 @@ def detect_head(variable_names):
                       "sequence-classification")
     note = ""
     if "qa_outputs" in parts or "classifier" in parts:
-        head = "question-answering" if "qa_outputs" in parts else "sequence-classification"
-        if head == "sequence-classification":
+        head = layout.QUESTION_ANSWERING if "qa_outputs" in parts else layout.SEQUENCE_CLASSIFICATION
+        if head == layout.SEQUENCE_CLASSIFICATION:
             note = AMBIGUOUS_CLASSIFIER_NOTE
         if pretraining:
             dropped = "; ".join(f"{p} variables are not part of {head} and are dropped" for p in sorted(pretraining))
             note = f"{note}; {dropped}" if note else dropped
         return head, note
     if pretraining == {"predictions", "seq_relationship"}:
-        return "pretraining", note
+        return layout.PRETRAINING, note
     if pretraining == {"predictions"}:
-        return "masked-lm", note
+        return layout.MASKED_LM, note
     if pretraining == {"seq_relationship"}:
-        return "next-sentence", note
-    return "base", note
+        return layout.NEXT_SENTENCE, note
+    return layout.BASE, note
 
 
 # --- hints for names no rule knows ---------------------------------------------------------

@@ -1,8 +1,8 @@
 """Convert a Google TensorFlow BERT checkpoint into a PyTorch model directory, exactly.
 
-The work happens in three steps that never go back: :func:`~bertconvert.planning.plan_conversion`
+The work happens in three steps that never go back: :func:`~bertconvert.convert.plan.plan_conversion`
 decides everything from the checkpoint index and the config (no tensor read yet), then every
-planned tensor is streamed by :class:`~bertconvert.tensorcopy.TensorCopier` -- read in small
+planned tensor is streamed by :class:`~bertconvert.convert.tensors.TensorCopier` -- read in small
 crc-checked pieces, transformed (transpose/reshape only: the values are the checkpoint's),
 cast to the output dtype, appended to the weight file(s) -- and finally the directory is
 published atomically: every file fsynced once, then renamed into place. The source files'
@@ -328,7 +328,7 @@ def tokenizer_config(vocab_file, config):
 
     Without this file, tokenizers fall back to ``do_lower_case=True`` and silently lower-case
     text for a cased model; the casing is guessed from the checkpoint's own vocabulary (see
-    :func:`bertconvert.tokenization.guess_do_lower_case`).
+    :func:`bertconvert.tokenizer.wordpiece.guess_do_lower_case`).
     """
     from ..tokenizer.wordpiece import guess_do_lower_case
 
@@ -355,7 +355,7 @@ def convert_checkpoint(checkpoint, out_dir, *, config=None, head="auto", num_lab
     """Convert a TF checkpoint (prefix, ``.index`` file or directory) into model directory ``out_dir``.
 
     ``config``: path/dict/BertConfig (default: ``bert_config.json`` beside the checkpoint).
-    ``head``: "auto" or a :data:`bertconvert.heads.HEADS` name; ``num_labels`` must agree
+    ``head``: "auto" or a :data:`bertconvert.models.heads.HEADS` name; ``num_labels`` must agree
     with the checkpoint's classifier. ``format``: safetensors, pytorch or both. ``dtype``:
     float32, float16 or bfloat16. ``overwrite`` replaces an existing directory (only once the
     new one is complete). ``allow_new_head`` lets a checkpoint without the head's variables
@@ -539,7 +539,7 @@ def load_converted_model(checkpoint, *, config=None, head="auto", num_labels=Non
 
     Same planning and checks as :func:`convert_checkpoint`; nothing is written to disk.
     """
-    from .plan import target_model
+    from ..models.heads import target_model
 
     _check_options(None, dtype)
     with load_checkpoint(checkpoint, mmap=False) as reader:

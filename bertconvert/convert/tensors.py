@@ -1,6 +1,6 @@
 """Planned tensors out of a checkpoint, in PyTorch layout and the output dtype, with numpy only.
 
-The converter's inner loop. For each :class:`~bertconvert.planning.PlannedTensor` the bytes
+The converter's inner loop. For each :class:`~bertconvert.convert.plan.PlannedTensor` the bytes
 are read from the data shard in small pieces (``preadv`` into one reused, cache-sized
 buffer), checked against the entry's crc32c as they stream past, then
 

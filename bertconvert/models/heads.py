@@ -19,6 +19,9 @@ from torch import nn
 from torch.nn import CrossEntropyLoss
 
 from ..errors import HeadError
+from ..layout import (LABELLED_HEADS, LAYOUTS, MASKED_LM, MULTIPLE_CHOICE, NEXT_SENTENCE,  # noqa: F401
+                      PRETRAINING, QUESTION_ANSWERING, SEQUENCE_CLASSIFICATION,
+                      TOKEN_CLASSIFICATION, TIED_DECODER_KEY, head_for_class)
 from .trunk import BertModel, BertPreTrainedModel, get_activation
 
 #: 0.6.2 ignores MLM/NSP label -1; transformers uses -100. Both are treated as "ignore".
@@ -99,7 +102,7 @@ class _TiedMLMMixin:
             self.cls.predictions.decoder.weight = self.bert.embeddings.word_embeddings.weight
 
     def tied_weight_keys(self):
-        return {"cls.predictions.decoder.weight"} if self._ties() else set()
+        return {TIED_DECODER_KEY} if self._ties() else set()
 
 
 # --- the seven model classes -------------------------------------------------------------
@@ -111,7 +114,7 @@ class BertForPreTraining(_TiedMLMMixin, BertPreTrainedModel):
     ignored; NSP label 0 means "B follows A").
     """
 
-    head_name = "pretraining"
+    head_name = PRETRAINING
     pooler_used = True
 
     def __init__(self, config):
@@ -139,7 +142,7 @@ class BertForMaskedLM(_TiedMLMMixin, BertPreTrainedModel):
     """BERT with the masked-LM head: logits [batch, seq, vocab], or the loss with
     ``masked_lm_labels`` (positions labelled < 0 are ignored)."""
 
-    head_name = "masked-lm"
+    head_name = MASKED_LM
     pooler_used = False
 
     def __init__(self, config):
@@ -163,7 +166,7 @@ class BertForNextSentencePrediction(BertPreTrainedModel):
     """BERT with the next-sentence head: logits [batch, 2] (index 0 = "is next"), or the loss
     with ``next_sentence_label``."""
 
-    head_name = "next-sentence"
+    head_name = NEXT_SENTENCE
     pooler_used = True
 
     def __init__(self, config):
@@ -204,7 +207,7 @@ class BertForSequenceClassification(_BertWithClassifier):
     Returns logits [batch, num_labels], or the cross-entropy loss with ``labels``.
     """
 
-    head_name = "sequence-classification"
+    head_name = SEQUENCE_CLASSIFICATION
     label_argument = "num_labels"
     pooler_used = True
 
@@ -230,7 +233,7 @@ class BertForMultipleChoice(_BertWithClassifier):
     [batch, num_choices], or the cross-entropy loss with ``labels`` [batch].
     """
 
-    head_name = "multiple-choice"
+    head_name = MULTIPLE_CHOICE
     pooler_used = True
 
     def __init__(self, config, num_choices=2):
@@ -259,7 +262,7 @@ class BertForTokenClassification(_BertWithClassifier):
     the positions where ``attention_mask`` is 1 (all positions without a mask).
     """
 
-    head_name = "token-classification"
+    head_name = TOKEN_CLASSIFICATION
     label_argument = "num_labels"
     pooler_used = False
 
@@ -290,7 +293,7 @@ class BertForQuestionAnswering(BertPreTrainedModel):
     caller's tensors are not modified).
     """
 
-    head_name = "question-answering"
+    head_name = QUESTION_ANSWERING
     pooler_used = False
 
     def __init__(self, config):
@@ -315,19 +318,7 @@ class BertForQuestionAnswering(BertPreTrainedModel):
 
 # --- registry ------------------------------------------------------------------------------
 #: Head name -> model class, in the order the CLI lists them.
-HEADS = OrderedDict([
-    ("base", BertModel),
-    ("pretraining", BertForPreTraining),
-    ("masked-lm", BertForMaskedLM),
-    ("next-sentence", BertForNextSentencePrediction),
-    ("sequence-classification", BertForSequenceClassification),
-    ("token-classification", BertForTokenClassification),
-    ("multiple-choice", BertForMultipleChoice),
-    ("question-answering", BertForQuestionAnswering),
-])
-
-#: Heads whose constructor takes a label count.
-LABELLED_HEADS = ("sequence-classification", "token-classification")
+HEADS = OrderedDict((name, globals()[layout.class_name]) for name, layout in LAYOUTS.items())
 
 
 def _unknown_head(head):
@@ -349,14 +340,49 @@ def build_model(head, config, num_labels=None):
     return cls(config)
 
 
+# --- the meta model ------------------------------------------------------------------------
+def _skip_meta_init_mode():
+    """A TorchFunctionMode that makes in-place random init a no-op (used on meta tensors only).
+
+    Meta tensors have no values, so initialising them means nothing, but ``normal_`` on the
+    meta device is routed through torch's Python decompositions, whose first use imports
+    torch._refs/_dynamo: about a second and 100+ MB for nothing. Uniform/fill/zero are cheap.
+    """
+    import torch
+    from torch.overrides import TorchFunctionMode
+
+    skipped = ("normal_", "uniform_")  # Tensor or TensorBase methods, matched by name
+
+    class SkipMetaInit(TorchFunctionMode):
+        def __torch_function__(self, func, types, args=(), kwargs=None):
+            kwargs = kwargs or {}
+            if getattr(func, "__name__", None) in skipped:
+                # nn.init passes the tensor by keyword, Tensor methods positionally.
+                target = args[0] if args else kwargs.get("tensor", kwargs.get("self"))
+                if isinstance(target, torch.Tensor) and target.is_meta:
+                    return target
+            return func(*args, **kwargs)
+
+    return SkipMetaInit()
+
+
+def target_model(head, config, num_labels):
+    """Build the target model on the meta device: its keys and shapes, no memory, no init."""
+    import torch
+
+    with torch.device("meta"), _skip_meta_init_mode():
+        model = build_model(head, config, num_labels=num_labels)
+    return model
+
+
 def head_for_architecture(name):
     """Head name for a class name from a config's ``architectures`` list.
 
     >>> head_for_architecture("BertForSequenceClassification")
     'sequence-classification'
     """
-    for head, cls in HEADS.items():
-        if cls.__name__ == name:
-            return head
+    head = head_for_class(name)
+    if head is not None:
+        return head
     known = ", ".join(cls.__name__ for cls in HEADS.values())
     raise HeadError(f"unknown BERT architecture {name!r}; expected one of {known}")

@@ -24,7 +24,8 @@ from torch import nn
 from . import weightfiles as serialization
 from ..atomic import atomic_write
 from .config import BertConfig
-from ..errors import ConfigError, OutputExistsError, WeightsError
+from ..errors import ConfigError, HeadError, OutputExistsError, WeightsError
+from ..layout import head_for_class
 
 logger = logging.getLogger(__name__)
 
@@ -83,7 +84,7 @@ def _fetch(name_or_url, cache_dir, force_download, local_files_only):
             raise
         raise WeightsError(
             f"{name_or_url} is not an existing directory or file, and this installation cannot "
-            "fetch model names or URLs (bertconvert.pretrained is missing)") from e
+            "fetch model names or URLs (bertconvert.cache.names is missing)") from e
     return resolve_model_dir(name_or_url, cache_dir=cache_dir, force_download=force_download,
                              local_files_only=local_files_only)
 
@@ -284,14 +285,26 @@ class PretrainedLoadingMixin:
         ``architectures[0]`` (BertModel when absent)."""
         if not cls.__dict__.get("_abstract_base", False) or config is None:
             return cls
-        from .heads import HEADS, head_for_architecture
+        # The class is looked up by its public name: bertconvert's lazy re-export table
+        # imports the head classes on first use, where importing .heads here would close
+        # the cycle heads -> trunk -> loading -> heads.
+        import bertconvert
+        from ..layout import LAYOUTS
 
-        names = getattr(config, "architectures", None) or ["BertModel"]
-        return HEADS[head_for_architecture(names[0])]
+        name = (getattr(config, "architectures", None) or ["BertModel"])[0]
+        head = head_for_class(name)
+        if head is None:
+            known = ", ".join(layout.class_name for layout in LAYOUTS.values())
+            raise HeadError(f"unknown BERT architecture {name!r}; expected one of {known}")
+        return getattr(bertconvert, LAYOUTS[head].class_name)
 
     @classmethod
     def _from_tf(cls, path, opts, kwargs):
-        from ..convert.run import load_converted_model
+        # Converting is the convert pillar's job, above this one: reach it through the public
+        # (lazily resolved) bertconvert.load_converted_model, not an import of convert.
+        import bertconvert
+
+        load_converted_model = bertconvert.load_converted_model
 
         head = cls.head_name or "auto"
         model, report = load_converted_model(

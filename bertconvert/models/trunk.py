@@ -2,7 +2,7 @@
 
 Module and parameter names follow the TensorFlow scopes (``LayerNorm``, ``query``,
 ``word_embeddings``...), so state-dict keys are those of pytorch-pretrained-bert 0.6.2 and
-of transformers' ``BertModel``. The head classes live in :mod:`bertconvert.heads`; loading
+of transformers' ``BertModel``. The head classes live in :mod:`bertconvert.models.heads`; loading
 and saving (shared by all of them) is in :class:`BertPreTrainedModel`.
 
 Math, as Google wrote it: embeddings = LayerNorm(word + token_type + position); attention
@@ -20,6 +20,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .. import layout
 from .config import BertConfig
 from ..errors import ConfigError
 from .loading import PretrainedLoadingMixin
@@ -224,10 +225,10 @@ class BertPreTrainedModel(PretrainedLoadingMixin, nn.Module):
     """Base of every BERT model class: holds ``.config``, initialises weights, loads and saves.
 
     ``from_pretrained`` and ``save_pretrained`` come from
-    :class:`bertconvert.loading.PretrainedLoadingMixin`.
+    :class:`bertconvert.models.loading.PretrainedLoadingMixin`.
     """
 
-    #: Name of this class in :data:`bertconvert.heads.HEADS` (set by each concrete class).
+    #: Name of this class in :data:`bertconvert.models.heads.HEADS` (set by each concrete class).
     head_name = None
     #: False for heads whose outputs never touch the pooler (transformers saves those
     #: without ``bert.pooler.*``, so its absence is expected there, not a warning).
@@ -306,7 +307,7 @@ class BertModel(BertPreTrainedModel):
         (2, torch.Size([1, 32]))
     """
 
-    head_name = "base"
+    head_name = layout.BASE
 
     def __init__(self, config):
         super().__init__(config)

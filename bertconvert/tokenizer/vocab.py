@@ -1,4 +1,4 @@
-"""Was a BERT vocabulary trained on lower-cased text? (``do_lower_case``)
+"""The vocabulary file (:func:`load_vocab`) and its casing: was it trained on lower-cased text?
 
 Google ships no record of the casing inside a checkpoint: it lives in the directory name
 (``uncased_L-12_H-768_A-12``) and in the user's memory. Getting it wrong is silent --
@@ -7,18 +7,22 @@ lower-casing text for a cased model turns every capitalised word into fragments 
 ``BertTokenizer.from_pretrained`` and transformers both read), and the parity check
 tokenizes with it. Both decide with :func:`guess_do_lower_case`.
 
-The functions are re-exported by :mod:`bertconvert.tokenization`, their public home.
+The functions are re-exported by :mod:`bertconvert.tokenizer.wordpiece` (and the 0.6.2 path
+:mod:`bertconvert.tokenizer.wordpiece`), their public home.
 """
+import collections
 import json
 import logging
 import os
 import re
 
+from ..errors import VocabError
+from ..layout import TOKENIZER_CONFIG_NAME, VOCAB_NAME  # noqa: F401  (re-exported)
+
 logger = logging.getLogger(__name__)
 
-#: Written by transformers' save_pretrained (and our converter) next to vocab.txt; records
-#: the casing explicitly.
-TOKENIZER_CONFIG_NAME = "tokenizer_config.json"
+#: tokenizer_config.json is written by transformers' save_pretrained (and our converter) next
+#: to vocab.txt; it records the casing explicitly.
 
 _CASING_WORDS = re.compile(r"[a-z0-9]+")
 #: Bracketed special tokens ([CLS], [unused17], ...): never evidence of casing.
@@ -102,7 +106,6 @@ def guess_do_lower_case(vocab_file, vocab=None):
     if explicit is not None:
         return explicit
     if vocab is None:
-        from .wordpiece import load_vocab  # imports this module: load it lazily
         vocab = load_vocab(vocab_file)
     from_vocab = casing_from_vocab(vocab)
     from_name = casing_from_name(directory)
@@ -113,3 +116,56 @@ def guess_do_lower_case(vocab_file, vocab=None):
                            vocab_file, from_vocab)
         return from_vocab
     return True if from_name is None else from_name
+
+
+def load_vocab(vocab_file):
+    """Read a one-token-per-line vocabulary into an ordered ``{token: id}`` dict.
+
+    Follows Google's ``load_vocab`` (read through TensorFlow's GFile) exactly: lines end at
+    ``\\n`` only, every ``\\r`` is dropped, each line is ``str.strip()``-ed, and a repeated
+    token keeps its first id (later tokens close up the gap; a warning is logged because ids
+    then stop matching line numbers). Raises :class:`VocabError` for a missing, unreadable,
+    non-UTF-8 or empty file.
+    """
+    path = os.fspath(vocab_file)
+    try:
+        with open(path, "rb") as f:
+            data = f.read()
+    except FileNotFoundError as e:
+        raise VocabError(f"vocabulary file {path} does not exist; expected a vocab.txt with "
+                         "one wordpiece per line (pass its path or the directory holding it)") from e
+    except IsADirectoryError as e:
+        raise VocabError(f"{path} is a directory, not a vocabulary file; pass "
+                         f"{os.path.join(path, VOCAB_NAME)} or use BertTokenizer.from_pretrained") from e
+    except OSError as e:
+        raise VocabError(f"cannot read vocabulary file {path}: {e}") from e
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as e:
+        line = data.count(b"\n", 0, e.start) + 1
+        raise VocabError(f"vocabulary file {path} is not UTF-8 (byte {e.start}, line {line}: "
+                         f"{data[e.start:e.start + 4]!r}); BERT vocabularies are UTF-8 text, "
+                         "re-encode the file") from e
+    # TensorFlow's GFile (what Google reads vocabularies with) drops every carriage return
+    # while reading lines, not only the one of a CRLF pair.
+    lines = text.replace("\r", "").split("\n")
+    if lines[-1] == "":
+        lines.pop()  # the file's final newline ends a line, it does not start one
+    vocab = collections.OrderedDict()
+    duplicates = []
+    for line in lines:
+        token = line.strip()
+        if token in vocab:
+            duplicates.append(token)
+        else:
+            vocab[token] = len(vocab)
+    if not vocab:
+        raise VocabError(f"vocabulary file {path} is empty; expected one wordpiece per line")
+    if duplicates:
+        logger.warning("vocabulary %s repeats %d token(s) (first: %r); like Google's load_vocab "
+                       "the first occurrence keeps its id and later ids close up, so ids no longer "
+                       "match line numbers", path, len(duplicates), duplicates[0])
+    if text.startswith("\ufeff"):
+        logger.warning("vocabulary %s starts with a byte-order mark; it stays part of the first "
+                       "token %r as in Google's load_vocab", path, next(iter(vocab)))
+    return vocab

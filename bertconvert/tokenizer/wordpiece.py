@@ -17,7 +17,7 @@ capped at 200 characters, not 100.
 Speed comes from doing per text only what must be done per text: delete control characters
 with one regex, ``str.split()``, then look every whitespace-delimited word up in a cache of
 finished word pieces. A miss runs the exact slow path once (character classes are
-precomputed regexes, see :mod:`bertconvert._charclass`). Caches are bounded and are dropped
+precomputed regexes, see :mod:`bertconvert.tokenizer.charclass`). Caches are bounded and are dropped
 when the vocabulary size or an option changes.
 
 Example::
@@ -37,13 +37,12 @@ from . import charclass as cc
 from .encode import EncodeMixin
 from ..atomic import atomic_write
 # The casing guess lives in its own module; this is its public home.
-from .vocab import (TOKENIZER_CONFIG_NAME, casing_from_name, casing_from_vocab,  # noqa: F401
-                     guess_do_lower_case)
+from .vocab import (TOKENIZER_CONFIG_NAME, VOCAB_NAME, casing_from_name,  # noqa: F401
+                    casing_from_vocab, guess_do_lower_case, load_vocab)
 from ..errors import TokenizerError, TokenizerInputError, UnknownTokenError, VocabError
 
 logger = logging.getLogger(__name__)
 
-VOCAB_NAME = "vocab.txt"
 NEVER_SPLIT = ("[UNK]", "[SEP]", "[PAD]", "[CLS]", "[MASK]")
 #: Google's cap on characters per word; longer words become the unknown token.
 MAX_INPUT_CHARS_PER_WORD = 200
@@ -63,59 +62,6 @@ def _check_text(text, what="text"):
     if isinstance(text, (bytes, bytearray)):
         hint = " (decode it first, e.g. text.decode('utf-8'))"
     raise TokenizerInputError(f"{what} must be a str, got {type(text).__name__}{hint}")
-
-
-def load_vocab(vocab_file):
-    """Read a one-token-per-line vocabulary into an ordered ``{token: id}`` dict.
-
-    Follows Google's ``load_vocab`` (read through TensorFlow's GFile) exactly: lines end at
-    ``\\n`` only, every ``\\r`` is dropped, each line is ``str.strip()``-ed, and a repeated
-    token keeps its first id (later tokens close up the gap; a warning is logged because ids
-    then stop matching line numbers). Raises :class:`VocabError` for a missing, unreadable,
-    non-UTF-8 or empty file.
-    """
-    path = os.fspath(vocab_file)
-    try:
-        with open(path, "rb") as f:
-            data = f.read()
-    except FileNotFoundError as e:
-        raise VocabError(f"vocabulary file {path} does not exist; expected a vocab.txt with "
-                         "one wordpiece per line (pass its path or the directory holding it)") from e
-    except IsADirectoryError as e:
-        raise VocabError(f"{path} is a directory, not a vocabulary file; pass "
-                         f"{os.path.join(path, VOCAB_NAME)} or use BertTokenizer.from_pretrained") from e
-    except OSError as e:
-        raise VocabError(f"cannot read vocabulary file {path}: {e}") from e
-    try:
-        text = data.decode("utf-8")
-    except UnicodeDecodeError as e:
-        line = data.count(b"\n", 0, e.start) + 1
-        raise VocabError(f"vocabulary file {path} is not UTF-8 (byte {e.start}, line {line}: "
-                         f"{data[e.start:e.start + 4]!r}); BERT vocabularies are UTF-8 text, "
-                         "re-encode the file") from e
-    # TensorFlow's GFile (what Google reads vocabularies with) drops every carriage return
-    # while reading lines, not only the one of a CRLF pair.
-    lines = text.replace("\r", "").split("\n")
-    if lines[-1] == "":
-        lines.pop()  # the file's final newline ends a line, it does not start one
-    vocab = collections.OrderedDict()
-    duplicates = []
-    for line in lines:
-        token = line.strip()
-        if token in vocab:
-            duplicates.append(token)
-        else:
-            vocab[token] = len(vocab)
-    if not vocab:
-        raise VocabError(f"vocabulary file {path} is empty; expected one wordpiece per line")
-    if duplicates:
-        logger.warning("vocabulary %s repeats %d token(s) (first: %r); like Google's load_vocab "
-                       "the first occurrence keeps its id and later ids close up, so ids no longer "
-                       "match line numbers", path, len(duplicates), duplicates[0])
-    if text.startswith("\ufeff"):
-        logger.warning("vocabulary %s starts with a byte-order mark; it stays part of the first "
-                       "token %r as in Google's load_vocab", path, next(iter(vocab)))
-    return vocab
 
 
 def whitespace_tokenize(text):
@@ -470,7 +416,7 @@ class BertTokenizer(EncodeMixin):
 
         A directory's ``tokenizer_config.json`` (written by transformers) supplies
         ``do_lower_case`` and ``max_len`` (``model_max_length``) unless passed explicitly.
-        Names and URLs are fetched through :mod:`bertconvert.pretrained` (``cache_dir``,
+        Names and URLs are fetched through :mod:`bertconvert.cache.names` (``cache_dir``,
         ``force_download=`` and ``local_files_only=`` are passed on). For seed names
         ``max_len`` is capped at 512 and ``do_lower_case`` follows the name (``-cased`` is
         cased, anything else lower-cased), with a warning if the caller asked otherwise; a URL

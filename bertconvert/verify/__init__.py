@@ -1,11 +1,16 @@
 """Numerical parity: does the PyTorch model compute what the TensorFlow model computed?
 
-Both sides get the same deterministic batch (:mod:`bertconvert.verify_inputs`). The
-reference is TensorFlow's own forward pass over the checkpoint (:mod:`bertconvert.tf_reference`)
+Both sides get the same deterministic batch (:mod:`bertconvert.verify.inputs`). The
+reference is TensorFlow's own forward pass over the checkpoint (:mod:`bertconvert.verify.tf_side`)
 or a golden file recorded from it earlier; the PyTorch side is the converted model directory
 loaded with our classes, or the checkpoint converted in memory. Every stage is compared --
 embeddings, each encoder layer, the pooled output, the head's outputs -- and the report names
 the first stage that exceeds tolerance, which is where a conversion bug starts.
+
+**This package** owns the inputs (``inputs``), the TensorFlow side (``tf_side``, variable
+names in ``stages``), the PyTorch side (``torch_side``), golden files (``golden``) and the
+report (``report``). It may import ``convert`` (in-memory conversion), ``models``,
+``tokenizer``, ``checkpoint`` and the top-level leaves; never the CLI.
 
 **Sub-stages.** Inside every layer the query, key and value projections, the attention
 block's output and the intermediate activation are compared too, before the layer's own
@@ -149,7 +154,7 @@ def verify(checkpoint, model_dir=None, *, head=None, num_labels=None, device="cp
         dtype: ``"float32"``, ``"float16"``, ``"bfloat16"``, or ``"float64"`` (both sides in
             double precision: an exactness check); sets the default tolerances.
         atol, rtol: override the dtype's default tolerances.
-        text: a text file (see :mod:`bertconvert.verify_inputs`) or a list of examples
+        text: a text file (see :mod:`bertconvert.verify.inputs`) or a list of examples
             instead of the bundled sentences.
         record: also save the reference outputs and inputs to this ``.npz`` golden file.
         reference: compare against this golden file instead of running TensorFlow.

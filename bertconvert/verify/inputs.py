@@ -24,6 +24,7 @@ import os
 
 import numpy as np
 
+from .. import layout
 from ..tokenizer.encode import truncate_seq_pair
 from ..errors import VerificationError
 
@@ -76,7 +77,7 @@ def bundled_sentences():
 def default_examples(head):
     """Examples for the default batch: tuples of 1-2 texts, or context + choices for MC."""
     s = bundled_sentences()
-    if head == "multiple-choice":
+    if head == layout.MULTIPLE_CHOICE:
         n = DEFAULT_NUM_CHOICES
         return [tuple([s[1]] + s[2:2 + n]), tuple([s[6]] + s[7:7 + n])]
     return [(s[0],), (s[1], s[2]), (s[3],), (s[4], s[5]), (s[6], s[9]), (s[8],), (s[10], s[11])]
@@ -99,7 +100,7 @@ def _check_examples(examples, head, where):
         raise VerificationError(f"{where} holds no examples (only blank or # lines)")
     if not all(isinstance(t, str) for e in examples for t in e):
         raise VerificationError(f"{where}: every example must be text or a tuple of texts")
-    if head == "multiple-choice":
+    if head == layout.MULTIPLE_CHOICE:
         counts = {len(e) for e in examples}
         if len(counts) != 1 or counts == {1}:
             raise VerificationError(
@@ -126,14 +127,14 @@ def find_vocab_file(*directories):
 
 
 def _guess_lower_case(vocab_file, vocab):
-    """Kept for callers of the old private name: :func:`bertconvert.tokenization.guess_do_lower_case`."""
+    """Kept for callers of the old private name: :func:`bertconvert.tokenizer.wordpiece.guess_do_lower_case`."""
     from ..tokenizer.wordpiece import guess_do_lower_case
     return guess_do_lower_case(vocab_file, vocab)
 
 
 def make_tokenizer(vocab_file):
     """Our BertTokenizer over ``vocab_file``, cased as
-    :func:`~bertconvert.tokenization.guess_do_lower_case` decides. Casing only shapes how
+    :func:`~bertconvert.tokenizer.wordpiece.guess_do_lower_case` decides. Casing only shapes how
     realistic the batch is: both sides of the check always see the same ids."""
     from ..tokenizer.wordpiece import BertTokenizer, guess_do_lower_case, load_vocab
     lower = guess_do_lower_case(vocab_file, load_vocab(vocab_file))
@@ -164,7 +165,7 @@ def _encode_one(tokenizer, texts, max_seq_length, type_vocab_size):
     return tokenizer.convert_tokens_to_ids(tokens), types
 
 
-def build_inputs(tokenizer, examples, max_seq_length, head="base", type_vocab_size=2,
+def build_inputs(tokenizer, examples, max_seq_length, head=layout.BASE, type_vocab_size=2,
                  source="bundled sentences", vary_lengths=True):
     """Tokenize ``examples`` into one padded batch.
 
@@ -177,7 +178,7 @@ def build_inputs(tokenizer, examples, max_seq_length, head="base", type_vocab_si
     step = max(1, max_seq_length // (2 * max(1, len(examples)))) if vary_lengths else 0
     for i, example in enumerate(examples):
         budget = max(max_seq_length - i * step, max_seq_length // 2)
-        if head == "multiple-choice":
+        if head == layout.MULTIPLE_CHOICE:
             context, choices = example[0], example[1:]
             rows += [_encode_one(tokenizer, (context, c), budget, type_vocab_size) for c in choices]
         else:
@@ -190,13 +191,13 @@ def build_inputs(tokenizer, examples, max_seq_length, head="base", type_vocab_si
         ids[r, :len(row_ids)] = row_ids
         types[r, :len(row_types)] = row_types
         mask[r, :len(row_ids)] = 1
-    if head == "multiple-choice":
+    if head == layout.MULTIPLE_CHOICE:
         shape = (len(examples), len(examples[0]) - 1, seq)
         ids, types, mask = ids.reshape(shape), types.reshape(shape), mask.reshape(shape)
     return VerifyInputs(ids, types, mask, source=source, examples=[list(e) for e in examples])
 
 
-def load_inputs(vocab_file, head="base", max_position_embeddings=512, type_vocab_size=2,
+def load_inputs(vocab_file, head=layout.BASE, max_position_embeddings=512, type_vocab_size=2,
                 text=None):
     """The verification batch: bundled sentences, or ``text`` when given.
 

@@ -21,7 +21,7 @@ class StageResult:
     """The comparison of one stage (``"embeddings"``, ``"layer 3"``, ``"logits"``...).
 
     A layer's ``substages`` hold the comparisons of its intermediate results (``"layer 3
-    query"`` ...; see :data:`~bertconvert.tf_reference.LAYER_SUBSTAGES`), in computation
+    query"`` ...; see :data:`~bertconvert.verify.tf_side.LAYER_SUBSTAGES`), in computation
     order; ``passed`` is this stage's own comparison, :attr:`all_passed` includes them.
     """
 

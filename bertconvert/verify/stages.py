@@ -1,8 +1,8 @@
-"""Checkpoint variable names for the TensorFlow reference (:mod:`bertconvert.tf_reference`).
+"""Checkpoint variable names for the TensorFlow reference (:mod:`bertconvert.verify.tf_side`).
 
 Logical weight names (``"query_kernel"``, layer ``{i}``) -> the checkpoint's variable names,
 for Google's TF1 layout and TF2 Model-Garden object names, plus the reshapes that bring TF2
-tensors into TF1's orientation. Written independently of :mod:`bertconvert.mapping` on
+tensors into TF1's orientation. Written independently of :mod:`bertconvert.convert.rules` on
 purpose: the reference must not share the converter's table, or a wrong rule would pass.
 """
 # Logical weight name -> TF variable name template ({i} = layer index). Kernels are read in

@@ -2,7 +2,7 @@
 
 This module is deliberately independent of the rest of bertconvert's conversion path: it
 reads the checkpoint with TensorFlow's own ``tf.train.load_checkpoint`` (not our TF-free
-reader), resolves variable names with its own small table (not :mod:`bertconvert.mapping`),
+reader), resolves variable names with its own small table (not :mod:`bertconvert.convert.rules`),
 and computes the forward pass with TensorFlow ops following google-research/bert's
 ``modeling.py``. A bug shared by the converter and this module would need to be written
 twice, independently, which is what makes the comparison worth something.
@@ -37,6 +37,7 @@ import tempfile
 
 import numpy as np
 
+from .. import layout
 from ..errors import CheckpointNotFoundError, ConfigError, MissingDependencyError, VerificationError
 from .stages import (TF1_NAMES as _TF1_NAMES, TF2_NAMES as _TF2_NAMES,
                                  TF2_SUFFIX as _TF2_SUFFIX, TF2_TRANSPOSED as _TF2_T,
@@ -47,16 +48,7 @@ log = logging.getLogger(__name__)
 TF_INSTALL_HINT = "pip install bertconvert[tf]"
 
 #: Output stages each head adds after the trunk (embeddings, layers, pooled).
-HEAD_STAGES = collections.OrderedDict([
-    ("base", ()),
-    ("pretraining", ("mlm logits", "nsp logits")),
-    ("masked-lm", ("mlm logits",)),
-    ("next-sentence", ("nsp logits",)),
-    ("sequence-classification", ("logits",)),
-    ("token-classification", ("logits",)),
-    ("multiple-choice", ("logits",)),
-    ("question-answering", ("start logits", "end logits")),
-])
+HEAD_STAGES = layout.HEAD_STAGES
 
 #: Intermediate results of every encoder layer, in computation order, compared before the
 #: layer's output: the query/key/value projections (a wrong query or key weight barely moves
@@ -284,14 +276,14 @@ class TFReference:
 
     # --- heads -------------------------------------------------------------------------
     _HEAD_WEIGHTS = {
-        "base": (),
-        "pretraining": ("mlm_transform_kernel", "mlm_output_bias", "nsp_weights"),
-        "masked-lm": ("mlm_transform_kernel", "mlm_output_bias"),
-        "next-sentence": ("nsp_weights",),
-        "sequence-classification": ("classifier_weights",),
-        "token-classification": ("classifier_weights",),
-        "multiple-choice": ("classifier_weights",),
-        "question-answering": ("squad_weights",),
+        layout.BASE: (),
+        layout.PRETRAINING: ("mlm_transform_kernel", "mlm_output_bias", "nsp_weights"),
+        layout.MASKED_LM: ("mlm_transform_kernel", "mlm_output_bias"),
+        layout.NEXT_SENTENCE: ("nsp_weights",),
+        layout.SEQUENCE_CLASSIFICATION: ("classifier_weights",),
+        layout.TOKEN_CLASSIFICATION: ("classifier_weights",),
+        layout.MULTIPLE_CHOICE: ("classifier_weights",),
+        layout.QUESTION_ANSWERING: ("squad_weights",),
     }
 
     def head_problem(self, head):
@@ -302,7 +294,7 @@ class TFReference:
         if missing:
             return (f"the checkpoint has no {', '.join(missing)}, so it carries no "
                     f"{head} head")
-        if head == "multiple-choice":
+        if head == layout.MULTIPLE_CHOICE:
             rows = self.shapes[self.variable_name("classifier_weights")][0]
             if rows != 1:  # one score per choice; more rows is some other classifier
                 return (f"a multiple-choice head scores each choice with one output, but "
@@ -374,7 +366,7 @@ class TFReference:
         parts = (query, key, value, attn, inter)
         return self._layer_norm(out + attn, "output_ln", i), dict(zip(LAYER_SUBSTAGES, parts))
 
-    def forward(self, input_ids, token_type_ids, attention_mask, head="base", dtype="float32",
+    def forward(self, input_ids, token_type_ids, attention_mask, head=layout.BASE, dtype="float32",
                 substages=False):
         """Run the reference; returns an ordered dict stage name -> numpy array.
 
@@ -391,11 +383,11 @@ class TFReference:
         self._dtype = np.dtype(dtype).type
         input_ids = np.asarray(input_ids)
         choices = None
-        if input_ids.ndim != (3 if head == "multiple-choice" else 2):
+        if input_ids.ndim != (3 if head == layout.MULTIPLE_CHOICE else 2):
             raise VerificationError(
-                f"{head} inputs must be [batch, {'choices, ' if head == 'multiple-choice' else ''}"
+                f"{head} inputs must be [batch, {'choices, ' if head == layout.MULTIPLE_CHOICE else ''}"
                 f"seq], got shape {list(input_ids.shape)}")
-        if head == "multiple-choice":
+        if head == layout.MULTIPLE_CHOICE:
             choices = input_ids.shape[1]
         seq = input_ids.shape[-1]
         if seq > int(self.shapes[self.variable_name("position_embeddings")][0]):
@@ -438,25 +430,25 @@ class TFReference:
             return tf.matmul(x, self.weight(weights), transpose_b=True) + self.weight(bias)
 
         res = {}
-        if head in ("pretraining", "masked-lm"):
+        if head in (layout.PRETRAINING, layout.MASKED_LM):
             x = self._dense(flat_sequence, "mlm_transform_kernel", "mlm_transform_bias")
             x = self._layer_norm(self._activation(x), "mlm_ln")
             # The decoder is the word-embedding matrix itself (tied); only the bias is new.
             logits = project(x, "word_embeddings", "mlm_output_bias")
             res["mlm logits"] = tf.reshape(logits, [batch, seq, -1])
-        if head in ("pretraining", "next-sentence"):
+        if head in (layout.PRETRAINING, layout.NEXT_SENTENCE):
             res["nsp logits"] = project(self._needs_pooled(pooled, head), "nsp_weights",
                                         "nsp_bias")
-        if head in ("sequence-classification", "multiple-choice"):
+        if head in (layout.SEQUENCE_CLASSIFICATION, layout.MULTIPLE_CHOICE):
             logits = project(self._needs_pooled(pooled, head), "classifier_weights",
                              "classifier_bias")
-            if head == "multiple-choice":  # [B*C, 1] -> [B, C]
+            if head == layout.MULTIPLE_CHOICE:  # [B*C, 1] -> [B, C]
                 logits = tf.reshape(logits, [-1, choices])
             res["logits"] = logits
-        if head == "token-classification":
+        if head == layout.TOKEN_CLASSIFICATION:
             logits = project(flat_sequence, "classifier_weights", "classifier_bias")
             res["logits"] = tf.reshape(logits, [batch, seq, -1])
-        if head == "question-answering":
+        if head == layout.QUESTION_ANSWERING:
             logits = tf.reshape(project(flat_sequence, "squad_weights", "squad_bias"),
                                 [batch, seq, 2])
             res["start logits"], res["end logits"] = logits[..., 0], logits[..., 1]

@@ -13,6 +13,7 @@ import dataclasses
 import logging
 import os
 
+from .. import layout
 from ..errors import HeadError, VerificationError
 
 log = logging.getLogger(__name__)
@@ -43,7 +44,7 @@ def _head_from_config(config, config_file, notes):
         return head_for_architecture(names[0])
     notes.append(f"{config_file} names no architectures; comparing the bare trunk "
                  "(pass --head to check a head)")
-    return "base"
+    return layout.BASE
 
 
 def load_torch_model(checkpoint, model_dir=None, head=None, num_labels=None, dtype="float32",
@@ -177,15 +178,15 @@ def _as_numpy(t):
 
 def _head_outputs(head, result):
     """Map a head's 0.6.2-style return value to report stage names."""
-    if head == "base":
+    if head == layout.BASE:
         return {}
-    if head == "pretraining":
+    if head == layout.PRETRAINING:
         return {"mlm logits": result[0], "nsp logits": result[1]}
-    if head == "masked-lm":
+    if head == layout.MASKED_LM:
         return {"mlm logits": result}
-    if head == "next-sentence":
+    if head == layout.NEXT_SENTENCE:
         return {"nsp logits": result}
-    if head == "question-answering":
+    if head == layout.QUESTION_ANSWERING:
         return {"start logits": result[0], "end logits": result[1]}
     return {"logits": result}
 
@@ -215,14 +216,14 @@ def run_torch(model, inputs, head, device="cpu", dtype="float32", substages=Fals
     """Run ``model`` on ``inputs``; ordered dict stage name -> float32 numpy array.
 
     ``substages`` adds each layer's sub-stages (``"layer 3 query"`` ...) before the layer, in
-    the order of :data:`bertconvert.tf_reference.LAYER_SUBSTAGES`.
+    the order of :data:`bertconvert.verify.tf_side.LAYER_SUBSTAGES`.
     """
     import torch
     if dtype not in TORCH_DTYPES:
         raise VerificationError(f"dtype must be one of {', '.join(TORCH_DTYPES)}, got {dtype!r}")
     check_device(device)
     model = model.to(device=device, dtype=getattr(torch, dtype)).eval()
-    trunk = model if head == "base" else model.bert
+    trunk = model if head == layout.BASE else model.bert
     captured = collections.OrderedDict()
 
     def keep(name):

@@ -1,0 +1,103 @@
+"""The eight head layouts and the file names of a model directory: one table, one place.
+
+Standard library only (no numpy, no torch), so that the CLI parser can build ``--head``
+choices from it without importing either. The planner, the model registry
+(:data:`bertconvert.models.heads.HEADS`), the verify stages and the tests all derive from
+:data:`LAYOUTS`; no other module of the package spells a head name.
+
+A layout says which TensorFlow head a checkpoint carries and which PyTorch class holds it::
+
+    >>> LAYOUTS[SEQUENCE_CLASSIFICATION].class_name
+    'BertForSequenceClassification'
+    >>> head_for_class("BertForQuestionAnswering")
+    'question-answering'
+"""
+from collections import OrderedDict
+from typing import NamedTuple, Optional, Tuple
+
+# --- head names (the CLI's --head values, HEADS keys, ConversionReport.head) ---------------
+BASE = "base"
+PRETRAINING = "pretraining"
+MASKED_LM = "masked-lm"
+NEXT_SENTENCE = "next-sentence"
+SEQUENCE_CLASSIFICATION = "sequence-classification"
+TOKEN_CLASSIFICATION = "token-classification"
+MULTIPLE_CHOICE = "multiple-choice"
+QUESTION_ANSWERING = "question-answering"
+
+#: The tied MLM decoder: this key of the PyTorch state dict has no TF variable; it shares the
+#: word-embedding matrix (when the config ties them, as Google's models do).
+TIED_DECODER_KEY = "cls.predictions.decoder.weight"
+WORD_EMBEDDINGS_KEY = "bert.embeddings.word_embeddings.weight"
+
+
+class HeadLayout(NamedTuple):
+    """What one head is made of."""
+
+    name: str
+    #: PyTorch class in bertconvert.models (also the ``architectures`` entry of config.json)
+    class_name: str
+    #: keyword the class's constructor takes a label count by (None: the head has a fixed size)
+    label_argument: Optional[str]
+    #: parts after the trunk, by the names of the parameter groups: mlm, nsp, classifier, qa
+    parts: Tuple[str, ...]
+    #: whether the head's outputs go through the pooler (else the pooler is untrained)
+    uses_pooler: bool
+    #: state-dict keys tied to another parameter: {alias: owner}
+    tied: Tuple[Tuple[str, str], ...]
+    #: output stages verify compares after the trunk (embeddings, layers, pooled)
+    output_stages: Tuple[str, ...]
+    #: whether it is built from run_classifier's root output_weights/output_bias
+    root_classifier: bool = False
+
+
+_MLM_TIED = ((TIED_DECODER_KEY, WORD_EMBEDDINGS_KEY),)
+
+#: head name -> layout, in the order the CLI lists them.
+LAYOUTS = OrderedDict((layout.name, layout) for layout in (
+    HeadLayout(BASE, "BertModel", None, (), True, (), ()),
+    HeadLayout(PRETRAINING, "BertForPreTraining", None, ("mlm", "nsp"), True, _MLM_TIED,
+               ("mlm logits", "nsp logits")),
+    HeadLayout(MASKED_LM, "BertForMaskedLM", None, ("mlm",), False, _MLM_TIED, ("mlm logits",)),
+    HeadLayout(NEXT_SENTENCE, "BertForNextSentencePrediction", None, ("nsp",), True, (),
+               ("nsp logits",)),
+    HeadLayout(SEQUENCE_CLASSIFICATION, "BertForSequenceClassification", "num_labels",
+               ("classifier",), True, (), ("logits",), root_classifier=True),
+    HeadLayout(TOKEN_CLASSIFICATION, "BertForTokenClassification", "num_labels",
+               ("classifier",), False, (), ("logits",), root_classifier=True),
+    # one logit per choice: the classifier has a single output row, whatever num_labels says
+    HeadLayout(MULTIPLE_CHOICE, "BertForMultipleChoice", None, ("classifier",), True, (),
+               ("logits",), root_classifier=True),
+    HeadLayout(QUESTION_ANSWERING, "BertForQuestionAnswering", None, ("qa",), False, (),
+               ("start logits", "end logits")),
+))
+
+#: every head name, in CLI order
+HEAD_NAMES = tuple(LAYOUTS)
+#: heads whose constructor takes ``num_labels``
+LABELLED_HEADS = tuple(n for n, layout in LAYOUTS.items() if layout.label_argument)
+#: heads that share run_classifier's root output_weights layout
+CLASSIFIER_HEADS = tuple(n for n, layout in LAYOUTS.items() if layout.root_classifier)
+#: output stages each head adds after the trunk
+HEAD_STAGES = OrderedDict((n, layout.output_stages) for n, layout in LAYOUTS.items())
+
+
+def head_for_class(class_name):
+    """Head name for a model class name (a config's ``architectures`` entry), or None."""
+    for name, layout in LAYOUTS.items():
+        if layout.class_name == class_name:
+            return name
+    return None
+
+
+# --- file names ------------------------------------------------------------------------------
+#: transformers' config file: written by convert, read first
+CONFIG_NAME = "config.json"
+#: Google's config file: beside every TF checkpoint, kept in converted directories
+GOOGLE_CONFIG_NAME = "bert_config.json"
+#: config files a model directory may hold, in the order they are looked for
+CONFIG_NAMES = (CONFIG_NAME, GOOGLE_CONFIG_NAME)
+SAFETENSORS_NAME = "model.safetensors"
+PYTORCH_NAME = "pytorch_model.bin"
+VOCAB_NAME = "vocab.txt"
+TOKENIZER_CONFIG_NAME = "tokenizer_config.json"
