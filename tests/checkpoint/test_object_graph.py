@@ -31,7 +31,7 @@ from bertconvert.checkpoint.table import build_table
 from bertconvert.errors import (CheckpointError, CheckpointFormatError, CheckpointNotFoundError,
                                 ChecksumMismatchError, SavedModelVariablesError)
 
-ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), ".."))
+ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
 FIXTURES = os.path.join(ROOT, "fixtures", "tf_checkpoints")
 GRAPH_CASES = sorted(c for c in os.listdir(FIXTURES)
                      if os.path.isfile(os.path.join(FIXTURES, c, "expected_graph.json")))
