@@ -417,9 +417,13 @@ def check_head_in_checkpoint(reader, head, checkpoint):
     available = heads_in_checkpoint(reader)
     if head in available:
         return
+    rows = reader.get_variable_to_shape_map().get("output_weights", [None])[0]
+    why = (f"its output_weights has {rows} rows, but a multiple-choice head scores each "
+           "choice with one" if head == "multiple-choice" and rows not in (None, 1)
+           else "none of its variables fill that head's weights")
     raise HeadNotInCheckpointError(
-        f"--head {head}: checkpoint {checkpoint} holds no {head} head (none of its variables "
-        f"fill that head's weights), so neither side could compute its outputs; the heads "
+        f"--head {head}: checkpoint {checkpoint} holds no {head} head ({why}), so neither "
+        f"side could compute its outputs; the heads "
         f"it holds are: {', '.join(available)}. Pass one of those with --head (head= in "
         "Python), or omit it to check the head the model directory was converted as")
 
