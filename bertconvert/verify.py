@@ -110,8 +110,10 @@ class _Phases:
     def __init__(self, count, progress):
         from tqdm.auto import tqdm
         self.timings = {}
-        self.bar = tqdm(total=count, desc="verify", unit="phase", disable=not progress,
-                        leave=False)
+        # disable=None: no bar when stderr is not a terminal (CI logs, captured stderr),
+        # where its carriage returns would only garble the one-line error or summary.
+        self.bar = tqdm(total=count, desc="verify", unit="phase",
+                        disable=None if progress else True, leave=False)
 
     def run(self, name, fn, *args, **kwargs):
         self.bar.set_postfix_str(name)

@@ -296,3 +296,17 @@ def test_digests_follow_the_recorded_head(tf, converted_fixtures, tmp_path):
     report = verify(str(tmp_path / "absent"), str(mlm), reference=golden, progress=False)
     assert report.passed and report.weights.differing_count == 0, report.format_table()
     assert report.weights.tensors == 92  # no cls.seq_relationship.{weight,bias}
+
+
+def test_corrupt_checkpoint_from_a_shell_is_one_line_on_stderr(converted_fixtures, tmp_path):
+    # As CI runs it: a separate process, stderr not a terminal, no -q. No progress bar
+    # fragments, no traceback, TensorFlow never imported.
+    import subprocess
+    import sys
+    prefix = _copy(tmp_path, "flip")
+    _flip_byte(prefix)
+    proc = subprocess.run([sys.executable, "-m", "bertconvert", "verify", prefix,
+                           converted_fixtures["next-sentence"]], capture_output=True, text=True,
+                          cwd=ROOT, timeout=240)
+    assert proc.returncode == 2
+    assert "fails its crc32c check" in one_error_line(proc.stderr) and proc.stdout == ""
