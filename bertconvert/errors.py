@@ -188,3 +188,16 @@ class ParityError(VerificationError, AssertionError):
     """The PyTorch model's outputs differ from the reference beyond tolerance."""
 
     exit_code = 1
+
+
+class HeadNotInCheckpointError(VerificationError):
+    """``verify --head X`` names a head whose variables the checkpoint does not hold."""
+
+
+class ModelSourceMismatchError(VerificationError):
+    """The model directory was converted from another checkpoint than the one given
+    (its conversion.json records a different ``.index`` sha256)."""
+
+
+class TFReferenceError(VerificationError):
+    """TensorFlow failed to read the checkpoint for the reference (corrupt or incomplete)."""

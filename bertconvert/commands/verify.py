@@ -1,7 +1,9 @@
 """``bertconvert verify CKPT [MODEL_DIR]``: numerical parity with TensorFlow, per stage.
 
-Exit status: 0 parity, 1 mismatch (the table names the first stage over tolerance),
-2 usage or input error. The table goes to stdout: one row per stage, plus the sub-stages
+Exit status: 0 parity, 1 mismatch (the table names the first tensor of MODEL_DIR that
+differs from the checkpoint and the first stage over tolerance), 2 usage or input error
+(a corrupt checkpoint, a --head it does not hold, a MODEL_DIR converted from another
+checkpoint included). The table goes to stdout: one row per stage, plus the sub-stages
 (query, key, value, attention output, intermediate) of any layer that fails, or of every
 layer with ``--verbose``. ``--json`` writes the full report (every sub-stage, and wall time
 per phase) for CI, also when the check could not run.
@@ -22,10 +24,11 @@ def register(subparsers):
         "verify", help="check the PyTorch model against TensorFlow's forward pass, per layer",
         description="Run the same deterministic batch through TensorFlow (reading the "
                     "checkpoint with TensorFlow itself) and through the converted PyTorch "
-                    "model; compare embeddings, every layer (and inside it the query, key and "
-                    "value projections, the attention output and the intermediate "
-                    "activation), the pooled output and the head outputs, and name the first "
-                    "stage over tolerance. Exit 0 parity, 1 mismatch, 2 usage/input error.")
+                    "model; first compare every tensor of MODEL_DIR bit for bit with the "
+                    "checkpoint (the weights stage), then embeddings, every layer (and "
+                    "inside it the query, key and value projections, the attention output "
+                    "and the intermediate activation), the pooled output and the head "
+                    "outputs, and name the first stage over tolerance. Exit 0 parity, 1 mismatch, 2 usage/input error.")
     p.add_argument("checkpoint", metavar="CKPT",
                    help="TF checkpoint: prefix (dir/bert_model.ckpt), its .index file, or its "
                         "directory; vocab.txt and bert_config.json are read from beside it")

@@ -12,6 +12,17 @@ names in ``stages``), the PyTorch side (``torch_side``), golden files (``golden`
 report (``report``). It may import ``convert`` (in-memory conversion), ``models``,
 ``tokenizer``, ``checkpoint`` and the top-level leaves; never the CLI.
 
+**Weights stage.** Before the forward pass, every tensor of the model directory is
+compared bit for bit with the checkpoint tensor the converter's plan maps to it
+(:mod:`bertconvert.verify.weights`; with ``reference=``, with the per-tensor sha256 digests
+the golden file recorded). It is :attr:`ParityReport.weights`, the first row of the table,
+and a differing tensor fails the report (:attr:`ParityReport.first_differing_tensor` names
+it) even when every output is within tolerance: adding 1e-2 to every element of a layer's
+attention-output kernel shifts that block's output uniformly, which the LayerNorm after it
+removes exactly. Reading every tensor with our crc-checked reader also means a corrupt
+checkpoint is a named input error before TensorFlow runs; so are a ``head`` the checkpoint
+does not hold and a model directory whose ``conversion.json`` records another checkpoint.
+
 **Sub-stages.** Inside every layer the query, key and value projections, the attention
 block's output and the intermediate activation are compared too, before the layer's own
 output (``layer 3 query``, ``layer 3 key``, ``layer 3 value``, ``layer 3 attention output``,
@@ -68,8 +79,9 @@ import sys
 import time
 import types
 
-from ..errors import HeadError, VerificationError
+from ..errors import BertConvertError, HeadError, VerificationError
 from . import golden as verify_golden
+from . import weights as verify_weights
 from .report import ParityReport, StageResult, compare_all, compare_stage  # noqa: F401
 from .torch_side import check_device, load_torch_model, run_torch
 
@@ -104,8 +116,10 @@ class _Phases:
     def __init__(self, count, progress):
         from tqdm.auto import tqdm
         self.timings = {}
-        self.bar = tqdm(total=count, desc="verify", unit="phase", disable=not progress,
-                        leave=False)
+        # disable=None: no bar when stderr is not a terminal (CI logs, captured stderr),
+        # where its carriage returns would only garble the one-line error or summary.
+        self.bar = tqdm(total=count, desc="verify", unit="phase",
+                        disable=None if progress else True, leave=False)
 
     def run(self, name, fn, *args, **kwargs):
         self.bar.set_postfix_str(name)
@@ -128,12 +142,69 @@ def _reference_dtype(dtype):
 
 
 def _reference_outputs(checkpoint, config_file, inputs, head, dtype):
-    from .tf_side import TFReference
-    ref = TFReference(checkpoint, config_file=config_file)
-    outputs = ref.forward(inputs.input_ids, inputs.token_type_ids, inputs.attention_mask,
-                          head=head, dtype=_reference_dtype(dtype), substages=True)
+    from .tf_side import TFReference, raised_by_tensorflow
+    try:
+        ref = TFReference(checkpoint, config_file=config_file)
+        outputs = ref.forward(inputs.input_ids, inputs.token_type_ids, inputs.attention_mask,
+                              head=head, dtype=_reference_dtype(dtype), substages=True)
+    except BertConvertError:
+        raise
+    except Exception as e:  # noqa: BLE001 - only TensorFlow's own errors are translated
+        # A checkpoint TensorFlow cannot read (DataLossError, IndexError "Read less bytes
+        # than requested"...) is an input problem, not a parity mismatch: one line, exit 2.
+        if not raised_by_tensorflow(e):
+            raise
+        raise verify_weights.reference_failure(e, checkpoint) from e
     problem = ref.head_problem(head)
     return ref, outputs, problem
+
+
+def _open_checkpoint(checkpoint):
+    """Our reader over the checkpoint, its variables' metadata checked (input errors)."""
+    from ..checkpoint import load_checkpoint
+    reader = load_checkpoint(checkpoint, mmap=False)
+    try:
+        verify_weights.check_entries(reader)
+    except BaseException:
+        reader.close()
+        raise
+    return reader
+
+
+def _weights_stage(reader, model_dir, golden, reference, loaded, want_digests):
+    """``(WeightsResult, digests for --record or None)``; see :mod:`bertconvert.verify.weights`."""
+    if golden is not None:
+        recorded = (golden.meta.get("weights") or {}).get("tensors")
+        if model_dir is None:
+            return verify_weights.skipped("the model was converted in memory"), None
+        if not recorded:
+            return verify_weights.skipped(
+                f"golden file {reference} holds no weight digests (recorded by an older "
+                "bertconvert); record it again to compare the weights"), None
+        return verify_weights.compare_digests(model_dir, recorded, f"golden file {reference}"), None
+    plan = None if model_dir is None else verify_weights.plan_for_directory(reader, model_dir)
+    digests = None
+    if want_digests and (plan is None or plan.head != loaded.head):
+        # The golden file fits the head it records: its digests come from that head's plan.
+        digests = verify_weights.checkpoint_digests(reader, _plan_for_head(reader, model_dir,
+                                                                           loaded))
+    if model_dir is None:
+        return verify_weights.skipped(
+            "the model was converted in memory from this checkpoint (crc-checked) by the "
+            "converter's own rules"), digests
+    result, same_pass = verify_weights.compare_weights(reader, model_dir, plan=plan,
+                                                       digests=want_digests and digests is None)
+    return result, digests or same_pass
+
+
+def _plan_for_head(reader, model_dir, loaded):
+    """The converter's plan for ``loaded.head``, with the model directory's config if any."""
+    from ..convert.plan import plan_conversion, resolve_config
+    from ..models.weightfiles import find_config_file
+    source = find_config_file(model_dir) if model_dir is not None else None
+    config, config_path = resolve_config(source, reader.prefix)
+    return plan_conversion(reader, config, head=loaded.head, num_labels=loaded.num_labels,
+                           allow_new_head=True, config_path=config_path)
 
 
 def verify(checkpoint, model_dir=None, *, head=None, num_labels=None, device="cpu",
@@ -141,8 +212,10 @@ def verify(checkpoint, model_dir=None, *, head=None, num_labels=None, device="cp
            progress=True):
     """Compare the PyTorch model with the TensorFlow reference, stage by stage.
 
-    Stages: embeddings, each layer (with its query, key, value, attention output and
-    intermediate sub-stages, compared first), the pooled output, the head's outputs.
+    Stages: the weights (every tensor of ``model_dir`` bit for bit against the checkpoint,
+    or the golden file's digests), then embeddings, each layer (with its query, key, value,
+    attention output and intermediate sub-stages, compared first), the pooled output, the
+    head's outputs.
 
     Args:
         checkpoint: the TF checkpoint (prefix, ``.index`` file or directory); its
@@ -161,7 +234,11 @@ def verify(checkpoint, model_dir=None, *, head=None, num_labels=None, device="cp
 
     Returns a :class:`ParityReport`; it does not raise on mismatch (see :func:`assert_parity`).
     Raises VerificationError (bad inputs, missing CUDA, a model directory whose config
-    describes another network than the checkpoint's) and MissingDependencyError (no TF).
+    describes another network than the checkpoint's; HeadNotInCheckpointError for a
+    ``head`` the checkpoint lacks; ModelSourceMismatchError for a model directory converted
+    from another checkpoint; TFReferenceError when TensorFlow cannot read it),
+    CheckpointError (a corrupt or incomplete checkpoint, found before TensorFlow runs) and
+    MissingDependencyError (no TF).
     """
     if device not in DEVICES:
         raise VerificationError(f"device must be one of {', '.join(DEVICES)}, got {device!r}")
@@ -175,10 +252,11 @@ def verify(checkpoint, model_dir=None, *, head=None, num_labels=None, device="cp
                                 "holds the inputs it was recorded with")
     checkpoint = os.fspath(checkpoint)
     model_dir = None if model_dir in (None, "-") else os.fspath(model_dir)
-    phases = _Phases(4 if reference is not None else 5 + (record is not None), progress)
+    phases = _Phases(5 if reference is not None else 7 + (record is not None), progress)
     total_start = time.perf_counter()
     notes = []
     from_golden = False
+    reader = None
     try:
         golden = phases.run("load golden", verify_golden.load_golden, reference) \
             if reference is not None else None
@@ -193,6 +271,14 @@ def verify(checkpoint, model_dir=None, *, head=None, num_labels=None, device="cp
             if from_golden:
                 head = golden.meta.get("head")
                 num_labels = golden.meta.get("num_labels", num_labels)
+        else:
+            # Before any number is computed and before TensorFlow is touched: the checkpoint
+            # opens with our reader, its metadata is sane, it is the one the model directory
+            # was converted from, and it holds the head asked for (all input errors, exit 2).
+            reader = phases.run("check checkpoint", _open_checkpoint, checkpoint)
+            if model_dir is not None:
+                notes += verify_weights.check_model_source(model_dir, reader.prefix, checkpoint)
+            verify_weights.check_head_in_checkpoint(reader, head, checkpoint)
         try:
             loaded = phases.run("load pytorch", load_torch_model, checkpoint, model_dir, head,
                                 num_labels, dtype, progress)
@@ -207,11 +293,14 @@ def verify(checkpoint, model_dir=None, *, head=None, num_labels=None, device="cp
                 "from this checkpoint") from e
         notes += loaded.notes
         head = loaded.head
+        weights, digests = phases.run("weights", _weights_stage, reader, model_dir, golden,
+                                      reference, loaded, record is not None)
         if golden is not None:
             inputs = golden.inputs
             ref_outputs, ref_name = golden.outputs, f"golden file {reference}"
             notes += verify_golden.check_golden_matches(golden, checkpoint, head)
         else:
+            reader.close()  # every tensor is read and crc-checked: the shards are not needed
             inputs = phases.run("inputs", _make_inputs, checkpoint, model_dir, loaded, head, text)
             ref, ref_outputs, problem = phases.run(
                 "reference", _reference_outputs, checkpoint, loaded.reference_config(checkpoint),
@@ -222,8 +311,8 @@ def verify(checkpoint, model_dir=None, *, head=None, num_labels=None, device="cp
             if record is not None:
                 phases.run("record", verify_golden.save_golden, record, inputs, ref_outputs,
                            checkpoint=ref.prefix, head=head, num_labels=loaded.num_labels,
-                           config=ref.config)
-                notes.append(f"recorded reference outputs and inputs to {record}")
+                           config=ref.config, weights=digests)
+                notes.append(f"recorded reference outputs, inputs and weight digests to {record}")
         torch_outputs = phases.run("pytorch forward", run_torch, loaded.model, inputs, head,
                                    device, dtype, substages=True)
         stages, compare_notes = phases.run("compare", compare_all, torch_outputs, ref_outputs,
@@ -231,12 +320,14 @@ def verify(checkpoint, model_dir=None, *, head=None, num_labels=None, device="cp
         notes += compare_notes
     finally:
         phases.close()
+        if reader is not None:
+            reader.close()
     timings = dict(phases.timings)
     timings["total"] = round(time.perf_counter() - total_start, 4)
     report = ParityReport(
         checkpoint=checkpoint, model_dir=model_dir, head=head, num_labels=loaded.num_labels,
         device=device, dtype=dtype, atol=atol, rtol=rtol, reference=ref_name, stages=stages,
-        inputs=inputs.summary(), timings=timings, notes=notes)
+        inputs=inputs.summary(), timings=timings, notes=notes, weights=weights)
     log.info("%s", report.summary())
     return report
 

@@ -14,6 +14,12 @@ intermediate activation is four wide), so ~18 MB per layer for BERT-base and a d
 of 7 x 92 tokens, ~215 MB for the 12 layers where version 1 needed ~24 MB (MLM logits add
 ~80 MB in either version). A shorter ``--text`` file shrinks it in proportion.
 Version 1 files (layer outputs only) are still read; they check layer outputs only.
+
+Files recorded since the weights stage existed also keep, in ``meta["weights"]``, a sha256
+per converted tensor (its PyTorch-layout bytes in float32, float16 and bfloat16, keyed by
+PyTorch key; see :mod:`bertconvert.verify.weights`), so ``--reference`` compares every
+tensor of the model directory bit for bit without the checkpoint. Files without them (same
+format version: the key is simply absent) skip that stage with a note.
 """
 import collections
 import dataclasses
@@ -48,6 +54,9 @@ class Golden:
     meta: dict
     path: str = None
 
+#: How the per-tensor digests of the weights stage are computed (stored in golden files).
+DIGEST_FORMAT = "sha256 of the tensor's PyTorch-layout bytes (C order, little-endian) per dtype"
+
 
 def index_sha256(prefix):
     """sha256 of a checkpoint's ``.index`` file (it holds every tensor's crc32c), or None."""
@@ -59,8 +68,13 @@ def index_sha256(prefix):
         return None
 
 
-def save_golden(path, inputs, outputs, *, checkpoint, head, num_labels=None, config=None):
-    """Write inputs + reference outputs to ``path`` atomically; returns ``path``."""
+def save_golden(path, inputs, outputs, *, checkpoint, head, num_labels=None, config=None,
+                weights=None):
+    """Write inputs + reference outputs to ``path`` atomically; returns ``path``.
+
+    ``weights``: per-tensor digests from :func:`bertconvert.verify.weights.compare_weights`
+    or :func:`~bertconvert.verify.weights.checkpoint_digests`, kept in the meta record.
+    """
     try:
         import tensorflow as tf
         tf_version = tf.__version__
@@ -75,6 +89,8 @@ def save_golden(path, inputs, outputs, *, checkpoint, head, num_labels=None, con
         "config": config, "inputs": inputs.summary(), "examples": inputs.examples,
         "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
     }
+    if weights:
+        meta["weights"] = {"format": DIGEST_FORMAT, "tensors": weights}
     arrays = {f"input/{k}": np.asarray(v) for k, v in inputs.arrays().items()}
     arrays.update((f"output/{name}", np.asarray(v)) for name, v in outputs.items())
     arrays["meta"] = np.array(json.dumps(meta))

@@ -54,6 +54,40 @@ class StageResult:
         return d
 
 
+@dataclasses.dataclass
+class WeightsResult(StageResult):
+    """The weights stage (see :mod:`bertconvert.verify.weights`): every tensor of the model
+    directory compared bit for bit with its checkpoint tensor (or its recorded digest).
+
+    ``differing`` lists the first differing tensors (``key``, checkpoint ``name``,
+    ``reason``, ``max_abs``), ``differing_count`` counts them all; ``skipped`` rows were
+    not compared (``note`` says why) and do not fail.
+    """
+
+    tensors: int = 0
+    differing: list = dataclasses.field(default_factory=list)
+    differing_count: int = 0
+    first_differing: str = None
+    source: str = None
+    skipped: bool = False
+    notes: list = dataclasses.field(default_factory=list)
+
+    def to_dict(self):
+        d = super().to_dict()
+        for item in d["differing"]:
+            if item.get("max_abs") is not None and not math.isfinite(item["max_abs"]):
+                item["max_abs"] = str(item["max_abs"])
+        return d
+
+    def describe(self):
+        """The table's result column for this row."""
+        if self.skipped:
+            return self.note
+        if self.passed:
+            return f"ok (bit-exact with the {self.source})"
+        return "FAIL (" + self.note + ")"
+
+
 def compare_stage(name, actual, reference, atol, rtol):
     """Compare one stage; ``actual``/``reference`` are arrays or None (stage missing)."""
     if actual is None or reference is None:
@@ -90,7 +124,12 @@ def compare_stage(name, actual, reference, atol, rtol):
 
 @dataclasses.dataclass
 class ParityReport:
-    """Outcome of :func:`verify`: per-stage errors, settings, inputs and wall time per phase."""
+    """Outcome of :func:`verify`: per-stage errors, settings, inputs and wall time per phase.
+
+    ``stages`` are the output comparisons (embeddings, layers, pooled, head outputs);
+    ``weights`` is the weights stage (:class:`WeightsResult`, compared before the forward
+    pass: the first row of the table, ``"weights"`` in JSON), or None.
+    """
 
     checkpoint: str
     model_dir: str
@@ -105,6 +144,7 @@ class ParityReport:
     inputs: dict = dataclasses.field(default_factory=dict)
     timings: dict = dataclasses.field(default_factory=dict)
     notes: list = dataclasses.field(default_factory=list)
+    weights: WeightsResult = None
 
     def all_stages(self):
         """Every comparison, flat, in computation order: ``embeddings, layer 0 query, layer 0
@@ -113,53 +153,100 @@ class ParityReport:
 
     @property
     def passed(self):
-        """True when every stage and every layer sub-stage is within tolerance."""
-        return bool(self.stages) and all(s.all_passed for s in self.stages)
+        """True when the weights are bit-exact (or their stage was skipped) and every output
+        stage and every layer sub-stage is within tolerance."""
+        weights_ok = self.weights is None or self.weights.passed
+        return weights_ok and bool(self.stages) and all(s.all_passed for s in self.stages)
+
+    def output_stages(self):
+        """The output comparisons (:attr:`stages`; the weights row is :attr:`weights`)."""
+        return list(self.stages)
 
     @property
     def first_failure(self):
-        """The first stage over tolerance (e.g. ``"layer 3"``), or None.
+        """The first output stage over tolerance (e.g. ``"layer 3"``); ``"weights"`` when
+        every output is within tolerance but a tensor of the model directory differs from
+        the checkpoint; None when parity holds.
 
-        A failing sub-stage counts for its layer: a wrong query weight in layer 3 gives
-        ``"layer 3"`` even where the layer's output stays within tolerance;
-        :attr:`first_failure_stage` names the sub-stage.
+        Outputs come first because they say where in the computation a wrong weight
+        shows; :attr:`first_differing_tensor` names the tensor itself. A failing sub-stage
+        counts for its layer: a wrong query weight in layer 3 gives ``"layer 3"`` even where
+        the layer's output stays within tolerance; :attr:`first_failure_stage` names the
+        sub-stage.
         """
+        first = self.first_output_failure
+        if first is None and self.weights is not None and not self.weights.passed:
+            return "weights"
+        return first
+
+    @property
+    def first_output_failure(self):
+        """The first output stage over tolerance (``"layer 3"``), whatever the weights say."""
         return next((s.name for s in self.stages if not s.all_passed), None)
 
     @property
     def first_failure_stage(self):
-        """The first comparison over tolerance, sub-stages included (``"layer 3 query"``)."""
-        return next((s.name for s in self.all_stages() if not s.passed), None)
+        """The first output comparison over tolerance, sub-stages included (``"layer 3
+        query"``); ``"weights"`` when only the weights stage fails."""
+        first = next((s.name for s in self.all_stages() if not s.passed), None)
+        if first is None and self.weights is not None and not self.weights.passed:
+            return "weights"
+        return first
+
+    @property
+    def first_differing_tensor(self):
+        """The first model-directory tensor that differs from the checkpoint, or None."""
+        return self.weights.first_differing if self.weights is not None else None
 
     def stage(self, name):
-        """The :class:`StageResult` called ``name`` (a sub-stage such as ``"layer 3 key"`` too)."""
-        for s in self.all_stages():
+        """The :class:`StageResult` called ``name`` (a sub-stage such as ``"layer 3 key"``,
+        or ``"weights"``, too)."""
+        for s in self.all_stages() + ([self.weights] if self.weights is not None else []):
             if s.name == name:
                 return s
         raise KeyError(name)
 
     def summary(self):
-        """One line: PASS, or FAIL naming the first stage over tolerance and by how much."""
+        """One line: PASS, or FAIL naming the first differing tensor and/or the first stage
+        over tolerance and by how much."""
         settings = f"{self.device} {self.dtype}, atol={self.atol:g} rtol={self.rtol:g}"
-        flat = self.all_stages()
-        subs = len(flat) - len(self.stages)
-        counted = f"{len(self.stages)} stages" + (f" + {subs} layer sub-stages" if subs else "")
-        if self.passed:
-            worst = max(flat, key=lambda s: s.max_abs)
-            return (f"PASS: {counted} within tolerance ({settings}); largest "
-                    f"abs error {worst.max_abs:.2e} at {worst.name}")
-        first = self.stage(self.first_failure_stage)
-        detail = first.note or (f"max abs error {first.max_abs:.2e}, rel {first.max_rel:.2e}, "
-                                f"worst at index {list(first.worst_index)}")
+        outputs = self.output_stages()
+        flat = [f for s in outputs for f in s.flat()]
+        subs = len(flat) - len(outputs)
+        counted = f"{len(outputs)} stages" + (f" + {subs} layer sub-stages" if subs else "")
+        weights = self.weights
+        if weights is None:
+            weights_text = ""
+        elif weights.skipped:
+            weights_text = f"weights {weights.note}"
+        elif weights.passed:
+            weights_text = f"weights: {weights.tensors} tensors bit-exact with the {weights.source}"
+        else:
+            weights_text = f"weights: {weights.note}"
+        first_output = next((s for s in flat if not s.passed), None)
+        if first_output is None:
+            worst = max(flat, key=lambda s: s.max_abs) if flat else None
+            text = f"{counted} within tolerance ({settings})"
+            if worst is not None:
+                text += f"; largest abs error {worst.max_abs:.2e} at {worst.name}"
+            if weights is not None and not weights.passed:
+                return f"FAIL: {weights_text}; outputs: {text}"
+            return f"PASS: {text}" + (f"; {weights_text}" if weights_text else "")
+        detail = first_output.note or (
+            f"max abs error {first_output.max_abs:.2e}, rel {first_output.max_rel:.2e}, "
+            f"worst at index {list(first_output.worst_index)}")
         failed = sum(not s.passed for s in flat)
         checks = f"{len(flat)} checks ({counted})" if subs else counted
-        return (f"FAIL: first stage over tolerance: {first.name} ({detail}); "
+        text = (f"first stage over tolerance: {first_output.name} ({detail}); "
                 f"{failed} of {checks} fail ({settings})")
+        if weights is not None and not weights.passed:
+            return f"FAIL: {weights_text}; outputs: {text}"
+        return f"FAIL: {text}" + (f"; {weights_text}" if weights_text else "")
 
     def _table_rows(self, verbose):
         """(rows to print, how many layers' sub-stages are hidden): sub-stages are shown for
         failing layers, or for all with ``verbose``."""
-        rows, hidden = [], 0
+        rows, hidden = ([self.weights] if self.weights is not None else []), 0
         for s in self.stages:
             if verbose or not s.all_passed:
                 rows += s.flat()
@@ -186,6 +273,12 @@ class ParityReport:
         width = max([len("stage")] + [len(s.name) for s in rows])
         lines.append(f"{'stage':<{width}}  {'shape':<14}  {'max abs':>9}  {'max rel':>9}  result")
         for s in rows:
+            if isinstance(s, WeightsResult):
+                count = f"{s.tensors} tensors"
+                diff = f"{s.max_abs:>9.2e}" if s.differing_count and math.isfinite(s.max_abs) \
+                    else f"{'-':>9}"
+                lines.append(f"{s.name:<{width}}  {count:<14}  {diff}  {'-':>9}  {s.describe()}")
+                continue
             shape = "x".join(str(n) for n in s.shape) if s.shape else "-"
             result = "ok" if s.passed else "FAIL" + (f" ({s.note})" if s.note else "")
             lines.append(f"{s.name:<{width}}  {shape:<14}  {s.max_abs:>9.2e}  "
@@ -204,8 +297,13 @@ class ParityReport:
         """Everything in the report as JSON-ready data (``passed``, ``first_failure`` too)."""
         d = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
         d["stages"] = [s.to_dict() for s in self.stages]
+        d["weights"] = self.weights.to_dict() if self.weights is not None else None
         d["passed"], d["first_failure"] = self.passed, self.first_failure
         d["first_failure_stage"] = self.first_failure_stage
+        d["first_output_failure"] = self.first_output_failure
+        d["first_differing_tensor"] = self.first_differing_tensor
+        d["differing_tensors"] = self.weights.differing_count if self.weights is not None \
+            else None
         d["summary"] = self.summary()
         return d
 
@@ -216,7 +314,8 @@ class ParityReport:
             f.write("\n")
 
     def raise_for_mismatch(self):
-        """Raise :class:`ParityError` (exit code 1) carrying the table when parity fails."""
+        """Raise :class:`ParityError` (exit code 1) carrying the table when parity fails
+        (a differing weight included)."""
         if not self.passed:
             raise ParityError(self.summary() + "\n" + self.format_table())
         return self

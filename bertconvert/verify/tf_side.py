@@ -130,6 +130,22 @@ def import_tensorflow():
     return tf
 
 
+def raised_by_tensorflow(exc):
+    """True when ``exc`` is one of TensorFlow's errors or was raised inside TensorFlow's code
+    (its checkpoint reader raises plain IndexError/ValueError too, e.g. "Read less bytes
+    than requested" for a truncated shard)."""
+    tf = sys.modules.get("tensorflow")
+    op_error = getattr(getattr(tf, "errors", None), "OpError", None)
+    if op_error is not None and isinstance(exc, op_error):
+        return True
+    tb = exc.__traceback__
+    last = None
+    while tb is not None:
+        last, tb = tb, tb.tb_next
+    filename = last.tb_frame.f_code.co_filename if last is not None else ""
+    return f"{os.sep}tensorflow{os.sep}" in filename
+
+
 def resolve_checkpoint_prefix(path):
     """Checkpoint prefix from a prefix, an ``.index``/``.data-*`` file, or a directory."""
     path = os.fspath(path)
@@ -196,7 +212,10 @@ class TFReference:
         try:
             self.reader = self.tf.train.load_checkpoint(self.prefix)
         except Exception as e:  # TF raises its own error family (DataLossError, NotFound...)
-            raise VerificationError(f"TensorFlow cannot read checkpoint {self.prefix}: {e}") from e
+            from ..errors import TFReferenceError
+            detail = " ".join(str(e).split())  # one line: TF's messages span several
+            raise TFReferenceError(f"TensorFlow cannot read checkpoint {self.prefix}: {detail}; "
+                                   "copy or download the checkpoint again") from e
         self.shapes = self.reader.get_variable_to_shape_map()
         self.layout = self._detect_layout()
         self._cache = {}

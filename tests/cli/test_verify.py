@@ -59,9 +59,17 @@ def test_mismatch_exit_1_names_the_layer(model_dirs, tmp_path, capsys):
     assert code == 1
     assert "first stage over tolerance: layer 3" in captured.out
     assert "layer 3" in captured.err
-    assert json.loads(report.read_text())["first_failure"] == "layer 3"
-    # Looser tolerances let the same model pass: the flags reach the comparison.
-    assert main(["verify", ckpt("next-sentence"), bad, "-q", "--atol", "1", "--rtol", "0"]) == 0
+    data = json.loads(report.read_text())
+    assert data["first_failure"] == "layer 3"
+    key = "bert.encoder.layer.3.attention.output.dense.weight"
+    assert data["first_differing_tensor"] == key and key in captured.out
+    # Looser tolerances let the outputs pass (the flags reach the comparison), but the
+    # weights stage still sees the changed tensor: bit equality has no tolerance.
+    loose = tmp_path / "loose.json"
+    assert main(["verify", ckpt("next-sentence"), bad, "-q", "--atol", "1", "--rtol", "0",
+                 "--json", str(loose)]) == 1
+    data = json.loads(loose.read_text())
+    assert data["first_output_failure"] is None and data["first_failure"] == "weights"
 
 
 def test_input_errors_exit_2(model_dirs, tmp_path, capsys):

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 import torch
 
-from bertconvert.errors import ParityError, VerificationError
+from bertconvert.errors import HeadNotInCheckpointError, ParityError, VerificationError
 from bertconvert.verify.tf_side import HEAD_STAGES
 from bertconvert.verify import (DEFAULT_TOLERANCES, ParityReport, StageResult, assert_parity,
                                 compare_stage, resolve_tolerances, verify)
@@ -382,6 +382,7 @@ def test_perturbed_weight_fails_at_its_layer(tf, converted, tmp_path):
     bad = edited_copy(converted["pretraining"], tmp_path / "bad", key, nudge)
     report = verify(ckpt("pretraining"), bad, progress=False)
     assert not report.passed and report.first_failure == "layer 3"
+    assert report.first_differing_tensor == key and report.weights.differing_count == 1
     assert all(report.stage(f"layer {i}").passed for i in range(3))
     assert report.stage("layer 3").max_abs > 1e-4
     with pytest.raises(ParityError, match="layer 3"):
@@ -413,20 +414,18 @@ def test_transposed_kernel_fails(tf, converted, tmp_path, key, stage):
     assert report.first_failure == stage, report.format_table()
 
 
-@pytest.mark.tf
-def test_wrong_head_fails(tf, converted):
-    # The pre-training directory holds no classifier: the head is freshly initialised, and
-    # the checkpoint has no output_weights for the reference either.
-    report = verify(ckpt("pretraining"), converted["pretraining"],
-                    head="sequence-classification", num_labels=3, progress=False)
-    assert not report.passed and report.first_failure == "logits"
-    assert report.stage("layer 4").passed
-    assert any("freshly initialised" in n for n in report.notes)
-    assert any("output_weights" in n for n in report.notes)
-    assert any("describes BertForPreTraining" in n for n in report.notes)
-    report = verify(ckpt("sequence-classification"), converted["sequence-classification"],
-                    head="question-answering", progress=False)
-    assert not report.passed and report.first_failure == "start logits"
+def test_head_the_checkpoint_lacks_is_an_input_error(converted):
+    # The pre-training checkpoint holds no classifier: neither side could compute one, so
+    # asking for it is a usage mistake (exit 2) naming the heads it does hold, not a FAIL.
+    with pytest.raises(HeadNotInCheckpointError,
+                       match="holds no sequence-classification head.*base, pretraining, "
+                             "masked-lm, next-sentence") as info:
+        verify(ckpt("pretraining"), converted["pretraining"],
+               head="sequence-classification", num_labels=3, progress=False)
+    assert info.value.exit_code == 2
+    with pytest.raises(HeadNotInCheckpointError, match="holds no question-answering head"):
+        verify(ckpt("sequence-classification"), converted["sequence-classification"],
+               head="question-answering", progress=False)
 
 
 # --- golden files and missing TensorFlow --------------------------------------------------------
