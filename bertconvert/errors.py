@@ -159,6 +159,28 @@ class RemoteChangedError(DownloadError):
     """The remote object changed (ETag or size) between the metadata request and the download."""
 
 
+class DownloadTooLargeError(CacheError):
+    """A download is, or grows, larger than the maximum download size (``max_download_size=``,
+    ``BERTCONVERT_MAX_DOWNLOAD_SIZE``), or its Content-Encoding expands it beyond the allowed
+    ratio; nothing was cached."""
+
+
+class DownloadTimeoutError(CacheError):
+    """A fetch ran past its deadline (``fetch_deadline=``, ``BERTCONVERT_FETCH_DEADLINE``) or
+    stayed below the minimum transfer speed; nothing was committed (a resumable partial
+    download may be kept for the next try)."""
+
+
+class ArchiveTooLargeError(UnsafeArchiveError):
+    """An archive would extract to more bytes than allowed (``max_extract_size=`` /
+    ``BERTCONVERT_MAX_EXTRACT_SIZE``, or ``max_extract_ratio=`` /
+    ``BERTCONVERT_MAX_EXTRACT_RATIO`` times its own size); nothing was extracted."""
+
+
+class CacheSettingError(CacheError, ValueError):
+    """A cache limit or setting (an environment variable or keyword) is not a valid value."""
+
+
 class NotAnArchiveError(CacheError):
     """``extract=True`` was asked for a file that is not a .tar(.gz/.bz2/.xz)/.tgz/.zip archive."""
 

@@ -20,9 +20,10 @@ import time
 from dataclasses import dataclass
 
 from ..atomic import TEMP_MARKER, temp_name_for
-from .store import (EXTRACTED_SUFFIX, KEY_RE, PARTIAL_MARKER, entry_lock, entry_state,
-                    read_metadata, resolve_cache_dir, url_to_filename)
+from .store import (EXTRACTED_SUFFIX, KEY_RE, PARTIAL_MARKER, cache_dir_error, entry_lock,
+                    entry_state, read_metadata, resolve_cache_dir, url_to_filename)
 from ..errors import CacheEntryNotFoundError, CacheError
+from .redact import redact_url
 
 log = logging.getLogger(__name__)
 
@@ -55,13 +56,27 @@ class CacheEntry:
         return total
 
 
-def list_entries(cache_dir=None):
-    """Every entry with data or metadata in ``cache_dir``, newest use first."""
-    cache_dir = resolve_cache_dir(cache_dir)
+def _cache_names(cache_dir):
+    """Names in ``cache_dir``; empty when it does not exist yet. CacheError when the path is
+    something else (a file, a symlink loop, a directory we may not read)."""
     try:
-        names = set(os.listdir(cache_dir))
-    except FileNotFoundError:
-        return []
+        return set(os.listdir(cache_dir))
+    except FileNotFoundError as e:
+        if os.path.lexists(cache_dir):  # a dangling symlink
+            raise cache_dir_error(cache_dir, e) from e
+        return set()
+    except OSError as e:
+        raise cache_dir_error(cache_dir, e) from e
+
+
+def list_entries(cache_dir=None):
+    """Every entry with data or metadata in ``cache_dir``, newest use first.
+
+    An entry whose ``<key>.json`` is malformed (not JSON, ``"url": 5``...) is listed as
+    incomplete, with a warning; raises CacheError when ``cache_dir`` is not a directory.
+    """
+    cache_dir = resolve_cache_dir(cache_dir)
+    names = _cache_names(cache_dir)
     keys = {n[:-5] for n in names if n.endswith(".json") and KEY_RE.match(n[:-5])}
     keys |= {n for n in names if KEY_RE.match(n)}
     entries = []
@@ -93,7 +108,8 @@ def select_entries(items, cache_dir=None):
     chosen, missing = {}, []
     for item in items:
         url_hash = url_to_filename(item)
-        hits = [e for e in entries if e.key.startswith(url_hash) or e.url == item
+        hits = [e for e in entries
+                if e.key.startswith(url_hash) or e.url in (item, redact_url(item))
                 or (len(item) >= 8 and re.fullmatch(r"[0-9a-f.]+", item) and e.key.startswith(item))]
         if not hits and "://" not in item:
             from .names import PRETRAINED_MODEL_ARCHIVE_MAP, model_archive_url, vocab_url
@@ -106,7 +122,8 @@ def select_entries(items, cache_dir=None):
             chosen[e.key] = e
     if missing:
         raise CacheEntryNotFoundError(f"not in the cache {resolve_cache_dir(cache_dir)}: "
-                                      f"{', '.join(missing)} (see `bertconvert cache ls`)")
+                                      f"{', '.join(map(redact_url, missing))} "
+                                      "(see `bertconvert cache ls`)")
     return list(chosen.values())
 
 
@@ -172,7 +189,7 @@ def prune(cache_dir=None, *, max_size=None, older_than=None, dry_run=False):
     """Remove garbage, entries unused for ``older_than`` seconds, then least-recently-used
     entries until the cache takes at most ``max_size`` bytes. Returns the removed paths."""
     cache_dir = resolve_cache_dir(cache_dir)
-    if not os.path.isdir(cache_dir):
+    if not _cache_names(cache_dir):  # missing or empty; not a directory: CacheError
         return []
     now = time.time()
     doomed_paths = _garbage(cache_dir, now)
@@ -201,29 +218,30 @@ def prune(cache_dir=None, *, max_size=None, older_than=None, dry_run=False):
     return removed
 
 
-_SIZE_UNITS = {"": 1, "b": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30, "t": 1 << 40}
-_AGE_UNITS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
-
-
 def parse_size(text):
-    """``"500M"``, ``"20G"``, ``"1.5GB"``, ``"1024"`` -> bytes (binary units).
+    """``"500M"``, ``"20G"``, ``"1.5GB"``, ``"1024"`` -> bytes (binary units), exactly, for
+    any number of digits. Raises ValueError.
 
     >>> parse_size("1.5G")
     1610612736
     """
-    m = re.fullmatch(r"\s*([0-9]*\.?[0-9]+)\s*([kmgtKMGT]?)(?:i?[bB])?\s*", str(text))
-    if not m:
-        raise ValueError(f"size {text!r} not understood; use e.g. 500M, 20G, 1T or a byte count")
-    return int(float(m.group(1)) * _SIZE_UNITS[m.group(2).lower()])
+    from .limits import parse_size as parse
+    return parse(str(text))
 
 
 def parse_age(text):
-    """``"30d"``, ``"12h"``, ``"2w"``, ``"90"`` (seconds) -> seconds.
+    """``"30d"``, ``"12h"``, ``"2w"``, ``"90"`` (seconds) -> seconds. Raises ValueError
+    (also for a number too large to be a float).
 
     >>> parse_age("2d")
     172800.0
     """
-    m = re.fullmatch(r"\s*([0-9]*\.?[0-9]+)\s*([smhdwSMHDW]?)\s*", str(text))
-    if not m:
-        raise ValueError(f"age {text!r} not understood; use e.g. 90s, 45m, 12h, 30d, 2w")
-    return float(m.group(1)) * _AGE_UNITS[m.group(2).lower()]
+    from .limits import parse_seconds
+    try:
+        seconds = parse_seconds(str(text))
+    except ValueError:
+        raise ValueError(f"age {text!r} not understood; use e.g. 90s, 45m, 12h, 30d, 2w") from None
+    if seconds == float("inf"):
+        shown = text if len(str(text)) <= 24 else f"{str(text)[:20]}..."
+        raise ValueError(f"age {shown!r} is too large; use e.g. 90s, 45m, 12h, 30d, 2w")
+    return seconds

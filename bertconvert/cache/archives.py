@@ -8,6 +8,13 @@ temporary sibling directory that is renamed into place only when complete, so a 
 sees no directory or the whole one. Files get ``0o666 & ~umask`` (``0o777`` for
 directories and executables), so a group-shared cache stays usable.
 
+Decompression bombs are refused before anything is written (:class:`~bertconvert.errors.
+ArchiveTooLargeError`): the sizes the archive declares for its members may add up to at most
+``max_extract_size`` (default 20 GiB) and ``max_extract_ratio`` (default 100) times the
+archive's own size (small archives may always expand to 1 MiB); see
+:mod:`bertconvert.cache_limits`. What is then written is counted as well, so a member that
+lies about its size gains nothing.
+
 Example::
 
     extract_archive("cache/3f2a...9c", "cache/3f2a...9c-extracted")
@@ -23,7 +30,8 @@ import zipfile
 import zlib
 
 from ..atomic import current_umask, fsync_directory, make_temp_dir_beside
-from ..errors import CacheWriteError, CorruptArchiveError, NotAnArchiveError, UnsafeArchiveError
+from ..errors import (ArchiveTooLargeError, CacheWriteError, CorruptArchiveError,
+                     NotAnArchiveError, UnsafeArchiveError)
 
 log = logging.getLogger(__name__)
 
@@ -132,11 +140,59 @@ def _check_tar_member(m, archive):
     return parts
 
 
-def _extract_tar(path, dest):
+class _Budget:
+    """How many bytes an extraction may still write (see the module docstring)."""
+
+    def __init__(self, archive, limits):
+        from .limits import ENV_MAX_EXTRACT_RATIO, ENV_MAX_EXTRACT_SIZE, human_size
+
+        self.archive, self.limits = archive, limits
+        self.packed = os.path.getsize(archive)
+        self.allowed = limits.expansion_allowance(self.packed)
+        self._human = human_size
+        self._envs = (ENV_MAX_EXTRACT_SIZE, ENV_MAX_EXTRACT_RATIO)
+        self.used = 0
+
+    def refuse(self, total):
+        size_env, ratio_env = self._envs
+        human = self._human
+        raise ArchiveTooLargeError(
+            f"{self.archive} ({human(self.packed)}) would extract to at least {human(total)}, "
+            f"more than the {human(self.allowed)} allowed (max_extract_size= / {size_env}: "
+            f"{human(self.limits.max_extract_size)}; max_extract_ratio= / {ratio_env}: "
+            f"{self.limits.max_extract_ratio:g} times the archive); refused as a possible "
+            "decompression bomb, nothing was extracted. Raise those limits if you trust it")
+
+    def declare(self, total):
+        """The members' declared sizes add up to ``total``."""
+        if total > self.allowed:
+            self.refuse(total)
+
+    def drain(self, stream):
+        """Read ``stream`` to its end (nothing is written), at most the allowance."""
+        read = 0
+        while True:
+            block = stream.read(1 << 20)
+            if not block:
+                return
+            read += len(block)
+            if read > self.allowed:
+                self.refuse(read)
+
+    def spend(self, n):
+        """``n`` more bytes were decompressed."""
+        self.used += n
+        if self.used > self.allowed:
+            self.refuse(self.used)
+
+
+def _extract_tar(path, dest, budget):
     with tarfile.open(path, "r:*") as tar:
         members = tar.getmembers()
         for m in members:
             _check_tar_member(m, path)
+        # tarfile writes exactly the size a header declares, so this sum bounds the output.
+        budget.declare(sum(m.size for m in members if m.isfile()))
         kwargs = {}
         if hasattr(tarfile, "data_filter"):
             # Second line of defence: the stdlib filter re-checks against the real paths on
@@ -151,12 +207,15 @@ def _extract_tar(path, dest):
         # damage the decompressor does not notice would be extracted with wrong bytes.
         stream = tar.fileobj
         if stream is not None and hasattr(stream, "read"):
-            while stream.read(1 << 20):
-                pass
+            # Bounded: megabytes of compressed padding after the last member could
+            # otherwise cost minutes of CPU (nothing is written, but nobody should wait).
+            budget.drain(stream)
 
 
-def _extract_zip(path, dest):
+def _extract_zip(path, dest, budget):
     with zipfile.ZipFile(path) as zf:
+        # Declared sizes first: overlapping-entry bombs declare every copy they expand to.
+        budget.declare(sum(info.file_size for info in zf.infolist()))
         plan = []
         for info in zf.infolist():
             parts = _split_name(info.filename, path)
@@ -173,7 +232,12 @@ def _extract_zip(path, dest):
                 continue
             os.makedirs(os.path.dirname(target), exist_ok=True)
             with zf.open(info) as src, open(target, "wb") as dst:
-                shutil.copyfileobj(src, dst, 1 << 20)
+                while True:
+                    block = src.read(1 << 20)
+                    if not block:
+                        break
+                    budget.spend(len(block))  # a member larger than it declared is caught too
+                    dst.write(block)
             if mode & 0o111:
                 os.chmod(target, 0o755)
 
@@ -197,24 +261,32 @@ _CORRUPT = (tarfile.ReadError, tarfile.CompressionError, EOFError, zlib.error, l
             zipfile.BadZipFile, OSError)
 
 
-def extract_archive(archive_path, target_dir):
+def extract_archive(archive_path, target_dir, *, max_size=None, max_ratio=None):
     """Extract ``archive_path`` into ``target_dir`` atomically; returns ``target_dir``.
 
     If ``target_dir`` already exists it is returned untouched (extraction happens once).
+    ``max_size`` (bytes) and ``max_ratio`` cap the extracted total (defaults: the
+    ``BERTCONVERT_MAX_EXTRACT_SIZE`` / ``BERTCONVERT_MAX_EXTRACT_RATIO`` environment
+    variables, else 20 GiB and 100 times the archive's size).
     Raises NotAnArchiveError for other files, UnsafeArchiveError for a dangerous member,
-    CorruptArchiveError for a truncated archive or one failing its CRC, CacheWriteError when
-    the disk refuses the files (full, quota); nothing is left behind.
+    ArchiveTooLargeError (an UnsafeArchiveError) beyond those caps, CorruptArchiveError for
+    a truncated archive or one failing its CRC, CacheWriteError when the disk refuses the
+    files (full, quota), CacheSettingError for an invalid cap; nothing is left behind.
     """
+    from .limits import extract_limits
+
     archive_path, target_dir = os.fspath(archive_path), os.fspath(target_dir)
+    limits = extract_limits(max_size, max_ratio)
     if os.path.isdir(target_dir):
         return target_dir
     kind = archive_kind(archive_path)
     if kind is None:
         raise NotAnArchiveError(f"{archive_path} is not a .tar(.gz/.bz2/.xz)/.tgz/.zip archive; "
                                 "call without extract=True to get the file itself")
+    budget = _Budget(archive_path, limits)
     tmp = make_temp_dir_beside(target_dir)
     try:
-        (_extract_zip if kind == "zip" else _extract_tar)(archive_path, tmp)
+        (_extract_zip if kind == "zip" else _extract_tar)(archive_path, tmp, budget)
         _normalise_permissions(tmp)
         try:
             os.rename(tmp, target_dir)

@@ -69,6 +69,9 @@ class RemoteInfo:
     #: Content-Encoding of the body (e.g. "gzip" for an S3 object stored with that metadata),
     #: None for identity. The server's checksums then describe the encoded bytes.
     content_encoding: str = None
+    #: Bytes an encoded body takes on the wire, when known (HEAD's Content-Length): a body
+    #: that ends before it is truncated even when what arrived decodes cleanly.
+    wire_size: int = None
 
     @property
     def strong_etag(self):
@@ -78,12 +81,33 @@ class RemoteInfo:
         return None
 
 
+ENV_ETAG_MD5 = "BERTCONVERT_ETAG_MD5"
+
+
+def etag_md5_mode():
+    """``BERTCONVERT_ETAG_MD5``: ``"auto"`` (unset: an ETag is an MD5 only where the server
+    documents it so, i.e. S3 and S3-compatible stores), ``"never"`` (0/false/no/off) or
+    ``"always"`` (1/true/yes/on: every server's plain 32-hex ETag is taken for an MD5, for a
+    mirror known to work that way). Anything else is CacheSettingError."""
+    raw = os.environ.get(ENV_ETAG_MD5, "").strip().lower()
+    if raw in ("", "auto"):
+        return "auto"
+    if raw in ("0", "false", "no", "off", "never"):
+        return "never"
+    if raw in ("1", "true", "yes", "on", "always"):
+        return "always"
+    from ..errors import CacheSettingError
+    raise CacheSettingError(f"{ENV_ETAG_MD5}={raw!r} is not valid: expected auto (the default), "
+                            "0/never or 1/always")
+
+
 def md5_from_etag(etag, encrypted=False):
     """The content MD5 carried by ``etag``, or None.
 
     Only a strong ETag of exactly 32 hex digits counts: S3 multipart ETags end in ``-N``,
     SSE-KMS/SSE-C ETags are not MD5s (``encrypted``), weak ETags make no byte-level promise.
-    ``BERTCONVERT_ETAG_MD5=0`` turns this off for servers whose 32-hex ETags mean something else.
+    ETags are opaque (RFC 9110): callers ask this only of servers that document their ETags
+    as MD5s (S3). ``BERTCONVERT_ETAG_MD5=0`` turns it off everywhere.
 
     >>> md5_from_etag('"d41d8cd98f00b204e9800998ecf8427e"')
     'd41d8cd98f00b204e9800998ecf8427e'
@@ -92,7 +116,7 @@ def md5_from_etag(etag, encrypted=False):
     """
     if not etag or etag.startswith("W/") or encrypted:
         return None
-    if os.environ.get("BERTCONVERT_ETAG_MD5", "1").strip().lower() in ("0", "false", "no", "off"):
+    if etag_md5_mode() == "never":
         return None
     m = _PLAIN_MD5.match(etag.strip())
     return m.group(1).lower() if m else None
@@ -108,21 +132,27 @@ def b64_to_hex(value):
 
 # --- content-encoded bodies ------------------------------------------------------------------
 class _ZlibDecoder:
-    """Decodes a gzip (every member of it) or zlib-wrapped deflate body, block by block."""
+    """Decodes a gzip (every member of it) or zlib-wrapped deflate body, block by block.
+
+    :meth:`decode` yields pieces of at most :data:`DECODED_PIECE` bytes: a megabyte of
+    compressed zeros expands a thousandfold, and must not do so in memory at once.
+    """
 
     def __init__(self, wbits):
         self._wbits = wbits
         self._z = zlib.decompressobj(wbits)
 
     def decode(self, data):
-        out = []
         while data:
-            out.append(self._z.decompress(data))
-            data = b""
-            if self._z.eof and self._z.unused_data:  # a further gzip member follows
-                data = self._z.unused_data
-                self._z = zlib.decompressobj(self._wbits)
-        return b"".join(out)
+            out = self._z.decompress(data, DECODED_PIECE)
+            if out:
+                yield out
+            if self._z.eof:
+                data = self._z.unused_data  # a further gzip member follows, or nothing
+                if data:
+                    self._z = zlib.decompressobj(self._wbits)
+            else:
+                data = self._z.unconsumed_tail
 
     def finish(self):
         """The last bytes; raises zlib.error when the stream stopped short of its end."""
@@ -131,6 +161,9 @@ class _ZlibDecoder:
             raise zlib.error("the compressed stream ends early")
         return tail
 
+
+#: Largest piece a content-encoded body is decoded into at once.
+DECODED_PIECE = 4 << 20
 
 #: Content-Encodings bertconvert decodes itself, so that the server's checksums can be
 #: checked on the encoded bytes while the decoded file is stored.
@@ -490,17 +523,29 @@ class RetryPolicy:
     max_backoff: float = 10.0
     connect_timeout: float = 10.0
     read_timeout: float = 60.0
+    #: The fetch's :class:`~bertconvert.cache_limits.TransferWatch` (deadline), when set.
+    watch: object = None
 
     @classmethod
     def from_env(cls):
+        """Defaults, changed by ``BERTCONVERT_HTTP_RETRIES``/``_BACKOFF`` (a bad value is
+        ignored with a warning) and ``BERTCONVERT_HTTP_TIMEOUT`` (seconds, a finite number
+        above zero: anything else is CacheSettingError, as requests would refuse it later)."""
+        from .limits import setting
+
         policy = cls()
         policy.attempts = max(1, _env_number("BERTCONVERT_HTTP_RETRIES", policy.attempts, int))
-        policy.backoff = max(0.0, _env_number("BERTCONVERT_HTTP_BACKOFF", policy.backoff))
-        policy.read_timeout = _env_number("BERTCONVERT_HTTP_TIMEOUT", policy.read_timeout)
+        backoff = _env_number("BERTCONVERT_HTTP_BACKOFF", policy.backoff)
+        policy.backoff = backoff if backoff >= 0 and backoff != float("inf") else policy.backoff
+        policy.read_timeout = setting("timeout", None, "BERTCONVERT_HTTP_TIMEOUT",
+                                      policy.read_timeout, "seconds")
         return policy
 
     @property
     def timeout(self):
+        """``(connect, read)`` timeouts of the next request (cut to the fetch's deadline)."""
+        if self.watch is not None:
+            return self.watch.timeout(self.connect_timeout, self.read_timeout)
         return (self.connect_timeout, self.read_timeout)
 
     def sleep(self, attempt, retry_after=None):
@@ -509,7 +554,12 @@ class RetryPolicy:
         delay *= 0.5 + random.random() / 2  # jitter: many processes must not retry in lockstep
         if retry_after is not None:
             delay = min(self.max_backoff * 3, max(delay, retry_after))
+        if self.watch is not None:
+            # Sleeping past the deadline would only delay the DownloadTimeoutError.
+            delay = min(delay, self.watch.remaining())
         time.sleep(delay)
+        if self.watch is not None:
+            self.watch.remaining()
 
 
 def parse_retry_after(value):

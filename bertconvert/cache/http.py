@@ -8,7 +8,15 @@ Rules this module keeps (each one a failure seen in the wild with 0.6.2's cache)
 * a body that stops early (dropped connection, stall past the read timeout) is resumed with
   ``Range: bytes=N-`` + ``If-Range: <etag>`` when the ETag is strong; a server that answers
   such a request with ``200`` gets the file restarted from byte 0 — never appended to;
-* bytes are hashed while they arrive (see :class:`~bertconvert.cache.checks.StreamHasher`).
+* bytes are hashed while they arrive (see :class:`~bertconvert.transfer.StreamHasher`);
+* ETags are opaque (RFC 9110): cache keys and ``If-Range`` validators. One is taken for the
+  content's MD5 only where the server documents it so — S3 and S3-compatible stores, known
+  by their ``x-amz-*`` response headers (``x-amz-request-id``, ``x-amz-id-2``...) or
+  ``Server: AmazonS3`` — and never when it is weak, multipart (``-N``) or SSE-KMS/SSE-C.
+  Google Cloud Storage (``x-goog-*`` headers) is checked with its ``x-goog-hash`` (md5,
+  crc32c) instead. ``BERTCONVERT_ETAG_MD5=0``/``1`` says never/always;
+* the limits of :mod:`bertconvert.cache_limits` (size, deadline, speed, expansion of an
+  encoded body) are enforced while the body arrives.
 
 Proxies come from the environment (requests' ``trust_env``) or the ``proxies`` argument.
 """
@@ -18,9 +26,11 @@ import zlib
 
 from ..errors import (CertificateError, DownloadError, IntegrityError, MissingDependencyError,
                      RemoteChangedError, RemoteNotFoundError)
+from .redact import redact_url as _shown
+from .redact import scrub
 from .checks import (CHUNK_SIZE, WIRE_DECODERS, BufferPool, Expected, RemoteInfo,
-                       b64_to_hex, is_multipart_etag, md5_from_etag, parse_retry_after,
-                       progress_bar)
+                       b64_to_hex, etag_md5_mode, is_multipart_etag, md5_from_etag,
+                       parse_retry_after, progress_bar)
 
 log = logging.getLogger(__name__)
 
@@ -95,7 +105,7 @@ def _raise_if_certificate_failure(url, error):
     failure = _certificate_failure(error)
     if failure is not None:
         raise CertificateError(
-            f"TLS certificate verification failed for {url}: "
+            f"TLS certificate verification failed for {_shown(url)}: "
             f"{getattr(failure, 'verify_message', None) or failure}. If your network or mirror "
             "uses its own certificate authority, point REQUESTS_CA_BUNDLE at its CA bundle "
             "(a PEM file)") from error
@@ -103,8 +113,8 @@ def _raise_if_certificate_failure(url, error):
 
 def _raise_not_found(url, response):
     raise RemoteNotFoundError(
-        f"{url} answered HTTP {response.status_code} ({response.reason}): it does not exist or "
-        "access is denied. Check the URL/model name, BERTCONVERT_MIRROR and credentials; "
+        f"{_shown(url)} answered HTTP {response.status_code} ({response.reason}): it does not "
+        "exist or access is denied. Check the URL/model name, BERTCONVERT_MIRROR and credentials; "
         "nothing was cached")
 
 
@@ -114,16 +124,62 @@ def _content_encoding(headers):
     return None if value in ("", "identity") else value
 
 
-def _info_from_headers(url, headers, size=None):
+def _is_gcs(headers):
+    """Google Cloud Storage (its XML API, which serves storage.googleapis.com URLs)."""
+    return any(name.lower().startswith("x-goog-") for name in headers)
+
+
+def _is_s3(headers):
+    """An S3 or S3-compatible store (AWS, MinIO, Ceph RGW, Wasabi, B2, Spaces...).
+
+    They send ``x-amz-request-id``/``x-amz-id-2`` (and ``x-amz-*`` metadata, checksums,
+    encryption, version headers) with every answer; AWS also ``Server: AmazonS3``. A CDN in
+    front of S3 passes them on along with S3's own ETag. Servers that send none of them
+    (nginx, Apache, Artifactory, GCS...) get their ETags treated as opaque.
+    """
+    if any(name.lower().startswith("x-amz-") for name in headers):
+        return True
+    return headers.get("Server", "").strip().lower().startswith("amazons3")
+
+
+def etag_is_md5(headers):
+    """True when the server that sent ``headers`` documents its (plain, strong) ETags as
+    the content's MD5: S3 and S3-compatible stores, not GCS (whose composite objects have
+    other ETags; it sends ``x-goog-hash`` instead). ``BERTCONVERT_ETAG_MD5`` overrides."""
+    mode = etag_md5_mode()
+    if mode != "auto":
+        return mode == "always"
+    return _is_s3(headers) and not _is_gcs(headers)
+
+
+def _goog_hashes(headers):
+    """``[Expected]`` from GCS's ``x-goog-hash: crc32c=<b64>, md5=<b64>`` (one header or
+    several, which requests joins with commas)."""
+    out = []
+    for item in headers.get("x-goog-hash", "").split(","):
+        name, eq, value = item.strip().partition("=")
+        algo = name.strip().lower()
+        if not eq or algo not in ("md5", "crc32c"):
+            continue
+        hexed = b64_to_hex(value.strip())
+        if hexed and len(hexed) == (32 if algo == "md5" else 8):
+            out.append(Expected(algo, hexed, f"the x-goog-hash header ({algo})"))
+    return out
+
+
+def _info_from_headers(url, headers, size=None, wire_size=None):
     etag = headers.get("ETag")
     encrypted = headers.get("x-amz-server-side-encryption", "").lower() == "aws:kms" or \
         "x-amz-server-side-encryption-customer-algorithm" in headers
     info = RemoteInfo(url=url, etag=etag, size=size, last_modified=headers.get("Last-Modified"),
                       accept_ranges=headers.get("Accept-Ranges", "").lower() == "bytes",
-                      content_encoding=_content_encoding(headers))
-    md5 = md5_from_etag(etag, encrypted=encrypted)
+                      content_encoding=_content_encoding(headers), encrypted=encrypted,
+                      wire_size=wire_size)
+    md5 = md5_from_etag(etag, encrypted=encrypted) if etag_is_md5(headers) else None
     if md5:
-        info.expected.append(Expected("md5", md5, "the server's ETag (a plain MD5)"))
+        info.expected.append(Expected("md5", md5, "the server's ETag (S3: a plain MD5)"))
+    if _is_gcs(headers):
+        _add_gcs_facts(info, headers)
     # Multipart objects carry checksums of part checksums unless marked FULL_OBJECT.
     composite = (is_multipart_etag(etag) and
                  headers.get("x-amz-checksum-type", "").upper() != "FULL_OBJECT") or \
@@ -142,6 +198,23 @@ def _info_from_headers(url, headers, size=None):
         info.expected.append(Expected("sha256", meta_sha.strip().lower(),
                                       "the object's sha256 metadata (x-amz-meta-sha256)"))
     return info
+
+
+def _add_gcs_facts(info, headers):
+    """GCS's hashes and stored length describe the object as stored. When GCS transcodes a
+    gzip-stored object (decompresses it because the request did not accept gzip), they do
+    not describe the body sent, and are left out."""
+    stored = headers.get("x-goog-stored-content-encoding", "identity").strip().lower()
+    if stored not in ("", "identity") and info.content_encoding is None:
+        log.debug("%s is transcoded by GCS; its x-goog-hash is not checked", _shown(info.url))
+        return
+    info.expected.extend(_goog_hashes(headers))
+    length = headers.get("x-goog-stored-content-length", "").strip()
+    if length.isdigit():
+        if info.content_encoding is None and info.size is None:
+            info.size = int(length)
+        elif info.content_encoding is not None and info.wire_size is None:
+            info.wire_size = int(length)
 
 
 def head(url, session, policy):
@@ -164,7 +237,8 @@ def head(url, session, policy):
         except errors as e:
             _raise_if_certificate_failure(url, e)
             last = e
-            log.info("HEAD %s failed (%s); attempt %d/%d", url, e, attempt + 1, policy.attempts)
+            log.info("HEAD %s failed (%s); attempt %d/%d", _shown(url), scrub(str(e), url),
+                     attempt + 1, policy.attempts)
             continue
         if r.status_code in (405, 501) or (r.status_code == 403 and r.history):
             # HEAD refused, or redirected to a URL signed for GET only (an S3 presigned URL
@@ -173,21 +247,23 @@ def head(url, session, policy):
         if r.status_code in NOT_FOUND_STATUSES:
             _raise_not_found(url, r)
         if r.status_code in RETRY_STATUSES:
-            last = DownloadError(f"HEAD {url} answered HTTP {r.status_code}")
+            last = DownloadError(f"HEAD {_shown(url)} answered HTTP {r.status_code}")
             last.retry_after = parse_retry_after(r.headers.get("Retry-After"))
-            log.info("HEAD %s: HTTP %d; attempt %d/%d", url, r.status_code, attempt + 1,
+            log.info("HEAD %s: HTTP %d; attempt %d/%d", _shown(url), r.status_code, attempt + 1,
                      policy.attempts)
             continue
         try:
             r.raise_for_status()
         except _requests().HTTPError as e:
-            raise DownloadError(f"HEAD {url} failed: {e}; expected 200") from e
-        length = r.headers.get("Content-Length")
-        size = int(length) if length and length.isdigit() and \
-            r.headers.get("Content-Encoding", "identity") == "identity" else None
-        return _info_from_headers(url, r.headers, size)
+            raise DownloadError(f"HEAD {_shown(url)} failed: {e}; expected 200") from e
+        length = (r.headers.get("Content-Length") or "").strip()
+        known = int(length) if length.isdigit() else None
+        encoded = _content_encoding(r.headers) is not None
+        # An encoded body's Content-Length counts the bytes sent, not the decoded file's.
+        return _info_from_headers(url, r.headers, None if encoded else known,
+                                  known if encoded else None)
     cause = last if isinstance(last, BaseException) else None
-    raise DownloadError(f"could not reach {url} after {policy.attempts} attempts: {last}; "
+    raise DownloadError(f"could not reach {_shown(url)} after {policy.attempts} attempts: {last}; "
                         "check the network/proxy settings") from cause
 
 
@@ -197,7 +273,7 @@ def _probe_with_get(url, session, policy):
         if r.status_code in NOT_FOUND_STATUSES:
             _raise_not_found(url, r)
         if r.status_code >= 400:
-            raise DownloadError(f"GET {url} answered HTTP {r.status_code}")
+            raise DownloadError(f"GET {_shown(url)} answered HTTP {r.status_code}")
         size = None
         m = _CONTENT_RANGE.match(r.headers.get("Content-Range", ""))
         if r.status_code == 206 and m and m.group(3) != "*":
@@ -220,6 +296,7 @@ def fetch(url, info, f, hasher, session, policy, *, progress=True, desc=None, wi
     """
     hashers = (hasher, wire_hasher)
     errors = _network_errors()
+    watch = policy.watch
     f.seek(0, 2)
     offset = f.tell()
     bar = progress_bar(info.size, desc or "download", progress, initial=offset)
@@ -250,48 +327,55 @@ def fetch(url, info, f, hasher, session, policy, *, progress=True, desc=None, wi
                         # Our prefix is as long as (or longer than) the object: start over.
                         offset = _restart(f, hashers, url, "server says the range is unsatisfiable")
                         bar.reset(total=info.size)
-                        last = DownloadError(f"GET {url}: HTTP 416 for a resume")
+                        last = DownloadError(f"GET {_shown(url)}: HTTP 416 for a resume")
                         continue
                     if status in RETRY_STATUSES:
-                        last = DownloadError(f"GET {url} answered HTTP {status}")
+                        last = DownloadError(f"GET {_shown(url)} answered HTTP {status}")
                         last.retry_after = parse_retry_after(r.headers.get("Retry-After"))
                         continue
                     if status not in (200, 206):
-                        raise DownloadError(f"GET {url} answered HTTP {status} ({r.reason}); "
+                        raise DownloadError(f"GET {_shown(url)} answered HTTP {status} "
+                                            f"({r.reason}); "
                                             "expected 200 or 206")
                     _check_same_object(url, info, r.headers)
                     if info.size is None:  # HEAD did not say; the GET may (to catch truncation)
                         info.size = _total_from_response(r, status, offset)
                         bar.reset(total=info.size)
                         bar.update(offset)
+                    if watch is not None:  # refuse an announced size before receiving it
+                        watch.check_size(info.size)
                     if status == 206 and not _range_matches(r.headers, offset):
                         # A range we did not ask for: never splice it in; start over.
                         offset = _restart(f, hashers, url, "unexpected Content-Range "
                                           f"{r.headers.get('Content-Range')!r}")
                         bar.reset(total=info.size)
-                        last = DownloadError(f"GET {url}: wrong Content-Range for a resume")
+                        last = DownloadError(f"GET {_shown(url)}: wrong Content-Range for a resume")
                         continue
                     if status == 200 and offset:
                         # A 200 answer to a Range request is the whole body: never append it.
                         offset = _restart(f, hashers, url, "server ignored the Range request")
                         bar.reset(total=info.size)
-                    offset = _stream_body(r, f, hasher, bar, offset, wire_hasher)
+                    if watch is not None:
+                        watch.body_started(offset)
+                    offset = _stream_body(r, f, hasher, bar, offset, wire_hasher, watch,
+                                          info.wire_size)
             except errors as e:
                 _raise_if_certificate_failure(url, e)
                 last = e
                 f.seek(0, 2)
                 offset = f.tell()
                 log.info("download of %s interrupted at %d bytes (%s); attempt %d/%d",
-                         url, offset, e, attempt + 1, policy.attempts)
+                         _shown(url), offset, scrub(str(e), url), attempt + 1, policy.attempts)
                 continue
             if info.size is not None and offset < info.size:
-                last = DownloadError(f"GET {url} ended at byte {offset} of {info.size}")
-                log.info("%s; trying again", last)
+                last = DownloadError(f"GET {_shown(url)} ended at byte {offset} of {info.size}")
+                log.info("%s; trying again", scrub(str(last), url))
                 continue
             return offset
     finally:
         bar.close()
-    raise DownloadError(f"downloading {url} failed after {policy.attempts} attempts: {last}; "
+    raise DownloadError(f"downloading {_shown(url)} failed after {policy.attempts} attempts: "
+                        f"{last}; "
                         "retry later (a resumable partial download is kept)") from (
         last if isinstance(last, BaseException) else None)
 
@@ -299,19 +383,20 @@ def fetch(url, info, f, hasher, session, policy, *, progress=True, desc=None, wi
 def _check_same_object(url, info, headers):
     etag = headers.get("ETag")
     if info.etag and etag and etag != info.etag:
-        raise RemoteChangedError(f"{url} changed during the download (ETag {info.etag} -> {etag})")
+        raise RemoteChangedError(f"{_shown(url)} changed during the download "
+                                 f"(ETag {info.etag} -> {etag})")
     encoding = _content_encoding(headers)
     if encoding != info.content_encoding:
         # The checks were planned for the other representation (the server's checksums
         # describe encoded bytes): comparing them now would call a good download corrupt.
         raise RemoteChangedError(
-            f"{url} is sent with Content-Encoding {encoding or 'identity'} but its HEAD said "
-            f"{info.content_encoding or 'identity'}; a server answering HEAD and GET "
+            f"{_shown(url)} is sent with Content-Encoding {encoding or 'identity'} but its HEAD "
+            f"said {info.content_encoding or 'identity'}; a server answering HEAD and GET "
             "differently cannot be verified")
 
 
 def _restart(f, hashers, url, why):
-    log.info("restarting %s from byte 0: %s", url, why)
+    log.info("restarting %s from byte 0: %s", _shown(url), why)
     f.truncate(0)
     f.seek(0)
     for hasher in hashers:
@@ -361,18 +446,20 @@ def _socket_reader(r):
     return response, reader
 
 
-def _stream_body(r, f, hasher, bar, offset, wire_hasher=None):
+def _stream_body(r, f, hasher, bar, offset, wire_hasher=None, watch=None, wire_size=None):
     """Append the body to ``f`` (a :class:`~bertconvert.directio.DirectFile`, which gets bytes
     on disk within a fraction of a second when the body stalls, so a killed process leaves
-    them for the next attempt) and to the hasher."""
+    them for the next attempt) and to the hasher. ``watch`` (a
+    :class:`~bertconvert.cache_limits.TransferWatch`) sees every block."""
     encoding = _content_encoding(r.headers)
     encoded = encoding is not None
-    if encoded and wire_hasher is not None and encoding in WIRE_DECODERS:
+    if encoded and encoding in WIRE_DECODERS:
+        # Decoded here, not by urllib3, so that the expansion is bounded and checked.
         return _stream_decoding(r, WIRE_DECODERS[encoding](), f, hasher, wire_hasher, bar,
-                                offset)
+                                offset, watch, wire_size)
     direct = None if encoded else _socket_reader(r)
     if direct is not None:
-        return _stream_into_buffers(*direct, f, hasher, bar, offset)
+        return _stream_into_buffers(*direct, f, hasher, bar, offset, watch)
     raw = r.raw
     # read1 returns what one socket read gave (up to CHUNK_SIZE): big blocks, few Python
     # iterations, and a stall loses nothing already received (read(n) would discard it).
@@ -385,10 +472,12 @@ def _stream_body(r, f, hasher, bar, offset, wire_hasher=None):
         hasher.update(block)
         offset += len(block)
         bar.update(len(block))
+        if watch is not None:
+            watch.received(offset)
     return offset
 
 
-def _stream_into_buffers(response, reader, f, hasher, bar, offset):
+def _stream_into_buffers(response, reader, f, hasher, bar, offset, watch=None):
     """The body from the socket into reused buffers, with no allocation per block (so no
     page faults): 0.1-0.2 s less per 440 MB here than receiving into fresh ``bytes``.
 
@@ -412,6 +501,8 @@ def _stream_into_buffers(response, reader, f, hasher, bar, offset):
                 filled += n
                 left -= n
                 bar.update(n)
+                if watch is not None:
+                    watch.received(offset + filled)
         finally:
             response.length = left  # http.client's own count, for whoever reads on
             if filled:
@@ -423,33 +514,44 @@ def _stream_into_buffers(response, reader, f, hasher, bar, offset):
     return offset
 
 
-def _stream_decoding(r, decoder, f, hasher, wire_hasher, bar, offset):
-    """A content-encoded body: the bytes as sent go to ``wire_hasher``, the decoded ones to
-    ``f`` and ``hasher``."""
+def _stream_decoding(r, decoder, f, hasher, wire_hasher, bar, offset, watch=None,
+                     wire_size=None):
+    """A content-encoded body: the bytes as sent go to ``wire_hasher`` (when given), the
+    decoded ones to ``f`` and ``hasher``. Always from byte 0 (never resumed)."""
+    sent = [0]  # bytes as sent, counted by _decoded_pieces
     try:
-        for piece in _decoded_pieces(r, decoder, wire_hasher):
+        for piece in _decoded_pieces(r, decoder, wire_hasher, sent):
             f.write(piece)
             hasher.update(piece)
             offset += len(piece)
             bar.update(len(piece))
+            if watch is not None:
+                watch.received(offset)
+                watch.check_expansion(sent[0], offset)
     except zlib.error as e:
-        raise IntegrityError(f"the {_content_encoding(r.headers)}-encoded body of {r.url} does "
-                             f"not decode ({e}); nothing was kept. The server's copy is "
+        raise IntegrityError(f"the {_content_encoding(r.headers)}-encoded body of {_shown(r.url)} "
+                             f"does not decode ({e}); nothing was kept. The server's copy is "
                              "damaged, or its Content-Encoding header is wrong") from e
+    if wire_size is not None and sent[0] < wire_size:
+        # Every gzip member so far decoded cleanly, but the body stopped short of the length
+        # the server announced: a truncation at a member boundary. Retried as a broken
+        # connection is.
+        raise ConnectionError(f"the encoded body ended after {sent[0]} of {wire_size} bytes")
     return offset
 
 
-def _decoded_pieces(r, decoder, wire_hasher):
-    """Decoded blocks of the body, its last bytes included; each block as sent is hashed."""
+def _decoded_pieces(r, decoder, wire_hasher, sent):
+    """Decoded blocks of the body, its last bytes included; each block as sent is hashed
+    (and counted in ``sent[0]``)."""
     read = getattr(r.raw, "read1", None) or r.raw.read
     while True:
         block = read(CHUNK_SIZE, decode_content=False)
         if not block:
             break
-        wire_hasher.update(block)
-        decoded = decoder.decode(block)
-        if decoded:
-            yield decoded
+        if wire_hasher is not None:
+            wire_hasher.update(block)
+        sent[0] += len(block)
+        yield from decoder.decode(block)
     tail = decoder.finish()
     if tail:
         yield tail

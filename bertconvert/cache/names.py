@@ -123,7 +123,9 @@ def resolve_model_dir(name_or_url, cache_dir=None, *, force_download=False, loca
     directory = cached_path(url, cache_dir, force_download=force_download,
                             local_files_only=local_files_only, extract=True, progress=progress)
     root = find_model_root(directory)
-    log.info("model %s resolved to %s", source, root)
+    from .redact import redact_url
+
+    log.info("model %s resolved to %s", redact_url(source), root)
     return root
 
 

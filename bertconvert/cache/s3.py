@@ -176,21 +176,23 @@ class _InOrderSink:
     parallel parts in order (holding early arrivals in memory): the cache file is always a
     prefix of the object, resumable, and the bytes are hashed as they arrive."""
 
-    def __init__(self, f, hasher, bar):
-        self.f, self.hasher, self.bar = f, hasher, bar
+    def __init__(self, f, hasher, bar, watch=None):
+        self.f, self.hasher, self.bar, self.watch = f, hasher, bar, watch
 
     def write(self, data):
         data = bytes(data)  # the hasher threads keep it: it must not change under them
         self.f.write(data)
         self.hasher.update(data)
         self.bar.update(len(data))
+        if self.watch is not None:  # size, deadline and speed limits (bertconvert.cache_limits)
+            self.watch.received(self.f.tell())
         return len(data)
 
     def seekable(self):
         return False
 
 
-def fetch(url, info, f, hasher, client, *, progress=True, desc=None, attempts=3):
+def fetch(url, info, f, hasher, client, *, progress=True, desc=None, attempts=3, watch=None):
     """Download ``url`` into ``f`` after the bytes already in it (fed to ``hasher`` by the
     caller); returns the final size.
 
@@ -212,7 +214,10 @@ def fetch(url, info, f, hasher, client, *, progress=True, desc=None, attempts=3)
                 offset = 0
             if info.size is not None and offset == info.size:
                 return offset
-            sink = _InOrderSink(f, hasher, bar)
+            if watch is not None:
+                watch.remaining()  # the deadline, before each attempt
+                watch.body_started(offset)
+            sink = _InOrderSink(f, hasher, bar, watch)
             try:
                 if offset == 0:
                     extra = {"VersionId": info.version_id} if info.version_id else None

@@ -38,9 +38,10 @@ from urllib.parse import urlparse
 
 from ..atomic import atomic_write
 from .locks import PARTIAL_MARKER, _claim_partial, _release_partial, entry_lock  # noqa: F401
-from ..errors import (CacheEntryNotFoundError, CacheError, CacheWriteError, DownloadError,
-                     IntegrityError, NetworkUnavailableError, OfflineError, PathNotFoundError,
-                     RemoteChangedError, UnsupportedURLError)
+from ..errors import (BertConvertError, CacheEntryNotFoundError, CacheError, CacheWriteError,
+                     DownloadError, DownloadTimeoutError, IntegrityError, NetworkUnavailableError,
+                     OfflineError, PathNotFoundError, RemoteChangedError, UnsupportedURLError)
+from .redact import redact_url, scrub
 
 log = logging.getLogger(__name__)
 
@@ -97,7 +98,8 @@ def filename_to_url(filename, cache_dir=None):
                                       "incomplete (re-fetch it, or `bertconvert cache prune`)")
     meta = read_metadata(path)
     if meta is None:
-        raise CacheEntryNotFoundError(f"cache metadata {meta_path} is unreadable or lacks 'url'")
+        raise CacheEntryNotFoundError(f"cache metadata {meta_path} is unreadable or malformed; "
+                                      "re-fetch the entry, or `bertconvert cache prune`")
     return meta["url"], meta.get("etag")
 
 
@@ -106,14 +108,57 @@ def is_offline():
     return os.environ.get(ENV_OFFLINE, "").strip().lower() in ("1", "true", "yes", "on")
 
 
+#: Types each known metadata field may have (None is allowed for all but "url"). A file
+#: with another type is not ours (or is damaged) and its entry counts as incomplete.
+_META_TYPES = {"url": (str,), "etag": (str,), "size": (int,), "sha256": (str,),
+               "last_modified": (str,), "created": (int, float), "verified": (list,),
+               "version_id": (str,), "content_encoding": (str,)}
+
+
+def _metadata_problem(meta):
+    """Why ``meta`` is not usable metadata, or None."""
+    if not isinstance(meta, dict):
+        return f"expected a JSON object, found {type(meta).__name__}"
+    if not isinstance(meta.get("url"), str) or not meta["url"]:
+        return "'url' is missing or not a string"
+    for name, types in _META_TYPES.items():
+        value = meta.get(name)
+        if value is not None and (not isinstance(value, types) or isinstance(value, bool)):
+            return f"{name!r} is {type(value).__name__}, expected {types[0].__name__}"
+    if meta.get("size") is not None and meta["size"] < 0:
+        return "'size' is negative"
+    return None
+
+
+_reported_metadata = set()
+
+
+def _report_bad_metadata(meta_path, why):
+    # Once per file and process: `cache ls` reads each entry's metadata more than once.
+    if meta_path not in _reported_metadata:
+        _reported_metadata.add(meta_path)
+        log.warning("ignoring %s; the entry counts as incomplete (`bertconvert cache prune` "
+                    "removes it)", why)
+
+
 def read_metadata(data_path):
-    """The ``<key>.json`` dict of an entry, or None when missing or unreadable."""
+    """The ``<key>.json`` dict of an entry, or None when missing, unreadable or malformed
+    (a malformed file is reported with a warning; ``bertconvert cache prune`` removes it)."""
+    meta_path = data_path + ".json"
     try:
-        with open(data_path + ".json", encoding="utf-8") as f:
+        with open(meta_path, encoding="utf-8") as f:
             meta = json.load(f)
-    except (OSError, ValueError):
+    except FileNotFoundError:
         return None
-    return meta if isinstance(meta, dict) and "url" in meta else None
+    except (OSError, ValueError, RecursionError) as e:
+        _report_bad_metadata(meta_path, f"unreadable cache metadata {meta_path} "
+                                        f"({type(e).__name__})")
+        return None
+    problem = _metadata_problem(meta)
+    if problem is not None:
+        _report_bad_metadata(meta_path, f"malformed cache metadata {meta_path} ({problem})")
+        return None
+    return meta
 
 
 def entry_state(data_path, info=None):
@@ -173,7 +218,9 @@ def newest_cached_entry(url, cache_dir=None, sha256=None):
         if not m or m.group(1) != url_hash:
             continue
         meta = entry_state(entry.path)
-        if meta is None or meta.get("url") != url or not _sha256_matches(entry.path, meta, sha256):
+        # The metadata holds the URL with its secrets redacted (older entries: in full).
+        if meta is None or meta.get("url") not in (url, redact_url(url)) or \
+                not _sha256_matches(entry.path, meta, sha256):
             continue
         mtime = entry.stat().st_mtime
         if best is None or mtime > best[0]:
@@ -237,9 +284,11 @@ def _split_for_encoding(url, info, own, server):
     return own, wire
 
 
-def _download(url, info, data_path, transport, sha256, progress):
+def _download(url, info, data_path, transport, sha256, progress, watch):
     from .. import __version__
     from .checks import Expected, StreamHasher, check_integrity
+
+    watch.check_size(info.size)  # an announced size beyond the limit: not even a temp file
 
     own = [Expected("sha256", sha256, "the sha256= argument")] if sha256 else []
     server = list(info.expected)
@@ -275,14 +324,16 @@ def _download(url, info, data_path, transport, sha256, progress):
         size = transport.fetch(url, info, f, hasher, progress, desc, wire_hasher=wire_hasher)
         f.flush()
         digests = hasher.hexdigests()
-        check_integrity(url, size, digests, info.size, expected)
+        check_integrity(redact_url(url), size, digests, info.size, expected)
         wire_digests = wire_hasher.hexdigests() if wire_hasher is not None else {}
-        check_integrity(url, None, wire_digests, None, wire_expected)
+        check_integrity(redact_url(url), None, wire_digests, None, wire_expected)
         os.fsync(f.fileno())
         f.close()
         os.replace(tmp, data_path)  # the commit point
         committed = True
-        meta = {"url": url, "etag": info.etag, "size": size, "sha256": digests["sha256"],
+        # Never the URL's password or signature: the key (sha256 of the full URL) is enough.
+        meta = {"url": redact_url(url), "etag": info.etag, "size": size,
+                "sha256": digests["sha256"],
                 # What was actually compared (a checksum whose library is missing is not).
                 "verified": sorted({e.algorithm for e in expected if e.algorithm in digests} |
                                    {e.algorithm for e in wire_expected
@@ -295,8 +346,9 @@ def _download(url, info, data_path, transport, sha256, progress):
             meta["content_encoding"] = info.content_encoding  # the file holds the decoded body
         with atomic_write(data_path + ".json", "w") as mf:
             json.dump(meta, mf, indent=1)
-        log.info("cached %s (%d bytes, sha256 %s)", url, size, digests["sha256"])
-    except (DownloadError, KeyboardInterrupt) as e:
+        log.info("cached %s (%d bytes, sha256 %s)", redact_url(url), size, digests["sha256"])
+    except (DownloadError, DownloadTimeoutError, KeyboardInterrupt) as e:
+        # What arrived so far is a sound prefix: kept for the next try when it can resume.
         keep_partial = resumable and not isinstance(e, RemoteChangedError)
         raise
     except OSError as e:
@@ -304,7 +356,7 @@ def _download(url, info, data_path, transport, sha256, progress):
             raise
         # Network errors became DownloadError inside the transport: this is the local disk.
         raise CacheWriteError(
-            f"writing the download of {url} into {os.path.dirname(data_path)} failed: "
+            f"writing the download of {redact_url(url)} into {os.path.dirname(data_path)} failed: "
             f"{e.strerror or e}; the partial file was removed. Free space (or raise the quota) "
             f"there, or point {ENV_CACHE} (or cache_dir=) elsewhere, then retry") from e
     finally:
@@ -323,7 +375,7 @@ def _download(url, info, data_path, transport, sha256, progress):
                     os.unlink(tmp)
 
 
-def _finish(data_path, extract, cache_dir):
+def _finish(data_path, extract, cache_dir, limits):
     _touch_used(data_path)
     if not extract:
         return data_path
@@ -333,71 +385,102 @@ def _finish(data_path, extract, cache_dir):
     if os.path.isdir(target):
         return target
     with entry_lock(data_path):
-        return extract_archive(data_path, target)
+        return extract_archive(data_path, target, max_size=limits.max_extract_size,
+                               max_ratio=limits.max_extract_ratio)
 
 
-def _fallback(url, cache_dir, sha256, extract, error):
+def _fallback(url, cache_dir, sha256, extract, error, limits):
     path = newest_cached_entry(url, cache_dir, sha256)
+    shown = redact_url(url)
     if path is None:
         raise NetworkUnavailableError(
-            f"{error}. Nothing is cached for {url} in {cache_dir} to fall back on; retry when "
+            f"{error}. Nothing is cached for {shown} in {cache_dir} to fall back on; retry when "
             "the network is back, or fetch it elsewhere with `bertconvert cache fetch`") from error
     when = time.strftime("%Y-%m-%d %H:%M", time.localtime(os.path.getmtime(path)))
-    log.warning("network failure for %s (%s); using the cached copy from %s", url, error, when)
-    return _finish(path, extract, cache_dir)
+    log.warning("network failure for %s (%s); using the cached copy from %s", shown,
+                scrub(str(error), url), when)
+    return _finish(path, extract, cache_dir, limits)
 
 
-def _fetch_remote(url, cache_dir, force_download, local_files_only, sha256, extract, proxies,
-                  progress):
-    cache_dir = resolve_cache_dir(cache_dir)
+def cache_dir_error(cache_dir, error=None):
+    """A CacheError saying why ``cache_dir`` cannot be used as the cache directory."""
+    if os.path.islink(cache_dir) and not os.path.exists(cache_dir):
+        what = "a symlink that loops or leads nowhere"
+    elif os.path.lexists(cache_dir) and not os.path.isdir(cache_dir):
+        what = "a file, not a directory"
+    else:
+        what = f"not usable ({error.strerror or error})" if error is not None else "not usable"
+    return CacheError(f"the cache directory {cache_dir} is {what}; expected a directory that "
+                      f"can be read and written: set {ENV_CACHE} (or pass cache_dir= / "
+                      "--cache-dir) to one")
+
+
+def _make_cache_dir(cache_dir):
+    """Create ``cache_dir`` if needed; CacheError when it cannot be (a file is in the way,
+    a symlink loop, no permission)."""
     try:
         os.makedirs(cache_dir, exist_ok=True)
     except OSError as e:
-        raise CacheError(f"cannot create the cache directory {cache_dir}: {e}; set {ENV_CACHE} "
-                         "or pass cache_dir=") from e
+        raise cache_dir_error(cache_dir, e) from e
+    if not os.path.isdir(cache_dir):  # pragma: no cover - makedirs raises first
+        raise cache_dir_error(cache_dir)
+
+
+def _fetch_remote(url, cache_dir, force_download, local_files_only, sha256, extract, proxies,
+                  progress, limit_args):
+    from .limits import TransferWatch, download_limits, extract_limits
+
+    cache_dir = resolve_cache_dir(cache_dir)
+    _make_cache_dir(cache_dir)
+    shown = redact_url(url)
     if local_files_only or is_offline():
         why = "local_files_only=True" if local_files_only else f"{ENV_OFFLINE} is set"
         if force_download:
             raise OfflineError(f"force_download needs the network but {why}")
         path = newest_cached_entry(url, cache_dir, sha256)
         if path is None:
-            raise OfflineError(f"offline ({why}) and {url} is not in the cache {cache_dir}; fetch "
-                               f"it while online (`bertconvert cache fetch {url}`)")
-        return _finish(path, extract, cache_dir)
+            raise OfflineError(f"offline ({why}) and {shown} is not in the cache {cache_dir}; "
+                               f"fetch it while online (`bertconvert cache fetch {shown}`)")
+        return _finish(path, extract, cache_dir, extract_limits(
+            limit_args.get("max_extract_size"), limit_args.get("max_extract_ratio")))
 
     from .transports import transport_for
 
+    limits = download_limits(**limit_args)
     transport = transport_for(url, proxies)
+    # The deadline covers the whole fetch, HEAD and retries included.
+    watch = TransferWatch(shown, limits, transport.policy.read_timeout)
+    transport.watch(watch)
     try:
         for attempt in range(2):
             try:
                 info = transport.head(url)
             except DownloadError as e:  # network trouble; 404/403 propagate as they are
-                return _fallback(url, cache_dir, sha256, extract, e)
+                return _fallback(url, cache_dir, sha256, extract, e, limits)
             data_path = os.path.join(cache_dir, url_to_filename(url, info.etag))
             meta = None if force_download else entry_state(data_path, info)
             if meta is not None and _sha256_matches(data_path, meta, sha256):
-                return _finish(data_path, extract, cache_dir)
+                return _finish(data_path, extract, cache_dir, limits)
             with entry_lock(data_path):
                 meta = None if force_download else entry_state(data_path, info)
                 if meta is None or not _sha256_matches(data_path, meta, sha256):
                     try:
-                        _download(url, info, data_path, transport, sha256, progress)
+                        _download(url, info, data_path, transport, sha256, progress, watch)
                     except RemoteChangedError as e:
                         if attempt == 0:
-                            log.info("%s; starting over", e)
+                            log.info("%s; starting over", scrub(str(e), url))
                             continue
                         raise
                     except DownloadError as e:
                         error = e
                         break
-            return _finish(data_path, extract, cache_dir)
+            return _finish(data_path, extract, cache_dir, limits)
     finally:
         transport.close()
-    return _fallback(url, cache_dir, sha256, extract, error)
+    return _fallback(url, cache_dir, sha256, extract, error, limits)
 
 
-def _local(path, cache_dir, extract, sha256):
+def _local(path, cache_dir, extract, sha256, limit_args):
     if sha256:
         from .checks import hash_file
         actual = hash_file(path, ("sha256",))["sha256"] if os.path.isfile(path) else None
@@ -407,16 +490,19 @@ def _local(path, cache_dir, extract, sha256):
         return path
     # A local archive is extracted into the cache, keyed by its absolute path and version.
     from .archives import extract_archive
+    from .limits import extract_limits
 
+    limits = extract_limits(limit_args.get("max_extract_size"), limit_args.get("max_extract_ratio"))
     st = os.stat(path)
     cache_dir = resolve_cache_dir(cache_dir)
-    os.makedirs(cache_dir, exist_ok=True)
+    _make_cache_dir(cache_dir)
     key = url_to_filename("file://" + os.path.abspath(path), f"{st.st_size}-{st.st_mtime_ns}")
     target = os.path.join(cache_dir, key + EXTRACTED_SUFFIX)
     if os.path.isdir(target):
         return target
     with entry_lock(os.path.join(cache_dir, key)):
-        return extract_archive(path, target)
+        return extract_archive(path, target, max_size=limits.max_extract_size,
+                               max_ratio=limits.max_extract_ratio)
 
 
 def _scheme_of(target):
@@ -445,7 +531,9 @@ def _check_remote_url(url, scheme):
 
 
 def cached_path(url_or_filename, cache_dir=None, *, force_download=False, local_files_only=False,
-                sha256=None, extract=False, proxies=None, progress=True):
+                sha256=None, extract=False, proxies=None, progress=True, max_download_size=None,
+                fetch_deadline=None, min_speed=None, max_extract_size=None,
+                max_extract_ratio=None):
     """Local path of ``url_or_filename``, downloading it into the cache if needed.
 
     ``url_or_filename``: an http(s):// or s3:// URL, or a local path (returned as is).
@@ -455,10 +543,19 @@ def cached_path(url_or_filename, cache_dir=None, *, force_download=False, local_
     ``extract``: return the directory a .tar.gz/.tgz/.zip extracts to (extracted once).
     ``proxies``: requests-style ``{"https": "http://proxy:3128"}``; wins over the environment's
     (HTTPS_PROXY...), which are used otherwise. For s3:// it goes to botocore's config.
+    Limits (each also an environment variable; see :mod:`bertconvert.cache_limits`):
+    ``max_download_size`` (bytes or "20G", default 20G), ``fetch_deadline`` (seconds or
+    "6h", default 6h), ``min_speed`` (bytes/s, default 1K, judged over the read timeout),
+    ``max_extract_size`` (default 20G) and ``max_extract_ratio`` (default 100).
+
+    A URL's password or signature is never written to the metadata nor shown in messages
+    (the cache key is still derived from the full URL, as in 0.6.2).
 
     Raises RemoteNotFoundError (404/403/NoSuchKey), IntegrityError (length/checksum mismatch;
     nothing kept), OfflineError / NetworkUnavailableError (nothing usable cached),
-    PathNotFoundError (missing local path), UnsupportedURLError, UnsafeArchiveError.
+    PathNotFoundError (missing local path), UnsupportedURLError, UnsafeArchiveError,
+    DownloadTooLargeError, DownloadTimeoutError, ArchiveTooLargeError (a limit was hit;
+    nothing committed), CacheSettingError (a limit is not a positive number).
 
     Example::
 
@@ -466,6 +563,25 @@ def cached_path(url_or_filename, cache_dir=None, *, force_download=False, local_
         >>> model_dir = cached_path("s3://models/bert-base-uncased.tar.gz", extract=True)
     """
     target = os.fspath(url_or_filename)
+    limit_args = {"max_download_size": max_download_size, "fetch_deadline": fetch_deadline,
+                  "min_speed": min_speed, "max_extract_size": max_extract_size,
+                  "max_extract_ratio": max_extract_ratio}
+    if any(v is not None for v in limit_args.values()):
+        from .limits import download_limits
+        download_limits(**limit_args)  # a bad keyword is an error whatever the target
+    try:
+        return _cached_path(target, cache_dir, force_download, local_files_only, sha256, extract,
+                            proxies, progress, limit_args)
+    except BertConvertError as e:
+        # Messages may quote the URL (ours, or requests' own, which hold the query): never
+        # with its password or signature.
+        if isinstance(target, str) and e.args and isinstance(e.args[0], str):
+            e.args = (scrub(e.args[0], target),) + e.args[1:]
+        raise
+
+
+def _cached_path(target, cache_dir, force_download, local_files_only, sha256, extract, proxies,
+                 progress, limit_args):
     if sha256 is not None:
         sha256 = str(sha256).strip().lower()
         if not re.fullmatch(r"[0-9a-f]{64}", sha256):
@@ -474,14 +590,14 @@ def cached_path(url_or_filename, cache_dir=None, *, force_download=False, local_
     if scheme in REMOTE_SCHEMES:
         _check_remote_url(target, scheme)
         return _fetch_remote(target, cache_dir, force_download, local_files_only, sha256, extract,
-                             proxies, progress)
+                             proxies, progress, limit_args)
     if scheme == "file":
         from urllib.request import url2pathname
         target = url2pathname(urlparse(target).path)
     if os.path.exists(target):
-        return _local(target, cache_dir, extract, sha256)
+        return _local(target, cache_dir, extract, sha256, limit_args)
     if scheme in ("", "file") or re.match(r"^[A-Za-z]:[\\/]", target):
         raise PathNotFoundError(f"file {target} not found (not a URL either: expected an "
                                 "http(s):// or s3:// URL, or an existing path)")
-    raise UnsupportedURLError(f"cannot fetch {target!r}: scheme {scheme!r} is not supported; "
-                              "use http://, https://, s3:// or a local path")
+    raise UnsupportedURLError(f"cannot fetch {redact_url(target)!r}: scheme {scheme!r} is not "
+                              "supported; use http://, https://, s3:// or a local path")

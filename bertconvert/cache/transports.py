@@ -40,6 +40,10 @@ class HttpTransport:
         if self._session is not None:
             self._session.close()
 
+    def watch(self, watch):
+        """Enforce ``watch`` (a :class:`~bertconvert.cache.limits.TransferWatch`) from now on."""
+        self.policy.watch = watch
+
 
 class S3Transport:
     """s3:// for the cache: HeadObject + parallel ranged download, written in order (so a
@@ -63,10 +67,14 @@ class S3Transport:
         assert wire_hasher is None, "S3 bodies are stored as they are sent"
         from .s3 import fetch
         return fetch(url, info, f, hasher, self.client, progress=progress, desc=desc,
-                     attempts=self.policy.attempts)
+                     attempts=self.policy.attempts, watch=self.policy.watch)
 
     def close(self):
         pass
+
+    def watch(self, watch):
+        """Enforce ``watch`` (a :class:`~bertconvert.cache.limits.TransferWatch`) from now on."""
+        self.policy.watch = watch
 
     def download_checks(self, info):
         """Checks worth extra requests only when downloading: the multipart ETag."""

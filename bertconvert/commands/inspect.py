@@ -25,7 +25,7 @@ def register(subparsers):
 
 def describe(checkpoint, head="auto"):
     """``{"checkpoint", "head", "note", "num_labels", "variables": [...]}`` for a checkpoint."""
-    from ..convert import rules as mapping
+    from ..convert.run import rules as mapping
     from ..checkpoint import load_checkpoint
 
     with load_checkpoint(checkpoint) as reader:

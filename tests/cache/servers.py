@@ -4,9 +4,14 @@
 resources with ETag, Last-Modified, HEAD and byte ``Range`` support, logs every request, and
 injects the faults a weight cache must survive: a fixed error status (404, 403), N failures
 with 500 before succeeding, a connection dropped mid-body, ``Range`` ignored (a 200 with the
-whole body), no ETag, a weak ETag, a changed ETag (call :meth:`Resource.replace`), and slow
-or stalling bodies. Resources backed by a file are streamed with ``os.sendfile``, so a
-multi-hundred-MB sparse file costs the server next to nothing (used by the benchmark).
+whole body), no ETag, a weak ETag, an opaque 32-hex ETag that is no MD5 of the content, a
+changed ETag (call :meth:`Resource.replace`), slow, stalling or trickling bodies, and bodies
+without a Content-Length. ``flavor`` makes it answer like S3 (``x-amz-request-id``,
+``x-amz-id-2``, ``Server: AmazonS3``: its plain ETags are MD5s) or like Google Cloud Storage
+(``x-goog-hash: crc32c=..., md5=...``, ``x-goog-stored-*``), with ``checksum_data`` giving
+checksums of other bytes (a corrupted copy). Resources backed by a file are streamed with
+``os.sendfile``, so a multi-hundred-MB sparse file costs the server next to nothing (used by
+the benchmark).
 
 The pytest fixtures at the bottom (``http_server``, ``s3_env``) are imported by the test
 modules; ``s3_env`` runs moto's ThreadedMotoServer on loopback and points boto3's normal
@@ -20,6 +25,7 @@ Example::
         ...
         assert srv.count("GET", "/model.bin") == 2
 """
+import base64
 import hashlib
 import os
 import socket
@@ -50,7 +56,8 @@ class Resource:
 
     data: bytes = b""
     file: str = None                 # serve this file instead of ``data``
-    etag: str = "md5"                # "md5" (strong, plain MD5 like S3), "weak", None, or literal
+    etag: str = "md5"                # "md5" (strong, plain MD5 like S3), "weak", "opaque" (32 hex
+                                     # digits that are not the MD5), None, or a literal value
     status: int = None               # always answer this status (404, 403, 500...)
     fail_first: int = 0              # the first N requests (any method) get a 500
     fail_status: int = 500
@@ -68,6 +75,11 @@ class Resource:
     get_headers: dict = field(default_factory=dict)  # extra headers of GET answers only
     redirect_to: str = None          # answer every request with 302 to this path
     chunked: bool = False            # GET bodies with Transfer-Encoding: chunked, no length
+    content_length: object = True    # False: no Content-Length (HEAD and GET); "head": on HEAD
+                                     # answers only. Bodies without one end when the
+                                     # connection closes (HTTP/1.0 style)
+    flavor: str = None               # "s3" or "gcs": that store's response headers
+    checksum_data: bytes = None      # "gcs": x-goog-hash of these bytes instead of the content
     last_modified: float = field(default_factory=time.time)
 
     def __post_init__(self):
@@ -88,7 +100,36 @@ class Resource:
         if spec in ("md5", "weak"):
             digest = _file_md5(self.file) if self.file else hashlib.md5(self.data).hexdigest()
             return f'"{digest}"' if spec == "md5" else f'W/"{digest}"'
+        if spec == "opaque":  # looks like an MD5, is not one (a hash of the version, say)
+            return '"%s"' % hashlib.md5(b"version:" + uuid.uuid4().bytes).hexdigest()
         return spec
+
+    def flavor_headers(self):
+        """The response headers of the store named by ``flavor``."""
+        if self.flavor == "s3":
+            return {"x-amz-request-id": uuid.uuid4().hex[:16].upper(),
+                    "x-amz-id-2": base64.b64encode(os.urandom(48)).decode(),
+                    "Server": "AmazonS3"}
+        if self.flavor == "gcs":
+            data = self.checksum_data
+            if data is None:
+                data = open(self.file, "rb").read() if self.file else self.data
+            hashes = ["md5=" + base64.b64encode(hashlib.md5(data).digest()).decode()]
+            try:
+                import google_crc32c
+                crc = google_crc32c.value(bytes(data)).to_bytes(4, "big")
+                hashes.insert(0, "crc32c=" + base64.b64encode(crc).decode())
+            except ImportError:
+                pass
+            return {"x-goog-hash": ", ".join(hashes), "x-goog-generation": "1700000000000000",
+                    "x-goog-metageneration": "1",
+                    "x-goog-stored-content-encoding":
+                        self.headers.get("Content-Encoding", "identity"),
+                    "x-goog-stored-content-length": str(self.size),
+                    "x-guploader-uploadid": uuid.uuid4().hex, "Server": "UploadServer"}
+        if self.flavor is not None:
+            raise ValueError(f"unknown flavor {self.flavor!r}")
+        return {}
 
     @property
     def etag_header(self):
@@ -141,6 +182,9 @@ class _Handler(BaseHTTPRequestHandler):
     def log_message(self, fmt, *args):  # keep test output clean
         pass
 
+    def version_string(self):  # the Server header: a resource may name another server
+        return getattr(self, "_server_name", None) or super().version_string()
+
     def do_HEAD(self):
         self._serve(head=True)
 
@@ -149,6 +193,7 @@ class _Handler(BaseHTTPRequestHandler):
 
     # ------------------------------------------------------------------------------------
     def _serve(self, head):
+        self._server_name = None
         srv = self.server.owner
         target = urlsplit(self.path)  # a proxy request carries the absolute URL
         path = target.path
@@ -187,21 +232,26 @@ class _Handler(BaseHTTPRequestHandler):
             start, end = parsed
             status = 206
         length = max(0, end - start + 1)
+        extra = {**res.flavor_headers(), **res.headers, **({} if head else res.get_headers)}
+        self._server_name = extra.pop("Server", None)
         self.send_response(status)
         record.status = status
         self.send_header("Content-Type", "application/octet-stream")
         chunked = res.chunked and not head
         if chunked:
             self.send_header("Transfer-Encoding", "chunked")
-        else:
+        elif res.content_length is True or (head and res.content_length == "head"):
             self.send_header("Content-Length", str(length))
+        else:  # the body ends when the connection closes
+            self.send_header("Connection", "close")
+            self.close_connection = True
         self.send_header("Accept-Ranges", "bytes")
         self.send_header("Last-Modified", formatdate(res.last_modified, usegmt=True))
         if res.etag_header:
             self.send_header("ETag", res.etag_header)
         if status == 206:
             self.send_header("Content-Range", f"bytes {start}-{end}/{size}")
-        for k, v in {**res.headers, **({} if head else res.get_headers)}.items():
+        for k, v in extra.items():
             self.send_header(k, v)
         self.end_headers()
         if head and res.replace_after_head is not None:
@@ -340,6 +390,14 @@ class _CountingHTTPServer(ThreadingHTTPServer):
     def get_request(self):
         self.owner.connections += 1
         return super().get_request()
+
+    def handle_error(self, request, client_address):
+        import sys
+
+        # A client that gives up mid-request (a limit hit, a timeout) is expected here.
+        if isinstance(sys.exc_info()[1], (ConnectionResetError, BrokenPipeError)):
+            return
+        super().handle_error(request, client_address)
 
 
 class LoopbackServer:

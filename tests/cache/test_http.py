@@ -28,7 +28,7 @@ def _read(path):
 
 
 def test_download_then_hit_costs_one_head(http_server, cache_env):
-    res = http_server.add("/w.bin", DATA)
+    res = http_server.add("/w.bin", DATA, flavor="s3")
     url = http_server.url("/w.bin")
     path = cached_path(url, progress=False)
     assert os.path.dirname(path) == str(cache_env)
@@ -37,7 +37,7 @@ def test_download_then_hit_costs_one_head(http_server, cache_env):
     meta = json.load(open(path + ".json"))
     assert meta["url"] == url and meta["etag"] == res.etag_header
     assert meta["size"] == len(DATA) and meta["sha256"] == _sha(DATA)
-    assert "md5" in meta["verified"]  # the plain-MD5 ETag was checked
+    assert "md5" in meta["verified"]  # S3's plain-MD5 ETag was checked
     assert [r.method for r in http_server.requests] == ["HEAD", "GET"]
 
     http_server.reset_log()
@@ -164,7 +164,10 @@ def test_changed_etag_makes_a_new_entry_and_offline_uses_the_newest(http_server,
 
 
 def test_md5_etag_mismatch_is_an_integrity_error_and_nothing_is_kept(http_server, cache_env):
-    http_server.add("/corrupt", DATA, etag='"%s"' % hashlib.md5(b"other").hexdigest())
+    """An S3-like server (its headers say so) documents plain ETags as MD5s: a body that
+    does not match is corrupt."""
+    http_server.add("/corrupt", DATA, etag='"%s"' % hashlib.md5(b"other").hexdigest(),
+                    flavor="s3")
     with pytest.raises(IntegrityError, match="md5"):
         cached_path(http_server.url("/corrupt"), progress=False)
     assert [n for n in cache_files(cache_env) if not n.endswith(".lock")] == []
@@ -368,7 +371,7 @@ def test_checksum_without_its_library_is_not_claimed_verified(http_server, cache
 
 def test_redirect_to_a_get_only_signed_url_is_followed(http_server):
     """Mirrors often redirect to presigned S3 URLs, which are signed for GET: HEAD gets 403."""
-    http_server.add("/signed/w.bin", DATA, head_status=403)
+    http_server.add("/signed/w.bin", DATA, head_status=403, flavor="s3")
     http_server.add("/mirror/w.bin", redirect_to="/signed/w.bin")
     path = cached_path(http_server.url("/mirror/w.bin"), progress=False)
     assert _read(path) == DATA
@@ -415,7 +418,8 @@ def test_plain_bodies_are_read_straight_from_the_socket(http_server):
 @pytest.mark.parametrize("chunked", [False, True])
 def test_dropped_body_is_resumed_on_either_receive_path(http_server, chunked):
     data = os.urandom(3 * 1024 * 1024 + 17)  # over several receive blocks, not a multiple
-    http_server.add("/drop.bin", data, chunk=200_000, drop_after=1_500_001, chunked=chunked)
+    http_server.add("/drop.bin", data, chunk=200_000, drop_after=1_500_001, chunked=chunked,
+                    flavor="s3")
     path = cached_path(http_server.url("/drop.bin"), progress=False)
     assert _read(path) == data
     meta = json.loads(_read(path + ".json"))
@@ -468,7 +472,7 @@ def test_https_download_is_verified_and_resumed(https_server):
     from bertconvert.cache.http import _socket_reader, make_session
 
     data = os.urandom(3 * 1024 * 1024 + 5)
-    https_server.add("/tls.bin", data, chunk=200_000, drop_after=1_500_001)
+    https_server.add("/tls.bin", data, chunk=200_000, drop_after=1_500_001, flavor="s3")
     url = https_server.url("/tls.bin")
     assert url.startswith("https://")
     path = cached_path(url, progress=False)
@@ -518,7 +522,7 @@ def test_content_encoded_object_is_cached_decoded_and_checked_as_sent(http_serve
     the decoded file (as requests and ppb 0.6.2 give it), and checks the MD5 on what was sent."""
     payload = os.urandom(200_000) + b"weights " * 100_000
     body = _encoded(payload, encoding)
-    http_server.add("/enc.bin", body, headers={"Content-Encoding": encoding})
+    http_server.add("/enc.bin", body, headers={"Content-Encoding": encoding}, flavor="s3")
     url = http_server.url("/enc.bin")
     path = cached_path(url, progress=False)
     assert _read(path) == payload
@@ -536,7 +540,7 @@ def test_content_encoded_body_damaged_on_the_wire_is_refused(http_server, cache_
     payload = b"weights " * 50_000
     body = _encoded(payload, "gzip")
     http_server.add("/enc.bin", body, headers={"Content-Encoding": "gzip"},
-                    etag='"' + hashlib.md5(body + b"x").hexdigest() + '"')
+                    etag='"' + hashlib.md5(body + b"x").hexdigest() + '"', flavor="s3")
     with pytest.raises(IntegrityError, match="gzip-encoded bytes sent"):
         cached_path(http_server.url("/enc.bin"), progress=False)
     assert not [n for n in cache_files(cache_env) if not n.endswith(".lock")]
