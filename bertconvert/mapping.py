@@ -25,6 +25,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from .errors import option
+
 TF2_SUFFIX = "/.ATTRIBUTES/VARIABLE_VALUE"
 
 # --- transforms: TF layout -> PyTorch layout (numpy, exact: only moves bytes) ---------------
@@ -329,10 +331,19 @@ HEAD_NAMES = ("base", "pretraining", "masked-lm", "next-sentence", "sequence-cla
 #: Heads that share run_classifier's root output_weights layout.
 CLASSIFIER_HEADS = ("sequence-classification", "token-classification", "multiple-choice")
 
-AMBIGUOUS_CLASSIFIER_NOTE = (
-    "root output_weights/output_bias is run_classifier's layout, shared by sequence-, token- and "
-    "multiple-choice classification; chose sequence-classification. Pass --head "
-    "token-classification or --head multiple-choice (head=...) if the model was fine-tuned for that")
+
+
+def head_option(*heads):
+    """``--head X or --head Y`` for the CLI, ``head='X' or head='Y'`` for Python callers."""
+    return " or ".join(option(f"--head {h}", f"head={h!r}") for h in heads)
+
+
+def ambiguous_classifier_note():
+    """The note for a run_classifier layout, whose head the names cannot tell."""
+    return ("root output_weights/output_bias is run_classifier's layout, shared by sequence-, "
+            "token- and multiple-choice classification; chose sequence-classification. Pass "
+            f"{head_option('token-classification', 'multiple-choice')} if the model was "
+            "fine-tuned for that")
 
 
 def parts_present(names):
@@ -358,13 +369,13 @@ def detect_head(variable_names):
     pretraining = {"predictions", "seq_relationship"} & parts
     if "qa_outputs" in parts and "classifier" in parts:
         return None, ("checkpoint holds both run_squad (cls/squad/output_*) and run_classifier "
-                      "(output_weights) heads; pass --head question-answering or --head "
-                      "sequence-classification")
+                      "(output_weights) heads; pass "
+                      f"{head_option('question-answering', 'sequence-classification')}")
     note = ""
     if "qa_outputs" in parts or "classifier" in parts:
         head = "question-answering" if "qa_outputs" in parts else "sequence-classification"
         if head == "sequence-classification":
-            note = AMBIGUOUS_CLASSIFIER_NOTE
+            note = ambiguous_classifier_note()
         if pretraining:
             dropped = "; ".join(f"{p} variables are not part of {head} and are dropped" for p in sorted(pretraining))
             note = f"{note}; {dropped}" if note else dropped
