@@ -23,7 +23,8 @@ import zipfile
 import zlib
 
 from .atomic import current_umask, fsync_directory, make_temp_dir_beside
-from .errors import CacheWriteError, CorruptArchiveError, NotAnArchiveError, UnsafeArchiveError
+from .errors import (CacheWriteError, CorruptArchiveError, NotAnArchiveError, UnsafeArchiveError,
+                     option)
 
 log = logging.getLogger(__name__)
 
@@ -211,7 +212,8 @@ def extract_archive(archive_path, target_dir):
     kind = archive_kind(archive_path)
     if kind is None:
         raise NotAnArchiveError(f"{archive_path} is not a .tar(.gz/.bz2/.xz)/.tgz/.zip archive; "
-                                "call without extract=True to get the file itself")
+                                f"fetch it without {option('--extract', 'extract=True')} to get "
+                                "the file itself")
     tmp = make_temp_dir_beside(target_dir)
     try:
         (_extract_zip if kind == "zip" else _extract_tar)(archive_path, tmp)

@@ -58,8 +58,8 @@ def register(subparsers):
     p.add_argument("--source-hash", choices=("auto", "full", "index"), default="auto",
                    help="which source files conversion.json gives a sha256: auto (default) all "
                         "but data shards that are mostly variables not converted (optimizer "
-                        "slots, a dropped head), which are then never read; full: every file whole (matches sha256sum; reads the slots "
-                        "too); index: the .index, config and vocab only. Every converted "
+                        "slots, a dropped head), which are then never read; full: every file "
+                        "whole (matches sha256sum; reads those variables too); index: the .index, config and vocab only. Every converted "
                         "tensor is checked against its crc32c in the index either way")
     p.set_defaults(func=run)
 
