@@ -209,3 +209,19 @@ def test_num_labels_that_agree_are_accepted_for_every_head(head, tmp_path, capsy
                                head, "--num-labels", str(bad), "-q"])
         assert f"--num-labels {bad}" in text
         assert not (tmp_path / "bad").exists()
+
+
+def test_a_dropped_pretraining_head_is_not_called_optimizer_slots(tmp_path, capsys):
+    out = tmp_path / "cls"
+    assert main(["convert", ckpt("pretraining"), "--out", str(out), "--head",
+                 "sequence-classification", "--allow-new-head", "-q"]) == 0
+    summary = capsys.readouterr().out
+    assert "0 skipped, 7 dropped (head variables sequence-classification does not have)" in summary
+    record = json.loads((out / "conversion.json").read_text())
+    assert "optimizer slot" not in summary.lower() and "optimizer slot" not in json.dumps(record)
+    # The shard is mostly unconverted here, so it was not hashed; the note says why, truly.
+    assert any("head variables that sequence-classification does not have" in n
+               for n in record["notes"])
+    # With real optimizer slots the note says so.
+    assert main(["convert", ckpt("pretraining-adam"), "--out", str(tmp_path / "adam"), "-q"]) == 0
+    assert "optimizer slots and bookkeeping" in capsys.readouterr().out
