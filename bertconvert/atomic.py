@@ -11,14 +11,29 @@ Example::
         write_everything_into(tmp)      # published as out/model only if this returns
 """
 import contextlib
+import logging
 import os
+import re
 import shutil
+import socket
 import tempfile
 import uuid
 
-from .errors import OutputExistsError
+from .errors import OutputExistsError, UnsafeOutputError, option
+
+logger = logging.getLogger(__name__)
 
 TEMP_MARKER = ".tmp-"
+#: Our temp names: ``.{name}.tmp-{pid}-{12 hex}@{host}``, plus ``.old`` for a directory being
+#: swapped out. Names written before the host part was added (``.{name}.tmp-{pid}-{hex}``)
+#: still match; they are taken to be from this host.
+_TEMP_RE = re.compile(r"\.(?P<name>.+)\.tmp-(?P<pid>\d+)-[0-9a-f]{12}"
+                      r"(?:@(?P<host>[A-Za-z0-9.-]+?))?(?P<old>\.old)?")
+
+
+def _host_tag():
+    """This host's name as it may appear in a file name (what NFS clients share)."""
+    return re.sub(r"[^A-Za-z0-9.-]", "-", socket.gethostname()) or "localhost"
 
 
 def current_umask():
@@ -31,7 +46,116 @@ def current_umask():
 def temp_name_for(path):
     """A unique hidden name in the directory of ``path`` (same filesystem: rename is atomic)."""
     directory, name = os.path.split(os.path.abspath(path))
-    return os.path.join(directory, f".{name}{TEMP_MARKER}{os.getpid()}-{uuid.uuid4().hex[:12]}")
+    return os.path.join(directory, f".{name}{TEMP_MARKER}{os.getpid()}-{uuid.uuid4().hex[:12]}"
+                                   f"@{_host_tag()}")
+
+
+def _pid_alive(pid):
+    """Whether process ``pid`` exists on this host (a zombie counts as alive)."""
+    if pid <= 0:
+        return True  # not a real owner: never treat as dead
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except (PermissionError, OverflowError):
+        return True  # someone else's process (or an absurd number): leave it alone
+    return True
+
+
+def remove_stale_temps(path):
+    """Remove temp files and directories that an earlier, killed writer of ``path`` left
+    beside it (a kill -9 mid-conversion leaves up to a model's size there); returns them.
+
+    Only our own names for this very destination are considered, and only those whose owner
+    process is gone: written on this host (a name without a host part is assumed to be) by a
+    PID that no longer exists here. A process that is alive, or merely reuses the PID, keeps
+    its files. A stale ``.old`` directory -- the previous output, caught mid-swap -- is
+    removed only when ``path`` exists again; otherwise it may be the only copy, and is kept.
+    """
+    directory, name = os.path.split(os.path.abspath(os.fspath(path)))
+    try:
+        entries = os.listdir(directory)
+    except OSError:
+        return []
+    here, removed = _host_tag(), []
+    for entry in entries:
+        m = _TEMP_RE.fullmatch(entry)
+        if not m or m.group("name") != name:
+            continue
+        if (m.group("host") or here) != here or _pid_alive(int(m.group("pid"))):
+            continue
+        if m.group("old") and not os.path.lexists(path):
+            logger.warning("%s holds the previous %s from an interrupted replacement; it is "
+                           "left in place", entry, name)
+            continue
+        victim = os.path.join(directory, entry)
+        try:
+            if os.path.isdir(victim) and not os.path.islink(victim):
+                shutil.rmtree(victim)
+            else:
+                os.unlink(victim)
+        except OSError as e:  # someone else cleaned it, or we may not: not our problem now
+            logger.debug("could not remove stale %s: %s", victim, e)
+            continue
+        logger.info("removed %s, left by process %s that no longer exists", victim, m.group("pid"))
+        removed.append(victim)
+    return removed
+
+
+def check_output_spares_inputs(output, inputs, flag="--out", keyword="out"):
+    """Refuse an output path that would destroy an input: empty (it would mean the current
+    directory), or one that is, contains, or lies inside one of the ``inputs`` files.
+
+    Paths are compared after resolving symbolic links (and by device and inode where both
+    exist, for hard links and bind mounts). Raises :class:`UnsafeOutputError` before anything
+    is written; ``flag``/``keyword`` name the option in the message.
+    """
+    name = option(flag, keyword)
+    if output is None or os.fspath(output) == "":
+        raise UnsafeOutputError(f"{name} is empty; an empty path would mean the current "
+                                f"directory. Give {name} the path to write")
+    out = os.path.realpath(os.fspath(output))
+    out_id = _file_id(out)
+    for source in inputs:
+        if source is None:
+            continue
+        src = os.path.realpath(os.fspath(source))
+        if src == out or (out_id is not None and _file_id(src) == out_id):
+            relation = "is the input file"
+        elif out.startswith(src.rstrip(os.sep) + os.sep):
+            relation = "lies inside the input file"
+        elif _has_ancestor(src, out, out_id):
+            relation = "contains the input file"
+        else:
+            continue
+        raise UnsafeOutputError(
+            f"{name} {output} {relation} {source}; writing there would replace or delete "
+            f"the input. Choose {name} outside the input's files and directory")
+
+
+def _file_id(path):
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    return st.st_dev, st.st_ino
+
+
+def _has_ancestor(path, ancestor, ancestor_id):
+    """Whether ``ancestor`` is a directory above ``path`` (by name, or by identity)."""
+    if path.startswith(ancestor.rstrip(os.sep) + os.sep):
+        return True
+    if ancestor_id is None:
+        return False
+    parent = os.path.dirname(path)
+    while True:
+        if _file_id(parent) == ancestor_id:
+            return True
+        up = os.path.dirname(parent)
+        if up == parent:
+            return False
+        parent = up
 
 
 def fsync_directory(directory):
@@ -101,9 +225,11 @@ def atomic_directory(path, overwrite=False):
     """
     path = os.path.abspath(os.fspath(path))
     if os.path.lexists(path) and not overwrite:
-        raise OutputExistsError(f"output {path} already exists; pass --overwrite (overwrite=True) to replace it")
+        raise OutputExistsError(f"output {path} already exists; pass "
+                                f"{option('--overwrite', 'overwrite=True')} to replace it")
     parent = os.path.dirname(path)
     os.makedirs(parent, exist_ok=True)
+    remove_stale_temps(path)  # what killed runs to the same output left behind
     tmp = temp_name_for(path)
     os.mkdir(tmp)
     os.chmod(tmp, 0o777 & ~current_umask())

@@ -3,16 +3,22 @@
 Parsing only: each sub-command lives in :mod:`bertconvert.commands` and calls the library.
 Errors from the :class:`~bertconvert.errors.BertConvertError` family become a one-line
 message on stderr and the error's exit code (2 for bad input, 1 for a parity mismatch);
-``--debug`` shows the traceback instead.
+``--debug`` shows the traceback instead. Messages raised while a command runs name CLI flags
+(``--overwrite``), not the library's keywords (:func:`bertconvert.errors.option`).
+
+Output that nobody reads any more (``bertconvert inspect CKPT | head``) ends the command
+quietly with exit status 141, as for a program killed by SIGPIPE: no traceback, and a
+``set -o pipefail`` script still sees that the output was cut short.
 """
 import argparse
 import importlib
 import logging
+import os
 import sys
 
 from . import __version__
 from .commands import COMMAND_MODULES
-from .errors import BertConvertError
+from .errors import BertConvertError, cli_spelling
 
 log = logging.getLogger("bertconvert")
 
@@ -27,7 +33,8 @@ def build_parser():
     parser.add_argument("--debug", action="store_true",
                         help="show tracebacks and debug logging")
     parser.add_argument("--quiet", "-q", action="store_true",
-                        help="only errors; no progress bars")
+                        help="no progress bars and no warnings on stderr (errors still print); "
+                             "results and summaries still go to stdout")
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
     subparsers.required = True
     for name in COMMAND_MODULES:
@@ -56,6 +63,26 @@ def _configure_logging(args):
         logging.getLogger(noisy).setLevel(logging.WARNING)
 
 
+#: Exit status when stdout's reader goes away: 128 + SIGPIPE, what a shell reports for a
+#: program the signal killed.
+EXIT_BROKEN_PIPE = 141
+
+
+def _silence_stdout():
+    """Point stdout at /dev/null, so that the interpreter's last flush at exit has nowhere to
+    fail (it would print a second BrokenPipeError). A stdout without a descriptor (tests
+    capturing output) has no pipe to break; it is left alone."""
+    try:
+        fd = sys.stdout.fileno()
+    except (AttributeError, OSError, ValueError):
+        return
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    try:
+        os.dup2(devnull, fd)
+    finally:
+        os.close(devnull)
+
+
 def main(argv=None):
     """Run the CLI; returns the process exit code."""
     argv = list(sys.argv[1:] if argv is None else argv)
@@ -64,7 +91,12 @@ def main(argv=None):
     _configure_logging(args)
     args.progress = not args.quiet
     try:
-        code = args.func(args)
+        with cli_spelling():
+            code = args.func(args)
+            sys.stdout.flush()  # a closed pipe shows here, not at interpreter exit
+    except BrokenPipeError:
+        _silence_stdout()
+        return EXIT_BROKEN_PIPE
     except BertConvertError as e:
         if args.debug:
             raise

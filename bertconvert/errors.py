@@ -5,6 +5,29 @@ is a subclass of :class:`BertConvertError`, so callers can catch one class and t
 turn it into a one-line message and a non-zero exit code. Messages follow one pattern:
 what happened, what was expected, and what to do about it.
 """
+import contextlib
+import contextvars
+
+#: True while the command line runs the library: messages then name CLI flags
+#: (``--overwrite``) instead of Python keywords (``overwrite=True``). See :func:`option`.
+_CLI_SPELLING = contextvars.ContextVar("bertconvert_cli_spelling", default=False)
+
+
+def option(flag, keyword):
+    """How a message names an option: ``flag`` (``"--overwrite"``) when the CLI is running,
+    ``keyword`` (``"overwrite=True"``) for Python callers. Library messages build their
+    hints with this, so each audience reads the spelling it can type."""
+    return flag if _CLI_SPELLING.get() else keyword
+
+
+@contextlib.contextmanager
+def cli_spelling():
+    """Within this block, :func:`option` names CLI flags (used by :func:`bertconvert.cli.main`)."""
+    token = _CLI_SPELLING.set(True)
+    try:
+        yield
+    finally:
+        _CLI_SPELLING.reset(token)
 
 
 class BertConvertError(Exception):
@@ -25,6 +48,11 @@ class WeightsError(BertConvertError):
 
 class OutputExistsError(BertConvertError):
     """An output path already exists and overwriting was not requested."""
+
+
+class UnsafeOutputError(BertConvertError):
+    """An output path is empty, or is, contains or lies inside an input file: writing it
+    would destroy the input. Nothing was written or deleted."""
 
 
 class MissingDependencyError(BertConvertError):

@@ -78,6 +78,10 @@ HEAD_NAMES = tuple(LAYOUTS)
 LABELLED_HEADS = tuple(n for n, layout in LAYOUTS.items() if layout.label_argument)
 #: heads that share run_classifier's root output_weights layout
 CLASSIFIER_HEADS = tuple(n for n, layout in LAYOUTS.items() if layout.root_classifier)
+#: Heads whose outputs have a fixed width, which a label count must equal to agree with them:
+#: question-answering scores start and end (transformers' QA configs say num_labels 2), and
+#: the next-sentence classifier (alone or in pretraining) has two classes.
+FIXED_LABEL_COUNTS = {QUESTION_ANSWERING: 2, NEXT_SENTENCE: 2, PRETRAINING: 2}
 #: output stages each head adds after the trunk
 HEAD_STAGES = OrderedDict((n, layout.output_stages) for n, layout in LAYOUTS.items())
 

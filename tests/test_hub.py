@@ -4,6 +4,7 @@ import os
 
 import pytest
 import torch
+from conftest import assert_fp32_close
 
 import bertconvert
 from bertconvert import HEADS, BertConfig
@@ -71,10 +72,17 @@ def test_every_model_entry_point_loads_a_saved_directory(tmp_path, config, entry
     ids = torch.tensor([[2, 5, 6, 3, 0], [2, 7, 8, 9, 3]])
     if cls.head_name == "multiple-choice":
         ids = ids[None]
+    # What loading guarantees: the same weights, bit for bit. The outputs then agree within
+    # fp32 rounding, not bitwise: the reloaded tensors sit at other addresses, and the CPU
+    # kernels choose their path (and summation order) by alignment.
+    original, loaded = saved.state_dict(), model.state_dict()
+    assert original.keys() == loaded.keys()
+    assert all(torch.equal(original[k], loaded[k]) for k in original)
     with torch.no_grad():
         a, b = saved(ids), model(ids)
     assert len(tensors(a)) == len(tensors(b)) > 0
-    assert all(torch.equal(x, y) for x, y in zip(tensors(a), tensors(b)))
+    for x, y in zip(tensors(a), tensors(b)):
+        assert_fp32_close(y, x)
 
 
 def test_kwargs_reach_from_pretrained(tmp_path, config):

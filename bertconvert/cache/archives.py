@@ -31,7 +31,7 @@ import zlib
 
 from ..atomic import current_umask, fsync_directory, make_temp_dir_beside
 from ..errors import (ArchiveTooLargeError, CacheWriteError, CorruptArchiveError,
-                     NotAnArchiveError, UnsafeArchiveError)
+                     NotAnArchiveError, UnsafeArchiveError, option)
 
 log = logging.getLogger(__name__)
 
@@ -282,7 +282,8 @@ def extract_archive(archive_path, target_dir, *, max_size=None, max_ratio=None):
     kind = archive_kind(archive_path)
     if kind is None:
         raise NotAnArchiveError(f"{archive_path} is not a .tar(.gz/.bz2/.xz)/.tgz/.zip archive; "
-                                "call without extract=True to get the file itself")
+                                f"fetch it without {option('--extract', 'extract=True')} to get "
+                                "the file itself")
     budget = _Budget(archive_path, limits)
     tmp = make_temp_dir_beside(target_dir)
     try:

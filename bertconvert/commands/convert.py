@@ -19,7 +19,9 @@ def add_head_arguments(p):
                    help="target layout (default auto: detected from the variable names; root "
                         "output_weights defaults to sequence-classification)")
     p.add_argument("--num-labels", type=positive_int, metavar="N",
-                   help="label count; must agree with the checkpoint's classifier when it has one")
+                   help="label count; must agree with the checkpoint's tensors (its classifier's "
+                        "rows; 2 for question-answering, next-sentence and pretraining; 1 for "
+                        "multiple-choice; any count for base and masked-lm)")
     p.add_argument("--allow-new-head", action="store_true",
                    help="allow a head the checkpoint lacks (e.g. pretraining -> classification); "
                         "its weights are initialised freshly and listed")
@@ -39,7 +41,12 @@ def register(subparsers):
                    help="checkpoint prefix (dir/bert_model.ckpt), its .index file, or its directory")
     p.add_argument("--config", metavar="JSON",
                    help="bert_config.json (default: the one beside the checkpoint)")
-    p.add_argument("--out", required=True, metavar="DIR", help="output model directory")
+    p.add_argument("--out", required=True, metavar="DIR",
+                   help="output model directory (never the checkpoint's own directory or a "
+                        "directory above it)")
+    p.add_argument("--vocab", metavar="FILE",
+                   help="vocabulary to copy into DIR as vocab.txt (default: the vocab.txt "
+                        "beside the checkpoint)")
     add_head_arguments(p)
     p.add_argument("--format", choices=("safetensors", "pytorch", "both"), default="safetensors",
                    help="weights file(s): model.safetensors (default; needs numpy only), "
@@ -50,27 +57,35 @@ def register(subparsers):
                    help="replace an existing output directory (only once the new one is complete)")
     p.add_argument("--source-hash", choices=("auto", "full", "index"), default="auto",
                    help="which source files conversion.json gives a sha256: auto (default) all "
-                        "but data shards that are mostly optimizer slots, which are then never "
-                        "read; full: every file whole (matches sha256sum; reads the slots "
-                        "too); index: the .index, config and vocab only. Every converted "
+                        "but data shards that are mostly variables not converted (optimizer "
+                        "slots, a dropped head), which are then never read; full: every file "
+                        "whole (matches sha256sum; reads those variables too); index: the .index, config and vocab only. Every converted "
                         "tensor is checked against its crc32c in the index either way")
     p.set_defaults(func=run)
 
 
-def print_summary(report):
-    """The human summary of a ConversionReport (stdout)."""
+def print_summary(report, output_dir=None):
+    """The human summary of a ConversionReport (stdout); ``output_dir`` is the output as the
+    user spelt it (default: the report's absolute path)."""
     labels = f", num_labels {report.num_labels}" if report.num_labels is not None else ""
     print(f"converted {report.checkpoint}")
     print(f"  head        {report.head} ({report.model_class}{labels})")
     print(f"  tensors     {len(report.variables)} converted, {len(report.skipped)} skipped"
           f"{' (never read)' if report.skipped and _slots_unread(report) else ''}"
-          f"{f', {len(report.dropped)} dropped' if report.dropped else ''}")
+          f"{_dropped(report)}")
     print(f"  dtype       {report.dtype}")
     if report.new_keys:
         print(f"  new keys    {len(report.new_keys)} freshly initialised: {', '.join(report.new_keys)}")
     for note in report.notes:
         print(f"  note        {note}")
-    print(f"  written     {report.output_dir}: {', '.join(report.files)}")
+    print(f"  written     {output_dir or report.output_dir}: {', '.join(report.files)}")
+
+
+def _dropped(report):
+    """", N dropped (...)" for variables of a head the chosen layout does not have."""
+    if not report.dropped:
+        return ""
+    return f", {len(report.dropped)} dropped (head variables {report.head} does not have)"
 
 
 def _slots_unread(report):
@@ -89,6 +104,7 @@ def run(args):
     report = convert_checkpoint(
         args.checkpoint, args.out, config=args.config, head=args.head, num_labels=args.num_labels,
         format=args.format, dtype=args.dtype, overwrite=args.overwrite,
-        allow_new_head=args.allow_new_head, progress=args.progress, source_hash=args.source_hash)
-    print_summary(report)
+        allow_new_head=args.allow_new_head, progress=args.progress, source_hash=args.source_hash,
+        vocab=args.vocab)
+    print_summary(report, args.out)
     return 0

@@ -15,7 +15,8 @@ def register(subparsers):
                    help="directory with config.json or bert_config.json and model.safetensors "
                         "or pytorch_model.bin")
     p.add_argument("--out", required=True, metavar="PREFIX",
-                   help="checkpoint prefix to write, e.g. tf/bert_model.ckpt")
+                   help="checkpoint prefix to write, e.g. tf/bert_model.ckpt (outside "
+                        "MODEL_DIR's files)")
     p.add_argument("--overwrite", action="store_true",
                    help="replace an existing checkpoint / side files at PREFIX")
     p.set_defaults(func=run)
@@ -26,6 +27,7 @@ def run(args):
 
     written = export_model_dir(args.model_dir, args.out, overwrite=args.overwrite,
                                progress=args.progress)
+    # Every path as the user spelt it (the library returns them that way too).
     print(f"exported {args.model_dir} -> {args.out}")
     for path in written:
         print(f"  {path}")

@@ -1,7 +1,9 @@
 """``bertconvert inspect CKPT``: every variable with its shape, dtype and what conversion does
-with it (the PyTorch key it fills, or "skipped" and why), then the detected head.
+with it (the PyTorch key it fills, "dropped" when the head shown has no place for it, or
+"skipped" and why), then the head.
 
-Reads the checkpoint index only; no tensor bytes. ``--json`` prints the same as JSON.
+Reads the checkpoint index only; no tensor bytes. ``--head`` shows the variables as converting
+to that head would treat them; ``--json`` prints the same as JSON.
 """
 import json
 
@@ -14,19 +16,25 @@ def register(subparsers):
     p = subparsers.add_parser(
         "inspect", help="list a checkpoint's variables and where each one goes",
         description="List every variable of a TF checkpoint (name, shape, dtype) with the "
-                    "PyTorch key it converts to, or 'skipped' (optimizer slots, bookkeeping) "
-                    "or 'UNKNOWN' with a hint; then the detected head. Reads the index only.")
+                    "PyTorch key it converts to, 'dropped' (a head the chosen layout does "
+                    "not have), 'skipped' (optimizer slots, bookkeeping) or 'UNKNOWN' with a "
+                    "hint; then the head. Reads the index only.")
     p.add_argument("checkpoint", metavar="CKPT", help="checkpoint prefix, .index file or directory")
     p.add_argument("--head", choices=HEAD_CHOICES, default="auto",
-                   help="show keys as this head names them (default: the detected head)")
+                   help="show the variables as converting to this head treats them (default: "
+                        "the detected head)")
     p.add_argument("--json", action="store_true", help="print JSON instead of a table")
     p.set_defaults(func=run)
 
 
 def describe(checkpoint, head="auto"):
-    """``{"checkpoint", "head", "note", "num_labels", "variables": [...]}`` for a checkpoint."""
-    from ..convert.run import rules as mapping
+    """``{"checkpoint", "head", "detected_head", "chosen", "note", "missing", "num_labels",
+    "variables": [...]}`` for a checkpoint, as converting to ``head`` ("auto": the detected
+    one) would treat it. ``missing`` lists the head parts the checkpoint lacks (converting
+    needs a freshly initialised head for those)."""
+    from ..convert import rules as mapping
     from ..checkpoint import load_checkpoint
+    from ..convert.plan import FIXED_LABEL_COUNTS, HEAD_LAYOUTS
 
     with load_checkpoint(checkpoint) as reader:
         shapes = reader.get_variable_to_shape_map()
@@ -39,8 +47,15 @@ def describe(checkpoint, head="auto"):
         prefix = reader.prefix
     weights = [r["name"] for r in rows if not mapping.skip_reason(r["name"])]
     detected, note = mapping.detect_head(weights)
-    shown = detected if head == "auto" else head
+    chosen = head not in (None, "auto")
+    shown = head if chosen else detected
+    # The head parts (classifier, qa_outputs, predictions...) the shown layout has; variables
+    # of other heads are dropped by conversion, so they are listed as dropped here too.
+    parts = None
+    if shown is not None:
+        parts = {mapping.part_of_key(key) for key, _ in HEAD_LAYOUTS[shown][2]}
     trunk = mapping.trunk_prefix(shown or layout.PRETRAINING)
+    present = set()
     for row in rows:
         reason = mapping.skip_reason(row["name"])
         if reason:
@@ -53,11 +68,29 @@ def describe(checkpoint, head="auto"):
             continue
         if res is None:
             row["target"], row["detail"] = "UNKNOWN", mapping.unknown_name_hint(row["name"])
+            continue
+        present.add(res.rule.part)
+        if parts is not None and res.rule.part in mapping.HEAD_PART_PREFIXES \
+                and res.rule.part != "pooler" and res.rule.part not in parts:
+            row["target"], row["detail"] = "dropped", f"{shown} has no {res.rule.part} head"
         else:
             row["target"], row["detail"] = res.key, res.rule.transform
-    labels = next((r["shape"][0] for r in rows if r["name"] == "output_weights" and r["shape"]), None)
-    return {"checkpoint": prefix, "head": detected, "note": note, "num_labels": labels,
-            "variables": rows}
+    missing = sorted(parts - present) if parts is not None else []
+    rows_of = next((r["shape"][0] for r in rows if r["name"] == "output_weights" and r["shape"]),
+                   None)
+    if shown in layout.CLASSIFIER_HEADS:
+        labels = 1 if shown == layout.MULTIPLE_CHOICE else rows_of
+    else:
+        labels = FIXED_LABEL_COUNTS.get(shown)
+    if chosen:
+        # The detection note argues for a head; the user has chosen one, so it would only
+        # contradict the command just run.
+        # run_classifier's layout fits each classifier head equally: nothing to say then.
+        same_layout = {shown, detected} <= set(layout.CLASSIFIER_HEADS)
+        note = "" if shown == detected or same_layout else (
+            f"the variable names suggest {detected or 'no single head'}; shown as {shown}")
+    return {"checkpoint": prefix, "head": shown, "detected_head": detected, "chosen": chosen,
+            "note": note, "missing": missing, "num_labels": labels, "variables": rows}
 
 
 def run(args):
@@ -70,18 +103,24 @@ def run(args):
     shape_w = max([len(str(r["shape"])) for r in rows] + [5])
     print(f"{'VARIABLE':<{width}}  {'SHAPE':<{shape_w}}  {'DTYPE':<8}  TARGET")
     for r in rows:
-        target = r["target"] if r["target"] not in ("skipped", "UNKNOWN") \
+        target = r["target"] if r["target"] not in ("skipped", "UNKNOWN", "dropped") \
             else f"{r['target']} ({r['detail']})"
-        if r["target"] not in ("skipped", "UNKNOWN") and r["detail"] != "none":
+        if r["target"] not in ("skipped", "UNKNOWN", "dropped") and r["detail"] != "none":
             target += f"  [{r['detail']}]"
         print(f"{r['name']:<{width}}  {str(r['shape']):<{shape_w}}  {r['dtype']:<8}  {target}")
-    skipped = sum(r["target"] == "skipped" for r in rows)
-    unknown = sum(r["target"] == "UNKNOWN" for r in rows)
-    print(f"\n{len(rows)} variables: {len(rows) - skipped - unknown} weights, {skipped} skipped, "
-          f"{unknown} unknown")
-    head = info["head"] or "ambiguous"
+    count = {kind: sum(r["target"] == kind for r in rows) for kind in ("skipped", "UNKNOWN", "dropped")}
+    weights = len(rows) - sum(count.values())
+    dropped = f", {count['dropped']} dropped" if count["dropped"] else ""
+    print(f"\n{len(rows)} variables: {weights} weights{dropped}, {count['skipped']} skipped, "
+          f"{count['UNKNOWN']} unknown")
     labels = f" (num_labels {info['num_labels']})" if info["num_labels"] else ""
-    print(f"detected head: {head}{labels}")
+    if info["chosen"]:
+        print(f"head: {info['head']}{labels}, chosen with --head")
+    else:
+        print(f"detected head: {info['head'] or 'ambiguous'}{labels}")
+    if info["missing"]:
+        print(f"missing: the checkpoint has no {', '.join(info['missing'])} variables; "
+              f"converting to {info['head']} initialises them freshly with --allow-new-head")
     if info["note"]:
         print(f"note: {info['note']}")
     return 0

@@ -5,6 +5,8 @@ pytorch-pretrained-bert 0.6.2's command line, kept for users' scripts: it writes
 directory), replacing an existing file atomically. Unlike 0.6.2 it needs no TensorFlow, skips
 optimizer slots unread, and converts fine-tuned heads too (``--head``, default auto).
 """
+import os
+
 from .convert import add_head_arguments
 
 
@@ -31,6 +33,9 @@ def run(args):
     report = convert_to_pytorch_file(
         args.tf_checkpoint, args.tf_config, args.pytorch_dump_output, head=args.head,
         num_labels=args.num_labels, allow_new_head=args.allow_new_head, progress=args.progress)
+    output = args.pytorch_dump_output  # as given (relative stays relative), like convert's
+    if os.path.isdir(output):
+        output = os.path.join(output, report.files[0])
     print(f"converted {report.checkpoint} ({report.head}, {len(report.variables)} tensors, "
-          f"{len(report.skipped)} skipped) -> {report.output_dir}/{report.files[0]}")
+          f"{len(report.skipped)} skipped) -> {output}")
     return 0

@@ -21,10 +21,11 @@ import shutil
 
 from . import rules as mapping
 from ..models import weightfiles as serialization
-from ..atomic import atomic_write
+from ..atomic import atomic_write, check_output_spares_inputs, remove_stale_temps
 from ..checkpoint import save_checkpoint
+from ..checkpoint.paths import shard_path
 from ..models.config import BertConfig
-from ..errors import MappingError, OutputExistsError
+from ..errors import MappingError, OutputExistsError, option
 
 logger = logging.getLogger(__name__)
 
@@ -100,8 +101,8 @@ def _side_file_needed(src_path, dst_path, overwrite, text=None):
             same = f.read() == text
     if same:
         return False
-    raise OutputExistsError(f"{dst_path} exists with different content; pass --overwrite "
-                            "(overwrite=True) to replace it")
+    raise OutputExistsError(f"{dst_path} exists with different content; pass "
+                            f"{option('--overwrite', 'overwrite=True')} to replace it")
 
 
 def _write_side_file(src_path, dst_path, text=None):
@@ -119,26 +120,40 @@ def export_model_dir(model_dir, prefix, *, overwrite=False, progress=True):
 
     Also writes ``bert_config.json`` and copies ``vocab.txt`` (when the model directory has
     one) beside the prefix. An existing checkpoint at ``prefix`` is refused unless
-    ``overwrite``. Returns the written paths.
+    ``overwrite``; a ``prefix`` that is empty, or any output that is, contains or lies inside
+    one of the model directory's files, is refused even then
+    (:class:`~bertconvert.errors.UnsafeOutputError`). Returns the written paths, spelt as
+    ``prefix`` is (relative stays relative).
     """
+    check_output_spares_inputs(prefix, [], keyword="prefix")  # "" would mean the cwd
     model_dir, prefix = os.fspath(model_dir), os.fspath(prefix)
-    config = BertConfig.from_json_file(serialization.find_config_file(model_dir))
-    state = serialization.load_state_dict(serialization.find_weights_file(model_dir))
+    config_file = serialization.find_config_file(model_dir)
+    weights_file = serialization.find_weights_file(model_dir)
+    vocab = os.path.join(model_dir, "vocab.txt")
+    has_vocab = os.path.isfile(vocab)
+    directory = os.path.dirname(prefix)  # as given, so every printed path reads alike
+    outputs = [prefix, prefix + ".index", shard_path(prefix, 0, 1),
+               os.path.join(directory, "bert_config.json"), os.path.join(directory, "vocab.txt")]
+    sources = [config_file, weights_file, vocab if has_vocab else None]
+    for path in outputs:  # before anything is read in full or written
+        check_output_spares_inputs(path, sources, keyword="prefix")
+    config = BertConfig.from_json_file(config_file)
+    state = serialization.load_state_dict(weights_file)
     tensors = plan_export(state)
     del state
     if os.path.exists(prefix + ".index") and not overwrite:
-        raise OutputExistsError(f"a checkpoint already exists at {prefix}; pass --overwrite "
-                                "(overwrite=True) to replace it")
-    directory = os.path.dirname(os.path.abspath(prefix))
+        raise OutputExistsError(f"a checkpoint already exists at {prefix}; pass "
+                                f"{option('--overwrite', 'overwrite=True')} to replace it")
     # Decide every side file before writing anything, so a refusal leaves nothing behind.
-    side = [(None, os.path.join(directory, "bert_config.json"), config.to_json_string("google"))]
-    vocab = os.path.join(model_dir, "vocab.txt")
-    if os.path.isfile(vocab):
-        side.append((vocab, os.path.join(directory, "vocab.txt"), None))
+    side = [(None, outputs[3], config.to_json_string("google"))]
+    if has_vocab:
+        side.append((vocab, outputs[4], None))
     else:
         logger.warning("%s has no vocab.txt; the exported checkpoint has none beside it", model_dir)
     side = [s for s in side if _side_file_needed(s[0], s[1], overwrite, s[2])]
-    os.makedirs(directory, exist_ok=True)
+    os.makedirs(directory or ".", exist_ok=True)
+    for path in outputs[1:]:
+        remove_stale_temps(path)  # what killed exports to the same place left behind
     written = list(save_checkpoint(prefix, tensors, progress=progress))
     written += [_write_side_file(src, dst, text) for src, dst, text in side]
     logger.info("exported %d variables from %s to %s", len(tensors), model_dir, prefix)

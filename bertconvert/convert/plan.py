@@ -20,7 +20,8 @@ from .. import layout
 from . import rules as mapping
 from ..models.config import BertConfig
 from .hints import ShapeEvidence
-from ..errors import ConfigError, HeadError, MappingError
+from ..errors import ConfigError, HeadError, MappingError, option
+from .rules import head_option
 
 logger = logging.getLogger(__name__)
 
@@ -81,7 +82,7 @@ def resolve_config(config, prefix):
                 return BertConfig.from_json_file(path), path
         raise ConfigError(
             f"no {GOOGLE_CONFIG_NAME} beside the checkpoint {prefix} (looked in {directory}); "
-            f"pass the model's config with --config PATH (config=PATH)")
+            f"pass the model's config with {option('--config PATH', 'config=PATH')}")
     if isinstance(config, (str, os.PathLike)):
         path = os.fspath(config)
         if os.path.isdir(path):
@@ -115,31 +116,43 @@ def choose_head(head, weight_names, notes):
     return head
 
 
+FIXED_LABEL_COUNTS = layout.FIXED_LABEL_COUNTS  # re-exported for inspect
+
+
+def _labels_option(n):
+    return option(f"--num-labels {n}", f"num_labels={n}")
+
+
 def choose_num_labels(head, num_labels, shapes, config):
-    """The label count: from the checkpoint's classifier when it has one; --num-labels must agree."""
+    """The label count: from the checkpoint's classifier when it has one; an explicit
+    ``num_labels`` must agree with the tensor shapes. Fixed-width heads accept their width
+    (:data:`FIXED_LABEL_COUNTS`); base and masked-lm have no label-sized output, so any count
+    agrees and is only recorded in config.json (for fine-tuning later)."""
     rows = _classifier_rows(shapes)
-    if num_labels is not None and (not isinstance(num_labels, int) or num_labels < 1):
+    if num_labels is not None and (isinstance(num_labels, bool) or not isinstance(num_labels, int)
+                                   or num_labels < 1):
         raise HeadError(f"num_labels must be a positive integer, got {num_labels!r}")
     if head == layout.MULTIPLE_CHOICE:
         if rows not in (None, 1):
             raise HeadError(
                 f"multiple-choice scores each choice with one output, but output_weights has "
-                f"{rows} rows; use --head sequence-classification or token-classification")
+                f"{rows} rows; use {head_option(layout.SEQUENCE_CLASSIFICATION, layout.TOKEN_CLASSIFICATION)}")
         if num_labels not in (None, 1):
-            raise HeadError(f"multiple-choice has exactly 1 output per choice; --num-labels "
-                            f"{num_labels} does not apply (omit it or pass 1)")
+            raise HeadError(f"multiple-choice has exactly 1 output per choice; "
+                            f"{_labels_option(num_labels)} does not apply (omit it or pass 1)")
         return 1
     if head in (layout.SEQUENCE_CLASSIFICATION, layout.TOKEN_CLASSIFICATION):
         if rows is not None:
             if num_labels is not None and num_labels != rows:
-                raise HeadError(f"--num-labels {num_labels} disagrees with the checkpoint: "
+                raise HeadError(f"{_labels_option(num_labels)} disagrees with the checkpoint: "
                                 f"output_weights has {rows} rows ({rows} labels)")
             return rows
         return num_labels or config.num_labels or 2
-    if num_labels is not None:
-        raise HeadError(f"--num-labels applies to sequence-classification, "
-                        f"token-classification and multiple-choice, not to {head}")
-    return None
+    fixed = FIXED_LABEL_COUNTS.get(head)
+    if num_labels is not None and fixed is not None and num_labels != fixed:
+        raise HeadError(f"{head} has exactly {fixed} outputs, so {_labels_option(num_labels)} "
+                        f"does not agree with it (omit it or pass {fixed})")
+    return num_labels
 
 
 # --- the target model's parameters, as data ------------------------------------------------
@@ -348,9 +361,10 @@ def plan_conversion(reader, config, head="auto", num_labels=None, allow_new_head
         elif part is not None:
             problems.append(f"{key}: not in the checkpoint ({part} head)")
             detected, _ = mapping.detect_head([w[0] for w in weights])
-            hints.append(f"the checkpoint has no {part} variables; pass --allow-new-head "
-                         f"(allow_new_head=True) to initialise them freshly for fine-tuning, or "
-                         f"convert to the head it was saved with (--head {detected or 'auto'})")
+            hints.append(f"the checkpoint has no {part} variables; pass "
+                         f"{option('--allow-new-head', 'allow_new_head=True')} to initialise them "
+                         f"freshly for fine-tuning, or convert to the head it was saved with "
+                         f"({head_option(detected or 'auto')})")
         else:
             problems.append(f"{key}: no checkpoint variable fills it")
     problems += evidence.heads_problems()

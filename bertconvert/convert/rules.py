@@ -26,6 +26,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from .. import layout
+from ..errors import option
 
 TF2_SUFFIX = "/.ATTRIBUTES/VARIABLE_VALUE"
 
@@ -328,10 +329,19 @@ def reverse_rule(key):
 # --- head detection ------------------------------------------------------------------------
 HEAD_NAMES = layout.HEAD_NAMES
 
-AMBIGUOUS_CLASSIFIER_NOTE = (
-    "root output_weights/output_bias is run_classifier's layout, shared by sequence-, token- and "
-    "multiple-choice classification; chose sequence-classification. Pass --head "
-    "token-classification or --head multiple-choice (head=...) if the model was fine-tuned for that")
+
+
+def head_option(*heads):
+    """``--head X or --head Y`` for the CLI, ``head='X' or head='Y'`` for Python callers."""
+    return " or ".join(option(f"--head {h}", f"head={h!r}") for h in heads)
+
+
+def ambiguous_classifier_note():
+    """The note for a run_classifier layout, whose head the names cannot tell."""
+    return ("root output_weights/output_bias is run_classifier's layout, shared by sequence-, "
+            "token- and multiple-choice classification; chose sequence-classification. Pass "
+            f"{head_option(layout.TOKEN_CLASSIFICATION, layout.MULTIPLE_CHOICE)} if the model was "
+            "fine-tuned for that")
 
 
 def parts_present(names):
@@ -357,13 +367,13 @@ def detect_head(variable_names):
     pretraining = {"predictions", "seq_relationship"} & parts
     if "qa_outputs" in parts and "classifier" in parts:
         return None, ("checkpoint holds both run_squad (cls/squad/output_*) and run_classifier "
-                      "(output_weights) heads; pass --head question-answering or --head "
-                      "sequence-classification")
+                      "(output_weights) heads; pass "
+                      f"{head_option(layout.QUESTION_ANSWERING, layout.SEQUENCE_CLASSIFICATION)}")
     note = ""
     if "qa_outputs" in parts or "classifier" in parts:
         head = layout.QUESTION_ANSWERING if "qa_outputs" in parts else layout.SEQUENCE_CLASSIFICATION
         if head == layout.SEQUENCE_CLASSIFICATION:
-            note = AMBIGUOUS_CLASSIFIER_NOTE
+            note = ambiguous_classifier_note()
         if pretraining:
             dropped = "; ".join(f"{p} variables are not part of {head} and are dropped" for p in sorted(pretraining))
             note = f"{note}; {dropped}" if note else dropped

@@ -40,9 +40,10 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from .. import __version__
-from ..atomic import atomic_directory, atomic_write
+from ..atomic import (atomic_directory, atomic_write, check_output_spares_inputs,
+                      remove_stale_temps)
 from ..checkpoint import load_checkpoint
-from ..errors import ConversionError, MissingDependencyError, OutputWriteError, VocabError
+from ..errors import ConversionError, MissingDependencyError, OutputWriteError, VocabError, option
 from .rules import detect_head  # noqa: F401  (part of this module's public API)
 from .plan import plan_conversion, resolve_config
 from ..directio import DirectFile
@@ -128,9 +129,13 @@ def _require_torch(what):
     except ImportError as e:
         raise MissingDependencyError(
             f"{what} needs PyTorch, which cannot be imported here ({e}). Install it "
-            "(pip install torch), or convert with --format safetensors (the default), which "
-            "needs numpy only") from e
+            f"(pip install torch), or convert with {_format_option('safetensors')} (the "
+            "default), which needs numpy only") from e
     return torch
+
+
+def _format_option(format):
+    return option(f"--format {format}", f"format={format!r}")
 
 
 def _to_torch(array):
@@ -272,7 +277,7 @@ def _write_safetensors(path, plan, reader, dtype, progress, opener):
 def _write_with_torch(directory, plan, reader, format, dtype, progress, opener):
     """pytorch_model.bin (and model.safetensors for "both"), from whole arrays: torch's zip
     writer takes each storage in one piece."""
-    _require_torch(f"writing {PYTORCH_NAME} (--format {format})")
+    _require_torch(f"writing {PYTORCH_NAME} ({_format_option(format)})")
     specs = _specs(plan, dtype, order="safetensors" if format == "both" else "model")
     files, writers, done = [], [], False
     try:
@@ -351,10 +356,13 @@ def _write_json(path, data, opener, fsync=False):
 
 def convert_checkpoint(checkpoint, out_dir, *, config=None, head="auto", num_labels=None,
                        format="safetensors", dtype="float32", overwrite=False,
-                       allow_new_head=False, progress=True, opener=None, source_hash="auto"):
+                       allow_new_head=False, progress=True, opener=None, source_hash="auto",
+                       vocab=None):
     """Convert a TF checkpoint (prefix, ``.index`` file or directory) into model directory ``out_dir``.
 
     ``config``: path/dict/BertConfig (default: ``bert_config.json`` beside the checkpoint).
+    ``vocab``: the vocabulary file to copy into the output as ``vocab.txt`` (default: the
+    ``vocab.txt`` beside the checkpoint, if any).
     ``head``: "auto" or a :data:`bertconvert.models.heads.HEADS` name; ``num_labels`` must agree
     with the checkpoint's classifier. ``format``: safetensors, pytorch or both. ``dtype``:
     float32, float16 or bfloat16. ``overwrite`` replaces an existing directory (only once the
@@ -370,19 +378,22 @@ def convert_checkpoint(checkpoint, out_dir, *, config=None, head="auto", num_lab
 
     Returns a :class:`ConversionReport`. On any failure (bad input, mapping problems, a full
     disk) a named :class:`~bertconvert.errors.BertConvertError` is raised and ``out_dir`` is
-    left as it was.
+    left as it was. An ``out_dir`` that is empty, or is, contains or lies inside one of the
+    source files (checkpoint, config, vocabulary) is refused with
+    :class:`~bertconvert.errors.UnsafeOutputError`, even with ``overwrite``.
     """
     _check_options(format, dtype, source_hash)
     if format != "safetensors":  # before anything is read or written
-        _require_torch(f"writing {PYTORCH_NAME} (--format {format})")
+        _require_torch(f"writing {PYTORCH_NAME} ({_format_option(format)})")
     weights_opener, opener = opener, opener or open
+    check_output_spares_inputs(out_dir, [], keyword="out_dir")  # "" would mean the cwd
     out_dir = os.path.abspath(os.fspath(out_dir))
     with load_checkpoint(checkpoint, mmap=False) as reader:
         hashing = _SourceHashing(reader, source_hash)
         try:
             report = _convert_with_reader(reader, hashing, out_dir, config, head, num_labels,
                                           format, dtype, overwrite, allow_new_head, progress,
-                                          weights_opener, opener)
+                                          weights_opener, opener, vocab)
         finally:
             hashing.cancel()  # after a failure, do not keep reading gigabytes for nothing
     logger.info("converted %s (%s, %d tensors, %d skipped) into %s", report.checkpoint,
@@ -411,27 +422,37 @@ class _SourceHashing:
         unconverted = self._unconverted_bytes(plan)
         for shard in shards:
             size = os.path.getsize(shard)
-            skipped = unconverted.get(os.path.abspath(shard), 0)
+            kinds = unconverted.get(os.path.abspath(shard), {})
+            skipped = sum(kinds.values())
             if self.mode == "auto" and skipped <= AUTO_HASH_MAX_UNCONVERTED * size:
                 whole.append(shard)
                 continue
             if self.mode == "auto":
+                full = option("--source-hash full", "source_hash='full'")
+                # Say what the unread bytes are: optimizer slots and bookkeeping (skipped), or
+                # a head the chosen layout does not have (dropped) -- never one for the other.
+                what = " and ".join(
+                    label for kind, label in (
+                        ("skipped", "optimizer slots and bookkeeping"),
+                        ("dropped", f"head variables that {plan.head} does not have"))
+                    if kinds.get(kind))
                 notes.append(
                     f"{os.path.basename(shard)}: no sha256 ({skipped / max(size, 1):.0%} of it is "
-                    "variables not converted, such as optimizer slots, which were never read; "
-                    "the hashed .index pins each tensor's crc32c). --source-hash full hashes "
-                    "it whole")
+                    f"variables not converted ({what}), which were never read; the hashed "
+                    f".index pins each tensor's crc32c). "
+                    f"{full} hashes it whole")
         self.hasher = start_hashing(whole)
         return notes
 
     def _unconverted_bytes(self, plan):
+        """``{shard path: {"skipped": bytes, "dropped": bytes}}`` of variables not converted."""
         per_shard = {}
-        names = [n for n, _ in plan.skipped] + [d[0] for d in plan.dropped]
-        for name in names:
+        names = [(n, "skipped") for n, _ in plan.skipped] + [(d[0], "dropped") for d in plan.dropped]
+        for name, kind in names:
             entry = self.reader.entry(name)
             if entry.file and not entry.slices:  # partitioned slices are too rare to count
-                key = os.path.abspath(entry.file)
-                per_shard[key] = per_shard.get(key, 0) + entry.size
+                kinds = per_shard.setdefault(os.path.abspath(entry.file), {})
+                kinds[kind] = kinds.get(kind, 0) + entry.size
         return per_shard
 
     def entries(self, side_paths):
@@ -449,19 +470,36 @@ class _SourceHashing:
             self.hasher.cancel()
 
 
+def _vocab_source(vocab, prefix):
+    """``(path, found)``: the vocabulary to copy, explicit or beside the checkpoint."""
+    if vocab is None:
+        path = os.path.join(os.path.dirname(os.path.abspath(prefix)), VOCAB_NAME)
+        return path, os.path.isfile(path)
+    path = os.fspath(vocab)
+    if not os.path.isfile(path):
+        what = "does not exist" if not os.path.exists(path) else "is not a file"
+        raise VocabError(f"vocabulary {path} {what}; expected a vocab.txt (one WordPiece token "
+                         f"per line) for {option('--vocab FILE', 'vocab=')}")
+    return os.path.abspath(path), True
+
+
 def _convert_with_reader(reader, hashing, out_dir, config, head, num_labels, format, dtype,
-                         overwrite, allow_new_head, progress, weights_opener, opener):
+                         overwrite, allow_new_head, progress, weights_opener, opener,
+                         vocab=None):
     """The body of :func:`convert_checkpoint`, once the checkpoint is open."""
     cfg, config_path = resolve_config(config, reader.prefix)
+    vocab, has_vocab = _vocab_source(vocab, reader.prefix)
+    # Before anything is planned or written: --out must not be (or hold) what is read.
+    check_output_spares_inputs(out_dir, list(reader.files) + [config_path]
+                               + [vocab if has_vocab else None], keyword="out_dir")
     plan = plan_conversion(reader, cfg, head=head, num_labels=num_labels,
                            allow_new_head=allow_new_head, config_path=config_path)
     report = ConversionReport.from_plan(plan, dtype)
     report.format, report.output_dir, report.source_hash = format, out_dir, hashing.mode
     report.notes.extend(hashing.plan_ready(plan))
-    vocab = os.path.join(os.path.dirname(os.path.abspath(reader.prefix)), VOCAB_NAME)
-    has_vocab = os.path.isfile(vocab)
     if not has_vocab:
-        report.notes.append(f"no {VOCAB_NAME} beside the checkpoint; the model directory has none")
+        report.notes.append(f"no {VOCAB_NAME} beside the checkpoint; the model directory has "
+                            f"none (pass {option('--vocab FILE', 'vocab=PATH')} to add one)")
         logger.warning("no %s beside %s; the output has no vocabulary", VOCAB_NAME, reader.prefix)
     tokenizer = tokenizer_config(vocab, plan.config) if has_vocab else None
     if has_vocab and tokenizer is None:
@@ -494,7 +532,8 @@ def _convert_with_reader(reader, hashing, out_dir, config, head, num_labels, for
         what = "the disk is full" if e.errno == errno.ENOSPC else "an I/O error"
         raise OutputWriteError(
             f"writing {out_dir} failed with {what} ({e}); nothing was published there. "
-            "Free space or choose another --out, then run the conversion again") from e
+            f"Free space or choose another {option('--out', 'out_dir')}, then run the "
+            "conversion again") from e
     return report
 
 
@@ -503,18 +542,24 @@ def convert_to_pytorch_file(checkpoint, config_file, output_file, *, head="auto"
     """The 0.6.2 form: write a single ``pytorch_model.bin`` state dict to ``output_file``.
 
     An existing directory gets ``pytorch_model.bin`` inside it; an existing file is replaced
-    (atomically), as pytorch-pretrained-bert's script did. Returns the ConversionReport.
+    (atomically), as pytorch-pretrained-bert's script did -- unless it is one of the inputs
+    (checkpoint files, config): that is :class:`~bertconvert.errors.UnsafeOutputError`.
+    Returns the ConversionReport.
     """
     _require_torch(f"writing {PYTORCH_NAME}")
+    check_output_spares_inputs(output_file, [], "PYTORCH_DUMP_OUTPUT", "output_file")
     output_file = os.fspath(output_file)
     if os.path.isdir(output_file):
         output_file = os.path.join(output_file, PYTORCH_NAME)
     with load_checkpoint(checkpoint, mmap=False) as reader:
         cfg, config_path = resolve_config(config_file, reader.prefix)
+        check_output_spares_inputs(output_file, list(reader.files) + [config_path],
+                                   "PYTORCH_DUMP_OUTPUT", "output_file")
         plan = plan_conversion(reader, cfg, head=head, num_labels=num_labels,
                                allow_new_head=allow_new_head, config_path=config_path)
         report = ConversionReport.from_plan(plan, "float32")
         report.format, report.output_dir = "pytorch", os.path.dirname(os.path.abspath(output_file))
+        remove_stale_temps(output_file)  # what killed runs to the same file left behind
         try:
             with atomic_write(output_file, direct=True) as f:
                 specs = _specs(plan, "float32", order="model")

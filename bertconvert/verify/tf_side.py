@@ -38,14 +38,17 @@ import tempfile
 import numpy as np
 
 from .. import layout
-from ..errors import CheckpointNotFoundError, ConfigError, MissingDependencyError, VerificationError
+from ..errors import (CheckpointNotFoundError, ConfigError, MissingDependencyError,
+                     VerificationError, option)
 from .stages import (TF1_NAMES as _TF1_NAMES, TF2_NAMES as _TF2_NAMES,
                                  TF2_SUFFIX as _TF2_SUFFIX, TF2_TRANSPOSED as _TF2_T,
                                  reshape_tf2 as _reshape_tf2)
 
 log = logging.getLogger(__name__)
 
-TF_INSTALL_HINT = "pip install bertconvert[tf]"
+#: bertconvert is installed from a checkout (it is not on PyPI): its "tf" extra there, or
+#: TensorFlow's CPU package directly.
+TF_INSTALL_HINT = "pip install '.[tf]'"
 
 #: Output stages each head adds after the trunk (embeddings, layers, pooled).
 HEAD_STAGES = layout.HEAD_STAGES
@@ -125,8 +128,9 @@ def import_tensorflow():
     except ImportError as e:  # also raised when sys.modules["tensorflow"] is None
         raise MissingDependencyError(
             "verifying against TensorFlow needs TensorFlow, which is not installed; install it "
-            f"with `{TF_INSTALL_HINT}`, or verify against a golden file recorded elsewhere "
-            "(--reference golden.npz)") from e
+            f"with `{TF_INSTALL_HINT}` in a bertconvert checkout (or `pip install tensorflow-cpu`), "
+            "or verify against a golden file recorded elsewhere "
+            f"({option('--reference golden.npz', 'reference=GOLDEN_NPZ')})") from e
     return tf
 
 

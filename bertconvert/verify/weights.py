@@ -30,6 +30,7 @@ from math import prod
 
 import numpy as np
 
+from .. import layout
 from ..errors import (CheckpointFormatError, ChecksumMismatchError, HeadNotInCheckpointError,
                      ModelSourceMismatchError, WeightsError)
 from .golden import DIGEST_FORMAT, index_sha256
@@ -144,7 +145,7 @@ def _directory_head(model_dir, config):
             return head_for_architecture(names[0]), getattr(config, "num_labels", None)
         except Exception:  # noqa: BLE001 - an unknown class: compare the trunk keys only
             pass
-    return "base", None
+    return layout.BASE, None
 
 
 def plan_for_directory(reader, model_dir):
@@ -402,7 +403,7 @@ def heads_in_checkpoint(reader):
         needed = {mapping.part_of_key(k) for k, _ in params}
         if not needed <= parts:
             continue
-        if head == "multiple-choice" and shapes.get("output_weights", [1])[0] != 1:
+        if head == layout.MULTIPLE_CHOICE and shapes.get("output_weights", [1])[0] != 1:
             continue  # one score per choice; more rows is another classifier
         out.append(head)
     return out
@@ -418,7 +419,7 @@ def check_head_in_checkpoint(reader, head, checkpoint):
         return
     rows = reader.get_variable_to_shape_map().get("output_weights", [None])[0]
     why = (f"its output_weights has {rows} rows, but a multiple-choice head scores each "
-           "choice with one" if head == "multiple-choice" and rows not in (None, 1)
+           "choice with one" if head == layout.MULTIPLE_CHOICE and rows not in (None, 1)
            else "none of its variables fill that head's weights")
     raise HeadNotInCheckpointError(
         f"--head {head}: checkpoint {checkpoint} holds no {head} head ({why}), so neither "

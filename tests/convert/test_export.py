@@ -124,7 +124,7 @@ def test_existing_outputs_are_refused_unless_overwrite(tmp_path):
     convert_checkpoint(ckpt("base"), tmp_path / "pt", progress=False)
     prefix = tmp_path / "tf" / "bert_model.ckpt"
     export_model_dir(tmp_path / "pt", prefix, progress=False)
-    with pytest.raises(OutputExistsError, match="--overwrite"):
+    with pytest.raises(OutputExistsError, match="overwrite=True"):  # Python callers: keywords
         export_model_dir(tmp_path / "pt", prefix, progress=False)
     # A different bert_config.json beside a new prefix is not clobbered either.
     (tmp_path / "tf" / "bert_config.json").write_text("{}")

@@ -6,6 +6,7 @@ import pytest
 
 from bertconvert import layout
 from bertconvert.convert import rules as mapping
+from bertconvert.errors import cli_spelling
 from bertconvert.convert.rules import (RULES, TF1_RULES, TF2_RULES, TF2_SUFFIX, apply_transform,
                                  detect_head, invert_transform, resolve, reverse_rule,
                                  skip_reason, transformed_shape, unknown_name_hint)
@@ -166,7 +167,10 @@ def test_detect_head_fine_tuned_head_wins_and_says_what_is_dropped():
 
 def test_detect_head_refuses_two_fine_tuned_heads():
     head, note = detect_head(["output_weights", "cls/squad/output_weights"])
-    assert head is None and "--head" in note
+    assert head is None and "head='question-answering'" in note and "--head" not in note
+    with cli_spelling():  # what the command line says instead
+        _, note = detect_head(["output_weights", "cls/squad/output_weights"])
+    assert "--head question-answering" in note
 
 
 @pytest.mark.parametrize("head", mapping.HEAD_NAMES)

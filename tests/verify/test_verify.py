@@ -489,8 +489,10 @@ def test_missing_tensorflow_gives_install_hint(converted):
         sys.exit(main(["verify", {ckpt('base')!r}, {converted['base']!r}]))
     """)
     assert proc.returncode == 2, proc.stderr
-    assert "API:" in proc.stdout and "pip install bertconvert[tf]" in proc.stdout
-    assert "pip install bertconvert[tf]" in proc.stderr
+    assert "API:" in proc.stdout and "pip install '.[tf]'" in proc.stdout
+    assert "reference=GOLDEN_NPZ" in proc.stdout  # Python callers read the keyword
+    assert "pip install '.[tf]'" in proc.stderr and "pip install tensorflow-cpu" in proc.stderr
+    assert "--reference golden.npz" in proc.stderr and "reference=" not in proc.stderr
 
 
 @pytest.mark.tf
