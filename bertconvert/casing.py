@@ -74,10 +74,12 @@ def casing_from_tokenizer_config(directory):
     """``do_lower_case`` from a ``tokenizer_config.json`` in ``directory``, or None when there
     is none, it is unreadable, or it does not say (a guess must not fail on a stray file)."""
     path = os.path.join(directory, TOKENIZER_CONFIG_NAME)
-    try:
-        with open(path, "r", encoding="utf-8") as f:
-            value = json.load(f).get("do_lower_case")
-    except (OSError, ValueError, AttributeError):
+    from ._safeio import MAX_JSON_BYTES, read_regular_file
+
+    try:  # bounded, regular files only; deep nesting is RecursionError
+        text = read_regular_file(path, MAX_JSON_BYTES, ValueError, TOKENIZER_CONFIG_NAME)
+        value = json.loads(text.decode("utf-8")).get("do_lower_case")
+    except (OSError, ValueError, AttributeError, RecursionError):
         return None
     return value if isinstance(value, bool) else None
 

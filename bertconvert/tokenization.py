@@ -29,12 +29,12 @@ Example::
     [101, 4161, 134, 102, 2988, 117, 102, 0]
 """
 import collections
-import json
 import logging
 import os
 
 from . import _charclass as cc
 from ._encoding import EncodeMixin
+from ._safeio import MAX_JSON_BYTES, MAX_VOCAB_BYTES, parse_json, read_regular_file
 from .atomic import atomic_write
 # The casing guess lives in its own module; this is its public home.
 from .casing import (TOKENIZER_CONFIG_NAME, casing_from_name, casing_from_vocab,  # noqa: F401
@@ -76,8 +76,8 @@ def load_vocab(vocab_file):
     """
     path = os.fspath(vocab_file)
     try:
-        with open(path, "rb") as f:
-            data = f.read()
+        # A regular file of bounded size: a FIFO would hang the read, /dev/zero never end.
+        data = read_regular_file(path, MAX_VOCAB_BYTES, VocabError, "vocabulary file")
     except FileNotFoundError as e:
         raise VocabError(f"vocabulary file {path} does not exist; expected a vocab.txt with "
                          "one wordpiece per line (pass its path or the directory holding it)") from e
@@ -116,6 +116,45 @@ def load_vocab(vocab_file):
         logger.warning("vocabulary %s starts with a byte-order mark; it stays part of the first "
                        "token %r as in Google's load_vocab", path, next(iter(vocab)))
     return vocab
+
+
+def check_vocab_size(vocab_file, vocab_size, config_name="the config"):
+    """Raise VocabError when ``vocab_file`` holds more tokens than the model has embedding
+    rows (``vocab_size``): the tokenizer would emit ids the model cannot embed (an
+    IndexError at the first forward pass). Returns the token count, or None when the file
+    cannot be read as a vocabulary (the caller reports that its own way)."""
+    try:
+        count = len(load_vocab(vocab_file))
+    except VocabError:
+        return None
+    if count > vocab_size:
+        raise VocabError(
+            f"vocabulary {vocab_file} has {count} tokens but vocab_size in {config_name} is "
+            f"{vocab_size}: ids {vocab_size} to {count - 1} would index past the model's "
+            "embeddings. Use the vocab.txt the checkpoint was trained with (or fix vocab_size "
+            "if the weights really have that many rows)")
+    return count
+
+
+def _warn_if_vocab_exceeds_model(vocab_size_in_vocab, directory):
+    """Warn when a model config beside the vocabulary has a smaller ``vocab_size``: a
+    tokenizer and model loaded together from ``directory`` would not fit each other."""
+    for name in ("config.json", "bert_config.json"):
+        path = os.path.join(directory, name)
+        if not os.path.isfile(path):
+            continue
+        try:
+            text = read_regular_file(path, MAX_JSON_BYTES, ValueError, "config").decode("utf-8")
+            data = parse_json(text, ValueError, path)
+        except (OSError, ValueError):
+            return  # the model's own loading reports a broken config
+        size = data.get("vocab_size") if isinstance(data, dict) else None
+        if isinstance(size, int) and not isinstance(size, bool) and 0 < size < vocab_size_in_vocab:
+            logger.warning("the vocabulary in %s has %d tokens but %s says vocab_size %d: ids "
+                           "from %d up cannot be embedded by that model (IndexError at the "
+                           "forward pass); use the model's own vocab.txt", directory,
+                           vocab_size_in_vocab, path, size, size)
+        return
 
 
 def whitespace_tokenize(text):
@@ -292,10 +331,10 @@ def _saved_options(directory):
     if not os.path.isfile(path):
         return {}
     try:
-        with open(path, encoding="utf-8") as f:
-            saved = json.load(f)
+        text = read_regular_file(path, MAX_JSON_BYTES, VocabError, "tokenizer config").decode("utf-8")
     except (OSError, ValueError) as e:
         raise VocabError(f"cannot read {path}: {e}; fix or delete it") from e
+    saved = parse_json(text, VocabError, f"{path} (fix or delete it)")
     options = {}
     if isinstance(saved, dict) and isinstance(saved.get("do_lower_case"), bool):
         options["do_lower_case"] = saved["do_lower_case"]
@@ -533,6 +572,8 @@ class BertTokenizer(EncodeMixin):
                 cls._apply_casing(kwargs, casing, source, name_wins=True)
         defaulted = "do_lower_case" not in kwargs
         tokenizer = cls(vocab_file, *inputs, **kwargs)
+        _warn_if_vocab_exceeds_model(len(tokenizer.vocab),
+                                     os.path.dirname(os.path.abspath(vocab_file)))
         if defaulted and tokenizer.basic_tokenizer.do_lower_case and \
                 casing_from_vocab(tokenizer.vocab) is False:
             # 0.6.2's default stays (scripts rely on it), but lower-casing text for a cased
@@ -564,5 +605,5 @@ class BertTokenizer(EncodeMixin):
                                kind, given)
 
 
-__all__ = ["BasicTokenizer", "BertTokenizer", "WordpieceTokenizer", "load_vocab",
+__all__ = ["BasicTokenizer", "BertTokenizer", "WordpieceTokenizer", "load_vocab", "check_vocab_size",
            "whitespace_tokenize", "casing_from_name", "guess_do_lower_case", "TokenizerError"]
