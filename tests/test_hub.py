@@ -4,7 +4,7 @@ import os
 
 import pytest
 import torch
-from conftest import assert_fp32_close
+from .conftest import assert_fp32_close
 
 import bertconvert
 from bertconvert import HEADS, BertConfig

@@ -14,14 +14,16 @@ import dataclasses
 import difflib
 import logging
 import os
+import stat
 import weakref
 from dataclasses import dataclass
 from math import prod
 
 import numpy as np
 
+from ..safeio import MAX_INDEX_BYTES, file_kind, read_regular_file
 from ..errors import (CheckpointError, CheckpointFormatError, CheckpointNotFoundError,
-                      MissingShardError, TensorNotFoundError,
+                      ChecksumMismatchError, MissingShardError, TensorNotFoundError,
                       UnsupportedDtypeError)
 from . import dtypes as _dtypes
 from .paths import INDEX_SUFFIX, resolve_prefix, shard_path
@@ -35,6 +37,11 @@ log = logging.getLogger(__name__)
 
 #: The newest bundle format version we understand (TensorFlow's kTensorBundleVersion).
 BUNDLE_VERSION = 1
+
+#: numpy's limits on an array: at most 64 dimensions, and fewer than 2**63 bytes counting
+#: the non-zero dimensions (an empty (0, 2**62) array is refused by numpy too).
+MAX_RANK = 64
+_MAX_ARRAY_BYTES = 1 << 63
 
 
 @dataclass(frozen=True)
@@ -102,8 +109,9 @@ class CheckpointReader:
         self.verify_checksums = bool(verify_checksums)
         self.index_path = self.prefix + INDEX_SUFFIX
         try:
-            with open(self.index_path, "rb") as f:
-                data = f.read()
+            # A regular file of bounded size: a FIFO would hang the read, /dev/zero never end.
+            data = read_regular_file(self.index_path, MAX_INDEX_BYTES, CheckpointFormatError,
+                                     "checkpoint index")
         except FileNotFoundError as e:
             raise CheckpointNotFoundError(f"checkpoint index {self.index_path} does not "
                                           "exist; pass an existing checkpoint prefix") from e
@@ -128,7 +136,18 @@ class CheckpointReader:
         for entry in list(self._entries.values()) + list(self._slice_entries.values()):
             if entry.file is not None:
                 users.setdefault(entry.file, []).append(entry.name)
-        missing = sorted(path for path in users if not os.path.isfile(path))
+        missing, odd = [], []
+        for path in sorted(users):
+            try:
+                mode = os.stat(path).st_mode
+            except OSError:
+                missing.append(path)
+                continue
+            if not stat.S_ISREG(mode):
+                odd.append(f"{path} is {file_kind(mode)}")
+        if odd:
+            raise CheckpointError(f"checkpoint {self.prefix}: data shard(s) that are not regular "
+                                  f"files: {'; '.join(odd)}; copy the real shard files there")
         if missing:
             detail = "; ".join(f"{p} (holds {len(users[p])} tensors, e.g. {users[p][0]!r})"
                                for p in missing)
@@ -228,18 +247,73 @@ class CheckpointReader:
             "read; supported: float16/32/64, bfloat16, int8/16/32/64, uint8/16/32/64, bool, "
             "complex64/128")
 
-    def _read_entry(self, entry, label):
-        if entry.tf_dtype == _dtypes.DT_STRING:
-            return self._read_strings(entry, label)
-        dtype = entry.dtype
-        if dtype is None or not _dtypes.is_readable(entry.tf_dtype):
+    def check_stored(self, name):
+        """Check, without reading tensor bytes, that ``name``'s declared shape is backed by
+        bytes on disk: the recorded size matches dtype and shape, and the shard (every
+        slice's, for a partitioned variable) is long enough. Raises CheckpointFormatError,
+        ChecksumMismatchError (truncated shard) or UnsupportedDtypeError. Callers use it
+        before trusting a shape for anything proportional to it (a label count)."""
+        entry = self.entry(name)
+        if not self._readable(entry):
             raise self._unsupported(entry)
-        expected = prod(entry.shape) * dtype.itemsize
-        if entry.size != expected:
+        if entry.slices:
+            self._check_parts_on_disk(name, self._slice_parts(entry))
+        else:
+            self._check_declared(entry, repr(name), on_disk=True)
+
+    def _check_parts_on_disk(self, name, pieces):
+        """Every slice is on disk, and together they are no larger than the shards they sit
+        in (slices pointing at the same bytes must not add up to terabytes)."""
+        for part, _, extents in pieces:
+            self._check_declared(part, f"{name!r} (slice {list(extents)})", on_disk=True)
+        total = sum(part.size for part, _, _ in pieces)
+        stored = sum(os.stat(path).st_size for path in {part.file for part, _, _ in pieces})
+        if total > stored:
+            raise CheckpointFormatError(
+                f"{self.index_path}: the slices of partitioned variable {name!r} add up to "
+                f"{total} bytes but their shard(s) hold only {stored}: the index is corrupt")
+
+    def _check_declared(self, entry, label, on_disk=False):
+        """The entry's shape fits numpy and matches its recorded size; with ``on_disk`` its
+        shard also holds that many bytes at its offset. Only metadata is looked at, so no
+        absurd shape from a hostile index is ever allocated."""
+        itemsize = self._min_itemsize(entry)
+        self._check_shape(entry.shape, entry.dtype_name, itemsize, label)
+        expected = prod(entry.shape) * itemsize
+        string = entry.tf_dtype == _dtypes.DT_STRING
+        if (entry.size < expected) if string else (entry.size != expected):
             raise CheckpointFormatError(
                 f"{self.index_path}: tensor {label} has {entry.size} bytes recorded but "
                 f"{entry.dtype_name} {list(entry.shape)} needs {expected}: the index is corrupt")
-        return self._shards.read(entry, dtype, label, self.verify_checksums)
+        if on_disk:
+            try:
+                available = os.stat(entry.file).st_size
+            except OSError as e:
+                raise MissingShardError(f"data shard {entry.file} (holding {label}) cannot be "
+                                        f"read: {e}") from e
+            if available < entry.offset + entry.size:
+                raise ChecksumMismatchError(
+                    f"tensor {label} needs {entry.size} bytes at offset {entry.offset} of "
+                    f"{entry.file}, but the file is only {available} bytes long: the shard is "
+                    "truncated; copy or download it again")
+
+    def _check_shape(self, shape, dtype_name, itemsize, label):
+        if len(shape) > MAX_RANK:
+            raise CheckpointFormatError(
+                f"{self.index_path}: tensor {label} has {len(shape)} dimensions; at most "
+                f"{MAX_RANK} can be read: the index is corrupt")
+        if prod(d for d in shape if d) * itemsize >= _MAX_ARRAY_BYTES:
+            raise CheckpointFormatError(
+                f"{self.index_path}: tensor {label} declares shape {list(shape)} ({dtype_name}), "
+                "larger than any array can be: the index is corrupt")
+
+    def _read_entry(self, entry, label):
+        if not self._readable(entry):
+            raise self._unsupported(entry)
+        self._check_declared(entry, label)
+        if entry.tf_dtype == _dtypes.DT_STRING:
+            return self._read_strings(entry, label)
+        return self._shards.read(entry, entry.dtype, label, self.verify_checksums)
 
     def _read_strings(self, entry, label):
         """A string tensor as an object array of ``bytes`` (see :mod:`.strings`)."""
@@ -254,12 +328,21 @@ class CheckpointReader:
         out[:] = values
         return out.reshape(entry.shape)
 
-    def _assemble(self, entry):
-        """Put a partitioned variable together from its stored slices."""
+    @staticmethod
+    def _readable(entry):
+        return entry.tf_dtype == _dtypes.DT_STRING or (
+            entry.dtype is not None and _dtypes.is_readable(entry.tf_dtype))
+
+    @staticmethod
+    def _min_itemsize(entry):
+        """Bytes per element at least: a string element takes one length byte or more."""
+        return 1 if entry.tf_dtype == _dtypes.DT_STRING else entry.dtype.itemsize
+
+    def _slice_parts(self, entry):
+        """``[(stored slice entry, bounds, extents)]`` of a partitioned variable, checked to
+        tile its shape exactly."""
         name = entry.name
-        if entry.tf_dtype != _dtypes.DT_STRING and (
-                entry.dtype is None or not _dtypes.is_readable(entry.tf_dtype)):
-            raise self._unsupported(entry)
+        self._check_shape(entry.shape, entry.dtype_name, self._min_itemsize(entry), repr(name))
         bounds = [slice_bounds(extents, entry.shape, name) for extents in entry.slices]
         check_coverage(name, entry.shape, bounds)
         key_name = name.encode("utf-8", "surrogateescape")
@@ -272,6 +355,18 @@ class CheckpointReader:
                     f"{self.index_path}: partitioned variable {name!r} lists slice {extents} "
                     f"but no matching {entry.dtype_name} {list(want)} slice is stored")
             pieces.append((part, bound, extents))
+        return pieces
+
+    def _assemble(self, entry):
+        """Put a partitioned variable together from its stored slices."""
+        name = entry.name
+        if not self._readable(entry):
+            raise self._unsupported(entry)
+        pieces = self._slice_parts(entry)
+        # The slices tile the variable exactly, so once each is known to be on disk the
+        # whole is no bigger than the shards: only then allocate it (a hostile index could
+        # declare [2**36, 32] and ask for terabytes).
+        self._check_parts_on_disk(name, pieces)
         out = np.empty(entry.shape, entry.dtype)
         for part, bound, extents in pieces:
             region = tuple(slice(start, stop) for start, stop in bound)

@@ -35,7 +35,7 @@ def _from_state_file(directory):
         return None
     try:
         with open(state, encoding="utf-8", errors="replace") as f:
-            match = _STATE_LINE.search(f.read())
+            match = _STATE_LINE.search(f.read(1 << 20))  # a state file is a few lines
     except OSError:
         return None
     if not match:

@@ -18,6 +18,7 @@ named error, never a short array or a crash.
 """
 import mmap as _mmap
 import os
+import stat
 import threading
 
 import numpy as np
@@ -55,7 +56,14 @@ class ShardFiles:
         f = self._files.get(path)
         if f is None:
             try:
-                f = open(path, "rb", buffering=0)
+                # Non-blocking open, then fstat: a shard swapped for a FIFO since the reader
+                # was built must not hang here (O_NONBLOCK changes nothing for regular files).
+                fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_BINARY", 0))
+                f = os.fdopen(fd, "rb", buffering=0)
+                if not stat.S_ISREG(os.fstat(f.fileno()).st_mode):
+                    f.close()
+                    raise CheckpointError(f"data shard {path} (holding {owner!r}) is not a "
+                                          "regular file; copy the real shard there")
             except FileNotFoundError as e:
                 raise MissingShardError(f"data shard {path} (holding {owner!r}) has "
                                         "disappeared since the checkpoint was opened") from e

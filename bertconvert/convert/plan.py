@@ -18,7 +18,7 @@ from math import prod
 
 from .. import layout
 from . import rules as mapping
-from ..models.config import BertConfig
+from ..models.config import MAX_NUM_LABELS, BertConfig
 from .hints import ShapeEvidence
 from ..errors import ConfigError, HeadError, MappingError, option
 from .rules import head_option
@@ -100,6 +100,18 @@ def _classifier_rows(shapes):
         if name in shapes and len(shapes[name]) >= 1:
             return int(shapes[name][0])
     return None
+
+
+def _label_limit(reader, shapes, num_labels):
+    """The largest label count to accept: :data:`~bertconvert.config.MAX_NUM_LABELS`, or
+    the checkpoint's classifier rows when more, once its bytes are known to be on disk (a
+    hostile index may declare 2**40 rows it does not hold)."""
+    rows = _classifier_rows(shapes)
+    if rows is None or rows <= MAX_NUM_LABELS or num_labels != rows:
+        return MAX_NUM_LABELS
+    name = next(n for n in ("output_weights", "output_bias") if n in shapes)
+    reader.check_stored(name)
+    return rows
 
 
 def choose_head(head, weight_names, notes):
@@ -300,14 +312,26 @@ def plan_conversion(reader, config, head="auto", num_labels=None, allow_new_head
     num_labels = choose_num_labels(head, num_labels, shapes, config)
     config = copy.deepcopy(config)
     if num_labels is not None:
-        config.num_labels = num_labels
-    state = expected_parameters(head, config, num_labels)
+        config.set_num_labels(num_labels, limit=_label_limit(reader, shapes, num_labels))
+    # The model's layers are listed one by one below, so their count must come from the
+    # checkpoint, not from the config alone: a config claiming 10**9 layers would otherwise
+    # build billions of entries. Layers beyond the checkpoint's are one problem, not 16 each.
+    present = [int(groups["layer"]) for _, _, groups in weights if "layer" in groups]
+    layers_in_checkpoint = max(present) + 1 if present else 0
+    listed_config = config
+    if config.num_hidden_layers > layers_in_checkpoint:
+        problems.append(
+            f"{config_label} has num_hidden_layers {config.num_hidden_layers} but the checkpoint "
+            f"has no variables for layers {layers_in_checkpoint} to {config.num_hidden_layers - 1}")
+        listed_config = copy.deepcopy(config)
+        listed_config.num_hidden_layers = layers_in_checkpoint
+    state = expected_parameters(head, listed_config, num_labels)
     tied = tied_parameters(head, config)
     expected = {k: shape for k, shape in state.items() if k not in tied}
     model_class, pooler_used, _ = HEAD_LAYOUTS[head]
     model_parts = {mapping.part_of_key(k) for k in expected}
     trunk = mapping.trunk_prefix(head)
-    templates = parameter_templates(head, config)
+    templates = parameter_templates(head, listed_config)
     # What the shapes say about each config field, for hints that name the wrong field.
     evidence = ShapeEvidence(config, config_label)
     shape_mismatch = False

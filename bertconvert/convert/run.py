@@ -31,7 +31,6 @@ Example::
     >>> model, report = load_converted_model("fine_tuned/model.ckpt-1000", head="auto")
 """
 import errno
-import json
 import logging
 import os
 import shutil
@@ -40,6 +39,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from .. import __version__
+from ..safeio import dumps_json
 from ..atomic import (atomic_directory, atomic_write, check_output_spares_inputs,
                       remove_stale_temps)
 from ..checkpoint import load_checkpoint
@@ -349,7 +349,7 @@ def tokenizer_config(vocab_file, config):
 
 def _write_json(path, data, opener, fsync=False):
     with opener(path, "w") as f:
-        f.write(json.dumps(data, indent=2) + "\n")
+        f.write(dumps_json(data, ConversionError, os.path.basename(path), indent=2) + "\n")
         if fsync:
             _fsync(f)
 
@@ -501,6 +501,9 @@ def _convert_with_reader(reader, hashing, out_dir, config, head, num_labels, for
         report.notes.append(f"no {VOCAB_NAME} beside the checkpoint; the model directory has "
                             f"none (pass {option('--vocab FILE', 'vocab=PATH')} to add one)")
         logger.warning("no %s beside %s; the output has no vocabulary", VOCAB_NAME, reader.prefix)
+    if has_vocab:  # a longer vocabulary gives ids the model cannot embed: refuse it now
+        from ..tokenizer.vocab import check_vocab_size
+        check_vocab_size(vocab, plan.config.vocab_size, config_path or "the config")
     tokenizer = tokenizer_config(vocab, plan.config) if has_vocab else None
     if has_vocab and tokenizer is None:
         report.notes.append(f"{VOCAB_NAME} could not be read as a vocabulary; no "

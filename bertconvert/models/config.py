@@ -13,9 +13,11 @@ Example::
     >>> cfg.to_json_file("out/bert_config.json", flavour="google")
 """
 import copy
-import json
+import inspect
+import math
 import os
 
+from ..safeio import MAX_JSON_BYTES, dumps_json, parse_json, read_regular_file
 from ..atomic import atomic_write
 from ..errors import ConfigError
 
@@ -46,8 +48,31 @@ GOOGLE_KEYS = REQUIRED_KEYS + tuple(k for k in DEFAULTS if k != "layer_norm_eps"
 _UNSUPPORTED_FLAGS = ("is_decoder", "add_cross_attention")
 
 
+#: Largest label count accepted without a tensor or an ``id2label`` map of that size to back
+#: it: building the label maps (and the classifier) is proportional to it, so an absurd
+#: number from a config file or an argument must stop here rather than hang or exhaust
+#: memory. A checkpoint whose classifier really has more rows is still converted.
+MAX_NUM_LABELS = 10 ** 6
+
+#: Constructor parameters that cannot also be config keys.
+_RESERVED_KEYS = ("self", "vocab_size_or_config_json_file")
+
+
 def _is_number(value):
     return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def _is_count(value):
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def check_num_labels(value, what="num_labels", limit=MAX_NUM_LABELS):
+    """Raise ConfigError unless ``value`` is an int in ``1..limit`` (see :data:`MAX_NUM_LABELS`)."""
+    if not _is_count(value) or value < 1:
+        raise ConfigError(f"{what} must be a positive integer, got {value!r}")
+    if value > limit:
+        raise ConfigError(f"{what} is {value}, more than the {limit} labels bertconvert accepts "
+                          "when no classifier tensor of that size backs it; check the value")
 
 
 SUPPORTED_ACTIVATIONS = ("gelu", "gelu_new", "relu", "tanh", "swish", "silu", "gelu_python")
@@ -89,7 +114,10 @@ class BertConfig:
         self.type_vocab_size = type_vocab_size
         self.initializer_range = initializer_range
         self.layer_norm_eps = layer_norm_eps
-        for key, value in extra.items():
+        # num_labels last: its setter sizes the label maps, and an id2label given with it
+        # is what may allow more than MAX_NUM_LABELS.
+        for key, value in sorted(extra.items(), key=lambda kv: kv[0] == "num_labels"):
+            self._check_key(key)
             setattr(self, key, value)
         self._validate()
 
@@ -105,6 +133,8 @@ class BertConfig:
                 "BERT config is missing required field(s) " + ", ".join(missing)
                 + "; expected a Google bert_config.json or transformers config.json with "
                 + ", ".join(REQUIRED_KEYS))
+        for key in data:
+            cls._check_key(key)
         data = dict(data)
         vocab_size = data.pop("vocab_size")
         if not isinstance(vocab_size, int) or isinstance(vocab_size, bool) or vocab_size <= 0:
@@ -119,22 +149,36 @@ class BertConfig:
         Raises ConfigError naming the file when it is missing, not JSON, or incomplete.
         """
         try:
-            with open(json_file, "r", encoding="utf-8") as reader:
-                text = reader.read()
+            # Bounded, regular files only: a FIFO or /dev/zero must not hang or exhaust memory.
+            raw = read_regular_file(json_file, MAX_JSON_BYTES, ConfigError, "config file")
+            text = raw.decode("utf-8")
         except FileNotFoundError as e:
             raise ConfigError(f"config file not found: {json_file}") from e
         except (OSError, UnicodeDecodeError) as e:
             raise ConfigError(f"cannot read config file {json_file}: {e}") from e
-        try:
-            data = json.loads(text)
-        except json.JSONDecodeError as e:
-            raise ConfigError(f"config file {json_file} is not valid JSON: {e}") from e
+        data = parse_json(text, ConfigError, f"config file {json_file}")
         try:
             return cls.from_dict(data)
         except ConfigError as e:
             raise ConfigError(f"{json_file}: {e}") from None
 
     # --- checks ------------------------------------------------------------------------
+    @classmethod
+    def _check_key(cls, key):
+        """Refuse keys that cannot be plain config fields: non-identifiers, dunder names and
+        names of the class's own attributes (``to_dict``, ``__class__``...), which a config
+        file must not be able to replace."""
+        if not isinstance(key, str) or not key.isidentifier():
+            raise ConfigError(f"config key {key!r} is not a valid field name (expected an "
+                              "identifier such as hidden_size)")
+        if key.startswith("__") and key.endswith("__") or key in _RESERVED_KEYS:
+            raise ConfigError(f"config key {key!r} is reserved and cannot be a config field")
+        if hasattr(cls, key):
+            attr = inspect.getattr_static(cls, key)
+            if not (isinstance(attr, property) and attr.fset is not None):
+                raise ConfigError(f"config key {key!r} collides with {cls.__name__}.{key} "
+                                  "(a method or attribute of the config class); remove it")
+
     def _validate(self):
         for key in REQUIRED_KEYS:
             value = getattr(self, key)
@@ -145,23 +189,37 @@ class BertConfig:
                 f"hidden_size ({self.hidden_size}) is not a multiple of num_attention_heads "
                 f"({self.num_attention_heads})")
         act = self.hidden_act
-        if isinstance(act, str) and act not in SUPPORTED_ACTIVATIONS:
+        if isinstance(act, str) and act not in SUPPORTED_ACTIVATIONS or \
+                not isinstance(act, str) and not callable(act):
             raise ConfigError(
                 f"unsupported hidden_act {act!r}; supported: {', '.join(SUPPORTED_ACTIVATIONS)}")
         for key in ("max_position_embeddings", "type_vocab_size"):
             value = getattr(self, key)
             if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
                 raise ConfigError(f"config field {key} must be a positive integer, got {value!r}")
-        for key in ("hidden_dropout_prob", "attention_probs_dropout_prob"):
-            value = getattr(self, key)
+        for key in ("hidden_dropout_prob", "attention_probs_dropout_prob", "classifier_dropout"):
+            value = getattr(self, key, None)
+            if key == "classifier_dropout" and value is None:
+                continue
             if not _is_number(value) or not 0.0 <= value < 1.0:
                 raise ConfigError(f"config field {key} must be a probability in [0, 1), got {value!r}")
         for key in ("layer_norm_eps", "initializer_range"):
             value = getattr(self, key)
-            strict = key == "layer_norm_eps"  # eps 0 divides by zero on constant inputs
-            if not _is_number(value) or value < 0 or (strict and value == 0):
-                raise ConfigError(f"config field {key} must be a {'positive' if strict else 'non-negative'} "
-                                  f"number, got {value!r}")
+            # NaN or infinity here converts "fine" and then gives non-finite outputs or
+            # weights; eps 0 divides by zero on constant inputs.
+            if not _is_number(value) or not math.isfinite(value) or value <= 0:
+                raise ConfigError(f"config field {key} must be a positive number (finite: not "
+                                  f"NaN or infinity), got {value!r}")
+        labels = self.__dict__.get("num_labels")
+        if labels is not None:
+            id2label = self.__dict__.get("id2label")
+            backed = len(id2label) if isinstance(id2label, dict) else 0
+            check_num_labels(labels, "config field num_labels", max(MAX_NUM_LABELS, backed))
+        architectures = getattr(self, "architectures", None)
+        if architectures is not None and (not isinstance(architectures, list) or not all(
+                isinstance(a, str) for a in architectures)):
+            raise ConfigError(f"config field architectures must be a list of class names, "
+                              f"got {architectures!r}")
         # transformers variants whose math differs from Google's encoder: refuse rather than
         # silently compute something else.
         position_type = getattr(self, "position_embedding_type", None)
@@ -197,6 +255,17 @@ class BertConfig:
 
     @num_labels.setter
     def num_labels(self, value):
+        self.set_num_labels(value)
+
+    def set_num_labels(self, value, limit=None):
+        """Set ``num_labels`` (None, or 1 up to ``limit``; default :data:`MAX_NUM_LABELS`, or
+        the size of the config's own ``id2label`` if larger) and resize the label maps. A
+        caller that has checked a real tensor of more rows passes that count as ``limit``."""
+        if value is not None:
+            if limit is None:
+                old = self.__dict__.get("id2label")
+                limit = max(MAX_NUM_LABELS, len(old) if isinstance(old, dict) else 0)
+            check_num_labels(value, limit=limit)
         self.__dict__["num_labels"] = value
         if value is not None:
             old = self.__dict__.get("id2label")
@@ -237,7 +306,7 @@ class BertConfig:
             data = self.to_google_dict()
         else:
             raise ValueError(f"flavour must be None, 'hf' or 'google', got {flavour!r}")
-        return json.dumps(data, indent=2) + "\n"
+        return dumps_json(data, ConfigError, "the config", indent=2) + "\n"
 
     def to_json_file(self, json_file, flavour="hf"):
         """Write the config atomically (see :meth:`to_json_string` for ``flavour``)."""

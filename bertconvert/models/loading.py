@@ -13,7 +13,6 @@ Accepted state dicts: ours, transformers' (``cls.predictions.decoder.bias`` dupl
 import contextlib
 import copy
 import functools
-import json
 import logging
 import os
 import re
@@ -22,8 +21,9 @@ import torch
 from torch import nn
 
 from . import weightfiles as serialization
+from ..safeio import dumps_json
 from ..atomic import atomic_write
-from .config import BertConfig
+from .config import MAX_NUM_LABELS, BertConfig
 from ..errors import ConfigError, HeadError, OutputExistsError, WeightsError
 from ..layout import head_for_class
 
@@ -41,6 +41,11 @@ _INIT_FUNCTIONS = ("uniform_", "normal_", "trunc_normal_", "constant_", "ones_",
 #: from_pretrained keyword arguments that are options of loading, not of the constructor.
 _LOAD_OPTIONS = ("config", "torch_dtype", "dtype", "strict", "force_download",
                  "local_files_only", "output_loading_info", "from_tf", "attention_implementation")
+#: Parameters the weights lack are initialised freshly; more than this many bytes of them
+#: beyond the size of the weights themselves means the config does not describe these
+#: weights (vocab_size 10**12, a billion layers) -- refused before anything is allocated.
+MAX_FRESH_BYTES_BEYOND_WEIGHTS = 1 << 30
+_LAYER_KEY = re.compile(r"(?:^|\.)encoder\.layer\.(\d+)\.")
 
 
 # --- locating config and weights ---------------------------------------------------------
@@ -210,6 +215,43 @@ def _mismatch_error(model, mismatched, source):
                         f"{type(model).__name__} ({hint}): " + "; ".join(lines))
 
 
+def _check_layer_count(config, state_dict, source):
+    """Refuse a config whose layers the weights do not hold beyond a bounded amount, before
+    the model (one module per layer, even on the meta device) is built."""
+    present = [int(m.group(1)) for m in map(_LAYER_KEY.search, state_dict) if m]
+    known = max(present) + 1 if present else 0
+    missing = config.num_hidden_layers - known
+    if missing <= 0:
+        return
+    h, i = config.hidden_size, config.intermediate_size
+    per_layer = 4 * (4 * h * h + 2 * h * i + 9 * h + i)  # float32 bytes of one encoder layer
+    loaded = sum(t.numel() * t.element_size() for t in state_dict.values()
+                 if isinstance(t, torch.Tensor))
+    if missing * per_layer > loaded + MAX_FRESH_BYTES_BEYOND_WEIGHTS:
+        raise WeightsError(
+            f"the config has num_hidden_layers {config.num_hidden_layers} but {source} holds "
+            f"{'layers 0 to ' + str(known - 1) if known else 'no encoder layers'}; the "
+            f"{missing} missing layer(s) would need {missing * per_layer} bytes of fresh "
+            "weights. Use the config that belongs to these weights")
+
+
+def _check_fresh_size(model, expected, absent, provided, source):
+    """Refuse to initialise missing parameters larger in total than the loaded weights plus
+    :data:`MAX_FRESH_BYTES_BEYOND_WEIGHTS`: their shapes come from the config alone, and an
+    absurd vocab_size would otherwise ask for terabytes."""
+    fresh = {k: expected[k].numel() * 4 for k in absent if expected[k].is_meta}
+    loaded = sum(v.numel() * v.element_size() for v in provided.values())
+    total = sum(fresh.values())
+    if total > loaded + MAX_FRESH_BYTES_BEYOND_WEIGHTS:
+        biggest = sorted(fresh, key=fresh.get, reverse=True)[:3]
+        shapes = ", ".join(f"{k} {list(expected[k].shape)}" for k in biggest)
+        raise WeightsError(
+            f"{source} lacks parameters of {type(model).__name__} that would need {total} bytes "
+            f"of fresh weights ({shapes}), far more than the {loaded} bytes loaded: the config "
+            "does not describe these weights (check vocab_size, hidden_size, "
+            "num_hidden_layers). Use the config that belongs to them")
+
+
 class PretrainedLoadingMixin:
     """Adds ``from_pretrained`` and ``save_pretrained`` to :class:`BertPreTrainedModel`."""
 
@@ -261,15 +303,18 @@ class PretrainedLoadingMixin:
             logger.info("loading weights from %s", weights_file)
             state_dict = serialization.load_state_dict(weights_file)
             source = weights_file
+        rows = state_dict.get("classifier.weight")
+        rows = rows.shape[0] if isinstance(rows, torch.Tensor) and rows.dim() else None
         if model_cls.label_argument == "num_labels" and not inputs \
                 and kwargs.get("num_labels") is None:
-            rows = state_dict.get("classifier.weight")
-            kwargs["num_labels"] = config.num_labels or (rows.shape[0] if rows is not None else 2)
+            kwargs["num_labels"] = config.num_labels or rows or 2
+        _check_layer_count(config, state_dict, source)
         # Build on the meta device: no allocation, no random init to throw away.
         with torch.device("meta"), _meta_init_skipped():
             model = model_cls(config, *inputs, **kwargs)
         if model_cls.label_argument == "num_labels":
-            config.num_labels = model.num_labels
+            # Only the weights' own classifier may hold more labels than the sane bound.
+            config.set_num_labels(model.num_labels, limit=max(MAX_NUM_LABELS, rows or 0))
         state_dict = normalize_state_dict(state_dict, hasattr(model, "bert"))
         info = model.load_pretrained_state(
             state_dict, source=source, strict=opts.get("strict", False),
@@ -355,6 +400,14 @@ class PretrainedLoadingMixin:
             raise WeightsError(
                 f"{source} does not match {type(self).__name__}: missing {missing or 'none'}; "
                 f"unexpected {unexpected or 'none'}")
+        not_float = sorted(f"{k} ({v.dtype})" for k, v in provided.items()
+                           if k in expected and expected[k].is_floating_point()
+                           and not v.is_floating_point())
+        if not_float:
+            raise WeightsError(f"{len(not_float)} tensor(s) in {source} are not floating point but "
+                               f"fill floating-point parameters of {type(self).__name__}: "
+                               f"{', '.join(not_float[:10])}; the file does not hold model weights")
+        _check_fresh_size(self, expected, absent, provided, source)
         target = _resolve_dtype(dtype, provided)
         load = {}
         for key, value in provided.items():
@@ -417,14 +470,16 @@ class PretrainedLoadingMixin:
         if os.path.exists(save_directory) and not os.path.isdir(save_directory):
             raise OutputExistsError(f"{save_directory} exists and is not a directory; "
                                     "save_pretrained needs a directory path")
-        os.makedirs(save_directory, exist_ok=True)
-        written = serialization.save_state_dict(self.state_dict(), save_directory, format=format)
         data = self.config_for_saving().to_hf_dict(architectures=[type(self).__name__])
         dtype = next((p.dtype for p in self.parameters() if p.is_floating_point()), None)
         if dtype is not None:
             data["dtype"] = str(dtype).replace("torch.", "")
         config_path = os.path.join(save_directory, serialization.CONFIG_NAME)
+        # Rendered before anything is written: a config JSON cannot hold (e.g. NaN) fails alone.
+        text = dumps_json(data, ConfigError, config_path, indent=2, sort_keys=True) + "\n"
+        os.makedirs(save_directory, exist_ok=True)
+        written = serialization.save_state_dict(self.state_dict(), save_directory, format=format)
         with atomic_write(config_path, "w") as f:
-            f.write(json.dumps(data, indent=2, sort_keys=True) + "\n")
+            f.write(text)
         written.append(config_path)
         return written

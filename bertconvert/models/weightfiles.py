@@ -12,7 +12,6 @@ Example::
     >>> state = load_state_dict(find_weights_file("out"))
 """
 import contextlib
-import json
 import logging
 import os
 import re
@@ -20,6 +19,7 @@ import struct
 
 import torch
 
+from ..safeio import MAX_JSON_BYTES, parse_json, read_regular_file
 from ..atomic import fsync_directory, temp_name_for
 from ..errors import ConfigError, WeightsError
 
@@ -176,22 +176,39 @@ def _load_safetensors(path):
 
 
 def _load_index(path):
+    expected = f"{path} is not a sharded-weights index (a JSON object with a 'weight_map')"
     try:
-        with open(path, "r", encoding="utf-8") as f:
-            weight_map = json.load(f)["weight_map"]
+        text = read_regular_file(path, MAX_JSON_BYTES, WeightsError, "sharded-weights index")
+        weight_map = parse_json(text.decode("utf-8"), WeightsError, path)["weight_map"]
         shards = sorted(set(weight_map.values()))
     except (OSError, ValueError, KeyError, TypeError, AttributeError) as e:
-        raise WeightsError(
-            f"{path} is not a sharded-weights index (a JSON object with a 'weight_map'): {e}"
-        ) from e
+        raise WeightsError(f"{expected}: {e}") from e
+    if not all(isinstance(s, str) for s in shards):
+        raise WeightsError(f"{expected}: its weight_map values must be shard file names")
     directory = os.path.dirname(path)
     state = {}
     for shard in shards:
         shard_path = os.path.join(directory, shard)
         if os.path.basename(shard) != shard or not os.path.isfile(shard_path):
             raise WeightsError(f"{path} names shard {shard!r}, which is not a file in {directory}")
-        state.update(load_state_dict(shard_path))
+        # A shard is a weights file, never another index: an index naming itself (or two
+        # naming each other) would recurse without end.
+        kind = _sniff(shard_path)
+        if kind not in _WEIGHT_KINDS:
+            raise WeightsError(f"{path} names shard {shard!r}, which is not a safetensors or "
+                               "PyTorch weights file" + (" (it is a sharded-weights index)"
+                                                         if kind == "index" else ""))
+        state.update(_load_kind(shard_path, kind))
     return state
+
+
+_WEIGHT_KINDS = ("safetensors", "torch-zip", "torch-legacy")
+
+
+def _load_kind(path, kind):
+    if kind == "safetensors":
+        return _load_safetensors(path)
+    return _load_torch(path, kind)
 
 
 def load_state_dict(path):
@@ -206,12 +223,12 @@ def load_state_dict(path):
     if os.path.isdir(path):
         path = find_weights_file(path)
     if not os.path.isfile(path):
+        if os.path.exists(path):  # a FIFO or device would hang or never end when read
+            raise WeightsError(f"weights file {path} is not a regular file; pass the file itself")
         raise WeightsError(f"weights file not found: {path}")
     kind = _sniff(path)
-    if kind == "safetensors":
-        return _load_safetensors(path)
-    if kind in ("torch-zip", "torch-legacy"):
-        return _load_torch(path, kind)
+    if kind in _WEIGHT_KINDS:
+        return _load_kind(path, kind)
     if kind == "index":
         return _load_index(path)
     raise WeightsError(

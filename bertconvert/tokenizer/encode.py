@@ -18,6 +18,9 @@ logger = logging.getLogger(__name__)
 _PADDING_MODES = {False: None, None: None, "do_not_pad": None,
                   True: "longest", "longest": "longest", "max_length": "max_length"}
 _TENSOR_TYPES = (None, "pt", "np")
+#: Longest row ``padding="max_length"`` builds. Padding materialises every position, so an
+#: absurd max_length (10**12) would otherwise exhaust memory; BERT models take 512.
+MAX_PADDED_LENGTH = 1 << 20
 
 
 def truncate_seq_pair(tokens_a, tokens_b, max_length):
@@ -54,7 +57,8 @@ class EncodeMixin:
             max_length: total length including [CLS]/[SEP]. Defaults to ``max_len`` when
                 the tokenizer has one (512 for the seed models), else no limit.
             padding: False (none), True or "longest" (to the longest row of the batch), or
-                "max_length" (to ``max_length``). Padding uses ``[PAD]``, type id 0, mask 0.
+                "max_length" (to ``max_length``, at most :data:`MAX_PADDED_LENGTH`). Padding
+                uses ``[PAD]``, type id 0, mask 0.
             return_tensors: None (Python lists), "pt" (torch.long) or "np" (numpy int64).
                 Tensors are always 2-D ``[batch, length]``, a single text giving batch 1.
             truncation: cut to ``max_length`` with the longest-first rule (keyword only);
@@ -91,6 +95,10 @@ class EncodeMixin:
         if pad_mode == "max_length" and limit is None:
             raise TokenizerArgumentError("padding='max_length' needs max_length= (this tokenizer "
                                          "has no max_len to fall back on)")
+        if pad_mode == "max_length" and limit > MAX_PADDED_LENGTH:
+            raise TokenizerArgumentError(f"padding='max_length' with max_length={limit} would build "
+                                         f"rows of {limit} ids; at most {MAX_PADDED_LENGTH} are "
+                                         "padded to (use padding=True to pad to the longest row)")
 
         batched = isinstance(text_or_texts, (list, tuple))
         examples = self._examples(text_or_texts, text_pair) if batched \

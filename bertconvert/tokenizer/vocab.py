@@ -17,6 +17,7 @@ import os
 import re
 
 from ..errors import VocabError
+from ..safeio import MAX_JSON_BYTES, MAX_VOCAB_BYTES, parse_json, read_regular_file  # noqa: F401
 from ..layout import TOKENIZER_CONFIG_NAME, VOCAB_NAME  # noqa: F401  (re-exported)
 
 logger = logging.getLogger(__name__)
@@ -78,10 +79,11 @@ def casing_from_tokenizer_config(directory):
     """``do_lower_case`` from a ``tokenizer_config.json`` in ``directory``, or None when there
     is none, it is unreadable, or it does not say (a guess must not fail on a stray file)."""
     path = os.path.join(directory, TOKENIZER_CONFIG_NAME)
-    try:
-        with open(path, "r", encoding="utf-8") as f:
-            value = json.load(f).get("do_lower_case")
-    except (OSError, ValueError, AttributeError):
+
+    try:  # bounded, regular files only; deep nesting is RecursionError
+        text = read_regular_file(path, MAX_JSON_BYTES, ValueError, TOKENIZER_CONFIG_NAME)
+        value = json.loads(text.decode("utf-8")).get("do_lower_case")
+    except (OSError, ValueError, AttributeError, RecursionError):
         return None
     return value if isinstance(value, bool) else None
 
@@ -129,8 +131,8 @@ def load_vocab(vocab_file):
     """
     path = os.fspath(vocab_file)
     try:
-        with open(path, "rb") as f:
-            data = f.read()
+        # A regular file of bounded size: a FIFO would hang the read, /dev/zero never end.
+        data = read_regular_file(path, MAX_VOCAB_BYTES, VocabError, "vocabulary file")
     except FileNotFoundError as e:
         raise VocabError(f"vocabulary file {path} does not exist; expected a vocab.txt with "
                          "one wordpiece per line (pass its path or the directory holding it)") from e
@@ -169,3 +171,43 @@ def load_vocab(vocab_file):
         logger.warning("vocabulary %s starts with a byte-order mark; it stays part of the first "
                        "token %r as in Google's load_vocab", path, next(iter(vocab)))
     return vocab
+
+
+def check_vocab_size(vocab_file, vocab_size, config_name="the config"):
+    """Raise VocabError when ``vocab_file`` holds more tokens than the model has embedding
+    rows (``vocab_size``): the tokenizer would emit ids the model cannot embed (an
+    IndexError at the first forward pass). Returns the token count, or None when the file
+    cannot be read as a vocabulary (the caller reports that its own way)."""
+    try:
+        count = len(load_vocab(vocab_file))
+    except VocabError:
+        return None
+    if count > vocab_size:
+        raise VocabError(
+            f"vocabulary {vocab_file} has {count} tokens but vocab_size in {config_name} is "
+            f"{vocab_size}: ids {vocab_size} to {count - 1} would index past the model's "
+            "embeddings. Use the vocab.txt the checkpoint was trained with (or fix vocab_size "
+            "if the weights really have that many rows)")
+    return count
+
+
+def warn_if_vocab_exceeds_model(vocab_size_in_vocab, directory):
+    """Warn when a model config beside the vocabulary has a smaller ``vocab_size``: a
+    tokenizer and model loaded together from ``directory`` would not fit each other."""
+    from ..layout import CONFIG_NAMES
+    for name in CONFIG_NAMES:
+        path = os.path.join(directory, name)
+        if not os.path.isfile(path):
+            continue
+        try:
+            text = read_regular_file(path, MAX_JSON_BYTES, ValueError, "config").decode("utf-8")
+            data = parse_json(text, ValueError, path)
+        except (OSError, ValueError):
+            return  # the model's own loading reports a broken config
+        size = data.get("vocab_size") if isinstance(data, dict) else None
+        if isinstance(size, int) and not isinstance(size, bool) and 0 < size < vocab_size_in_vocab:
+            logger.warning("the vocabulary in %s has %d tokens but %s says vocab_size %d: ids "
+                           "from %d up cannot be embedded by that model (IndexError at the "
+                           "forward pass); use the model's own vocab.txt", directory,
+                           vocab_size_in_vocab, path, size, size)
+        return

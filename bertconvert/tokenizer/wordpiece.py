@@ -29,16 +29,17 @@ Example::
     [101, 4161, 134, 102, 2988, 117, 102, 0]
 """
 import collections
-import json
 import logging
 import os
 
 from . import charclass as cc
 from .encode import EncodeMixin
 from ..atomic import atomic_write
+from ..safeio import MAX_JSON_BYTES, parse_json, read_regular_file
 # The casing guess lives in its own module; this is its public home.
 from .vocab import (TOKENIZER_CONFIG_NAME, VOCAB_NAME, casing_from_name,  # noqa: F401
-                    casing_from_vocab, guess_do_lower_case, load_vocab)
+                    casing_from_vocab, check_vocab_size, guess_do_lower_case, load_vocab,
+                    warn_if_vocab_exceeds_model)
 from ..errors import TokenizerError, TokenizerInputError, UnknownTokenError, VocabError
 
 logger = logging.getLogger(__name__)
@@ -238,10 +239,10 @@ def _saved_options(directory):
     if not os.path.isfile(path):
         return {}
     try:
-        with open(path, encoding="utf-8") as f:
-            saved = json.load(f)
+        text = read_regular_file(path, MAX_JSON_BYTES, VocabError, "tokenizer config").decode("utf-8")
     except (OSError, ValueError) as e:
         raise VocabError(f"cannot read {path}: {e}; fix or delete it") from e
+    saved = parse_json(text, VocabError, f"{path} (fix or delete it)")
     options = {}
     if isinstance(saved, dict) and isinstance(saved.get("do_lower_case"), bool):
         options["do_lower_case"] = saved["do_lower_case"]
@@ -479,6 +480,7 @@ class BertTokenizer(EncodeMixin):
                 cls._apply_casing(kwargs, casing, source, name_wins=True)
         defaulted = "do_lower_case" not in kwargs
         tokenizer = cls(vocab_file, *inputs, **kwargs)
+        warn_if_vocab_exceeds_model(len(tokenizer.vocab), os.path.dirname(os.path.abspath(vocab_file)))
         if defaulted and tokenizer.basic_tokenizer.do_lower_case and \
                 casing_from_vocab(tokenizer.vocab) is False:
             # 0.6.2's default stays (scripts rely on it), but lower-casing text for a cased
@@ -510,5 +512,5 @@ class BertTokenizer(EncodeMixin):
                                kind, given)
 
 
-__all__ = ["BasicTokenizer", "BertTokenizer", "WordpieceTokenizer", "load_vocab",
+__all__ = ["BasicTokenizer", "BertTokenizer", "WordpieceTokenizer", "load_vocab", "check_vocab_size",
            "whitespace_tokenize", "casing_from_name", "guess_do_lower_case", "TokenizerError"]

@@ -250,3 +250,90 @@ def test_every_error_is_a_checkpoint_error():
     for cls in (CheckpointFormatError, ChecksumMismatchError, MissingShardError,
                 UnsupportedDtypeError):
         assert issubclass(cls, CheckpointError)
+
+
+# --- hostile inputs: nothing unbounded, nothing allocated from a declared shape alone ------
+def _with_extra_entries(tmp_path, extra):
+    """A one-tensor checkpoint whose index also holds the ``(key, entry bytes)`` in ``extra``."""
+    prefix = str(tmp_path / "m")
+    save_checkpoint(prefix, {"fine": np.ones(4, np.float32)})
+    _rewrite_index(prefix, lambda items: sorted(items + extra))
+    return prefix
+
+
+def _field(number, payload):
+    from bertconvert.checkpoint.proto import encode_varint
+    return encode_varint((number << 3) | 2) + encode_varint(len(payload)) + payload
+
+
+def test_partitioned_variable_declaring_terabytes_is_refused_before_allocating(tmp_path):
+    from bertconvert.checkpoint.slices import slice_key
+    shape = (2 ** 36, 32)  # 8 TiB of float32: the index alone must not make us allocate it
+    whole = ((0, None), (0, None))
+    full = encode_entry(1, shape, 0, 0, 0, 0) + _field(7, _field(1, b"") * 2)
+    part = encode_entry(1, shape, 0, 0, 2 ** 36 * 32 * 4, 0)
+    prefix = _with_extra_entries(tmp_path, [(b"big", full), (slice_key(b"big", whole), part)])
+    reader = load_checkpoint(prefix)
+    assert reader.get_variable_to_shape_map()["big"] == list(shape)
+    with pytest.raises(ChecksumMismatchError, match="truncated"):
+        reader.get_tensor("big")
+    with pytest.raises(ChecksumMismatchError, match="truncated"):
+        reader.check_stored("big")
+    assert reader.get_tensor("fine").tolist() == [1.0] * 4
+
+
+def test_slices_sharing_bytes_cannot_add_up_past_the_shard(tmp_path):
+    from bertconvert.checkpoint.slices import slice_key
+    prefix = str(tmp_path / "m")
+    save_checkpoint(prefix, {"fine": np.ones(4, np.float32)})
+    halves = [((0, 2), (0, None)), ((2, 2), (0, None))]
+    slices = b"".join(_field(7, _field(1, b"\x08" + bytes([s]) + b"\x10\x02") + _field(1, b""))
+                      for s in (0, 2))
+    full = encode_entry(1, (4, 2), 0, 0, 0, 0) + slices
+    # Both halves claim the same 16 bytes (every byte of the shard): 32 bytes from 16.
+    size = os.path.getsize(prefix + ".data-00000-of-00001")
+    half = encode_entry(1, (2, 2), 0, 0, 16, 0)
+    assert size < 32
+    _rewrite_index(prefix, lambda items: sorted(
+        items + [(b"v", full)] + [(slice_key(b"v", h), half) for h in halves]))
+    with pytest.raises(CheckpointFormatError, match="add up to 32 bytes"):
+        load_checkpoint(prefix).get_tensor("v")
+
+
+@pytest.mark.parametrize("shape, fragment", [((0, 2 ** 62), "larger than any array"),
+                                             ((1,) * 5000, "5000 dimensions")])
+def test_shapes_numpy_cannot_hold_are_format_errors(tmp_path, shape, fragment):
+    size = 0 if 0 in shape else 4
+    prefix = _with_extra_entries(tmp_path, [(b"odd", encode_entry(1, shape, 0, 0, size, 0))])
+    for mmap in (True, False):
+        with pytest.raises(CheckpointFormatError, match=fragment):
+            load_checkpoint(prefix, verify_checksums=False, mmap=mmap).get_tensor("odd")
+
+
+def test_index_that_is_a_fifo_or_a_device(ckpt):
+    prefix = ckpt("saver_v1")
+    os.remove(prefix + ".index")
+    os.mkfifo(prefix + ".index")  # reading it would wait forever for a writer
+    with pytest.raises(CheckpointFormatError, match="FIFO"):
+        load_checkpoint(os.path.dirname(prefix))
+    os.remove(prefix + ".index")
+    os.symlink("/dev/zero", prefix + ".index")  # reading it would never end
+    with pytest.raises(CheckpointFormatError, match="character device"):
+        load_checkpoint(os.path.dirname(prefix))
+
+
+def test_oversized_index_is_refused_unread(ckpt, monkeypatch):
+    from bertconvert.checkpoint import bundle
+    prefix = ckpt("saver_v1")
+    monkeypatch.setattr(bundle, "MAX_INDEX_BYTES", os.path.getsize(prefix + ".index") - 1)
+    with pytest.raises(CheckpointFormatError, match="more than"):
+        load_checkpoint(prefix)
+
+
+def test_data_shard_that_is_a_fifo(ckpt):
+    prefix = ckpt("saver_v1")
+    shard = prefix + ".data-00000-of-00001"
+    os.remove(shard)
+    os.mkfifo(shard)
+    with pytest.raises(CheckpointError, match="FIFO"):
+        load_checkpoint(prefix)

@@ -147,7 +147,7 @@ def test_hostile_string_entries_in_a_checkpoint(tmp_path):
     ok = reader.get_tensor("ok")
     assert ok.shape == (2, 1) and ok.tolist() == [[b"ab"], [b"c"]]
     assert reader.get_tensor("scalar") == b"just bytes"
-    with pytest.raises(CheckpointFormatError, match="need at least"):
+    with pytest.raises(CheckpointFormatError, match="needs? (at least )?[0-9]+"):
         reader.get_tensor("huge")
     with pytest.raises(ChecksumMismatchError, match="'badcrc'"):
         reader.get_tensor("badcrc")

@@ -1,5 +1,6 @@
 """BertConfig: Google's bert_config.json and transformers' config.json, both ways."""
 import json
+import os
 
 import pytest
 
@@ -123,3 +124,74 @@ def test_absolute_position_embeddings_and_encoder_flags_are_accepted():
                                        is_decoder=False, add_cross_attention=False,
                                        model_type="bert"))
     assert config.position_embedding_type == "absolute"
+
+
+# --- hostile config files: named errors, never a traceback, a hang or a wrong number -------
+@pytest.mark.parametrize("extra, message", [
+    ({"__class__": 1}, "'__class__' is reserved"),
+    ({"to_dict": 1}, "collides with BertConfig.to_dict"),
+    ({"set_num_labels": 1}, "collides with BertConfig.set_num_labels"),
+    ({"self": 1}, "'self' is reserved"),
+    ({"not-an-identifier": 1}, "not a valid field name"),
+    ({"num_labels": "many"}, "num_labels must be a positive integer, got 'many'"),
+    ({"num_labels": -4}, "num_labels must be a positive integer, got -4"),
+    ({"num_labels": 10 ** 12}, "num_labels is 1000000000000, more than the 1000000"),
+    ({"layer_norm_eps": 1e999}, "layer_norm_eps must be a positive number .finite"),  # inf
+    ({"initializer_range": -1e999}, "initializer_range must be a positive number"),
+    ({"initializer_range": 0}, "initializer_range must be a positive number"),
+    ({"classifier_dropout": 2}, "classifier_dropout must be a probability"),
+    ({"hidden_act": 5}, "unsupported hidden_act 5"),
+    ({"architectures": "BertModel"}, "architectures must be a list"),
+])
+def test_hostile_config_fields_are_config_errors(tmp_path, extra, message):
+    text = json.dumps(dict(GOOGLE, **extra)).replace("Infinity", "1e999")
+    path = write(tmp_path / "config.json", text)
+    with pytest.raises(ConfigError, match=message) as err:
+        BertConfig.from_json_file(path)
+    assert str(path) in str(err.value)
+
+
+@pytest.mark.parametrize("text, message", [
+    ('{"vocab_size": 99, "layer_norm_eps": NaN}', "NaN is not valid JSON"),
+    ('{"vocab_size": 99, "initializer_range": Infinity}', "Infinity is not valid JSON"),
+    ("[" * 100000 + "]" * 100000, "nests arrays or objects too deeply"),
+    ('{"a": ' * 100000 + "1" + "}" * 100000, "nests arrays or objects too deeply"),
+])
+def test_non_standard_or_absurdly_nested_json(tmp_path, text, message):
+    with pytest.raises(ConfigError, match=message):
+        BertConfig.from_json_file(write(tmp_path / "config.json", text))
+
+
+def test_non_finite_floats_refused_in_code_too():
+    for key in ("layer_norm_eps", "initializer_range"):
+        for bad in (float("nan"), float("inf")):
+            with pytest.raises(ConfigError, match=key):
+                BertConfig(99, **{key: bad})
+
+
+def test_json_written_never_holds_nan(tmp_path):
+    config = BertConfig(99, custom=float("nan"))  # an unknown extra key is kept as given
+    with pytest.raises(ConfigError, match="custom"):
+        config.to_json_string()
+    with pytest.raises(ConfigError):
+        config.to_json_file(tmp_path / "config.json")
+    assert not os.listdir(tmp_path)
+
+
+def test_num_labels_setter_is_checked_and_bounded():
+    config = BertConfig(99)
+    for bad in ("many", -4, 0, 2.5, 10 ** 12):
+        with pytest.raises(ConfigError, match="num_labels"):
+            config.num_labels = bad
+    config.num_labels = 3
+    assert config.id2label == {"0": "LABEL_0", "1": "LABEL_1", "2": "LABEL_2"}
+
+
+def test_config_that_is_a_fifo_or_a_device(tmp_path):
+    fifo = tmp_path / "config.json"
+    os.mkfifo(fifo)  # reading it would wait forever for a writer
+    with pytest.raises(ConfigError, match="FIFO"):
+        BertConfig.from_json_file(fifo)
+    os.symlink("/dev/zero", tmp_path / "zero.json")  # reading it would never end
+    with pytest.raises(ConfigError, match="character device"):
+        BertConfig.from_json_file(tmp_path / "zero.json")

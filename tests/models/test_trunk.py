@@ -8,7 +8,7 @@ import math
 import pytest
 import torch
 import torch.nn.functional as F
-from conftest import assert_fp32_close
+from ..conftest import assert_fp32_close
 
 from bertconvert import BertConfig, BertModel, HEADS
 from bertconvert.errors import ConfigError, HeadError
