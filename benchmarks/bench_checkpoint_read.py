@@ -135,7 +135,7 @@ def main():
         if not args.no_tf:
             try:
                 from bertconvert.errors import MissingDependencyError
-                from bertconvert.verify.tf_side import import_tensorflow
+                from bertconvert.verify.tf_runtime import import_tensorflow
 
                 start = time.perf_counter()
                 try:

@@ -38,7 +38,7 @@ def load_lines(limit):
 
 def google_tokenizer(vocab, lower):
     from bertconvert.errors import MissingDependencyError
-    from bertconvert.verify.tf_side import import_tensorflow
+    from bertconvert.verify.tf_runtime import import_tensorflow
 
     try:
         tf = import_tensorflow()  # without its oneDNN/absl notices

@@ -132,7 +132,7 @@ def main(argv=None):
     parser.add_argument("--keep", metavar="DIR", help="work in DIR and keep it")
     args = parser.parse_args(argv)
 
-    from bertconvert.verify.tf_side import import_tensorflow
+    from bertconvert.verify.tf_runtime import import_tensorflow
     import_tensorflow()  # up front, so no import time inside the timings (and no TF notices)
     import torch  # noqa: F401
     from bertconvert.convert.run import convert_checkpoint

@@ -13,7 +13,7 @@ MAX_LINES = 450
 #: are due to be split by job, and may only shrink until then.
 OVER_BUDGET = {"bertconvert.cache.checks": 528, "bertconvert.cache.http": 455,
                "bertconvert.cache.store": 487, "bertconvert.convert.run": 560,
-               "bertconvert.tokenizer.wordpiece": 514, "bertconvert.verify.tf_side": 461}
+               "bertconvert.tokenizer.wordpiece": 514}
 
 
 def _modules():

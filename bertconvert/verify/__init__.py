@@ -7,8 +7,10 @@ loaded with our classes, or the checkpoint converted in memory. Every stage is c
 embeddings, each encoder layer, the pooled output, the head's outputs -- and the report names
 the first stage that exceeds tolerance, which is where a conversion bug starts.
 
-**This package** owns the inputs (``inputs``), the TensorFlow side (``tf_side``, variable
-names in ``stages``), the PyTorch side (``torch_side``), golden files (``golden``) and the
+**This package** owns the inputs (``inputs``), the stage names (``stages``), where a
+checkpoint's companions are (``sources``), the TensorFlow side (``tf_side``; its variable
+names in ``tf_names``, its arithmetic in ``tf_math``, importing TensorFlow in
+``tf_runtime``), the PyTorch side (``torch_side``), golden files (``golden``) and the
 report (``report``). It may import ``convert`` (in-memory conversion), ``models``,
 ``tokenizer``, ``checkpoint`` and the top-level leaves; never the CLI.
 
@@ -141,10 +143,10 @@ def _reference_dtype(dtype):
     return "float64" if dtype == "float64" else "float32"
 
 
-def _reference_outputs(checkpoint, config_file, inputs, head, dtype):
+def _reference_outputs(checkpoint, config_file, inputs, head, dtype, gelu=None):
     from .tf_side import TFReference, raised_by_tensorflow
     try:
-        ref = TFReference(checkpoint, config_file=config_file)
+        ref = TFReference(checkpoint, config_file=config_file, gelu=gelu)
         outputs = ref.forward(inputs.input_ids, inputs.token_type_ids, inputs.attention_mask,
                               head=head, dtype=_reference_dtype(dtype), substages=True)
     except BertConvertError:
@@ -157,6 +159,32 @@ def _reference_outputs(checkpoint, config_file, inputs, head, dtype):
         raise verify_weights.reference_failure(e, checkpoint) from e
     problem = ref.head_problem(head)
     return ref, outputs, problem
+
+
+def _gelu_note(gelu, given, config_file):
+    """Why the reference computes GELU the way it does (a report note)."""
+    form = {"exact": "exact (erf) form", "tanh": "tanh approximation"}[gelu]
+    if given:
+        why = "as given"
+    elif config_file:
+        why = f"as {config_file} says (hidden_act)"
+    else:
+        why = ("the default for TF1 sources" if gelu == "exact" else
+               "the default for TF2/SavedModel sources: Model Garden's \"gelu\"")
+    return f"reference GELU: {form}, {why}; --gelu exact|tanh (gelu=) overrides"
+
+
+def check_outputs_spare_inputs(checkpoint, model_dir, outputs):
+    """Raise UnsafeOutputError (exit 2) when an output file (``{flag: path}``, e.g.
+    ``{"--record": "x.npz"}``) would overwrite a checkpoint or model-directory file."""
+    from ..atomic import check_output_spares_inputs
+    from .sources import input_files
+    outputs = {flag: path for flag, path in outputs.items() if path is not None}
+    if not outputs:
+        return
+    inputs = input_files(checkpoint, None if model_dir in (None, "-") else model_dir)
+    for flag, path in outputs.items():
+        check_output_spares_inputs(path, inputs, flag=flag, keyword=flag.lstrip("-"))
 
 
 def _open_checkpoint(checkpoint):
@@ -209,7 +237,7 @@ def _plan_for_head(reader, model_dir, loaded):
 
 def verify(checkpoint, model_dir=None, *, head=None, num_labels=None, device="cpu",
            dtype="float32", atol=None, rtol=None, text=None, record=None, reference=None,
-           progress=True):
+           progress=True, gelu=None):
     """Compare the PyTorch model with the TensorFlow reference, stage by stage.
 
     Stages: the weights (every tensor of ``model_dir`` bit for bit against the checkpoint,
@@ -231,6 +259,10 @@ def verify(checkpoint, model_dir=None, *, head=None, num_labels=None, device="cp
             instead of the bundled sentences.
         record: also save the reference outputs and inputs to this ``.npz`` golden file.
         reference: compare against this golden file instead of running TensorFlow.
+        gelu: ``"exact"`` or ``"tanh"``: the GELU form the TensorFlow reference computes
+            (Google's TF1 "gelu" is exact, Model Garden's the tanh approximation). Default:
+            what ``model_dir``'s config.json says (hidden_act gelu -> exact, gelu_new ->
+            tanh), else exact for TF1 sources and tanh for TF2/SavedModel sources.
 
     Returns a :class:`ParityReport`; it does not raise on mismatch (see :func:`assert_parity`).
     Raises VerificationError (bad inputs, missing CUDA, a model directory whose config
@@ -243,6 +275,8 @@ def verify(checkpoint, model_dir=None, *, head=None, num_labels=None, device="cp
     if device not in DEVICES:
         raise VerificationError(f"device must be one of {', '.join(DEVICES)}, got {device!r}")
     atol, rtol = resolve_tolerances(dtype, atol, rtol)
+    from .sources import check_gelu
+    check_gelu(gelu)
     check_device(device)  # before any expensive work
     if record is not None and reference is not None:
         raise VerificationError("--record and --reference exclude each other: record a golden "
@@ -252,6 +286,7 @@ def verify(checkpoint, model_dir=None, *, head=None, num_labels=None, device="cp
                                 "holds the inputs it was recorded with")
     checkpoint = os.fspath(checkpoint)
     model_dir = None if model_dir in (None, "-") else os.fspath(model_dir)
+    check_outputs_spare_inputs(checkpoint, model_dir, {"--record": record})
     phases = _Phases(5 if reference is not None else 7 + (record is not None), progress)
     total_start = time.perf_counter()
     notes = []
@@ -281,7 +316,7 @@ def verify(checkpoint, model_dir=None, *, head=None, num_labels=None, device="cp
             verify_weights.check_head_in_checkpoint(reader, head, checkpoint)
         try:
             loaded = phases.run("load pytorch", load_torch_model, checkpoint, model_dir, head,
-                                num_labels, dtype, progress)
+                                num_labels, dtype, progress, gelu)
         except HeadError as e:
             if not from_golden:
                 raise
@@ -298,20 +333,31 @@ def verify(checkpoint, model_dir=None, *, head=None, num_labels=None, device="cp
         if golden is not None:
             inputs = golden.inputs
             ref_outputs, ref_name = golden.outputs, f"golden file {reference}"
+            if gelu is not None and golden.meta.get("gelu") not in (None, gelu):
+                raise VerificationError(
+                    f"golden file {reference} was recorded with the {golden.meta['gelu']} GELU "
+                    f"form, not {gelu}; record it again with --gelu {gelu}")
+            gelu = golden.meta.get("gelu", gelu)
             notes += verify_golden.check_golden_matches(golden, checkpoint, head)
         else:
             reader.close()  # every tensor is read and crc-checked: the shards are not needed
             inputs = phases.run("inputs", _make_inputs, checkpoint, model_dir, loaded, head, text)
+            from .sources import gelu_from_config
+            given = gelu is not None
+            config_gelu = None if given else gelu_from_config(loaded.config_file)
             ref, ref_outputs, problem = phases.run(
                 "reference", _reference_outputs, checkpoint, loaded.reference_config(checkpoint),
-                inputs, head, dtype)
-            ref_name = f"TensorFlow {ref.tf.__version__} forward over {ref.prefix} ({ref.layout})"
+                inputs, head, dtype, gelu or config_gelu)
+            gelu = ref.gelu
+            notes.append(_gelu_note(gelu, given, config_gelu and loaded.config_file))
+            kind = "SavedModel" if ref.saved_model else ref.layout
+            ref_name = f"TensorFlow {ref.tf.__version__} forward over {ref.prefix} ({kind})"
             if problem:
                 notes.append(f"reference cannot compute the {head} head: {problem}")
             if record is not None:
                 phases.run("record", verify_golden.save_golden, record, inputs, ref_outputs,
                            checkpoint=ref.prefix, head=head, num_labels=loaded.num_labels,
-                           config=ref.config, weights=digests)
+                           config=ref.config, weights=digests, gelu=gelu)
                 notes.append(f"recorded reference outputs, inputs and weight digests to {record}")
         torch_outputs = phases.run("pytorch forward", run_torch, loaded.model, inputs, head,
                                    device, dtype, substages=True)
@@ -327,16 +373,15 @@ def verify(checkpoint, model_dir=None, *, head=None, num_labels=None, device="cp
     report = ParityReport(
         checkpoint=checkpoint, model_dir=model_dir, head=head, num_labels=loaded.num_labels,
         device=device, dtype=dtype, atol=atol, rtol=rtol, reference=ref_name, stages=stages,
-        inputs=inputs.summary(), timings=timings, notes=notes, weights=weights)
+        inputs=inputs.summary(), timings=timings, notes=notes, weights=weights, gelu=gelu)
     log.info("%s", report.summary())
     return report
 
 
 def _make_inputs(checkpoint, model_dir, loaded, head, text):
-    from .tf_side import resolve_checkpoint_prefix
+    from .sources import checkpoint_dirs, resolve_checkpoint_prefix
     from .inputs import find_vocab_file, load_inputs
-    ckpt_dir = os.path.dirname(os.path.abspath(resolve_checkpoint_prefix(checkpoint)))
-    vocab = find_vocab_file(ckpt_dir, model_dir)
+    vocab = find_vocab_file(*checkpoint_dirs(resolve_checkpoint_prefix(checkpoint)), model_dir)
     cfg = loaded.model.config
     return load_inputs(vocab, head, max_position_embeddings=cfg.max_position_embeddings,
                        type_vocab_size=cfg.type_vocab_size, text=text)

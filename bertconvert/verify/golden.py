@@ -69,11 +69,12 @@ def index_sha256(prefix):
 
 
 def save_golden(path, inputs, outputs, *, checkpoint, head, num_labels=None, config=None,
-                weights=None):
+                weights=None, gelu=None):
     """Write inputs + reference outputs to ``path`` atomically; returns ``path``.
 
     ``weights``: per-tensor digests from :func:`bertconvert.verify.weights.compare_weights`
     or :func:`~bertconvert.verify.weights.checkpoint_digests`, kept in the meta record.
+    ``gelu``: the GELU form the reference computed with (``"exact"``/``"tanh"``).
     """
     try:
         import tensorflow as tf
@@ -86,7 +87,7 @@ def save_golden(path, inputs, outputs, *, checkpoint, head, num_labels=None, con
         "reference_dtype": str(np.asarray(next(iter(outputs.values()))).dtype),
         "checkpoint": os.fspath(checkpoint),
         "checkpoint_index_sha256": index_sha256(checkpoint), "tensorflow": tf_version,
-        "config": config, "inputs": inputs.summary(), "examples": inputs.examples,
+        "config": config, "gelu": gelu, "inputs": inputs.summary(), "examples": inputs.examples,
         "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
     }
     if weights:
@@ -152,7 +153,7 @@ def check_golden_matches(golden, checkpoint, head):
     recorded = golden.meta.get("checkpoint_index_sha256")
     prefix = None
     try:
-        from .tf_side import resolve_checkpoint_prefix
+        from .sources import resolve_checkpoint_prefix
         prefix = resolve_checkpoint_prefix(checkpoint)
     except Exception:  # the checkpoint need not be present on a CI machine
         notes.append(f"checkpoint {checkpoint} not found here; golden file trusted as recorded "

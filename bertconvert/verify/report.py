@@ -13,7 +13,7 @@ import numpy as np
 
 from ..atomic import atomic_write
 from ..errors import ParityError
-from .tf_side import HEAD_STAGES, LAYER_SUBSTAGES, split_stage_name
+from .stages import HEAD_STAGES, LAYER_SUBSTAGES, split_stage_name
 
 
 @dataclasses.dataclass
@@ -21,7 +21,7 @@ class StageResult:
     """The comparison of one stage (``"embeddings"``, ``"layer 3"``, ``"logits"``...).
 
     A layer's ``substages`` hold the comparisons of its intermediate results (``"layer 3
-    query"`` ...; see :data:`~bertconvert.verify.tf_side.LAYER_SUBSTAGES`), in computation
+    query"`` ...; see :data:`~bertconvert.verify.stages.LAYER_SUBSTAGES`), in computation
     order; ``passed`` is this stage's own comparison, :attr:`all_passed` includes them.
     """
 
@@ -145,6 +145,8 @@ class ParityReport:
     timings: dict = dataclasses.field(default_factory=dict)
     notes: list = dataclasses.field(default_factory=list)
     weights: WeightsResult = None
+    #: GELU form the reference computed with: "exact" (erf) or "tanh" (approximation).
+    gelu: str = None
 
     def all_stages(self):
         """Every comparison, flat, in computation order: ``embeddings, layer 0 query, layer 0
@@ -267,6 +269,7 @@ class ParityReport:
                  f"model:      {self.model_dir or '(converted in memory)'} "
                  f"[head {self.head}{labels}]",
                  f"reference:  {self.reference}",
+                 *([f"gelu:       {self.gelu}"] if self.gelu else []),
                  f"inputs:     {self.inputs.get('source')}, shape {self.inputs.get('shape')}",
                  ""]
         rows, hidden = self._table_rows(verbose)

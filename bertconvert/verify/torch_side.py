@@ -33,7 +33,7 @@ class LoadedModel:
 
     def reference_config(self, checkpoint):
         """Config for the TF reference: the checkpoint's own, else the model directory's."""
-        from .tf_side import find_checkpoint_config, resolve_checkpoint_prefix
+        from .sources import find_checkpoint_config, resolve_checkpoint_prefix
         return find_checkpoint_config(resolve_checkpoint_prefix(checkpoint)) or self.config_file
 
 
@@ -48,21 +48,28 @@ def _head_from_config(config, config_file, notes):
 
 
 def load_torch_model(checkpoint, model_dir=None, head=None, num_labels=None, dtype="float32",
-                     progress=True):
+                     progress=True, gelu=None):
     """Load the PyTorch model to verify (float32, eval mode) as a :class:`LoadedModel`.
 
     ``model_dir`` None converts ``checkpoint`` in memory (TF-free), with ``head`` "auto"
     unless given. Parameters absent from the directory (a head it does not hold) are noted:
-    they were freshly initialised and will fail the comparison.
+    they were freshly initialised and will fail the comparison. ``gelu`` (converting in
+    memory) is handed to the converter, so both sides compute the same GELU form.
     """
     from ..models.heads import HEADS, LABELLED_HEADS
     notes = []
     if head is not None and head not in HEADS:
         raise HeadError(f"unknown head {head!r}; expected one of {', '.join(HEADS)}")
     if model_dir is None:
+        import inspect
         from ..convert.run import load_converted_model
+        kwargs = {}
+        # The converter's gelu= keyword arrives with its TF2 support; until then it converts
+        # with the activation its config names (the report's GELU note says which).
+        if gelu is not None and "gelu" in inspect.signature(load_converted_model).parameters:
+            kwargs["gelu"] = gelu
         model, report = load_converted_model(checkpoint, head=head or "auto",
-                                             num_labels=num_labels)
+                                             num_labels=num_labels, **kwargs)
         notes.append(f"converted {checkpoint} in memory (head {report.head})")
         return LoadedModel(model.eval(), report.head, report.num_labels, None, notes)
 
@@ -114,7 +121,7 @@ def check_config_matches_checkpoint(config, config_file, checkpoint):
     """
     from ..models.config import BertConfig
     from ..errors import CheckpointError, ConfigError
-    from .tf_side import find_checkpoint_config, resolve_checkpoint_prefix
+    from .sources import find_checkpoint_config, resolve_checkpoint_prefix
     try:
         ckpt_config_file = find_checkpoint_config(resolve_checkpoint_prefix(checkpoint))
         if ckpt_config_file is None:
@@ -198,7 +205,7 @@ def _layer_modules(i, layer):
     TF reference computes: ``attention.self.query`` etc. are the projections before the
     head split, ``attention`` ends with its LayerNorm, ``intermediate`` with the activation.
     """
-    from .tf_side import LAYER_SUBSTAGES, substage_name
+    from .stages import LAYER_SUBSTAGES, substage_name
     paths = {"query": ("attention", "self", "query"), "key": ("attention", "self", "key"),
              "value": ("attention", "self", "value"), "attention output": ("attention",),
              "intermediate": ("intermediate",)}
@@ -216,7 +223,7 @@ def run_torch(model, inputs, head, device="cpu", dtype="float32", substages=Fals
     """Run ``model`` on ``inputs``; ordered dict stage name -> float32 numpy array.
 
     ``substages`` adds each layer's sub-stages (``"layer 3 query"`` ...) before the layer, in
-    the order of :data:`bertconvert.verify.tf_side.LAYER_SUBSTAGES`.
+    the order of :data:`bertconvert.verify.stages.LAYER_SUBSTAGES`.
     """
     import torch
     if dtype not in TORCH_DTYPES:

@@ -12,7 +12,7 @@ import pytest
 import torch
 
 from bertconvert.errors import ParityError, VerificationError
-from bertconvert.verify.tf_side import LAYER_SUBSTAGES, split_stage_name, substage_name
+from bertconvert.verify.stages import LAYER_SUBSTAGES, split_stage_name, substage_name
 from bertconvert.verify import ParityReport, StageResult, assert_parity, compare_all, verify
 from bertconvert.tokenizer.wordpiece import guess_do_lower_case as _guess_lower_case
 

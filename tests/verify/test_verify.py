@@ -13,7 +13,7 @@ import pytest
 import torch
 
 from bertconvert.errors import HeadNotInCheckpointError, ParityError, VerificationError
-from bertconvert.verify.tf_side import HEAD_STAGES
+from bertconvert.verify.stages import HEAD_STAGES
 from bertconvert.verify import (DEFAULT_TOLERANCES, ParityReport, StageResult, assert_parity,
                                 compare_stage, resolve_tolerances, verify)
 from bertconvert.verify.inputs import (build_inputs, bundled_sentences, default_examples,
@@ -261,7 +261,7 @@ def test_tf_reference_matches_pytorch_pretrained_bert(tf, tmp_path):
         np.testing.assert_allclose(out[name], value.numpy(), atol=2e-5, rtol=1e-4, err_msg=name)
 
     # Sub-stages: captured from 0.6.2's own modules, which follow Google's scopes too.
-    from bertconvert.verify.tf_side import LAYER_SUBSTAGES
+    from bertconvert.verify.stages import LAYER_SUBSTAGES
     sub = ref.forward(ids, types, mask, head="pretraining", substages=True)
     assert list(sub)[:7] == ["embeddings"] + [f"layer 0 {p}" for p in LAYER_SUBSTAGES] + ["layer 0"]
     assert {k: v for k, v in sub.items() if k in out}.keys() == out.keys()
@@ -442,7 +442,7 @@ def test_tensorflow_import_notices_are_filtered_and_other_stderr_kept():
     progress bar, a real warning) is written back."""
     code = textwrap.dedent("""
         import os, sys
-        from bertconvert.verify.tf_side import _import_notices_filtered
+        from bertconvert.verify.tf_runtime import _import_notices_filtered
         with _import_notices_filtered():
             os.write(2, b"WARNING: All log messages before absl::InitializeLog() is called are "
                         b"written to STDERR\\n")
@@ -469,7 +469,7 @@ def test_importing_tensorflow_for_verify_prints_no_notices(tf):
     env = dict(os.environ)
     env.pop("TF_CPP_MIN_LOG_LEVEL", None)
     proc = subprocess.run(
-        [sys.executable, "-c", "from bertconvert.verify.tf_side import import_tensorflow as i; "
+        [sys.executable, "-c", "from bertconvert.verify.tf_runtime import import_tensorflow as i; "
                                "i().constant(1.0)"],
         capture_output=True, text=True, cwd=ROOT, env=env, timeout=240)
     assert proc.returncode == 0, proc.stderr
