@@ -45,6 +45,12 @@ def register(subparsers):
     p.add_argument("--dtype", choices=DTYPES, default="float32",
                    help="PyTorch compute dtype; sets the default tolerances (float64: both "
                         "sides in double precision, an exactness check)")
+    p.add_argument("--gelu", choices=("exact", "tanh"), default=None,
+                   help="GELU form of the TensorFlow reference: exact (erf; Google's TF1 "
+                        "\"gelu\") or tanh (the approximation Model Garden's \"gelu\" is). "
+                        "Default: MODEL_DIR's config.json (hidden_act gelu -> exact, gelu_new "
+                        "-> tanh), else exact for TF1 checkpoints and tanh for TF2 ones and "
+                        "SavedModels")
     p.add_argument("--atol", type=non_negative_float, help="absolute tolerance (default: by dtype, "
                                                    "float32 1e-4)")
     p.add_argument("--rtol", type=non_negative_float, help="relative tolerance (default: by dtype, "
@@ -73,12 +79,16 @@ def _write_json(path, data):
 
 def run(args):
     """Run the check, print the table, write JSON; returns the exit status."""
-    from ..verify import verify
+    from ..verify import check_outputs_spare_inputs, verify
+    # Before anything runs (and before the error path below writes --json): neither output
+    # may overwrite a file of CKPT or MODEL_DIR.
+    check_outputs_spare_inputs(args.checkpoint, args.model_dir,
+                               {"--json": args.json_report, "--record": args.record})
     try:
         report = verify(args.checkpoint, args.model_dir, head=args.head,
                         num_labels=args.num_labels, device=args.device, dtype=args.dtype,
                         atol=args.atol, rtol=args.rtol, text=args.text, record=args.record,
-                        reference=args.reference, progress=args.progress)
+                        reference=args.reference, progress=args.progress, gelu=args.gelu)
     except BertConvertError as e:
         if args.json_report:  # CI gets a machine-readable reason too
             _write_json(args.json_report, {"passed": False, "first_failure": None,

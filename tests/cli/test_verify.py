@@ -141,3 +141,74 @@ def test_verbose_lists_every_substage(model_dirs, capsys):
     out = capsys.readouterr().out
     assert all(f"layer {i} {p}" in out for i in range(5)
                for p in ("query", "key", "value", "attention output", "intermediate"))
+
+
+# --- issue 13/14/12 leftovers: one prefix resolver, --gelu, outputs that spare inputs --------
+def test_directory_named_by_its_checkpoint_state_file(model_dirs, tmp_path, capsys):
+    # Two checkpoints in one directory: only the `checkpoint` state file says which one is
+    # meant, as `convert DIR` reads it (a lone *.index glob would refuse the directory).
+    directory = tmp_path / "run"
+    directory.mkdir()
+    src = ckpt("next-sentence")
+    for name in os.listdir(src):
+        target = name.replace("bert_model.ckpt", "model.ckpt-20") if name.startswith(
+            "bert_model.ckpt") else name
+        shutil.copy(os.path.join(src, name), directory / target)
+    for suffix in (".index", ".data-00000-of-00001"):
+        shutil.copy(os.path.join(src, "bert_model.ckpt" + suffix), directory / f"model.ckpt-10{suffix}")
+    (directory / "checkpoint").write_text(
+        'model_checkpoint_path: "model.ckpt-20"\nall_model_checkpoint_paths: "model.ckpt-10"\n'
+        'all_model_checkpoint_paths: "model.ckpt-20"\n')
+    assert main(["verify", str(directory), model_dirs["next-sentence"], "-q"]) == 0
+    out = capsys.readouterr().out
+    assert "model.ckpt-20" in out and "PASS" in out
+
+
+def test_gelu_flag_reaches_the_reference(model_dirs, tmp_path, capsys):
+    args = ["verify", ckpt("next-sentence"), model_dirs["next-sentence"], "-q"]
+    report = tmp_path / "r.json"
+    assert main(args + ["--json", str(report)]) == 0  # config.json says gelu: exact
+    out = capsys.readouterr().out
+    assert "gelu:       exact" in out
+    exact = json.loads(report.read_text())
+    assert exact["gelu"] == "exact"
+
+    def intermediate_error(data):
+        return max(sub["max_abs"] for s in data["stages"] for sub in s["substages"]
+                   if sub["name"].endswith("intermediate"))
+
+    # The fixture's activations are small, so tanh-vs-erf (<= 5e-4 per element at |x| ~ 2)
+    # stays under the default tolerance here; the flag must still change what TF computes:
+    # float32 round-off alone is ~1e-6.
+    main(args + ["--gelu", "tanh", "--json", str(report)])
+    tanh = json.loads(report.read_text())
+    assert tanh["gelu"] == "tanh" and "tanh approximation, as given" in capsys.readouterr().out
+    assert intermediate_error(tanh) > 5 * intermediate_error(exact)
+    assert main(args + ["--gelu", "tanh", "--atol", "3e-6", "--rtol", "0"]) == 1
+    assert main(args + ["--gelu", "exact", "--atol", "3e-6", "--rtol", "0"]) == 0
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as info:
+        main(args + ["--gelu", "erf"])
+    assert info.value.code == 2
+
+
+def test_json_and_record_refuse_to_overwrite_inputs(model_dirs, tmp_path, capsys):
+    src = ckpt("next-sentence")
+    work = tmp_path / "ckpt"
+    shutil.copytree(src, work)
+    model = tmp_path / "model"
+    shutil.copytree(model_dirs["next-sentence"], model)
+    index = work / "bert_model.ckpt.index"
+    before = index.read_bytes(), (model / "config.json").read_bytes()
+    cases = [("--json", index), ("--json", model / "config.json"),
+             ("--record", work / "bert_model.ckpt.data-00000-of-00001"),
+             ("--record", model / "model.safetensors")]
+    for flag, target in cases:
+        code = main(["verify", str(work / "bert_model.ckpt"), str(model), "-q", flag, str(target)])
+        err = capsys.readouterr().err
+        assert code == 2, (flag, target)
+        assert err.startswith("bertconvert verify: error:") and flag in err
+    assert (index.read_bytes(), (model / "config.json").read_bytes()) == before
+    # Beside the inputs is fine.
+    assert main(["verify", str(work / "bert_model.ckpt"), str(model), "-q",
+                 "--json", str(model / "report.json")]) == 0
