@@ -144,9 +144,11 @@ def _reference_dtype(dtype):
 
 
 def _reference_outputs(checkpoint, config_file, inputs, head, dtype, gelu=None):
+    """TensorFlow's outputs; ``config_file`` (the model directory's) serves TF1 checkpoints
+    without a config beside them only."""
     from .tf_side import TFReference, raised_by_tensorflow
     try:
-        ref = TFReference(checkpoint, config_file=config_file, gelu=gelu)
+        ref = TFReference(checkpoint, gelu=gelu, fallback_config=config_file)
         outputs = ref.forward(inputs.input_ids, inputs.token_type_ids, inputs.attention_mask,
                               head=head, dtype=_reference_dtype(dtype), substages=True)
     except BertConvertError:
@@ -346,7 +348,7 @@ def verify(checkpoint, model_dir=None, *, head=None, num_labels=None, device="cp
             given = gelu is not None
             config_gelu = None if given else gelu_from_config(loaded.config_file)
             ref, ref_outputs, problem = phases.run(
-                "reference", _reference_outputs, checkpoint, loaded.reference_config(checkpoint),
+                "reference", _reference_outputs, checkpoint, loaded.config_file,
                 inputs, head, dtype, gelu or config_gelu)
             gelu = ref.gelu
             notes.append(_gelu_note(gelu, given, config_gelu and loaded.config_file))

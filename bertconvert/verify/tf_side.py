@@ -75,10 +75,13 @@ class TFReference:
 
     ``config_file`` defaults to ``bert_config.json``/``config.json`` beside the checkpoint;
     a TF2 source without one has its configuration read off its tensors' shapes (the
-    attention kernels are [hidden, heads, head_size]). ``gelu``: see the module docstring.
+    attention kernels are [hidden, heads, head_size]). ``fallback_config`` (verify passes
+    the model directory's config.json) is used only for a TF1 checkpoint without a config:
+    a TF2 source's own tensors are the more independent witness. ``gelu``: see the module
+    docstring.
     """
 
-    def __init__(self, checkpoint, config_file=None, gelu=None):
+    def __init__(self, checkpoint, config_file=None, gelu=None, fallback_config=None):
         self.tf = import_tensorflow()
         self.prefix = resolve_checkpoint_prefix(checkpoint)
         try:
@@ -100,6 +103,8 @@ class TFReference:
             self.config_file, self.config = config_file, _read_config(config_file)
         elif self.layout == "tf2":
             self.config_file, self.config = None, self._infer_config()
+        elif fallback_config is not None:
+            self.config_file, self.config = fallback_config, _read_config(fallback_config)
         else:
             raise VerificationError(
                 f"no bert_config.json or config.json beside {self.prefix}; the TensorFlow "
