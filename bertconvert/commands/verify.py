@@ -30,7 +30,8 @@ def register(subparsers):
                     "and the intermediate activation), the pooled output and the head "
                     "outputs, and name the first stage over tolerance. Exit 0 parity, 1 mismatch, 2 usage/input error.")
     p.add_argument("checkpoint", metavar="CKPT",
-                   help="TF checkpoint: prefix (dir/bert_model.ckpt), its .index file, or its "
+                   help="TF checkpoint: prefix (dir/bert_model.ckpt), its .index file, its "
+                        "directory (a 'checkpoint' state file is followed), or a SavedModel "
                         "directory; vocab.txt and bert_config.json are read from beside it")
     p.add_argument("model_dir", metavar="MODEL_DIR", nargs="?", default=None,
                    help="converted model directory; omit it (or pass '-') to convert CKPT in "
