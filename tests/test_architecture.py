@@ -11,9 +11,8 @@ MAX_TOP_LEVEL_MODULES = 12
 MAX_LINES = 450
 #: Modules still over the budget, with their length when the package was restructured: they
 #: are due to be split by job, and may only shrink until then.
-OVER_BUDGET = {"bertconvert.cache.checks": 528, "bertconvert.cache.http": 455,
-               "bertconvert.cache.store": 487, "bertconvert.convert.run": 560,
-               "bertconvert.tokenizer.wordpiece": 514, "bertconvert.verify.tf_side": 461}
+OVER_BUDGET = {"bertconvert.convert.run": 560, "bertconvert.tokenizer.wordpiece": 514,
+               "bertconvert.verify.tf_side": 461}
 
 
 def _modules():

@@ -7,7 +7,7 @@ import os
 import pytest
 
 from bertconvert import cached_path, filename_to_url, url_to_filename
-from bertconvert.cache.store import default_cache_dir
+from bertconvert.cache.entries import default_cache_dir
 from bertconvert.errors import (CacheEntryNotFoundError, DownloadError, IntegrityError,
                                 NetworkUnavailableError, OfflineError, PathNotFoundError,
                                 RemoteNotFoundError, UnsupportedURLError)
@@ -386,7 +386,7 @@ def test_redirect_to_a_get_only_signed_url_is_followed(http_server):
 def test_checksum_implementations_match_the_catalogue_check_values():
     """Each algorithm's published check value for b"123456789" (CRC RevEng catalogue; the
     hash functions' own test vectors), independent of the libraries we call."""
-    from bertconvert.cache.checks import StreamHasher
+    from bertconvert.cache.digests import StreamHasher
 
     expected = {"crc32": "cbf43926", "crc32c": "e3069283", "crc64nvme": "ae8b14860a799888",
                 "md5": "25f9e794323b453885f5181f1b624d0b",
@@ -403,7 +403,8 @@ def test_plain_bodies_are_read_straight_from_the_socket(http_server):
     """The zero-allocation receive path relies on the http.client response that urllib3 keeps
     privately; if a requests/urllib3 release moves it, downloads fall back to urllib3's reads
     (still correct, ~0.2 s slower per 440 MB). This notices that move."""
-    from bertconvert.cache.http import _socket_reader, make_session
+    from bertconvert.cache.http import make_session
+    from bertconvert.cache.receive import socket_reader as _socket_reader
 
     http_server.add("/plain.bin", b"x" * 5000)
     http_server.add("/chunked.bin", b"x" * 5000, chunked=True)
@@ -433,7 +434,7 @@ def test_stream_hasher_gives_the_costliest_hashes_the_workers(workers):
     import threading
     import zlib
 
-    from bertconvert.cache.checks import StreamHasher
+    from bertconvert.cache.digests import StreamHasher
 
     # Many MiB-sized blocks: a worker finishing a block while the caller still hashes it
     # inline is a race, so give it many chances to show.
@@ -469,7 +470,8 @@ def test_stream_hasher_gives_the_costliest_hashes_the_workers(workers):
 # --- HTTPS ----------------------------------------------------------------------------------------
 def test_https_download_is_verified_and_resumed(https_server):
     """Over TLS too the body is read straight from the socket, verified, and resumed."""
-    from bertconvert.cache.http import _socket_reader, make_session
+    from bertconvert.cache.http import make_session
+    from bertconvert.cache.receive import socket_reader as _socket_reader
 
     data = os.urandom(3 * 1024 * 1024 + 5)
     https_server.add("/tls.bin", data, chunk=200_000, drop_after=1_500_001, flavor="s3")
