@@ -14,7 +14,7 @@ bodies (``receive``), and S3 (``s3``). May import the top-level leaves (``errors
 ``bertconvert.cache.cached_path``, ``url_to_filename`` and ``filename_to_url`` are public
 paths; they are re-exported here and resolved lazily (PEP 562).
 """
-import importlib
+from ..lazy import lazy_exports as _lazy_exports
 
 #: public name -> submodule of this package that defines it
 _EXPORTS = {
@@ -26,15 +26,6 @@ _EXPORTS = {
 }
 
 
-def __getattr__(name):
-    module = _EXPORTS.get(name)
-    if module is None:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    return getattr(importlib.import_module(f".{module}", __name__), name)
-
-
-def __dir__():
-    return sorted(set(globals()) | set(_EXPORTS))
-
+__getattr__, __dir__ = _lazy_exports(__name__, _EXPORTS)
 
 __all__ = ["cached_path", "url_to_filename", "filename_to_url"]

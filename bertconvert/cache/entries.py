@@ -51,7 +51,7 @@ def url_to_filename(url, etag=None):
     """The cache key of ``url`` (at version ``etag``), exactly as pytorch-pretrained-bert 0.6.2.
 
     >>> url_to_filename("s3://b/k")[:8], len(url_to_filename("s3://b/k", '"abc"'))
-    ('8b4ab49d', 129)
+    ('a65db92a', 129)
     """
     key = hashlib.sha256(url.encode("utf-8")).hexdigest()
     if etag:
