@@ -5,8 +5,7 @@ Re-exports are resolved lazily (PEP 562): ``import bertconvert`` stays cheap, an
 that never touch PyTorch (``bertconvert inspect``, ``cache ls``, converting to safetensors)
 do not pay torch's ~1 s import.
 """
-import importlib
-
+from .lazy import lazy_exports as _lazy_exports
 from .models.config import BertConfig
 from .errors import *  # noqa: F401,F403  (the exception family is small and import-free)
 
@@ -18,8 +17,8 @@ _LAZY_EXPORTS = {
     "BertTokenizer": "tokenizer.wordpiece",
     "WordpieceTokenizer": "tokenizer.wordpiece",
     "cached_path": "cache.store",
-    "filename_to_url": "cache.store",
-    "url_to_filename": "cache.store",
+    "filename_to_url": "cache.entries",
+    "url_to_filename": "cache.entries",
     "BertModel": "models.trunk",
     "BertPreTrainedModel": "models.trunk",
     "HEADS": "models.heads",
@@ -49,22 +48,7 @@ _LAZY_SUBMODULES = {"verify": "verify", "checkpoint": "checkpoint", "cache": "ca
                     "serialization": "models.weightfiles"}
 
 
-def __getattr__(name):
-    if name in _LAZY_SUBMODULES:
-        module = importlib.import_module(f".{_LAZY_SUBMODULES[name]}", __name__)
-        globals()[name] = module  # a bare import of a submodule sets the attribute; aliases need this
-        return module
-    module = _LAZY_EXPORTS.get(name)
-    if module is None:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    value = getattr(importlib.import_module(f".{module}", __name__), name)
-    globals()[name] = value  # later look-ups skip this function
-    return value
-
-
-def __dir__():
-    return sorted(set(globals()) | set(_LAZY_EXPORTS))
-
+__getattr__, __dir__ = _lazy_exports(__name__, _LAZY_EXPORTS, _LAZY_SUBMODULES)
 
 from . import errors as _errors  # noqa: E402
 

@@ -66,6 +66,18 @@ def converted_fixtures(tmp_path_factory):
 
 
 @pytest.fixture
+def no_threads(monkeypatch):
+    """A process at its thread limit: every thread started from now on fails to start (hashing
+    must then fall back to the caller's thread, with the same results)."""
+    import threading
+
+    def refuse(self):
+        raise RuntimeError("can't start new thread")
+
+    monkeypatch.setattr(threading.Thread, "start", refuse)
+
+
+@pytest.fixture
 def tf():
     """TensorFlow, or a skip saying why (reference tests need it; conversion never does)."""
     return pytest.importorskip("tensorflow", reason="TensorFlow is needed for the reference")

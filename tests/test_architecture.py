@@ -11,9 +11,7 @@ MAX_TOP_LEVEL_MODULES = 12
 MAX_LINES = 450
 #: Modules still over the budget, with their length when the package was restructured: they
 #: are due to be split by job, and may only shrink until then.
-OVER_BUDGET = {"bertconvert.cache.checks": 528, "bertconvert.cache.http": 455,
-               "bertconvert.cache.store": 487, "bertconvert.convert.run": 560,
-               "bertconvert.tokenizer.wordpiece": 514}
+OVER_BUDGET = {"bertconvert.convert.run": 560, "bertconvert.tokenizer.wordpiece": 514}
 
 
 def _modules():
@@ -184,3 +182,18 @@ def test_public_import_paths_keep_working():
     assert convert.load_converted_model and convert.convert_to_pytorch_file and convert.ConversionReport
     assert checkpoint.load_checkpoint and checkpoint.save_checkpoint
     assert list(bertconvert.HEADS) == list(bertconvert.layout.HEAD_NAMES)
+
+
+def test_package_imports_stay_lazy():
+    """Importing a package re-exports its names without importing the modules behind them
+    (bertconvert.lazy): no numpy, no torch, not even the cache store, until a name is used."""
+    import subprocess
+    import sys
+
+    code = ("import sys, bertconvert, bertconvert.cache, bertconvert.convert; "
+            "assert 'cached_path' in dir(bertconvert.cache); "
+            "print([m for m in ('numpy', 'torch', 'bertconvert.cache.store', 'bertconvert.convert.run') "
+            "if m in sys.modules])")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
+                         cwd=ROOT)
+    assert out.stdout.strip() == "[]"

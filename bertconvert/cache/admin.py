@@ -20,8 +20,9 @@ import time
 from dataclasses import dataclass
 
 from ..atomic import TEMP_MARKER, temp_name_for
-from .store import (EXTRACTED_SUFFIX, KEY_RE, PARTIAL_MARKER, cache_dir_error, entry_lock,
-                    entry_state, read_metadata, resolve_cache_dir, url_to_filename)
+from .entries import (EXTRACTED_SUFFIX, KEY_RE, cache_dir_error, entry_state, read_metadata,
+                      resolve_cache_dir, url_to_filename)
+from .locks import PARTIAL_MARKER, entry_lock
 from ..errors import CacheEntryNotFoundError, CacheError
 from .redact import redact_url
 
@@ -129,7 +130,7 @@ def select_entries(items, cache_dir=None):
 
 def verify_entry(entry, progress=False):
     """``(ok, detail)``: recompute the entry's sha256 and compare with its metadata."""
-    from .checks import hash_file
+    from .digests import hash_file
 
     if not entry.complete:
         return False, "incomplete (data or metadata missing, or size differs)"

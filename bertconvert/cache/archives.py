@@ -12,7 +12,7 @@ Decompression bombs are refused before anything is written (:class:`~bertconvert
 ArchiveTooLargeError`): the sizes the archive declares for its members may add up to at most
 ``max_extract_size`` (default 20 GiB) and ``max_extract_ratio`` (default 100) times the
 archive's own size (small archives may always expand to 1 MiB); see
-:mod:`bertconvert.cache_limits`. What is then written is counted as well, so a member that
+:mod:`bertconvert.cache.limits`. What is then written is counted as well, so a member that
 lies about its size gains nothing.
 
 Example::

@@ -2,7 +2,7 @@
 
 ``<key>.lock`` (filelock, kept on disk) makes concurrent fetches of one entry wait for the
 first instead of downloading N times. It is an optimisation only: where the lock cannot be
-created or does nothing (NFS), the atomic commit in :mod:`bertconvert.cache.store` still keeps the
+created or does nothing (NFS), the atomic commit in :mod:`bertconvert.cache.download` still keeps the
 cache correct.
 
 A download writes ``.<key>.part-<host>-<pid>-<rand>`` in the cache directory. A later

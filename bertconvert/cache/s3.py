@@ -14,8 +14,10 @@ from urllib.parse import urlparse
 
 from ..errors import (CacheError, DownloadError, MissingDependencyError, RemoteChangedError,
                      RemoteNotFoundError, UnsupportedURLError)
-from .checks import (CHUNK_SIZE, Expected, RemoteInfo, b64_to_hex, hash_file, is_multipart_etag,
-                       md5_from_etag, multipart_md5_expectation, progress_bar)
+from .checks import (Expected, RemoteInfo, b64_to_hex, is_multipart_etag, md5_from_etag,
+                     multipart_md5_expectation)
+from .digests import CHUNK_SIZE, hash_file
+from .retry import progress_bar
 
 log = logging.getLogger(__name__)
 
@@ -184,7 +186,7 @@ class _InOrderSink:
         self.f.write(data)
         self.hasher.update(data)
         self.bar.update(len(data))
-        if self.watch is not None:  # size, deadline and speed limits (bertconvert.cache_limits)
+        if self.watch is not None:  # size, deadline and speed limits (bertconvert.cache.limits)
             self.watch.received(self.f.tell())
         return len(data)
 

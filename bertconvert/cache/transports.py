@@ -1,9 +1,9 @@
 """The cache's two transports behind one interface: ``head``, ``fetch``, ``download_checks``.
 
 :func:`transport_for` picks one by URL scheme. The transports only adapt: the wire work is in
-:mod:`.http` and :mod:`.s3`, the checks and retry policy they share in :mod:`.checks`.
+:mod:`.http` and :mod:`.s3`; the retry policy they share is :mod:`.retry`'s.
 """
-from .checks import RetryPolicy
+from .retry import RetryPolicy
 
 
 class HttpTransport:

@@ -132,7 +132,7 @@ def _when(t):
 
 
 def run_ls(args):
-    from ..cache.store import resolve_cache_dir
+    from ..cache.entries import resolve_cache_dir
     from ..cache.admin import list_entries
     from ..cache.redact import redact_url
 

@@ -9,7 +9,7 @@ never ``cli``/``commands``, ``verify`` or ``cache``.
 The public functions are re-exported here and resolved lazily (PEP 562), so that importing
 ``bertconvert.convert.rules`` does not load the whole conversion machinery.
 """
-import importlib
+from ..lazy import lazy_exports as _lazy_exports
 
 #: public name -> submodule of this package that defines it
 _EXPORTS = dict.fromkeys(
@@ -19,16 +19,7 @@ _EXPORTS = dict.fromkeys(
     "run")
 
 
-def __getattr__(name):
-    module = _EXPORTS.get(name)
-    if module is None:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    return getattr(importlib.import_module(f".{module}", __name__), name)
-
-
-def __dir__():
-    return sorted(set(globals()) | set(_EXPORTS))
-
+__getattr__, __dir__ = _lazy_exports(__name__, _EXPORTS)
 
 __all__ = ["ConversionReport", "convert_checkpoint", "convert_to_pytorch_file",
            "load_converted_model", "detect_head"]

@@ -23,42 +23,46 @@ import os
 import threading
 
 from ..errors import ConversionError
+from ..hashing import BLOCK_SIZE, feed_file, start_thread
 
 log = logging.getLogger(__name__)
-
-#: Cache-sized: the copy out of the page cache stays cheap.
-_HASH_CHUNK = 1 << 20
 
 _prefetched = {}
 _prefetched_lock = threading.Lock()
 
 
-class SourceHasher(threading.Thread):
-    """Hash the source files beside the conversion. hashlib releases the GIL on big chunks,
-    so on a second core this costs little wall time; reading into one reused, cache-sized
+class SourceHasher:
+    """Hash the source files beside the conversion, on a thread of its own once
+    :meth:`start` is called (:func:`bertconvert.hashing.start_thread`; where no thread can be
+    started, :meth:`start` hashes them there and then). Reading into one reused, cache-sized
     buffer keeps the copy out of the page cache cheap. (A separate read-ahead thread was
     measured slower: three busy threads on two cores.) ``cancel()`` stops it early."""
 
     def __init__(self, paths):
-        super().__init__(daemon=True, name="bertconvert-sha256")
         self.paths, self.result, self.error = list(paths), [], None
         self._cancelled = threading.Event()
+        self._thread = None
+
+    def start(self):
+        """Start hashing on a thread (or, failing that, hash now)."""
+        self._thread = start_thread(self.run, "bertconvert-sha256")
+        if self._thread is None:
+            self.run()
+
+    def is_alive(self):
+        """True while the hashing thread runs."""
+        return self._thread is not None and self._thread.is_alive()
 
     def run(self):
-        buf = bytearray(_HASH_CHUNK)
-        view = memoryview(buf)
+        """Hash every file on this thread, appending to ``result`` (``error`` on failure)."""
+        buf = bytearray(BLOCK_SIZE)
         try:
             for path in self.paths:
-                digest, size = hashlib.sha256(), 0
+                digest = hashlib.sha256()
                 with open(path, "rb", buffering=0) as f:
-                    while True:
-                        if self._cancelled.is_set():
-                            return  # no entry for a file that was not read to the end
-                        n = f.readinto(buf)
-                        if not n:
-                            break
-                        digest.update(view[:n])
-                        size += n
+                    size = feed_file(f, digest.update, buf, self._cancelled)
+                if size is None:
+                    return  # no entry for a file that was not read to the end
                 self.result.append({"path": os.path.abspath(path), "size": size,
                                     "sha256": digest.hexdigest()})
         except OSError as e:
@@ -67,12 +71,13 @@ class SourceHasher(threading.Thread):
     def cancel(self):
         """Stop early (after a failure elsewhere) and wait for the thread to end."""
         self._cancelled.set()
-        if self.is_alive():
-            self.join()
+        if self._thread is not None:
+            self._thread.join()
 
     def wait(self):
         """The ``{"path", "size", "sha256"}`` entries, once every file is hashed."""
-        self.join()
+        if self._thread is not None:
+            self._thread.join()
         if self.error is not None:
             raise ConversionError(f"cannot hash source file for conversion.json: {self.error}") from self.error
         return self.result

@@ -7,7 +7,7 @@ import os
 import pytest
 
 from bertconvert import cached_path, filename_to_url, url_to_filename
-from bertconvert.cache.store import default_cache_dir
+from bertconvert.cache.entries import default_cache_dir
 from bertconvert.errors import (CacheEntryNotFoundError, DownloadError, IntegrityError,
                                 NetworkUnavailableError, OfflineError, PathNotFoundError,
                                 RemoteNotFoundError, UnsupportedURLError)
@@ -383,43 +383,38 @@ def test_redirect_to_a_get_only_signed_url_is_followed(http_server):
             cached_path(http_server.url(url), progress=False)
 
 
-def test_checksum_implementations_match_the_catalogue_check_values():
-    """Each algorithm's published check value for b"123456789" (CRC RevEng catalogue; the
-    hash functions' own test vectors), independent of the libraries we call."""
-    from bertconvert.cache.checks import StreamHasher
-
-    expected = {"crc32": "cbf43926", "crc32c": "e3069283", "crc64nvme": "ae8b14860a799888",
-                "md5": "25f9e794323b453885f5181f1b624d0b",
-                "sha1": "f7c3bc1d808e04732adf679965ccc34ca7ae3441",
-                "sha256": "15e2b0d3c33891ebb0f1ef609ec419420c20e320ce94c65fbc8c3312448eb225"}
-    hasher = StreamHasher(list(expected))
-    hasher.update(b"1234")
-    hasher.update(b"56789")
-    assert hasher.hexdigests() == expected
-
-
 # --- how bodies are received and hashed ----------------------------------------------------------
-def test_plain_bodies_are_read_straight_from_the_socket(http_server):
+def _receive_paths(caplog):
+    """How each body was received, from the receive module's debug lines."""
+    return [r.getMessage()[len("receiving "):] for r in caplog.records
+            if r.name == "bertconvert.cache.receive" and r.getMessage().startswith("receiving ")]
+
+
+def test_plain_bodies_are_read_straight_from_the_socket(http_server, caplog):
     """The zero-allocation receive path relies on the http.client response that urllib3 keeps
     privately; if a requests/urllib3 release moves it, downloads fall back to urllib3's reads
     (still correct, ~0.2 s slower per 440 MB). This notices that move."""
-    from bertconvert.cache.http import _socket_reader, make_session
-
     http_server.add("/plain.bin", b"x" * 5000)
-    http_server.add("/chunked.bin", b"x" * 5000, chunked=True)
-    session = make_session()
-    with session.get(http_server.url("/plain.bin"), stream=True) as r:
-        assert _socket_reader(r) is not None
-    with session.get(http_server.url("/chunked.bin"), stream=True) as r:
-        assert r.headers["Transfer-Encoding"] == "chunked"
-        assert _socket_reader(r) is None
+    http_server.add("/chunked.bin", b"y" * 5000, chunked=True)
+    with caplog.at_level(logging.DEBUG, logger="bertconvert.cache.receive"):
+        assert _read(cached_path(http_server.url("/plain.bin"), progress=False)) == b"x" * 5000
+        assert _read(cached_path(http_server.url("/chunked.bin"), progress=False)) == b"y" * 5000
+    assert _receive_paths(caplog) == [f"{http_server.url('/plain.bin')} straight from the socket",
+                                      f"{http_server.url('/chunked.bin')} through urllib3"]
 
 
-@pytest.mark.parametrize("chunked", [False, True])
-def test_dropped_body_is_resumed_on_either_receive_path(http_server, chunked):
+@pytest.mark.parametrize("way", ["socket", "chunked", "no socket access"])
+def test_dropped_body_is_resumed_on_either_receive_path(http_server, monkeypatch, way):
+    """Whichever way the body comes in -- from the socket, through urllib3 for a chunked
+    body, or through urllib3 because this requests/urllib3 offers no way to the socket --
+    the entry is the same: whole, verified, resumed after the drop."""
+    if way == "no socket access":
+        from bertconvert.cache import receive
+
+        monkeypatch.setattr(receive, "socket_reader", lambda response: None)
     data = os.urandom(3 * 1024 * 1024 + 17)  # over several receive blocks, not a multiple
-    http_server.add("/drop.bin", data, chunk=200_000, drop_after=1_500_001, chunked=chunked,
-                    flavor="s3")
+    http_server.add("/drop.bin", data, chunk=200_000, drop_after=1_500_001,
+                    chunked=way == "chunked", flavor="s3")
     path = cached_path(http_server.url("/drop.bin"), progress=False)
     assert _read(path) == data
     meta = json.loads(_read(path + ".json"))
@@ -428,60 +423,20 @@ def test_dropped_body_is_resumed_on_either_receive_path(http_server, chunked):
     assert len(gets) == 2 and gets[1].headers["range"].startswith("bytes=")
 
 
-@pytest.mark.parametrize("workers", [0, 1, 2, 8])
-def test_stream_hasher_gives_the_costliest_hashes_the_workers(workers):
-    import threading
-    import zlib
-
-    from bertconvert.cache.checks import StreamHasher
-
-    # Many MiB-sized blocks: a worker finishing a block while the caller still hashes it
-    # inline is a race, so give it many chances to show.
-    data = [os.urandom(n) for n in (1, 70_000, 3) + (1 << 20,) * 24]
-    algorithms = ["sha256", "crc32", "md5", "sha1"]
-    buffers = [bytearray(block) for block in data]
-    released = []
-
-    def release(i):
-        # Scribble over the buffer, as a reused receive buffer would be: a release that came
-        # before some algorithm had hashed it would show in that algorithm's digest.
-        buffers[i][:] = bytes(len(buffers[i]))
-        released.append(i)
-
-    hasher = StreamHasher(algorithms, workers=workers)
-    running = {t.name for t in threading.enumerate()}
-    for i, buf in enumerate(buffers):
-        hasher.update(memoryview(buf).toreadonly(), release=lambda i=i: release(i))
-    digests = hasher.hexdigests()
-    for name in ("sha256", "md5", "sha1"):
-        assert digests[name] == hashlib.new(name, b"".join(data)).hexdigest()
-    assert digests["crc32"] == f"{zlib.crc32(b''.join(data)):08x}"
-    # Costliest first: md5, then sha256/sha1; crc32 last.
-    threaded = {a for a in algorithms if f"bertconvert-{a}" in running}
-    if workers == 2:  # sha256 and sha1 cost the same: either may take the second worker
-        assert threaded in ({"md5", "sha256"}, {"md5", "sha1"})
-    else:
-        assert threaded == set(["md5", "sha256", "sha1", "crc32"][:workers])
-    # Each buffer is released exactly once.
-    assert sorted(released) == list(range(len(data)))
-
-
 # --- HTTPS ----------------------------------------------------------------------------------------
-def test_https_download_is_verified_and_resumed(https_server):
+def test_https_download_is_verified_and_resumed(https_server, caplog):
     """Over TLS too the body is read straight from the socket, verified, and resumed."""
-    from bertconvert.cache.http import _socket_reader, make_session
-
     data = os.urandom(3 * 1024 * 1024 + 5)
     https_server.add("/tls.bin", data, chunk=200_000, drop_after=1_500_001, flavor="s3")
     url = https_server.url("/tls.bin")
     assert url.startswith("https://")
-    path = cached_path(url, progress=False)
+    with caplog.at_level(logging.DEBUG, logger="bertconvert.cache.receive"):
+        path = cached_path(url, progress=False)
     assert _read(path) == data
     assert json.loads(_read(path + ".json"))["verified"] == ["md5"]
     gets = https_server.log("GET")
     assert [g.status for g in gets] == [200, 206]
-    with make_session().get(url, stream=True) as r:
-        assert _socket_reader(r) is not None
+    assert _receive_paths(caplog) == [f"{url} straight from the socket"] * 2
 
 
 def test_untrusted_certificate_fails_at_once_with_a_hint(tls_certificate, monkeypatch, cache_env):

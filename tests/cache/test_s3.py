@@ -194,7 +194,8 @@ def test_multipart_etag_is_recomputed_when_nothing_better_is_offered(s3_env, cac
 
 
 def test_parts_md5_matches_s3_and_catches_a_flipped_byte():
-    from bertconvert.cache.checks import StreamHasher, multipart_md5_expectation
+    from bertconvert.cache.checks import multipart_md5_expectation
+    from bertconvert.cache.digests import StreamHasher
 
     data = os.urandom(3 * 1000 + 17)
     parts = [data[i:i + 1000] for i in range(0, len(data), 1000)]

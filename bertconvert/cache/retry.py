@@ -1,0 +1,90 @@
+"""How hard a transfer tries, and how it shows its progress meanwhile.
+
+* :class:`RetryPolicy` -- attempts, exponential backoff and timeouts, overridable from the
+  environment (``BERTCONVERT_HTTP_RETRIES``, ``BERTCONVERT_HTTP_BACKOFF``,
+  ``BERTCONVERT_HTTP_TIMEOUT``), cut to the fetch's deadline when one is watched;
+* :func:`parse_retry_after` -- a server's ``Retry-After``;
+* :func:`progress_bar` -- the byte-counting bar both transports show.
+"""
+import logging
+import os
+import random
+import time
+from dataclasses import dataclass
+
+log = logging.getLogger(__name__)
+
+
+def _env_number(name, default, kind=float):
+    raw = os.environ.get(name)
+    if raw is None or raw.strip() == "":
+        return default
+    try:
+        return kind(raw)
+    except ValueError:
+        log.warning("ignoring %s=%r (not a number)", name, raw)
+        return default
+
+
+@dataclass
+class RetryPolicy:
+    """How hard to try: ``attempts`` in total, sleeping ``backoff * 2**n`` (jittered) between."""
+
+    attempts: int = 5
+    backoff: float = 0.5
+    max_backoff: float = 10.0
+    connect_timeout: float = 10.0
+    read_timeout: float = 60.0
+    #: The fetch's :class:`~bertconvert.cache.limits.TransferWatch` (deadline), when set.
+    watch: object = None
+
+    @classmethod
+    def from_env(cls):
+        """Defaults, changed by ``BERTCONVERT_HTTP_RETRIES``/``_BACKOFF`` (a bad value is
+        ignored with a warning) and ``BERTCONVERT_HTTP_TIMEOUT`` (seconds, a finite number
+        above zero: anything else is CacheSettingError, as requests would refuse it later)."""
+        from .limits import setting
+
+        policy = cls()
+        policy.attempts = max(1, _env_number("BERTCONVERT_HTTP_RETRIES", policy.attempts, int))
+        backoff = _env_number("BERTCONVERT_HTTP_BACKOFF", policy.backoff)
+        policy.backoff = backoff if backoff >= 0 and backoff != float("inf") else policy.backoff
+        policy.read_timeout = setting("timeout", None, "BERTCONVERT_HTTP_TIMEOUT",
+                                      policy.read_timeout, "seconds")
+        return policy
+
+    @property
+    def timeout(self):
+        """``(connect, read)`` timeouts of the next request (cut to the fetch's deadline)."""
+        if self.watch is not None:
+            return self.watch.timeout(self.connect_timeout, self.read_timeout)
+        return (self.connect_timeout, self.read_timeout)
+
+    def sleep(self, attempt, retry_after=None):
+        """Sleep before attempt number ``attempt + 1`` (``retry_after`` from the server wins)."""
+        delay = min(self.max_backoff, self.backoff * (2 ** attempt))
+        delay *= 0.5 + random.random() / 2  # jitter: many processes must not retry in lockstep
+        if retry_after is not None:
+            delay = min(self.max_backoff * 3, max(delay, retry_after))
+        if self.watch is not None:
+            # Sleeping past the deadline would only delay the DownloadTimeoutError.
+            delay = min(delay, self.watch.remaining())
+        time.sleep(delay)
+        if self.watch is not None:
+            self.watch.remaining()
+
+
+def parse_retry_after(value):
+    """Seconds from a Retry-After header holding a number (HTTP dates are ignored)."""
+    try:
+        return max(0.0, float(value))
+    except (TypeError, ValueError):
+        return None
+
+
+def progress_bar(total, desc, enabled, initial=0):
+    """A byte-counting tqdm bar (disabled when ``enabled`` is false)."""
+    from tqdm.auto import tqdm
+
+    return tqdm(total=total, initial=initial, unit="B", unit_scale=True, unit_divisor=1024,
+                desc=desc, disable=not enabled, leave=False, mininterval=0.5)
