@@ -87,7 +87,9 @@ def describe_source(config, reader, gelu=None):
     except ConfigError:
         if config is not None or kind == "tf1":
             raise
-        cfg, path = infer_config(resolve_tf2(reader).weights, reader.get_variable_to_shape_map(),
+        resolved = resolve_tf2(reader)
+        resolved.require_structure(reader.prefix)  # no BERT at all: say that, not "no config"
+        cfg, path = infer_config(resolved.weights, reader.get_variable_to_shape_map(),
                                  reader.prefix), None
         info.config_inferred = True
         info.notes.append(
