@@ -98,7 +98,9 @@ def resolve_config(config, prefix):
 # --- head and label count ------------------------------------------------------------------
 def _classifier_variable(shapes, weights=None):
     """``(name, rows)`` of the checkpoint's classifier (label-sized) variable, or None."""
-    for name, rule, groups in weights or ():
+    # The weight matrix first, as TF1's output_weights before output_bias: it is what a
+    # hostile index inflates, and what must be checked against the shard.
+    for name, rule, groups in sorted(weights or (), key=lambda w: not w[1].target.endswith("weight")):
         if rule.part == "classifier":
             have = mapping.transformed_shape(rule.transform, shapes[name])
             if have:
