@@ -108,8 +108,11 @@ def resolve_tf2(reader, shapes=None):
             out.unknown.setdefault(owner, []).append((attribute, list(shapes[name])))
     for owner in sorted(out.unknown)[:MAX_UNKNOWN_GROUPS]:
         attrs = ", ".join(f"{a} {s}" for a, s in sorted(out.unknown[owner]))
-        out.problems.append(f"{owner}/: {attrs}: matches no rule "
-                            f"({mapping.unknown_name_hint(owner + '/x' + mapping.TF2_SUFFIX)})")
+        if owner == "(root)":  # variables of the root object itself (a bare step counter...)
+            out.problems.append(f"{attrs} (top level): matches no rule")
+            continue
+        hint = mapping.unknown_name_hint(owner + "/" + out.unknown[owner][0][0] + mapping.TF2_SUFFIX)
+        out.problems.append(f"{owner}/: {attrs}: matches no rule ({hint})")
     if len(out.unknown) > MAX_UNKNOWN_GROUPS:
         rest = sorted(out.unknown)[MAX_UNKNOWN_GROUPS:]
         out.problems.append(f"... and {len(rest)} more object(s) no rule knows "

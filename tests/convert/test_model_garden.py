@@ -313,3 +313,18 @@ def test_config_that_disagrees_with_the_shapes_is_refused(tmp_path, capsys):
     assert main(["convert", source("encoder_v2"), "--out", str(tmp_path / "o"),
                  "--config", str(cfg)]) == 2
     assert not (tmp_path / "o").exists()
+
+
+# --- inspect ---------------------------------------------------------------------------
+@pytest.mark.parametrize("case", ["classifier_own_pooler", "hub_encoder_mlm", "task_tagging"])
+def test_inspect_resolves_tf2_and_saved_models(case, capsys):
+    assert main(["inspect", source(case)]) == 0
+    out = capsys.readouterr().out
+    assert f"detected head: {case_json(case)['head']}" in out and "UNKNOWN" not in out
+
+
+def test_inspect_exits_2_and_groups_unknown_paths(capsys):
+    ckpt = os.path.join(ROOT, "fixtures", "tf_checkpoints", "object_based")
+    assert main(["inspect", ckpt]) == 2
+    out = capsys.readouterr().out
+    assert "cannot convert" in out and "model/: bias [3], kernel [4, 3]: matches no rule" in out
