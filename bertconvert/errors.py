@@ -251,3 +251,7 @@ class ModelSourceMismatchError(VerificationError):
 
 class TFReferenceError(VerificationError):
     """TensorFlow failed to read the checkpoint for the reference (corrupt or incomplete)."""
+
+
+class ActivationError(ConversionError):
+    """An unknown GELU form, or one that contradicts the config's ``hidden_act``."""

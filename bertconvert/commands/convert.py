@@ -38,9 +38,11 @@ def register(subparsers):
                     "being read (unless --source-hash full hashes them); the directory is "
                     "published atomically.")
     p.add_argument("checkpoint", metavar="CKPT",
-                   help="checkpoint prefix (dir/bert_model.ckpt), its .index file, or its directory")
+                   help="checkpoint prefix (dir/bert_model.ckpt), its .index file, its directory, "
+                        "or a SavedModel directory (saved_model.pb + variables/)")
     p.add_argument("--config", metavar="JSON",
-                   help="bert_config.json (default: the one beside the checkpoint)")
+                   help="bert_config.json (default: the one beside the checkpoint; for TF2 "
+                        "checkpoints and SavedModels without one, inferred from the tensor shapes)")
     p.add_argument("--out", required=True, metavar="DIR",
                    help="output model directory (never the checkpoint's own directory or a "
                         "directory above it)")
@@ -48,6 +50,12 @@ def register(subparsers):
                    help="vocabulary to copy into DIR as vocab.txt (default: the vocab.txt "
                         "beside the checkpoint)")
     add_head_arguments(p)
+    p.add_argument("--gelu", choices=("exact", "tanh"), default=None,
+                   help="GELU form the model computes: exact (erf; default for TF1 checkpoints) "
+                        "or tanh (the approximation; default for TF2 checkpoints and SavedModels, "
+                        "Model Garden's \"gelu\"). Written into config.json as hidden_act gelu / "
+                        "gelu_new; a config whose hidden_act is not plain gelu is honoured, and "
+                        "contradicting it is an error")
     p.add_argument("--format", choices=("safetensors", "pytorch", "both"), default="safetensors",
                    help="weights file(s): model.safetensors (default; needs numpy only), "
                         "pytorch_model.bin, or both (these need PyTorch)")
@@ -74,6 +82,13 @@ def print_summary(report, output_dir=None):
           f"{' (never read)' if report.skipped and _slots_unread(report) else ''}"
           f"{_dropped(report)}")
     print(f"  dtype       {report.dtype}")
+    act = report.activation or {}
+    if act.get("gelu"):
+        print(f"  gelu        {act['gelu']} ({act['hidden_act']})")
+    elif act:
+        print(f"  activation  {act['hidden_act']}")
+    if report.config_inferred:
+        print("  config      inferred from the tensor shapes (no bert_config.json)")
     if report.new_keys:
         print(f"  new keys    {len(report.new_keys)} freshly initialised: {', '.join(report.new_keys)}")
     for note in report.notes:
@@ -105,6 +120,6 @@ def run(args):
         args.checkpoint, args.out, config=args.config, head=args.head, num_labels=args.num_labels,
         format=args.format, dtype=args.dtype, overwrite=args.overwrite,
         allow_new_head=args.allow_new_head, progress=args.progress, source_hash=args.source_hash,
-        vocab=args.vocab)
+        vocab=args.vocab, gelu=args.gelu)
     print_summary(report, args.out)
     return 0

@@ -35,6 +35,7 @@ def describe(checkpoint, head="auto"):
     from ..convert import rules as mapping
     from ..checkpoint import load_checkpoint
     from ..convert.plan import FIXED_LABEL_COUNTS, HEAD_LAYOUTS
+    from ..convert.tf2 import resolve_tf2, select_poolers
 
     with load_checkpoint(checkpoint) as reader:
         shapes = reader.get_variable_to_shape_map()
@@ -45,8 +46,12 @@ def describe(checkpoint, head="auto"):
             rows.append({"name": name, "shape": list(shapes[name]),
                          "dtype": entry.dtype.name if numeric else entry.dtype_name})
         prefix = reader.prefix
-    weights = [r["name"] for r in rows if not mapping.skip_reason(r["name"])]
-    detected, note = mapping.detect_head(weights)
+        tf2 = resolve_tf2(reader, shapes)  # object-based: resolved through the object graph
+    if tf2 is not None:
+        detected, note = mapping.detect_head_of_rules([rule for _, rule, _ in tf2.weights])
+    else:
+        weights = [r["name"] for r in rows if not mapping.skip_reason(r["name"])]
+        detected, note = mapping.detect_head(weights)
     chosen = head not in (None, "auto")
     shown = head if chosen else detected
     # The head parts (classifier, qa_outputs, predictions...) the shown layout has; variables
@@ -56,6 +61,9 @@ def describe(checkpoint, head="auto"):
         parts = {mapping.part_of_key(key) for key, _ in HEAD_LAYOUTS[shown][2]}
     trunk = mapping.trunk_prefix(shown or layout.PRETRAINING)
     present = set()
+    if tf2 is not None:
+        return _describe_tf2(tf2, rows, prefix, shown, detected, chosen, note, parts, trunk, labels_of(
+            shown, tf2, shapes, FIXED_LABEL_COUNTS), select_poolers)
     for row in rows:
         reason = mapping.skip_reason(row["name"])
         if reason:
@@ -93,11 +101,58 @@ def describe(checkpoint, head="auto"):
             "note": note, "missing": missing, "num_labels": labels, "variables": rows}
 
 
+def labels_of(shown, tf2, shapes, fixed):
+    """The label count a TF2 checkpoint's classifier implies for head ``shown``."""
+    for name, rule, _ in tf2.weights:
+        if rule.part == "classifier" and rule.target.endswith("weight"):
+            return int(shapes[name][-1]) if len(shapes[name]) == 2 else None
+    return fixed.get(shown)
+
+
+def _choice_note(shown, detected, chosen, note):
+    if not chosen:
+        return note
+    same_layout = {shown, detected} <= set(layout.CLASSIFIER_HEADS)
+    return "" if shown == detected or same_layout else (
+        f"the variable names suggest {detected or 'no single head'}; shown as {shown}")
+
+
+def _describe_tf2(tf2, rows, prefix, shown, detected, chosen, note, parts, trunk, labels, select_poolers):
+    """:func:`describe` for object-based checkpoints (resolved by object path)."""
+    from ..convert import rules as mapping
+
+    skipped, resolved = dict(tf2.skipped), {w[0]: w for w in tf2.weights}
+    kept, dropped, _ = select_poolers(tf2.weights, parts or set())
+    dropped = {name: reason for name, _, reason in dropped}
+    present = {rule.part for _, rule, _ in kept}
+    for row in rows:
+        name = row["name"]
+        if name in skipped:
+            row["target"], row["detail"] = "skipped", skipped[name]
+        elif name not in resolved:
+            row["target"], row["detail"] = "UNKNOWN", "matches no rule by any of its object paths"
+        elif name in dropped:
+            row["target"], row["detail"] = "dropped", dropped[name]
+        else:
+            _, rule, groups = resolved[name]
+            if parts is not None and rule.part in mapping.HEAD_PART_PREFIXES \
+                    and rule.part != "pooler" and rule.part not in parts:
+                row["target"], row["detail"] = "dropped", f"{shown} has no {rule.part} head"
+            else:
+                row["target"], row["detail"] = rule.target_key(groups, trunk), rule.transform
+            row["path"] = tf2.paths.get(name)
+    missing = sorted(parts - present) if parts is not None else []
+    return {"checkpoint": prefix, "head": shown, "detected_head": detected, "chosen": chosen,
+            "note": _choice_note(shown, detected, chosen, note), "missing": missing,
+            "num_labels": labels, "variables": rows, "problems": list(tf2.problems)}
+
+
 def run(args):
     info = describe(args.checkpoint, args.head)
+    unconvertible = info["head"] is None or any(r["target"] == "UNKNOWN" for r in info["variables"])
     if args.json:
         print(json.dumps(info, indent=2))
-        return 0
+        return 2 if unconvertible else 0
     rows = info["variables"]
     width = max([len(r["name"]) for r in rows] + [8])
     shape_w = max([len(str(r["shape"])) for r in rows] + [5])
@@ -123,4 +178,18 @@ def run(args):
               f"converting to {info['head']} initialises them freshly with --allow-new-head")
     if info["note"]:
         print(f"note: {info['note']}")
+    if unconvertible:  # the table says which; group them so a long list stays readable
+        print("cannot convert this checkpoint as it is:")
+        for problem in info.get("problems") or _grouped_unknown(info["variables"]):
+            print(f"  - {problem}")
+        return 2
     return 0
+
+
+def _grouped_unknown(rows):
+    groups = {}
+    for r in rows:
+        if r["target"] == "UNKNOWN":
+            groups.setdefault(r["name"].rpartition("/")[0] or "(root)", []).append(
+                r["name"].rpartition("/")[2])
+    return [f"{prefix}/: {', '.join(names)}: matches no rule" for prefix, names in sorted(groups.items())]

@@ -20,6 +20,7 @@ from .. import layout
 from . import rules as mapping
 from ..models.config import MAX_NUM_LABELS, BertConfig
 from .hints import ShapeEvidence
+from .tf2 import resolve_tf2, select_poolers
 from ..errors import ConfigError, HeadError, MappingError, option
 from .rules import head_option
 
@@ -95,29 +96,43 @@ def resolve_config(config, prefix):
 
 
 # --- head and label count ------------------------------------------------------------------
-def _classifier_rows(shapes):
+def _classifier_variable(shapes, weights=None):
+    """``(name, rows)`` of the checkpoint's classifier (label-sized) variable, or None."""
+    # The weight matrix first, as TF1's output_weights before output_bias: it is what a
+    # hostile index inflates, and what must be checked against the shard.
+    for name, rule, groups in sorted(weights or (), key=lambda w: not w[1].target.endswith("weight")):
+        if rule.part == "classifier":
+            have = mapping.transformed_shape(rule.transform, shapes[name])
+            if have:
+                return name, int(have[0])
     for name in ("output_weights", "output_bias"):
         if name in shapes and len(shapes[name]) >= 1:
-            return int(shapes[name][0])
+            return name, int(shapes[name][0])
     return None
 
 
-def _label_limit(reader, shapes, num_labels):
+def _classifier_rows(shapes, weights=None):
+    found = _classifier_variable(shapes, weights)
+    return found[1] if found else None
+
+
+def _label_limit(reader, shapes, num_labels, weights=None):
     """The largest label count to accept: :data:`~bertconvert.config.MAX_NUM_LABELS`, or
     the checkpoint's classifier rows when more, once its bytes are known to be on disk (a
     hostile index may declare 2**40 rows it does not hold)."""
-    rows = _classifier_rows(shapes)
+    found = _classifier_variable(shapes, weights)
+    rows = found[1] if found else None
     if rows is None or rows <= MAX_NUM_LABELS or num_labels != rows:
         return MAX_NUM_LABELS
-    name = next(n for n in ("output_weights", "output_bias") if n in shapes)
-    reader.check_stored(name)
+    reader.check_stored(found[0])
     return rows
 
 
-def choose_head(head, weight_names, notes):
-    """Validate ``head`` or, for "auto", detect it from the weight names."""
+def choose_head(head, weights, notes):
+    """Validate ``head`` or, for "auto", detect it from the weights: names, or resolved
+    ``(name, rule, groups)`` triples (TF2)."""
     if head in (None, "auto"):
-        detected, note = mapping.detect_head(weight_names)
+        detected, note = _detect(weights)
         if detected is None:
             raise HeadError(f"cannot choose a head automatically: {note}")
         if note:
@@ -128,6 +143,12 @@ def choose_head(head, weight_names, notes):
     return head
 
 
+def _detect(weights):
+    if weights and not isinstance(weights[0], str):
+        return mapping.detect_head_of_rules([rule for _, rule, _ in weights])
+    return mapping.detect_head(weights)
+
+
 FIXED_LABEL_COUNTS = layout.FIXED_LABEL_COUNTS  # re-exported for inspect
 
 
@@ -135,12 +156,12 @@ def _labels_option(n):
     return option(f"--num-labels {n}", f"num_labels={n}")
 
 
-def choose_num_labels(head, num_labels, shapes, config):
+def choose_num_labels(head, num_labels, shapes, config, weights=None):
     """The label count: from the checkpoint's classifier when it has one; an explicit
     ``num_labels`` must agree with the tensor shapes. Fixed-width heads accept their width
     (:data:`FIXED_LABEL_COUNTS`); base and masked-lm have no label-sized output, so any count
     agrees and is only recorded in config.json (for fine-tuning later)."""
-    rows = _classifier_rows(shapes)
+    rows = _classifier_rows(shapes, weights)
     if num_labels is not None and (isinstance(num_labels, bool) or not isinstance(num_labels, int)
                                    or num_labels < 1):
         raise HeadError(f"num_labels must be a positive integer, got {num_labels!r}")
@@ -295,7 +316,10 @@ def plan_conversion(reader, config, head="auto", num_labels=None, allow_new_head
               for name, shape in reader.get_variable_to_shape_map().items()}
     notes, problems, hints = [], [], []
     skipped, weights = [], []
-    for name in sorted(shapes):
+    tf2 = resolve_tf2(reader, shapes)  # object-based: resolved through the object graph
+    if tf2 is not None:
+        skipped, weights, problems = tf2.require_structure(prefix)
+    for name in sorted(shapes) if tf2 is None else ():
         reason = mapping.skip_reason(name)
         if reason:
             skipped.append((name, reason))
@@ -308,11 +332,11 @@ def plan_conversion(reader, config, head="auto", num_labels=None, allow_new_head
         else:  # a broken table; the rule tests keep this from shipping
             problems.append(f"{name}: matches {len(found)} rules {[r.source for r, _ in found]}")
 
-    head = choose_head(head, [w[0] for w in weights], notes)
-    num_labels = choose_num_labels(head, num_labels, shapes, config)
+    head = choose_head(head, weights if tf2 is not None else [w[0] for w in weights], notes)
+    num_labels = choose_num_labels(head, num_labels, shapes, config, weights)
     config = copy.deepcopy(config)
     if num_labels is not None:
-        config.set_num_labels(num_labels, limit=_label_limit(reader, shapes, num_labels))
+        config.set_num_labels(num_labels, limit=_label_limit(reader, shapes, num_labels, weights))
     # The model's layers are listed one by one below, so their count must come from the
     # checkpoint, not from the config alone: a config claiming 10**9 layers would otherwise
     # build billions of entries. Layers beyond the checkpoint's are one problem, not 16 each.
@@ -337,6 +361,8 @@ def plan_conversion(reader, config, head="auto", num_labels=None, allow_new_head
     shape_mismatch = False
 
     planned, dropped, filled_by = [], [], {}
+    weights, dropped, pooler_notes = select_poolers(weights, model_parts)
+    notes += pooler_notes
     for name, rule, groups in weights:
         key = rule.target_key(groups, trunk)
         if "layer" in groups:
@@ -384,7 +410,7 @@ def plan_conversion(reader, config, head="auto", num_labels=None, allow_new_head
             new_keys.append((key, expected[key]))
         elif part is not None:
             problems.append(f"{key}: not in the checkpoint ({part} head)")
-            detected, _ = mapping.detect_head([w[0] for w in weights])
+            detected, _ = _detect(weights if tf2 is not None else [w[0] for w in weights])
             hints.append(f"the checkpoint has no {part} variables; pass "
                          f"{option('--allow-new-head', 'allow_new_head=True')} to initialise them "
                          f"freshly for fine-tuning, or convert to the head it was saved with "

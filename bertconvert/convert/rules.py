@@ -5,8 +5,12 @@ everything:
 
 * :data:`TF1_RULES` — Google's names (``modeling.py``, ``run_pretraining.py``,
   ``run_classifier.py``, ``run_squad.py``);
-* :data:`TF2_RULES` — tensorflow/models' object-based BertEncoder + pretrainer names (the
-  ``/.ATTRIBUTES/VARIABLE_VALUE`` suffix is implied);
+* :data:`TF2_RULES` — TensorFlow Model Garden's object paths (BertEncoder, BertEncoderV2,
+  EncoderScaffold and the heads of its BERT models), relative to whatever root the model was
+  saved under: a TF2 rule matches an object path that *ends* with its template at a ``/``
+  boundary (``encoder/``, ``model/encoder_network/``, ``model/_network/``, a SavedModel's
+  ``layer_with_weights-0/``... or nothing). :mod:`bertconvert.convert.tf2` resolves every
+  variable through all its object paths;
 * :data:`SKIP_PATTERNS` — optimizer slots and bookkeeping, skipped without reading them.
 
 A rule pairs a TF name *template* with a PyTorch key *template*; placeholders such as
@@ -23,68 +27,15 @@ Example::
 import re
 from dataclasses import dataclass, field
 
-import numpy as np
-
 from .. import layout
 from ..errors import option
 
 TF2_SUFFIX = "/.ATTRIBUTES/VARIABLE_VALUE"
 
-# --- transforms: TF layout -> PyTorch layout (numpy, exact: only moves bytes) ---------------
-NONE = "none"
-TRANSPOSE = "transpose"
-RESHAPE = "reshape"                            # [heads, head_dim] -> [hidden]
-RESHAPE_OUT_TRANSPOSE = "reshape_out+transpose"  # [in, heads, head_dim] -> [heads*head_dim, in]
-RESHAPE_IN_TRANSPOSE = "reshape_in+transpose"    # [heads, head_dim, out] -> [out, heads*head_dim]
-
-
-def _transform_shape(transform, shape):
-    shape = tuple(int(d) for d in shape)
-    if transform == NONE:
-        return shape
-    if transform == TRANSPOSE and len(shape) == 2:
-        return shape[::-1]
-    if transform == RESHAPE and len(shape) == 2:
-        return (shape[0] * shape[1],)
-    if transform == RESHAPE_OUT_TRANSPOSE and len(shape) == 3:
-        return (shape[1] * shape[2], shape[0])
-    if transform == RESHAPE_IN_TRANSPOSE and len(shape) == 3:
-        return (shape[2], shape[0] * shape[1])
-    return None
-
-
-def transformed_shape(transform, shape):
-    """Shape after ``transform``, or None when the rank does not fit the transform."""
-    if transform not in TRANSFORMS:
-        raise ValueError(f"unknown transform {transform!r}")
-    return _transform_shape(transform, shape)
-
-
-def apply_transform(transform, array):
-    """Apply ``transform`` to a numpy array; returns a C-contiguous array (bytes unchanged)."""
-    if transformed_shape(transform, array.shape) is None:
-        raise ValueError(f"transform {transform} does not fit shape {list(array.shape)}")
-    if transform == TRANSPOSE:
-        array = array.T
-    elif transform == RESHAPE:
-        array = array.reshape(-1)
-    elif transform == RESHAPE_OUT_TRANSPOSE:
-        array = array.reshape(array.shape[0], -1).T
-    elif transform == RESHAPE_IN_TRANSPOSE:
-        array = array.reshape(-1, array.shape[-1]).T
-    return np.ascontiguousarray(array)
-
-
-def invert_transform(transform, array):
-    """PyTorch layout back to the TF1 layout (only the 2-D transforms TF1 uses)."""
-    if transform == NONE:
-        return np.ascontiguousarray(array)
-    if transform == TRANSPOSE and array.ndim == 2:
-        return np.ascontiguousarray(array.T)
-    raise ValueError(f"transform {transform} cannot be inverted for shape {list(array.shape)}")
-
-
-TRANSFORMS = (NONE, TRANSPOSE, RESHAPE, RESHAPE_OUT_TRANSPOSE, RESHAPE_IN_TRANSPOSE)
+# Transforms live in .transforms; re-exported here, where the rules name them.
+from .transforms import (NONE, RESHAPE, RESHAPE_IN_TRANSPOSE, RESHAPE_OUT_TRANSPOSE,  # noqa: E402,F401
+                         TRANSFORMS, TRANSPOSE, _transform_shape, apply_transform,
+                         invert_transform, transformed_shape)
 
 # --- parts: which piece of the PyTorch model a rule fills --------------------------------------
 #: Parts every model has; a variable of these parts that the model cannot take is an error.
@@ -99,7 +50,14 @@ HEAD_PART_PREFIXES = {
 }
 
 # Placeholder vocabulary for both sides of a rule.
-_PLACEHOLDERS = {"layer": r"\d+", "proj": r"query|key|value"}
+_PLACEHOLDERS = {"layer": r"\d+", "proj": r"query|key|value",
+                 # BertEncoder(V2) keeps its blocks in _transformer_layers, EncoderScaffold in
+                 # _hidden_layers; the blocks themselves are the same TransformerEncoderBlock.
+                 "blocks": r"_transformer_layers|_hidden_layers"}
+#: Placeholder values of :attr:`Rule.example`.
+_EXAMPLE_VALUES = {"layer": "0", "proj": "query", "blocks": "_transformer_layers"}
+#: What may precede a TF2 template: any root, ending at a path-component boundary.
+_TF2_ROOT = r"(?:.*/)?"
 
 
 def _template_regex(template, extra=None):
@@ -123,13 +81,22 @@ class Rule:
     transform: str
     part: str
     flavour: str      # "tf1" or "tf2"
+    #: a head's own pooler (Model Garden's ClassificationHead ``dense``): the head part it
+    #: belongs to; it replaces the encoder's pooler when the target model has that part
+    pooler_of: str = None
+    #: the head layout this variable alone identifies (e.g. a Dense ``classifier`` without
+    #: ``out_proj`` is BertTokenClassifier's), or None
+    implies: str = None
     _source_re: re.Pattern = field(init=False, repr=False, compare=False)
     _target_re: re.Pattern = field(init=False, repr=False, compare=False)
 
     def __post_init__(self):
         if self.transform not in TRANSFORMS:
             raise ValueError(f"rule {self.source}: unknown transform {self.transform}")
-        object.__setattr__(self, "_source_re", _template_regex(self.source))
+        source_re = _template_regex(self.source)
+        if self.flavour == "tf2":  # relative to any root (see the module docstring)
+            source_re = re.compile(_TF2_ROOT + source_re.pattern)
+        object.__setattr__(self, "_source_re", source_re)
         object.__setattr__(self, "_target_re", _template_regex(self.target, {"trunk": r"(?:bert\.)?"}))
 
     @property
@@ -143,6 +110,7 @@ class Rule:
         return None if m is None else m.groupdict()
 
     def target_key(self, groups, trunk):
+        """The PyTorch key for placeholder values ``groups`` under trunk prefix ``trunk``."""
         return self.target.format(trunk=trunk, **groups)
 
     def match_target(self, key):
@@ -158,7 +126,7 @@ class Rule:
     @property
     def example(self):
         """A concrete TF name this rule matches (layer 0, proj query): for tests and docs."""
-        return self.source_name({"layer": "0", "proj": "query"})
+        return self.source_name(_EXAMPLE_VALUES)
 
 
 def _dense(source, target, part, flavour, kernel_transform=TRANSPOSE, bias_transform=NONE):
@@ -204,18 +172,21 @@ def _tf1_rules():
 
 
 def _tf2_rules():
-    t, enc, blk = "tf2", "encoder", "encoder/_transformer_layers/{layer}"
+    """Model Garden's names, each relative to the object that owns it (see the module doc)."""
+    t, blk = "tf2", "{blocks}/{layer}"
     pt = "{trunk}encoder.layer.{layer}"
+    seq, tok, qa = layout.SEQUENCE_CLASSIFICATION, layout.TOKEN_CLASSIFICATION, layout.QUESTION_ANSWERING
     rules = [
-        Rule(f"{enc}/_embedding_layer/embeddings", "{trunk}embeddings.word_embeddings.weight", NONE, "embeddings", t),
-        # Model Garden's MaskedLM shares the encoder's table; the object graph stores a shared
-        # variable once, under its shortest path, which is this one in pretrainer checkpoints.
+        # --- the encoder (BertEncoder, BertEncoderV2, EncoderScaffold) ---
+        Rule("_embedding_layer/embeddings", "{trunk}embeddings.word_embeddings.weight", NONE, "embeddings", t),
+        # Model Garden's MaskedLM shares the encoder's table; TensorFlow stores a shared
+        # variable once, under the first path it reaches, often this one.
         Rule("masked_lm/embedding_table", "{trunk}embeddings.word_embeddings.weight", NONE, "embeddings", t),
-        Rule(f"{enc}/_position_embedding_layer/embeddings", "{trunk}embeddings.position_embeddings.weight",
+        Rule("_position_embedding_layer/embeddings", "{trunk}embeddings.position_embeddings.weight",
              NONE, "embeddings", t),
-        Rule(f"{enc}/_type_embedding_layer/embeddings", "{trunk}embeddings.token_type_embeddings.weight",
+        Rule("_type_embedding_layer/embeddings", "{trunk}embeddings.token_type_embeddings.weight",
              NONE, "embeddings", t),
-        *_layer_norm(f"{enc}/_embedding_norm_layer", "{trunk}embeddings.LayerNorm", "embeddings", t),
+        *_layer_norm("_embedding_norm_layer", "{trunk}embeddings.LayerNorm", "embeddings", t),
         # EinsumDense projections keep the heads as separate axes.
         *_dense(f"{blk}/_attention_layer/_{{proj}}_dense", f"{pt}.attention.self.{{proj}}", "encoder", t,
                 kernel_transform=RESHAPE_OUT_TRANSPOSE, bias_transform=RESHAPE),
@@ -225,11 +196,36 @@ def _tf2_rules():
         *_dense(f"{blk}/_intermediate_dense", f"{pt}.intermediate.dense", "encoder", t),
         *_dense(f"{blk}/_output_dense", f"{pt}.output.dense", "encoder", t),
         *_layer_norm(f"{blk}/_output_layer_norm", f"{pt}.output.LayerNorm", "encoder", t),
-        *_dense(f"{enc}/_pooler_layer", "{trunk}pooler.dense", "pooler", t),
+        *_dense("_pooler_layer", "{trunk}pooler.dense", "pooler", t),
+        # --- masked LM (layers.MaskedLM; its bias is the Keras weight "output_bias/bias",
+        # reachable also through the layer's ``bias`` attribute) ---
         *_dense("masked_lm/dense", "cls.predictions.transform.dense", "predictions", t),
         *_layer_norm("masked_lm/layer_norm", "cls.predictions.transform.LayerNorm", "predictions", t),
+        Rule("masked_lm/output_bias.Sbias", "cls.predictions.bias", NONE, "predictions", t),
         Rule("masked_lm/bias", "cls.predictions.bias", NONE, "predictions", t),
+        # --- next sentence: BertPretrainerV2's classification_heads (a ClassificationHead with
+        # its own pooler ``dense``, also saved as the checkpoint item next_sentence.pooler_dense) ---
+        *_dense("classification_heads/0/out_proj", "cls.seq_relationship", "seq_relationship", t),
+        *[Rule(r.source, r.target, r.transform, "pooler", t, pooler_of="seq_relationship")
+          for r in _dense("classification_heads/0/dense", "{trunk}pooler.dense", "pooler", t)
+          + _dense("next_sentence..pooler_dense", "{trunk}pooler.dense", "pooler", t)],
+        # A ClassificationHead saved as the checkpoint item ``next_sentence`` (the encoder's
+        # pooler feeds it): fixtures/checkpoints/tf2-pretraining is written so.
         *_dense("next_sentence/out_proj", "cls.seq_relationship", "seq_relationship", t),
+        # --- sentence classification: BertClassifier's ClassificationHead ``classifier``
+        # (own pooler ``dense`` unless use_encoder_pooler=True; the task saves it also as the
+        # checkpoint item sentence_prediction.pooler_dense) ---
+        *[Rule(r.source, r.target, r.transform, r.part, t, implies=seq)
+          for r in _dense("classifier/out_proj", "classifier", "classifier", t)],
+        *[Rule(r.source, r.target, r.transform, "pooler", t, pooler_of="classifier")
+          for r in _dense("classifier/dense", "{trunk}pooler.dense", "pooler", t)
+          + _dense("sentence_prediction..pooler_dense", "{trunk}pooler.dense", "pooler", t)],
+        # --- token classification: BertTokenClassifier's Dense ``classifier`` ---
+        *[Rule(r.source, r.target, r.transform, r.part, t, implies=tok)
+          for r in _dense("classifier", "classifier", "classifier", t)],
+        # --- span labeling: BertSpanLabeler's SpanLabeling network, a Dense(2) inside ---
+        *[Rule(r.source, r.target, r.transform, r.part, t, implies=qa)
+          for r in _dense("span_labeling/layer_with_weights-0", "qa_outputs", "qa_outputs", t)],
     ]
     return tuple(rules)
 
@@ -248,6 +244,7 @@ SKIP_PATTERNS = (
     (r"(^|/)(beta1_power|beta2_power)$", "optimizer state"),
     (r"^optimizer/", "optimizer state (TF2)"),
     (r"^(global_step|save_counter)$", "training bookkeeping"),
+    (r"^do_lower_case$", "tokenizer setting (read into tokenizer_config.json)"),
     (r"^_CHECKPOINTABLE_OBJECT_GRAPH$", "object graph (TF2 bookkeeping)"),
 )
 _SKIP_RES = tuple((re.compile(p), reason) for p, reason in SKIP_PATTERNS)
@@ -344,15 +341,20 @@ def ambiguous_classifier_note():
             "fine-tuned for that")
 
 
-def parts_present(names):
-    """The set of parts (embeddings, encoder, pooler, predictions, ...) that ``names`` fill."""
-    parts = set()
+def _resolved(names):
+    """``[rule, ...]`` of the names that are weights and match exactly one rule."""
+    out = []
     for name in names:
         if skip_reason(name) is None:
             found = matching_rules(name)
             if len(found) == 1:
-                parts.add(found[0][0].part)
-    return parts
+                out.append(found[0][0])
+    return out
+
+
+def parts_present(names):
+    """The set of parts (embeddings, encoder, pooler, predictions, ...) that ``names`` fill."""
+    return {rule.part for rule in _resolved(names)}
 
 
 def detect_head(variable_names):
@@ -363,16 +365,25 @@ def detect_head(variable_names):
     >>> detect_head(["bert/pooler/dense/kernel", "cls/squad/output_weights"])
     ('question-answering', '')
     """
-    parts = parts_present(variable_names)
+    return detect_head_of_rules(_resolved(variable_names))
+
+
+def detect_head_of_rules(rules):
+    """:func:`detect_head` from the rules the checkpoint's weights matched (TF2 checkpoints
+    are resolved through their object graph, not their names)."""
+    parts = {rule.part for rule in rules}
+    implied = {rule.implies for rule in rules if rule.implies}
     pretraining = {"predictions", "seq_relationship"} & parts
-    if "qa_outputs" in parts and "classifier" in parts:
-        return None, ("checkpoint holds both run_squad (cls/squad/output_*) and run_classifier "
-                      "(output_weights) heads; pass "
+    if "qa_outputs" in parts and "classifier" in parts or len(implied) > 1:
+        return None, ("checkpoint holds both a question-answering (span) head and a classifier "
+                      "head; pass "
                       f"{head_option(layout.QUESTION_ANSWERING, layout.SEQUENCE_CLASSIFICATION)}")
     note = ""
     if "qa_outputs" in parts or "classifier" in parts:
         head = layout.QUESTION_ANSWERING if "qa_outputs" in parts else layout.SEQUENCE_CLASSIFICATION
-        if head == layout.SEQUENCE_CLASSIFICATION:
+        if implied:  # the structure says which classifier it is (Model Garden's heads)
+            head = implied.pop()
+        elif head == layout.SEQUENCE_CLASSIFICATION:
             note = ambiguous_classifier_note()
         if pretraining:
             dropped = "; ".join(f"{p} variables are not part of {head} and are dropped" for p in sorted(pretraining))

@@ -45,7 +45,9 @@ from ..atomic import (atomic_directory, atomic_write, check_output_spares_inputs
 from ..checkpoint import load_checkpoint
 from ..errors import ConversionError, MissingDependencyError, OutputWriteError, VocabError, option
 from .rules import detect_head  # noqa: F401  (part of this module's public API)
-from .plan import plan_conversion, resolve_config
+from .plan import plan_conversion, resolve_config  # noqa: F401  (resolve_config: public API)
+from .source import describe_source
+from .gelu import check_gelu
 from ..directio import DirectFile
 from .provenance import hash_files, start_hashing
 from .writers import (SafetensorsStreamWriter, TensorSpec, TorchZipStreamWriter, WritebackFile,
@@ -92,6 +94,8 @@ class ConversionReport:
     notes: list = field(default_factory=list)
     source_files: list = field(default_factory=list)
     source_hash: str = "auto"
+    activation: dict = field(default_factory=dict)   # the GELU form and why (gelu.py)
+    config_inferred: bool = False
     files: list = field(default_factory=list)
 
     @classmethod
@@ -118,6 +122,7 @@ class ConversionReport:
             "files": self.files, "notes": self.notes,
             "variables": self.variables, "skipped": self.skipped, "dropped": self.dropped,
             "new_keys": self.new_keys, "tied": self.tied,
+            "activation": self.activation, "config_inferred": self.config_inferred,
         }
 
 
@@ -357,10 +362,14 @@ def _write_json(path, data, opener, fsync=False):
 def convert_checkpoint(checkpoint, out_dir, *, config=None, head="auto", num_labels=None,
                        format="safetensors", dtype="float32", overwrite=False,
                        allow_new_head=False, progress=True, opener=None, source_hash="auto",
-                       vocab=None):
-    """Convert a TF checkpoint (prefix, ``.index`` file or directory) into model directory ``out_dir``.
+                       vocab=None, gelu=None):
+    """Convert a TF checkpoint (prefix, ``.index`` file or directory, or a SavedModel
+    directory) into model directory ``out_dir``.
 
-    ``config``: path/dict/BertConfig (default: ``bert_config.json`` beside the checkpoint).
+    ``config``: path/dict/BertConfig (default: ``bert_config.json`` beside the checkpoint;
+    for TF2 checkpoints and SavedModels without one, inferred from the tensor shapes).
+    ``gelu``: "exact" or "tanh" (default: exact for TF1 sources, tanh for TF2 and
+    SavedModels; see :mod:`bertconvert.convert.gelu`).
     ``vocab``: the vocabulary file to copy into the output as ``vocab.txt`` (default: the
     ``vocab.txt`` beside the checkpoint, if any).
     ``head``: "auto" or a :data:`bertconvert.models.heads.HEADS` name; ``num_labels`` must agree
@@ -383,6 +392,7 @@ def convert_checkpoint(checkpoint, out_dir, *, config=None, head="auto", num_lab
     :class:`~bertconvert.errors.UnsafeOutputError`, even with ``overwrite``.
     """
     _check_options(format, dtype, source_hash)
+    check_gelu(gelu)
     if format != "safetensors":  # before anything is read or written
         _require_torch(f"writing {PYTORCH_NAME} ({_format_option(format)})")
     weights_opener, opener = opener, opener or open
@@ -393,7 +403,7 @@ def convert_checkpoint(checkpoint, out_dir, *, config=None, head="auto", num_lab
         try:
             report = _convert_with_reader(reader, hashing, out_dir, config, head, num_labels,
                                           format, dtype, overwrite, allow_new_head, progress,
-                                          weights_opener, opener, vocab)
+                                          weights_opener, opener, vocab, gelu)
         finally:
             hashing.cancel()  # after a failure, do not keep reading gigabytes for nothing
     logger.info("converted %s (%s, %d tensors, %d skipped) into %s", report.checkpoint,
@@ -470,10 +480,11 @@ class _SourceHashing:
             self.hasher.cancel()
 
 
-def _vocab_source(vocab, prefix):
-    """``(path, found)``: the vocabulary to copy, explicit or beside the checkpoint."""
+def _vocab_source(vocab, prefix, default=None):
+    """``(path, found)``: the vocabulary to copy, explicit, ``default`` (a SavedModel's
+    assets/vocab.txt) or beside the checkpoint."""
     if vocab is None:
-        path = os.path.join(os.path.dirname(os.path.abspath(prefix)), VOCAB_NAME)
+        path = default or os.path.join(os.path.dirname(os.path.abspath(prefix)), VOCAB_NAME)
         return path, os.path.isfile(path)
     path = os.fspath(vocab)
     if not os.path.isfile(path):
@@ -485,10 +496,10 @@ def _vocab_source(vocab, prefix):
 
 def _convert_with_reader(reader, hashing, out_dir, config, head, num_labels, format, dtype,
                          overwrite, allow_new_head, progress, weights_opener, opener,
-                         vocab=None):
+                         vocab=None, gelu=None):
     """The body of :func:`convert_checkpoint`, once the checkpoint is open."""
-    cfg, config_path = resolve_config(config, reader.prefix)
-    vocab, has_vocab = _vocab_source(vocab, reader.prefix)
+    cfg, config_path, source = describe_source(config, reader, gelu)
+    vocab, has_vocab = _vocab_source(vocab, reader.prefix, source.vocab)
     # Before anything is planned or written: --out must not be (or hold) what is read.
     check_output_spares_inputs(out_dir, list(reader.files) + [config_path]
                                + [vocab if has_vocab else None], keyword="out_dir")
@@ -496,6 +507,8 @@ def _convert_with_reader(reader, hashing, out_dir, config, head, num_labels, for
                            allow_new_head=allow_new_head, config_path=config_path)
     report = ConversionReport.from_plan(plan, dtype)
     report.format, report.output_dir, report.source_hash = format, out_dir, hashing.mode
+    report.activation, report.config_inferred = source.activation, source.config_inferred
+    report.notes.extend(source.notes)
     report.notes.extend(hashing.plan_ready(plan))
     if not has_vocab:
         report.notes.append(f"no {VOCAB_NAME} beside the checkpoint; the model directory has "
@@ -505,6 +518,8 @@ def _convert_with_reader(reader, hashing, out_dir, config, head, num_labels, for
         from ..tokenizer.vocab import check_vocab_size
         check_vocab_size(vocab, plan.config.vocab_size, config_path or "the config")
     tokenizer = tokenizer_config(vocab, plan.config) if has_vocab else None
+    if tokenizer is not None and source.do_lower_case is not None:  # the SavedModel says
+        tokenizer["do_lower_case"] = source.do_lower_case
     if has_vocab and tokenizer is None:
         report.notes.append(f"{VOCAB_NAME} could not be read as a vocabulary; no "
                             f"{TOKENIZER_CONFIG_NAME} was written")
@@ -515,7 +530,8 @@ def _convert_with_reader(reader, hashing, out_dir, config, head, num_labels, for
             # fsync each (below, before publishing) has nothing left to wait for.
             side = [os.path.join(tmp, "config.json"), os.path.join(tmp, "bert_config.json")]
             _write_json(side[0], _hf_config(plan, dtype), opener)
-            if config_path and os.path.basename(config_path) == "bert_config.json":
+            if config_path and os.path.basename(config_path) == "bert_config.json" \
+                    and not source.config_changed:
                 shutil.copyfile(config_path, side[1])
             else:
                 _write_json(side[1], plan.config.to_google_dict(), opener)
@@ -555,7 +571,7 @@ def convert_to_pytorch_file(checkpoint, config_file, output_file, *, head="auto"
     if os.path.isdir(output_file):
         output_file = os.path.join(output_file, PYTORCH_NAME)
     with load_checkpoint(checkpoint, mmap=False) as reader:
-        cfg, config_path = resolve_config(config_file, reader.prefix)
+        cfg, config_path, _ = describe_source(config_file, reader)
         check_output_spares_inputs(output_file, list(reader.files) + [config_path],
                                    "PYTORCH_DUMP_OUTPUT", "output_file")
         plan = plan_conversion(reader, cfg, head=head, num_labels=num_labels,
@@ -582,7 +598,7 @@ def convert_to_pytorch_file(checkpoint, config_file, output_file, *, head="auto"
 
 
 def load_converted_model(checkpoint, *, config=None, head="auto", num_labels=None,
-                         dtype="float32", allow_new_head=False):
+                         dtype="float32", allow_new_head=False, gelu=None):
     """Convert in memory: ``(model, ConversionReport)`` with the model in eval mode.
 
     Same planning and checks as :func:`convert_checkpoint`; nothing is written to disk.
@@ -590,8 +606,9 @@ def load_converted_model(checkpoint, *, config=None, head="auto", num_labels=Non
     from ..models.heads import target_model
 
     _check_options(None, dtype)
+    check_gelu(gelu)
     with load_checkpoint(checkpoint, mmap=False) as reader:
-        cfg, config_path = resolve_config(config, reader.prefix)
+        cfg, config_path, source = describe_source(config, reader, gelu)
         plan = plan_conversion(reader, cfg, head=head, num_labels=num_labels,
                                allow_new_head=allow_new_head, config_path=config_path)
         state = {key: _to_torch(array) for key, array in
@@ -605,4 +622,6 @@ def load_converted_model(checkpoint, *, config=None, head="auto", num_labels=Non
         raise ConversionError(f"parameters left unfilled after conversion: {left}")
     model.eval()
     report = ConversionReport.from_plan(plan, dtype)
+    report.activation, report.config_inferred = source.activation, source.config_inferred
+    report.notes.extend(source.notes)
     return model, report

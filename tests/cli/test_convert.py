@@ -154,9 +154,11 @@ def test_inspect_flags_unknown_names(tmp_path, capsys):
 
     save_checkpoint(str(tmp_path / "m.ckpt"), {"bert/encoder/layer_0/dense_7/kernel": np.zeros((2, 2), np.float32),
                                                "global_step": np.array(3, np.int64)})
-    assert main(["inspect", str(tmp_path / "m.ckpt")]) == 0
+    # A checkpoint that cannot be converted is exit 2 (the table is still printed in full).
+    assert main(["inspect", str(tmp_path / "m.ckpt")]) == 2
     out = capsys.readouterr().out
     assert "UNKNOWN (unknown scope 'dense_7')" in out and "skipped (training bookkeeping)" in out
+    assert "cannot convert" in out and "bert/encoder/layer_0/dense_7/: kernel" in out
 
 
 def test_export_command_round_trip(tmp_path, capsys):
