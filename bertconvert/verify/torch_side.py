@@ -61,15 +61,9 @@ def load_torch_model(checkpoint, model_dir=None, head=None, num_labels=None, dty
     if head is not None and head not in HEADS:
         raise HeadError(f"unknown head {head!r}; expected one of {', '.join(HEADS)}")
     if model_dir is None:
-        import inspect
         from ..convert.run import load_converted_model
-        kwargs = {}
-        # The converter's gelu= keyword arrives with its TF2 support; until then it converts
-        # with the activation its config names (the report's GELU note says which).
-        if gelu is not None and "gelu" in inspect.signature(load_converted_model).parameters:
-            kwargs["gelu"] = gelu
         model, report = load_converted_model(checkpoint, head=head or "auto",
-                                             num_labels=num_labels, **kwargs)
+                                             num_labels=num_labels, gelu=gelu)
         notes.append(f"converted {checkpoint} in memory (head {report.head})")
         return LoadedModel(model.eval(), report.head, report.num_labels, None, notes)
 

@@ -9,9 +9,6 @@ output, the pooled output of the pooler the head uses, the head's logits. Model 
 apart (faithful float32 differences here are ~1e-6).
 
 Part 2 runs ``convert`` then ``verify`` (and ``verify`` converting in memory) on every case.
-It needs the converter's TF2 support; until that lands, the converter refuses these files
-with a ConfigError/ConversionError, which the ``xfail`` marker accepts -- and nothing else:
-a parity mismatch or any other error still fails. Remove the marker once it is merged.
 """
 import json
 import os
@@ -20,7 +17,7 @@ import numpy as np
 import pytest
 
 from bertconvert import layout
-from bertconvert.errors import ConfigError, ConversionError, VerificationError
+from bertconvert.errors import VerificationError
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 MODEL_GARDEN = os.path.join(ROOT, "fixtures", "model_garden")
@@ -145,13 +142,7 @@ def test_bad_gelu_is_an_input_error(tf):
     assert info.value.exit_code == 2
 
 
-# --- part 2: convert + verify end to end (needs the converter's TF2 support) --------------------
-needs_tf2_converter = pytest.mark.xfail(
-    raises=(ConfigError, ConversionError), strict=False,
-    reason="the converter's TF2 / SavedModel support is being merged from another branch")
-
-
-@needs_tf2_converter
+# --- part 2: convert + verify end to end ----------------------------------------------------------
 @pytest.mark.parametrize("case", CASES)
 def test_convert_then_verify(tf, tmp_path, case):
     from bertconvert.convert import convert_checkpoint
@@ -169,7 +160,6 @@ def test_convert_then_verify(tf, tmp_path, case):
         assert report.weights is not None and report.weights.passed
 
 
-@needs_tf2_converter
 @pytest.mark.parametrize("case", CASES)
 def test_verify_converting_in_memory(tf, case):
     from bertconvert.verify import verify
