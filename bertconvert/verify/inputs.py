@@ -126,12 +126,6 @@ def find_vocab_file(*directories):
         "vocabulary, so put its vocab.txt beside the checkpoint")
 
 
-def _guess_lower_case(vocab_file, vocab):
-    """Kept for callers of the old private name: :func:`bertconvert.tokenizer.wordpiece.guess_do_lower_case`."""
-    from ..tokenizer.wordpiece import guess_do_lower_case
-    return guess_do_lower_case(vocab_file, vocab)
-
-
 def make_tokenizer(vocab_file):
     """Our BertTokenizer over ``vocab_file``, cased as
     :func:`~bertconvert.tokenizer.wordpiece.guess_do_lower_case` decides. Casing only shapes how
