@@ -99,9 +99,25 @@ def head_for_class(class_name):
 CONFIG_NAME = "config.json"
 #: Google's config file: beside every TF checkpoint, kept in converted directories
 GOOGLE_CONFIG_NAME = "bert_config.json"
-#: config files a model directory may hold, in the order they are looked for
+#: Config files a model directory may hold, in the order they are looked for there:
+#: transformers' file first, since it also records the head and the label count.
 CONFIG_NAMES = (CONFIG_NAME, GOOGLE_CONFIG_NAME)
+#: Config files beside a TF checkpoint, in the order they are looked for there: Google's
+#: file first, since Google ships one with every checkpoint.
+CHECKPOINT_CONFIG_NAMES = (GOOGLE_CONFIG_NAME, CONFIG_NAME)
 SAFETENSORS_NAME = "model.safetensors"
 PYTORCH_NAME = "pytorch_model.bin"
+#: suffix of transformers' sharded-weights index (a JSON weight_map naming the shard files)
+INDEX_SUFFIX = ".index.json"
+SAFETENSORS_INDEX_NAME = SAFETENSORS_NAME + INDEX_SUFFIX
+PYTORCH_INDEX_NAME = PYTORCH_NAME + INDEX_SUFFIX
+#: Weight files looked for in a model directory, most preferred first.
+WEIGHTS_NAMES = (SAFETENSORS_NAME, SAFETENSORS_INDEX_NAME, PYTORCH_NAME, PYTORCH_INDEX_NAME)
 VOCAB_NAME = "vocab.txt"
 TOKENIZER_CONFIG_NAME = "tokenizer_config.json"
+#: the conversion's provenance record, written by convert and read by verify
+REPORT_NAME = "conversion.json"
+#: every file name above: spelled in this module only (tests/test_architecture.py)
+FILE_NAMES = (CONFIG_NAME, GOOGLE_CONFIG_NAME, SAFETENSORS_NAME, PYTORCH_NAME,
+              SAFETENSORS_INDEX_NAME, PYTORCH_INDEX_NAME, VOCAB_NAME, TOKENIZER_CONFIG_NAME,
+              REPORT_NAME)

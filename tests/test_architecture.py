@@ -1,5 +1,6 @@
 """The package's shape, checked from its source: no import cycles, a short top level, modules of
-readable size, and each head name spelled in one module (bertconvert/layout.py)."""
+readable size, and each head name and model-directory file name spelled in one module
+(bertconvert/layout.py)."""
 import ast
 import os
 
@@ -150,6 +151,20 @@ def test_each_head_name_is_spelled_in_layout_only():
         for name in set(layout.HEAD_NAMES) & _code_strings(path):
             spelled.setdefault(name, []).append(module)
     assert spelled == {name: ["bertconvert.layout"] for name in layout.HEAD_NAMES}
+
+
+def test_each_file_name_is_spelled_in_layout_only():
+    from bertconvert import layout
+
+    names = set(layout.FILE_NAMES) | {layout.INDEX_SUFFIX}
+    assert {layout.CONFIG_NAME, layout.VOCAB_NAME} <= _code_strings(MODULES["bertconvert.layout"])
+    spelled = {}
+    for module, path in MODULES.items():
+        for name in names & _code_strings(path):
+            spelled.setdefault(name, []).append(module)
+    elsewhere = {name: [m for m in modules if m != "bertconvert.layout"]
+                 for name, modules in spelled.items()}
+    assert elsewhere == {name: [] for name in spelled}, "use the constants of bertconvert.layout"
 
 
 @pytest.mark.parametrize("module", sorted(m for m, p in MODULES.items()

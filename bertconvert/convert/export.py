@@ -25,6 +25,7 @@ from ..atomic import atomic_write, check_output_spares_inputs, remove_stale_temp
 from ..checkpoint import save_checkpoint
 from ..checkpoint.paths import shard_path
 from ..models.config import BertConfig
+from ..layout import GOOGLE_CONFIG_NAME, VOCAB_NAME
 from ..errors import MappingError, OutputExistsError, option
 
 logger = logging.getLogger(__name__)
@@ -129,11 +130,11 @@ def export_model_dir(model_dir, prefix, *, overwrite=False, progress=True):
     model_dir, prefix = os.fspath(model_dir), os.fspath(prefix)
     config_file = serialization.find_config_file(model_dir)
     weights_file = serialization.find_weights_file(model_dir)
-    vocab = os.path.join(model_dir, "vocab.txt")
+    vocab = os.path.join(model_dir, VOCAB_NAME)
     has_vocab = os.path.isfile(vocab)
     directory = os.path.dirname(prefix)  # as given, so every printed path reads alike
     outputs = [prefix, prefix + ".index", shard_path(prefix, 0, 1),
-               os.path.join(directory, "bert_config.json"), os.path.join(directory, "vocab.txt")]
+               os.path.join(directory, GOOGLE_CONFIG_NAME), os.path.join(directory, VOCAB_NAME)]
     sources = [config_file, weights_file, vocab if has_vocab else None]
     for path in outputs:  # before anything is read in full or written
         check_output_spares_inputs(path, sources, keyword="prefix")

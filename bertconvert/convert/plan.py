@@ -25,8 +25,6 @@ from .rules import head_option
 
 logger = logging.getLogger(__name__)
 
-GOOGLE_CONFIG_NAME = "bert_config.json"
-HF_CONFIG_NAME = "config.json"
 FLOAT_KINDS = ("float16", "float32", "float64", "bfloat16")
 _ITEMSIZE = {"float16": 2, "bfloat16": 2, "float32": 4, "float64": 8}
 
@@ -76,17 +74,17 @@ def resolve_config(config, prefix):
         return BertConfig.from_dict(config), None
     if config is None:
         directory = os.path.dirname(os.path.abspath(prefix))
-        for name in (GOOGLE_CONFIG_NAME, HF_CONFIG_NAME):
+        for name in layout.CHECKPOINT_CONFIG_NAMES:
             path = os.path.join(directory, name)
             if os.path.isfile(path):
                 return BertConfig.from_json_file(path), path
         raise ConfigError(
-            f"no {GOOGLE_CONFIG_NAME} beside the checkpoint {prefix} (looked in {directory}); "
+            f"no {layout.GOOGLE_CONFIG_NAME} beside the checkpoint {prefix} (looked in {directory}); "
             f"pass the model's config with {option('--config PATH', 'config=PATH')}")
     if isinstance(config, (str, os.PathLike)):
         path = os.fspath(config)
         if os.path.isdir(path):
-            for name in (GOOGLE_CONFIG_NAME, HF_CONFIG_NAME):
+            for name in layout.CHECKPOINT_CONFIG_NAMES:
                 if os.path.isfile(os.path.join(path, name)):
                     path = os.path.join(path, name)
                     break

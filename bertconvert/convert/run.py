@@ -44,6 +44,8 @@ from ..atomic import (atomic_directory, atomic_write, check_output_spares_inputs
                       remove_stale_temps)
 from ..checkpoint import load_checkpoint
 from ..errors import ConversionError, MissingDependencyError, OutputWriteError, VocabError, option
+from ..layout import (CONFIG_NAME, GOOGLE_CONFIG_NAME, PYTORCH_NAME,  # noqa: F401 (public names)
+                      REPORT_NAME, SAFETENSORS_NAME, TOKENIZER_CONFIG_NAME, VOCAB_NAME)
 from .rules import detect_head  # noqa: F401  (part of this module's public API)
 from .plan import plan_conversion, resolve_config
 from ..directio import DirectFile
@@ -65,11 +67,6 @@ DTYPES = ("float32", "float16", "bfloat16")
 SOURCE_HASHES = ("auto", "full", "index")
 #: "auto" reads a shard whole for its sha256 only while its unconverted bytes stay below this.
 AUTO_HASH_MAX_UNCONVERTED = 0.01
-SAFETENSORS_NAME = "model.safetensors"
-PYTORCH_NAME = "pytorch_model.bin"
-REPORT_NAME = "conversion.json"
-VOCAB_NAME = "vocab.txt"
-TOKENIZER_CONFIG_NAME = "tokenizer_config.json"
 
 
 @dataclass
@@ -513,9 +510,9 @@ def _convert_with_reader(reader, hashing, out_dir, config, head, num_labels, for
         with atomic_directory(out_dir, overwrite=overwrite) as tmp:
             # Small files first: their writeback overlaps the weights, so their single
             # fsync each (below, before publishing) has nothing left to wait for.
-            side = [os.path.join(tmp, "config.json"), os.path.join(tmp, "bert_config.json")]
+            side = [os.path.join(tmp, CONFIG_NAME), os.path.join(tmp, GOOGLE_CONFIG_NAME)]
             _write_json(side[0], _hf_config(plan, dtype), opener)
-            if config_path and os.path.basename(config_path) == "bert_config.json":
+            if config_path and os.path.basename(config_path) == GOOGLE_CONFIG_NAME:
                 shutil.copyfile(config_path, side[1])
             else:
                 _write_json(side[1], plan.config.to_google_dict(), opener)

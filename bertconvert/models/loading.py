@@ -25,7 +25,7 @@ from ..safeio import dumps_json
 from ..atomic import atomic_write
 from .config import MAX_NUM_LABELS, BertConfig
 from ..errors import ConfigError, HeadError, OutputExistsError, WeightsError
-from ..layout import head_for_class
+from ..layout import INDEX_SUFFIX, head_for_class
 
 logger = logging.getLogger(__name__)
 
@@ -63,7 +63,7 @@ def _resolve(path, need_config, need_weights, cache_dir, force_download, local_f
             directory = _fetch(path, cache_dir, force_download, local_files_only)
         elif os.path.isfile(path):
             directory = os.path.dirname(os.path.abspath(path))
-            if path.endswith(".json") and not path.endswith(".index.json"):
+            if path.endswith(".json") and not path.endswith(INDEX_SUFFIX):
                 config_file = path
             else:
                 weights_file = path

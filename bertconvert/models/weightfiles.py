@@ -22,19 +22,11 @@ import torch
 from ..safeio import MAX_JSON_BYTES, parse_json, read_regular_file
 from ..atomic import fsync_directory, temp_name_for
 from ..errors import ConfigError, WeightsError
+from ..layout import (CONFIG_NAME, CONFIG_NAMES, GOOGLE_CONFIG_NAME, INDEX_SUFFIX,  # noqa: F401
+                      PYTORCH_NAME, SAFETENSORS_NAME, WEIGHTS_NAMES)
 
 logger = logging.getLogger(__name__)
 
-SAFETENSORS_NAME = "model.safetensors"
-PYTORCH_NAME = "pytorch_model.bin"
-CONFIG_NAME = "config.json"
-GOOGLE_CONFIG_NAME = "bert_config.json"
-
-#: Weight file names looked for in a model directory, most preferred first. The two index
-#: files are transformers' sharded layouts (a JSON weight_map naming the shard files).
-WEIGHTS_NAMES = (SAFETENSORS_NAME, SAFETENSORS_NAME + ".index.json",
-                 PYTORCH_NAME, PYTORCH_NAME + ".index.json")
-CONFIG_NAMES = (CONFIG_NAME, GOOGLE_CONFIG_NAME)
 FORMATS = ("safetensors", "pytorch", "both")
 
 #: Keys that only alias another key when the MLM decoder is tied; transformers drops them
@@ -114,7 +106,7 @@ def _sniff(path):
         (header_len,) = struct.unpack("<Q", head[:8])
         if 0 < header_len <= size - 8 and head[8:9] == b"{":
             return "safetensors"
-    if head.lstrip()[:1] == b"{" and path.endswith(".index.json"):
+    if head.lstrip()[:1] == b"{" and path.endswith(INDEX_SUFFIX):
         return "index"
     return None
 

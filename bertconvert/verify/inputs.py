@@ -118,8 +118,8 @@ def _check_examples(examples, head, where):
 def find_vocab_file(*directories):
     """The first ``vocab.txt`` found in the given directories (None entries are skipped)."""
     for directory in directories:
-        if directory and os.path.isfile(os.path.join(directory, "vocab.txt")):
-            return os.path.join(directory, "vocab.txt")
+        if directory and os.path.isfile(os.path.join(directory, layout.VOCAB_NAME)):
+            return os.path.join(directory, layout.VOCAB_NAME)
     searched = ", ".join(d for d in directories if d)
     raise VerificationError(
         f"no vocab.txt in {searched}; the input batch is tokenized with the checkpoint's own "

@@ -173,7 +173,7 @@ def resolve_checkpoint_prefix(path):
 def find_checkpoint_config(prefix):
     """``bert_config.json`` (else ``config.json``) beside the checkpoint, or None."""
     directory = os.path.dirname(os.path.abspath(prefix))
-    for name in ("bert_config.json", "config.json"):
+    for name in layout.CHECKPOINT_CONFIG_NAMES:
         candidate = os.path.join(directory, name)
         if os.path.isfile(candidate):
             return candidate

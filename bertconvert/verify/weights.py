@@ -41,7 +41,7 @@ log = logging.getLogger(__name__)
 #: Output dtypes a golden file keeps digests for (the converter's output dtypes).
 DIGEST_DTYPES = ("float32", "float16", "bfloat16")
 #: What a digest covers, stored beside the digests in a golden file.
-CONVERSION_REPORT = "conversion.json"
+CONVERSION_REPORT = layout.REPORT_NAME
 #: Differing tensors listed in full in the report (the count is always exact).
 MAX_LISTED = 20
 
@@ -56,7 +56,7 @@ class ModelTensors:
         self.model_dir = model_dir
         path = find_weights_file(model_dir)
         files = [path]
-        if path.endswith(".index.json"):
+        if path.endswith(layout.INDEX_SUFFIX):
             try:
                 with open(path, "r", encoding="utf-8") as f:
                     shards = sorted(set(json.load(f)["weight_map"].values()))
