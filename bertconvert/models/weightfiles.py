@@ -1,9 +1,9 @@
 """Reading and writing PyTorch state dicts: ``model.safetensors`` and ``pytorch_model.bin``.
 
-Every file is published atomically (unique temp name in the destination directory, fsync,
-``os.replace``), so a reader never sees half a weights file. Loading sniffs the file's first
-bytes instead of trusting its name, and refuses anything that is not a plain mapping of names
-to tensors with :class:`~bertconvert.errors.WeightsError`. Pickles are only ever read with
+Every file is published atomically (:func:`bertconvert.atomic.atomic_path`: unique temp
+name in the destination directory, fsync, ``os.replace``), so a reader never sees half a
+weights file. Loading sniffs the file's first bytes instead of trusting its name, and refuses
+anything that is not a plain mapping of names to tensors with :class:`~bertconvert.errors.WeightsError`. Pickles are only ever read with
 ``torch.load(weights_only=True)``: a weights file must not be able to run code.
 
 Example::
@@ -11,7 +11,6 @@ Example::
     >>> paths = save_state_dict(model.state_dict(), "out", format="both")
     >>> state = load_state_dict(find_weights_file("out"))
 """
-import contextlib
 import logging
 import os
 import re
@@ -20,7 +19,7 @@ import struct
 import torch
 
 from ..safeio import MAX_JSON_BYTES, parse_json, read_regular_file
-from ..atomic import fsync_directory, temp_name_for
+from ..atomic import atomic_path
 from ..errors import ConfigError, WeightsError
 from ..layout import (CONFIG_NAME, CONFIG_NAMES, GOOGLE_CONFIG_NAME, INDEX_SUFFIX,  # noqa: F401
                       PYTORCH_NAME, SAFETENSORS_NAME, WEIGHTS_NAMES)
@@ -273,29 +272,6 @@ def _dedupe_for_safetensors(state_dict):
     return out
 
 
-@contextlib.contextmanager
-def _published(path):
-    """Yield a temp path beside ``path``; rename it onto ``path`` only if the block succeeds."""
-    tmp = temp_name_for(path)
-    try:
-        yield tmp
-        with open(tmp, "rb") as f:
-            os.fsync(f.fileno())
-        os.chmod(tmp, 0o666 & ~_umask())
-        os.replace(tmp, path)
-        fsync_directory(os.path.dirname(os.path.abspath(path)))
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
-
-
-def _umask():
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
-
-
 def save_state_dict(state_dict, directory, format="safetensors"):
     """Write ``state_dict`` into ``directory`` atomically; returns the written paths.
 
@@ -313,7 +289,7 @@ def save_state_dict(state_dict, directory, format="safetensors"):
         from safetensors.torch import save_file
 
         path = os.path.join(directory, SAFETENSORS_NAME)
-        with _published(path) as tmp:
+        with atomic_path(path) as tmp:
             save_file(_dedupe_for_safetensors(cpu), tmp, metadata={"format": "pt"})
         written.append(path)
     if format in ("pytorch", "both"):
@@ -321,7 +297,7 @@ def save_state_dict(state_dict, directory, format="safetensors"):
         if metas:
             raise WeightsError(f"cannot save {', '.join(metas)}: on the meta device (never loaded)")
         path = os.path.join(directory, PYTORCH_NAME)
-        with _published(path) as tmp:
+        with atomic_path(path) as tmp:
             torch.save(cpu, tmp)
         written.append(path)
     logger.debug("wrote %s", ", ".join(written))

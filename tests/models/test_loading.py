@@ -366,3 +366,23 @@ def test_a_062_style_model_archive_loads_through_the_cache(tmp_path, tiny_config
             tar.add(tmp_path / "model" / name, arcname=name)
     loaded = BertForPreTraining.from_pretrained(str(archive), cache_dir=str(tmp_path / "cache"))
     assert_same_outputs(original, loaded, tiny_batch)
+
+
+def test_weight_files_are_published_by_the_shared_atomic_helper(tmp_path, tiny_config):
+    """save_state_dict publishes through bertconvert.atomic: group-readable under the umask,
+    no temp file left, and a failing writer leaves the old file and no temp behind."""
+    from bertconvert.atomic import atomic_path
+
+    old = os.umask(0o027)
+    try:
+        written = BertModel(tiny_config).save_pretrained(tmp_path, format="both")
+    finally:
+        os.umask(old)
+    assert all(os.stat(p).st_mode & 0o777 == 0o640 for p in written) and no_temp_files(tmp_path)
+    before = (tmp_path / "pytorch_model.bin").read_bytes()
+    with pytest.raises(RuntimeError):
+        with atomic_path(tmp_path / "pytorch_model.bin") as tmp:
+            with open(tmp, "wb") as f:
+                f.write(b"half")
+            raise RuntimeError("writer failed")
+    assert (tmp_path / "pytorch_model.bin").read_bytes() == before and no_temp_files(tmp_path)
