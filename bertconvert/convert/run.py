@@ -155,17 +155,13 @@ def _check_options(format, dtype, source_hash="auto"):
 
 
 def _fresh(key, shape, config, dtype):
-    """Google's initialisation for a parameter the checkpoint lacks: normal(0, initializer_range)
-    weights, zero biases, LayerNorm scale 1. Drawn from torch's RNG (imported only here), so
-    ``torch.manual_seed`` makes it reproducible as it did with pytorch-pretrained-bert."""
+    """Google's initialisation (:mod:`bertconvert.models.initialise`) for a parameter the
+    checkpoint lacks. Drawn from torch's RNG (imported only here), so ``torch.manual_seed``
+    makes it reproducible as it did with pytorch-pretrained-bert."""
     torch = _require_torch(f"initialising {key} (not in the checkpoint)")
+    from ..models.initialise import init_, kind_of_key
 
-    if key.endswith("LayerNorm.weight"):
-        value = torch.ones(shape)
-    elif key.endswith("bias"):
-        value = torch.zeros(shape)
-    else:
-        value = torch.empty(shape).normal_(0.0, config.initializer_range)
+    value = init_(torch.empty(shape), kind_of_key(key), config.initializer_range)
     if dtype == "bfloat16":
         return value.to(torch.bfloat16).view(torch.int16).numpy().view(storage_dtype(dtype))
     return value.to(getattr(torch, dtype)).numpy()

@@ -10,9 +10,7 @@ Accepted state dicts: ours, transformers' (``cls.predictions.decoder.bias`` dupl
 ``position_ids`` buffers) and pytorch-pretrained-bert's (``LayerNorm.gamma``/``beta``; a
 ``bert.``-prefixed dict loaded into BertModel and vice versa).
 """
-import contextlib
 import copy
-import functools
 import logging
 import os
 import re
@@ -24,6 +22,7 @@ from . import weightfiles as serialization
 from ..safeio import dumps_json
 from ..atomic import atomic_write
 from .config import MAX_NUM_LABELS, BertConfig
+from .initialise import init_, kind_of_module_tensor, on_meta_device
 from ..errors import ConfigError, HeadError, OutputExistsError, WeightsError
 from ..layout import INDEX_SUFFIX, head_for_class
 
@@ -36,8 +35,6 @@ _LEGACY_SUFFIXES = ((".gamma", ".weight"), (".beta", ".bias"))
 #: Top-level children of BertModel: a dict with these keys has no ``bert.`` prefix.
 _TRUNK_PREFIXES = ("embeddings.", "encoder.", "pooler.")
 _ARCHIVE_SUFFIXES = (".tar.gz", ".tgz", ".tar", ".zip", ".tar.bz2", ".tar.xz")
-_INIT_FUNCTIONS = ("uniform_", "normal_", "trunc_normal_", "constant_", "ones_", "zeros_",
-                   "xavier_uniform_", "xavier_normal_", "kaiming_uniform_", "kaiming_normal_")
 #: from_pretrained keyword arguments that are options of loading, not of the constructor.
 _LOAD_OPTIONS = ("config", "torch_dtype", "dtype", "strict", "force_download",
                  "local_files_only", "output_loading_info", "from_tf", "attention_implementation")
@@ -144,45 +141,6 @@ def _resolve_dtype(dtype, state_dict):
             return resolved
         raise ValueError(f"dtype must be a floating torch dtype or 'auto', got {dtype!r}")
     return dtype
-
-
-@contextlib.contextmanager
-def _meta_init_skipped():
-    """Make torch.nn.init functions return meta tensors untouched.
-
-    Module constructors call reset_parameters; on the meta device those random fills do
-    nothing useful, yet the first one imports torch._dynamo (about a second). Real tensors
-    still get the real initialisation, so another thread building a model is unaffected.
-    """
-    originals = {name: getattr(nn.init, name) for name in _INIT_FUNCTIONS
-                 if hasattr(nn.init, name)}
-
-    def skipping(fn):
-        @functools.wraps(fn)
-        def init(tensor, *args, **kwargs):
-            if isinstance(tensor, torch.Tensor) and tensor.is_meta:
-                return tensor
-            return fn(tensor, *args, **kwargs)
-        return init
-
-    for name, fn in originals.items():
-        setattr(nn.init, name, skipping(fn))
-    try:
-        yield
-    finally:
-        for name, fn in originals.items():
-            setattr(nn.init, name, fn)
-
-
-def _init_fresh(config, module, attr, tensor):
-    """Google's initialisation for one parameter the checkpoint did not provide."""
-    with torch.no_grad():
-        if isinstance(module, nn.LayerNorm):
-            tensor.fill_(1.0 if attr == "weight" else 0.0)
-        elif attr == "weight" and isinstance(module, (nn.Linear, nn.Embedding)):
-            tensor.normal_(mean=0.0, std=config.initializer_range)
-        else:  # biases, including the MLM output bias
-            tensor.zero_()
 
 
 #: (key suffix, hint): a tensor whose first dimension names one config field, and what to
@@ -310,7 +268,7 @@ class PretrainedLoadingMixin:
             kwargs["num_labels"] = config.num_labels or rows or 2
         _check_layer_count(config, state_dict, source)
         # Build on the meta device: no allocation, no random init to throw away.
-        with torch.device("meta"), _meta_init_skipped():
+        with on_meta_device():
             model = model_cls(config, *inputs, **kwargs)
         if model_cls.label_argument == "num_labels":
             # Only the weights' own classifier may hold more labels than the sane bound.
@@ -447,7 +405,7 @@ class PretrainedLoadingMixin:
                     continue
                 fresh = torch.empty(param.shape, dtype=dtype if param.is_floating_point()
                                     else param.dtype, device="cpu")
-                _init_fresh(self.config, module, attr, fresh)
+                init_(fresh, kind_of_module_tensor(module, attr), self.config.initializer_range)
                 module._parameters[attr] = nn.Parameter(fresh, requires_grad=param.requires_grad)
             for attr, buf in list(module._buffers.items()):
                 if buf is not None and buf.is_meta:
