@@ -11,13 +11,13 @@ every problem, sorted, with hints. The converter then only executes the plan.
 """
 import copy
 import logging
-import os
 import re
 from dataclasses import dataclass, field
 from math import prod
 
 from .. import layout
 from . import rules as mapping
+from ..models import config as config_module
 from ..models.config import MAX_NUM_LABELS, BertConfig
 from .hints import ShapeEvidence
 from ..errors import ConfigError, HeadError, MappingError, option
@@ -67,29 +67,10 @@ class ConversionPlan:
 
 # --- config ------------------------------------------------------------------------------
 def resolve_config(config, prefix):
-    """``(BertConfig, path or None)`` from a path, dict, BertConfig, or None (beside ``prefix``)."""
-    if isinstance(config, BertConfig):
-        return copy.deepcopy(config), None
-    if isinstance(config, dict):
-        return BertConfig.from_dict(config), None
-    if config is None:
-        directory = os.path.dirname(os.path.abspath(prefix))
-        for name in layout.CHECKPOINT_CONFIG_NAMES:
-            path = os.path.join(directory, name)
-            if os.path.isfile(path):
-                return BertConfig.from_json_file(path), path
-        raise ConfigError(
-            f"no {layout.GOOGLE_CONFIG_NAME} beside the checkpoint {prefix} (looked in {directory}); "
-            f"pass the model's config with {option('--config PATH', 'config=PATH')}")
-    if isinstance(config, (str, os.PathLike)):
-        path = os.fspath(config)
-        if os.path.isdir(path):
-            for name in layout.CHECKPOINT_CONFIG_NAMES:
-                if os.path.isfile(os.path.join(path, name)):
-                    path = os.path.join(path, name)
-                    break
-        return BertConfig.from_json_file(path), path
-    raise ConfigError(f"config must be a path, a dict or a BertConfig, got {type(config).__name__}")
+    """``(BertConfig, path or None)`` for converting the checkpoint at ``prefix``: ``config``
+    if given, else the one beside the checkpoint (:func:`bertconvert.models.config.resolve_config`
+    holds the precedence)."""
+    return config_module.resolve_config(config, checkpoint=prefix)
 
 
 # --- head and label count ------------------------------------------------------------------

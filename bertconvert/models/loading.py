@@ -21,7 +21,7 @@ from torch import nn
 from . import weightfiles as serialization
 from ..safeio import dumps_json
 from ..atomic import atomic_write
-from .config import MAX_NUM_LABELS, BertConfig
+from .config import MAX_NUM_LABELS, resolve_config
 from .initialise import init_, kind_of_module_tensor, on_meta_device
 from ..errors import ConfigError, HeadError, OutputExistsError, WeightsError
 from ..layout import INDEX_SUFFIX, head_for_class
@@ -46,12 +46,11 @@ _LAYER_KEY = re.compile(r"(?:^|\.)encoder\.layer\.(\d+)\.")
 
 
 # --- locating config and weights ---------------------------------------------------------
-def _resolve(path, need_config, need_weights, cache_dir, force_download, local_files_only):
-    """(config_file, weights_file) for a directory, a weights/config file, a name or a URL."""
-    config_file = weights_file = None
-    if path is None:
-        directory = None
-    else:
+def _locate(path, cache_dir, force_download, local_files_only):
+    """``(directory, config_file, weights_file)`` for a directory, a weights or config file, a
+    name or a URL; a config file or weights file only when the path names one."""
+    config_file = weights_file = directory = None
+    if path is not None:
         path = os.path.expanduser(os.fspath(path))
         if os.path.isdir(path):
             directory = path
@@ -66,15 +65,7 @@ def _resolve(path, need_config, need_weights, cache_dir, force_download, local_f
                 weights_file = path
         else:
             directory = _fetch(path, cache_dir, force_download, local_files_only)
-    if need_config and config_file is None:
-        if directory is None:
-            raise ConfigError("no config: pass a model directory, a config file, or config=")
-        config_file = serialization.find_config_file(directory)
-    if need_weights and weights_file is None:
-        if directory is None:
-            raise WeightsError("no weights: pass a model directory, a weights file, or state_dict=")
-        weights_file = serialization.find_weights_file(directory)
-    return config_file, weights_file
+    return directory, config_file, weights_file
 
 
 def _fetch(name_or_url, cache_dir, force_download, local_files_only):
@@ -89,19 +80,6 @@ def _fetch(name_or_url, cache_dir, force_download, local_files_only):
             "fetch model names or URLs (bertconvert.cache.names is missing)") from e
     return resolve_model_dir(name_or_url, cache_dir=cache_dir, force_download=force_download,
                              local_files_only=local_files_only)
-
-
-def _as_config(config):
-    if config is None or isinstance(config, BertConfig):
-        return copy.deepcopy(config)
-    if isinstance(config, dict):
-        return BertConfig.from_dict(config)
-    if isinstance(config, (str, os.PathLike)):
-        path = os.fspath(config)
-        if os.path.isdir(path):
-            path = serialization.find_config_file(path)
-        return BertConfig.from_json_file(path)
-    raise ConfigError(f"config= must be a BertConfig, a dict or a path, got {type(config).__name__}")
 
 
 # --- state-dict normalisation ----------------------------------------------------------------
@@ -245,14 +223,21 @@ class PretrainedLoadingMixin:
         opts = {k: kwargs.pop(k) for k in _LOAD_OPTIONS if k in kwargs}
         if opts.get("from_tf"):
             return cls._from_tf(pretrained_model_name_or_path, opts, kwargs)
-        config = _as_config(opts.get("config"))
+        config = None
+        if opts.get("config") is not None:  # checked before anything is fetched
+            config, _ = resolve_config(opts["config"])
         caller_dict = state_dict is not None
-        config_file, weights_file = _resolve(
-            pretrained_model_name_or_path, config is None, not caller_dict, cache_dir,
-            opts.get("force_download", False), opts.get("local_files_only", False))
+        directory, config_file, weights_file = _locate(
+            pretrained_model_name_or_path, cache_dir, opts.get("force_download", False),
+            opts.get("local_files_only", False))
         if config is None:
-            config = BertConfig.from_json_file(config_file)
+            config, config_file = resolve_config(config_file, model_dir=directory)
             logger.info("model config from %s", config_file)
+        if not caller_dict and weights_file is None:
+            if directory is None:
+                raise WeightsError("no weights: pass a model directory, a weights file, or "
+                                   "state_dict=")
+            weights_file = serialization.find_weights_file(directory)
         model_cls = cls._class_for(config)
         if caller_dict:
             source = "the given state_dict"

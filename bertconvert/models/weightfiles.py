@@ -20,7 +20,8 @@ import torch
 
 from ..safeio import MAX_JSON_BYTES, parse_json, read_regular_file
 from ..atomic import atomic_path
-from ..errors import ConfigError, WeightsError
+from ..errors import WeightsError
+from .config import describe_directory, find_config_file, first_file  # noqa: F401 (re-exported)
 from ..layout import (CONFIG_NAME, CONFIG_NAMES, GOOGLE_CONFIG_NAME, INDEX_SUFFIX,  # noqa: F401
                       PYTORCH_NAME, SAFETENSORS_NAME, WEIGHTS_NAMES)
 
@@ -42,48 +43,17 @@ _PICKLE_PROTO = 0x80
 
 
 # --- locating files ------------------------------------------------------------------
-def _listing(directory):
-    try:
-        names = sorted(os.listdir(directory))
-    except FileNotFoundError:
-        return "nothing: the directory does not exist"
-    except NotADirectoryError:
-        return "a file, not a directory"
-    except OSError as e:
-        return f"(unreadable: {e.strerror})"
-    return ", ".join(names) if names else "(empty)"
-
-
-def _first_file(directory, names):
-    """The first of ``names`` that is a file in ``directory``, or None (order = preference)."""
-    for name in names:
-        path = os.path.join(directory, name)
-        if os.path.isfile(path):
-            return path
-    return None
-
-
 def find_weights_file(directory, required=True):
     """Path of the weights file in a model directory (safetensors preferred), or None.
 
     Raises WeightsError naming what the directory holds when there is none and ``required``.
     """
-    path = _first_file(directory, WEIGHTS_NAMES)
+    path = first_file(directory, WEIGHTS_NAMES)
     if path is None and required:
         raise WeightsError(
             f"no weights file in {directory}: expected one of {', '.join(WEIGHTS_NAMES)}; "
-            f"found {_listing(directory)}. Convert a TF checkpoint with `bertconvert convert` "
-            "or save a model there with save_pretrained()")
-    return path
-
-
-def find_config_file(directory, required=True):
-    """Path of ``config.json`` (preferred) or ``bert_config.json`` in ``directory``, or None."""
-    path = _first_file(directory, CONFIG_NAMES)
-    if path is None and required:
-        raise ConfigError(
-            f"no model config in {directory}: expected {CONFIG_NAME} or {GOOGLE_CONFIG_NAME}; "
-            f"found {_listing(directory)}")
+            f"found {describe_directory(directory)}. Convert a TF checkpoint with "
+            "`bertconvert convert` or save a model there with save_pretrained()")
     return path
 
 

@@ -38,6 +38,7 @@ import tempfile
 import numpy as np
 
 from .. import layout
+from ..models.config import find_checkpoint_config  # noqa: F401 (verify's import path)
 from ..errors import (CheckpointNotFoundError, ConfigError, MissingDependencyError,
                      VerificationError, option)
 from .stages import (TF1_NAMES as _TF1_NAMES, TF2_NAMES as _TF2_NAMES,
@@ -170,18 +171,10 @@ def resolve_checkpoint_prefix(path):
     return path
 
 
-def find_checkpoint_config(prefix):
-    """``bert_config.json`` (else ``config.json``) beside the checkpoint, or None."""
-    directory = os.path.dirname(os.path.abspath(prefix))
-    for name in layout.CHECKPOINT_CONFIG_NAMES:
-        candidate = os.path.join(directory, name)
-        if os.path.isfile(candidate):
-            return candidate
-    return None
-
-
 def _read_config(path):
-    # Read the JSON ourselves (not via BertConfig) to keep the reference independent.
+    # Which file is the config is decided where it is for every caller (find_checkpoint_config,
+    # models/config.py); its JSON is read here, not via BertConfig, so that the reference
+    # computes from the file as written rather than from our reading of it.
     try:
         with open(path, "r", encoding="utf-8") as f:
             data = json.load(f)

@@ -33,7 +33,8 @@ class LoadedModel:
 
     def reference_config(self, checkpoint):
         """Config for the TF reference: the checkpoint's own, else the model directory's."""
-        from .tf_side import find_checkpoint_config, resolve_checkpoint_prefix
+        from ..models.config import find_checkpoint_config
+        from .tf_side import resolve_checkpoint_prefix
         return find_checkpoint_config(resolve_checkpoint_prefix(checkpoint)) or self.config_file
 
 
@@ -66,13 +67,11 @@ def load_torch_model(checkpoint, model_dir=None, head=None, num_labels=None, dty
         notes.append(f"converted {checkpoint} in memory (head {report.head})")
         return LoadedModel(model.eval(), report.head, report.num_labels, None, notes)
 
-    from ..models.config import BertConfig
-    from ..models.weightfiles import find_config_file
+    from ..models.config import resolve_config
     if not os.path.isdir(model_dir):
         raise VerificationError(f"model directory {model_dir} does not exist; pass the output "
                                 "of `bertconvert convert`, or omit it to convert in memory")
-    config_file = find_config_file(model_dir)
-    config = BertConfig.from_json_file(config_file)
+    config, config_file = resolve_config(model_dir=model_dir)
     check_config_matches_checkpoint(config, config_file, checkpoint)
     if head is None:
         head = _head_from_config(config, config_file, notes)
@@ -114,7 +113,8 @@ def check_config_matches_checkpoint(config, config_file, checkpoint):
     """
     from ..models.config import BertConfig
     from ..errors import CheckpointError, ConfigError
-    from .tf_side import find_checkpoint_config, resolve_checkpoint_prefix
+    from ..models.config import find_checkpoint_config
+    from .tf_side import resolve_checkpoint_prefix
     try:
         ckpt_config_file = find_checkpoint_config(resolve_checkpoint_prefix(checkpoint))
         if ckpt_config_file is None:

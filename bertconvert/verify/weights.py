@@ -151,11 +151,9 @@ def _directory_head(model_dir, config):
 def plan_for_directory(reader, model_dir):
     """The converter's plan for the checkpoint behind ``reader`` into the head (and label
     count) ``model_dir`` was converted as, with its own config."""
-    from ..models.config import BertConfig
     from ..convert.plan import plan_conversion
-    from ..models.weightfiles import find_config_file
-    config_file = find_config_file(model_dir)
-    config = BertConfig.from_json_file(config_file)
+    from ..models.config import resolve_config
+    config, config_file = resolve_config(model_dir=model_dir)
     head, num_labels = _directory_head(model_dir, config)
     return plan_conversion(reader, config, head=head, num_labels=num_labels,
                            allow_new_head=True, config_path=config_file)
