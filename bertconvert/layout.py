@@ -82,6 +82,17 @@ CLASSIFIER_HEADS = tuple(n for n, layout in LAYOUTS.items() if layout.root_class
 #: question-answering scores start and end (transformers' QA configs say num_labels 2), and
 #: the next-sentence classifier (alone or in pretraining) has two classes.
 FIXED_LABEL_COUNTS = {QUESTION_ANSWERING: 2, NEXT_SENTENCE: 2, PRETRAINING: 2}
+#: Label count of a classifier when neither the caller, the config nor the weights say
+#: (pytorch-pretrained-bert's and transformers' default).
+DEFAULT_NUM_LABELS = 2
+
+
+def label_count(*choices):
+    """The first label count given (not None), in the caller's order of precedence, else
+    :data:`DEFAULT_NUM_LABELS`."""
+    return next((n for n in choices if n), DEFAULT_NUM_LABELS)
+
+
 #: output stages each head adds after the trunk
 HEAD_STAGES = OrderedDict((n, layout.output_stages) for n, layout in LAYOUTS.items())
 

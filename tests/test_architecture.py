@@ -199,3 +199,14 @@ def test_public_import_paths_keep_working():
     assert convert.load_converted_model and convert.convert_to_pytorch_file and convert.ConversionReport
     assert checkpoint.load_checkpoint and checkpoint.save_checkpoint
     assert list(bertconvert.HEADS) == list(bertconvert.layout.HEAD_NAMES)
+
+
+def test_the_default_label_count_is_decided_in_layout():
+    from bertconvert import layout
+
+    assert layout.label_count(None, None) == layout.DEFAULT_NUM_LABELS == 2
+    assert layout.label_count(None, 5, 3) == 5 and layout.label_count(7, 5) == 7
+    for module, path in MODULES.items():  # no "x or config.num_labels or 2" copies
+        with open(path, encoding="utf-8") as f:
+            text = f.read()
+        assert "num_labels or 2" not in text and "rows or 2" not in text, module

@@ -19,7 +19,7 @@ from .. import layout
 from . import rules as mapping
 from ..models import config as config_module
 from ..models.config import MAX_NUM_LABELS, BertConfig
-from .hints import ShapeEvidence
+from ..models.shapehints import ShapeEvidence
 from ..errors import ConfigError, HeadError, MappingError, option
 from .rules import head_option
 
@@ -138,7 +138,7 @@ def choose_num_labels(head, num_labels, shapes, config):
                 raise HeadError(f"{_labels_option(num_labels)} disagrees with the checkpoint: "
                                 f"output_weights has {rows} rows ({rows} labels)")
             return rows
-        return num_labels or config.num_labels or 2
+        return layout.label_count(num_labels, config.num_labels)
     fixed = FIXED_LABEL_COUNTS.get(head)
     if num_labels is not None and fixed is not None and num_labels != fixed:
         raise HeadError(f"{head} has exactly {fixed} outputs, so {_labels_option(num_labels)} "
@@ -197,7 +197,7 @@ def model_label_count(head, config, num_labels=None):
     (multiple-choice scores each choice with 1 output; others: argument, config, else 2)."""
     if head == layout.MULTIPLE_CHOICE:
         return 1
-    return num_labels or config.num_labels or 2
+    return layout.label_count(num_labels, config.num_labels)
 
 
 def expected_parameters(head, config, num_labels=None):

@@ -44,8 +44,9 @@ from ..atomic import (atomic_directory, atomic_write, check_output_spares_inputs
                       remove_stale_temps)
 from ..checkpoint import load_checkpoint
 from ..errors import ConversionError, MissingDependencyError, OutputWriteError, VocabError, option
-from ..layout import (CONFIG_NAME, GOOGLE_CONFIG_NAME, PYTORCH_NAME,  # noqa: F401 (public names)
-                      REPORT_NAME, SAFETENSORS_NAME, TOKENIZER_CONFIG_NAME, VOCAB_NAME)
+from ..layout import (CONFIG_NAME, DEFAULT_NUM_LABELS, GOOGLE_CONFIG_NAME,  # noqa: F401
+                      PYTORCH_NAME, REPORT_NAME, SAFETENSORS_NAME, TOKENIZER_CONFIG_NAME,
+                      VOCAB_NAME)
 from .rules import detect_head  # noqa: F401  (part of this module's public API)
 from .plan import plan_conversion, resolve_config
 from ..directio import DirectFile
@@ -312,7 +313,7 @@ def _write_weights(directory, plan, reader, format, dtype, progress, opener):
 
 def _hf_config(plan, dtype):
     data = plan.config.to_hf_dict(architectures=[plan.model_class])
-    data["num_labels"] = plan.num_labels if plan.num_labels is not None else data.get("num_labels", 2)
+    data["num_labels"] = plan.num_labels if plan.num_labels is not None else data.get("num_labels", DEFAULT_NUM_LABELS)
     if "id2label" not in data or len(data["id2label"]) != data["num_labels"]:
         data["id2label"] = {str(i): f"LABEL_{i}" for i in range(data["num_labels"])}
         data["label2id"] = {f"LABEL_{i}": i for i in range(data["num_labels"])}

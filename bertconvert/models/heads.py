@@ -19,9 +19,9 @@ from torch import nn
 from torch.nn import CrossEntropyLoss
 
 from ..errors import HeadError
-from ..layout import (LABELLED_HEADS, LAYOUTS, MASKED_LM, MULTIPLE_CHOICE, NEXT_SENTENCE,  # noqa: F401
-                      PRETRAINING, QUESTION_ANSWERING, SEQUENCE_CLASSIFICATION,
-                      TOKEN_CLASSIFICATION, TIED_DECODER_KEY, head_for_class)
+from ..layout import (LABELLED_HEADS, LAYOUTS, MASKED_LM, MULTIPLE_CHOICE,  # noqa: F401
+                      NEXT_SENTENCE, PRETRAINING, QUESTION_ANSWERING, SEQUENCE_CLASSIFICATION,
+                      TOKEN_CLASSIFICATION, TIED_DECODER_KEY, head_for_class, label_count)
 from .initialise import on_meta_device
 from .trunk import BertModel, BertPreTrainedModel, get_activation
 
@@ -214,7 +214,7 @@ class BertForSequenceClassification(_BertWithClassifier):
 
     def __init__(self, config, num_labels=None):
         super().__init__(config)
-        self.num_labels = num_labels or self.config.num_labels or 2
+        self.num_labels = label_count(num_labels, self.config.num_labels)
         self._build_classifier(self.num_labels)
 
     def forward(self, input_ids, token_type_ids=None, attention_mask=None, labels=None):
@@ -269,7 +269,7 @@ class BertForTokenClassification(_BertWithClassifier):
 
     def __init__(self, config, num_labels=None):
         super().__init__(config)
-        self.num_labels = num_labels or self.config.num_labels or 2
+        self.num_labels = label_count(num_labels, self.config.num_labels)
         self._build_classifier(self.num_labels)
 
     def forward(self, input_ids, token_type_ids=None, attention_mask=None, labels=None):

@@ -6,14 +6,14 @@ parameter the checkpoint lacked a proper initialisation -- normal(0, initializer
 LayerNorm 1/0, biases 0 -- and names it in a WARNING. Nothing is ever left uninitialised and
 nothing is silently random.
 
-Accepted state dicts: ours, transformers' (``cls.predictions.decoder.bias`` duplicate,
-``position_ids`` buffers) and pytorch-pretrained-bert's (``LayerNorm.gamma``/``beta``; a
-``bert.``-prefixed dict loaded into BertModel and vice versa).
+Which config is used is :func:`~bertconvert.models.config.resolve_config`'s decision; the
+state dicts accepted, and the checks that they fit the model, are
+:mod:`~bertconvert.models.statedict`'s; Google's initialisation is
+:mod:`~bertconvert.models.initialise`'s.
 """
 import copy
 import logging
 import os
-import re
 
 import torch
 from torch import nn
@@ -23,26 +23,17 @@ from ..safeio import dumps_json
 from ..atomic import atomic_write
 from .config import MAX_NUM_LABELS, resolve_config
 from .initialise import init_, kind_of_module_tensor, on_meta_device
+from .statedict import (MAX_FRESH_BYTES_BEYOND_WEIGHTS, check_fresh_size,  # noqa: F401
+                        check_layer_count, mismatch_error, normalize_state_dict, resolve_dtype)
 from ..errors import ConfigError, HeadError, OutputExistsError, WeightsError
-from ..layout import INDEX_SUFFIX, head_for_class
+from ..layout import INDEX_SUFFIX, head_for_class, label_count
 
 logger = logging.getLogger(__name__)
 
-#: Buffers older transformers versions saved; no model here has them.
-_IGNORED_KEYS = re.compile(r"(bert\.)?embeddings\.(position_ids|token_type_ids)")
-#: pytorch-pretrained-bert <= 0.4 named LayerNorm parameters after TF's gamma/beta.
-_LEGACY_SUFFIXES = ((".gamma", ".weight"), (".beta", ".bias"))
-#: Top-level children of BertModel: a dict with these keys has no ``bert.`` prefix.
-_TRUNK_PREFIXES = ("embeddings.", "encoder.", "pooler.")
 _ARCHIVE_SUFFIXES = (".tar.gz", ".tgz", ".tar", ".zip", ".tar.bz2", ".tar.xz")
 #: from_pretrained keyword arguments that are options of loading, not of the constructor.
 _LOAD_OPTIONS = ("config", "torch_dtype", "dtype", "strict", "force_download",
                  "local_files_only", "output_loading_info", "from_tf", "attention_implementation")
-#: Parameters the weights lack are initialised freshly; more than this many bytes of them
-#: beyond the size of the weights themselves means the config does not describe these
-#: weights (vocab_size 10**12, a billion layers) -- refused before anything is allocated.
-MAX_FRESH_BYTES_BEYOND_WEIGHTS = 1 << 30
-_LAYER_KEY = re.compile(r"(?:^|\.)encoder\.layer\.(\d+)\.")
 
 
 # --- locating config and weights ---------------------------------------------------------
@@ -80,112 +71,6 @@ def _fetch(name_or_url, cache_dir, force_download, local_files_only):
             "fetch model names or URLs (bertconvert.cache.names is missing)") from e
     return resolve_model_dir(name_or_url, cache_dir=cache_dir, force_download=force_download,
                              local_files_only=local_files_only)
-
-
-# --- state-dict normalisation ----------------------------------------------------------------
-def normalize_state_dict(state_dict, model_has_bert_prefix):
-    """Rename keys of every accepted dialect to ours; returns a new dict (input untouched)."""
-    out = {}
-    for key, value in state_dict.items():
-        if _IGNORED_KEYS.fullmatch(key):
-            logger.debug("ignoring buffer %s (not a parameter of this model)", key)
-            continue
-        for old, new in _LEGACY_SUFFIXES:
-            if key.endswith(old) and "LayerNorm" in key:
-                key = key[: -len(old)] + new
-        out[key] = value
-    has_prefix = any(k.startswith("bert.") for k in out)
-    if not model_has_bert_prefix and has_prefix:
-        # A head's dict loaded into BertModel: keep its trunk; its head keys become unexpected.
-        out = {(k[5:] if k.startswith("bert.") else k): v for k, v in out.items()}
-    elif model_has_bert_prefix and not has_prefix and any(k.startswith(_TRUNK_PREFIXES) for k in out):
-        out = {(f"bert.{k}" if k.startswith(_TRUNK_PREFIXES) else k): v for k, v in out.items()}
-    # transformers keeps the MLM output bias twice (decoder.bias is tied to predictions.bias).
-    dup = out.pop("cls.predictions.decoder.bias", None)
-    if dup is not None and "cls.predictions.bias" not in out:
-        out["cls.predictions.bias"] = dup
-    return out
-
-
-def _resolve_dtype(dtype, state_dict):
-    if dtype is None:
-        return torch.get_default_dtype()
-    if dtype == "auto":
-        return next((v.dtype for v in state_dict.values() if v.is_floating_point()),
-                    torch.get_default_dtype())
-    if isinstance(dtype, str):
-        resolved = getattr(torch, dtype.replace("torch.", ""), None)
-        if isinstance(resolved, torch.dtype) and resolved.is_floating_point:
-            return resolved
-        raise ValueError(f"dtype must be a floating torch dtype or 'auto', got {dtype!r}")
-    return dtype
-
-
-#: (key suffix, hint): a tensor whose first dimension names one config field, and what to
-#: say when it disagrees with the config (checked in this order).
-_SHAPE_HINTS = (
-    ("embeddings.LayerNorm.weight", "hidden_size in the config is {want} but the weights "
-                                    "have {have}"),
-    ("word_embeddings.weight", "vocab_size in the config is {want} but word_embeddings has "
-                               "{have} rows"),
-    ("intermediate.dense.bias", "intermediate_size in the config is {want} but the weights "
-                                "have {have}"),
-    ("position_embeddings.weight", "max_position_embeddings in the config is {want} but the "
-                                   "weights have {have}"),
-)
-
-
-def _mismatch_error(model, mismatched, source):
-    lines = [f"{k}: weights {list(a)}, model {list(b)}" for k, a, b in mismatched]
-    hints = []
-    for key, have, want in mismatched:
-        template = next((t for suffix, t in _SHAPE_HINTS if key.endswith(suffix)), None)
-        if template and have[0] != want[0]:
-            hints.append(template.format(want=want[0], have=have[0]))
-        elif key.startswith("classifier.") and hasattr(model, "num_labels"):
-            hints.append(f"the weights hold {have[0]} labels; pass num_labels={have[0]}")
-    hint = "; ".join(dict.fromkeys(hints)) if hints else \
-        "check that the config belongs to these weights"
-    # The hint goes first: with a wrong hidden_size every tensor is listed after it.
-    return WeightsError(f"{len(mismatched)} tensor(s) in {source} do not fit "
-                        f"{type(model).__name__} ({hint}): " + "; ".join(lines))
-
-
-def _check_layer_count(config, state_dict, source):
-    """Refuse a config whose layers the weights do not hold beyond a bounded amount, before
-    the model (one module per layer, even on the meta device) is built."""
-    present = [int(m.group(1)) for m in map(_LAYER_KEY.search, state_dict) if m]
-    known = max(present) + 1 if present else 0
-    missing = config.num_hidden_layers - known
-    if missing <= 0:
-        return
-    h, i = config.hidden_size, config.intermediate_size
-    per_layer = 4 * (4 * h * h + 2 * h * i + 9 * h + i)  # float32 bytes of one encoder layer
-    loaded = sum(t.numel() * t.element_size() for t in state_dict.values()
-                 if isinstance(t, torch.Tensor))
-    if missing * per_layer > loaded + MAX_FRESH_BYTES_BEYOND_WEIGHTS:
-        raise WeightsError(
-            f"the config has num_hidden_layers {config.num_hidden_layers} but {source} holds "
-            f"{'layers 0 to ' + str(known - 1) if known else 'no encoder layers'}; the "
-            f"{missing} missing layer(s) would need {missing * per_layer} bytes of fresh "
-            "weights. Use the config that belongs to these weights")
-
-
-def _check_fresh_size(model, expected, absent, provided, source):
-    """Refuse to initialise missing parameters larger in total than the loaded weights plus
-    :data:`MAX_FRESH_BYTES_BEYOND_WEIGHTS`: their shapes come from the config alone, and an
-    absurd vocab_size would otherwise ask for terabytes."""
-    fresh = {k: expected[k].numel() * 4 for k in absent if expected[k].is_meta}
-    loaded = sum(v.numel() * v.element_size() for v in provided.values())
-    total = sum(fresh.values())
-    if total > loaded + MAX_FRESH_BYTES_BEYOND_WEIGHTS:
-        biggest = sorted(fresh, key=fresh.get, reverse=True)[:3]
-        shapes = ", ".join(f"{k} {list(expected[k].shape)}" for k in biggest)
-        raise WeightsError(
-            f"{source} lacks parameters of {type(model).__name__} that would need {total} bytes "
-            f"of fresh weights ({shapes}), far more than the {loaded} bytes loaded: the config "
-            "does not describe these weights (check vocab_size, hidden_size, "
-            "num_hidden_layers). Use the config that belongs to them")
 
 
 class PretrainedLoadingMixin:
@@ -250,8 +135,8 @@ class PretrainedLoadingMixin:
         rows = rows.shape[0] if isinstance(rows, torch.Tensor) and rows.dim() else None
         if model_cls.label_argument == "num_labels" and not inputs \
                 and kwargs.get("num_labels") is None:
-            kwargs["num_labels"] = config.num_labels or rows or 2
-        _check_layer_count(config, state_dict, source)
+            kwargs["num_labels"] = label_count(config.num_labels, rows)
+        check_layer_count(config, state_dict, source)
         # Build on the meta device: no allocation, no random init to throw away.
         with on_meta_device():
             model = model_cls(config, *inputs, **kwargs)
@@ -321,7 +206,7 @@ class PretrainedLoadingMixin:
         mismatched = [(k, tuple(v.shape), tuple(expected[k].shape)) for k, v in provided.items()
                       if k in expected and tuple(v.shape) != tuple(expected[k].shape)]
         if mismatched:
-            raise _mismatch_error(self, sorted(mismatched), source)
+            raise mismatch_error(self, sorted(mismatched), source)
         unexpected = sorted(k for k in provided if k not in expected)
         absent = sorted(k for k in expected if k not in provided and k not in tied)
         if expected and len(unexpected) == len(provided):
@@ -350,8 +235,8 @@ class PretrainedLoadingMixin:
             raise WeightsError(f"{len(not_float)} tensor(s) in {source} are not floating point but "
                                f"fill floating-point parameters of {type(self).__name__}: "
                                f"{', '.join(not_float[:10])}; the file does not hold model weights")
-        _check_fresh_size(self, expected, absent, provided, source)
-        target = _resolve_dtype(dtype, provided)
+        check_fresh_size(self, expected, absent, provided, source)
+        target = resolve_dtype(dtype, provided)
         load = {}
         for key, value in provided.items():
             if key not in expected:

@@ -298,7 +298,7 @@ def test_bad_directories_and_configs(tmp_path, tiny_config):
     with pytest.raises(ConfigError, match="num_hidden_layers"):
         BertModel.from_pretrained(tmp_path / "noconfig")
     (tmp_path / "noconfig" / "config.json").write_text(json.dumps(dict(tiny_config.to_dict(), vocab_size=50)))
-    with pytest.raises(WeightsError, match="vocab_size in the config is 50 but word_embeddings has 99 rows"):
+    with pytest.raises(WeightsError, match="vocab_size in the config is 50 but the weights' word_embeddings has 99 rows"):
         BertModel.from_pretrained(tmp_path / "noconfig")
     (tmp_path / "noconfig" / "model.safetensors").write_bytes(b"not a state dict")
     with pytest.raises(WeightsError, match="neither a safetensors file nor"):
