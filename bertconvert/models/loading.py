@@ -25,8 +25,8 @@ from .config import MAX_NUM_LABELS, resolve_config
 from .initialise import init_, kind_of_module_tensor, on_meta_device
 from .statedict import (MAX_FRESH_BYTES_BEYOND_WEIGHTS, check_fresh_size,  # noqa: F401
                         check_layer_count, mismatch_error, normalize_state_dict, resolve_dtype)
-from ..errors import ConfigError, HeadError, OutputExistsError, WeightsError
-from ..layout import INDEX_SUFFIX, head_for_class, label_count
+from ..errors import ConfigError, ConversionError, HeadError, OutputExistsError, WeightsError
+from ..layout import INDEX_SUFFIX, LAYOUTS, head_for_class, label_count
 
 logger = logging.getLogger(__name__)
 
@@ -158,32 +158,56 @@ class PretrainedLoadingMixin:
         ``architectures[0]`` (BertModel when absent)."""
         if not cls.__dict__.get("_abstract_base", False) or config is None:
             return cls
-        # The class is looked up by its public name: bertconvert's lazy re-export table
-        # imports the head classes on first use, where importing .heads here would close
-        # the cycle heads -> trunk -> loading -> heads.
-        import bertconvert
-        from ..layout import LAYOUTS
-
         name = (getattr(config, "architectures", None) or ["BertModel"])[0]
         head = head_for_class(name)
         if head is None:
             known = ", ".join(layout.class_name for layout in LAYOUTS.values())
             raise HeadError(f"unknown BERT architecture {name!r}; expected one of {known}")
+        return cls._class_for_head(head)
+
+    @classmethod
+    def _class_for_head(cls, head):
+        """``cls``, or for the abstract base the class of ``head``."""
+        if not cls.__dict__.get("_abstract_base", False):
+            return cls
+        # The class is looked up by its public name: bertconvert's lazy re-export table
+        # imports the head classes on first use, where importing .heads here would close
+        # the cycle heads -> trunk -> loading -> heads.
+        import bertconvert
+
         return getattr(bertconvert, LAYOUTS[head].class_name)
 
     @classmethod
     def _from_tf(cls, path, opts, kwargs):
-        # Converting is the convert pillar's job, above this one: reach it through the public
-        # (lazily resolved) bertconvert.load_converted_model, not an import of convert.
-        import bertconvert
+        """``from_pretrained(path, from_tf=True)``: convert the TF checkpoint in memory."""
+        # The one import of convert from models (tests/test_architecture.py allows exactly
+        # this one, here): converting is convert's job. state_dict_from_checkpoint builds no
+        # model, so this import closes no cycle; the model is built here, as for any weights.
+        from ..convert.stream import state_dict_from_checkpoint
 
-        load_converted_model = bertconvert.load_converted_model
+        dtype = opts.get("torch_dtype") or opts.get("dtype") or "float32"
+        converted = state_dict_from_checkpoint(
+            path, config=opts.get("config"), head=cls.head_name or "auto",
+            num_labels=kwargs.get("num_labels"), dtype=str(dtype).replace("torch.", ""))
+        model = cls._class_for_head(converted.report.head).from_converted_state(
+            converted.state_dict, converted.config, converted.report.num_labels)
+        return (model, converted.report) if opts.get("output_loading_info") else model
 
-        head = cls.head_name or "auto"
-        model, report = load_converted_model(
-            path, config=opts.get("config"), head=head, num_labels=kwargs.get("num_labels"),
-            dtype=str(opts.get("torch_dtype") or opts.get("dtype") or "float32").replace("torch.", ""))
-        return (model, report) if opts.get("output_loading_info") else model
+    @classmethod
+    def from_converted_state(cls, state_dict, config, num_labels=None):
+        """The model built from ``config`` (on the meta device) holding ``state_dict``, which
+        has every key but tied aliases (a converter's output: nothing to initialise); in eval
+        mode. A key left unfilled is a bug of the converter: ConversionError."""
+        kwargs = {"num_labels": num_labels} if cls.label_argument == "num_labels" else {}
+        with on_meta_device():
+            model = cls(config, **kwargs)
+        model.load_state_dict(state_dict, strict=False, assign=True)
+        model.tie_weights()
+        left = [n for n, p in list(model.named_parameters()) + list(model.named_buffers())
+                if p.is_meta]
+        if left:  # the plan accounts for every key, so this is a bug, never user input
+            raise ConversionError(f"parameters left unfilled after conversion: {left}")
+        return model.eval()
 
     def load_pretrained_state(self, state_dict, source="state_dict", strict=False, dtype=None,
                               copy_tensors=True):

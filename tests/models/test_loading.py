@@ -354,6 +354,31 @@ def test_from_tf_converts_a_google_checkpoint_in_memory():
     assert torch.equal(model.bert.encoder.layer[0].attention.self.query.weight.detach(), kernel.T)
 
 
+def test_from_tf_goes_through_convert_s_model_free_state_dict(monkeypatch):
+    """from_tf=True takes its tensors from convert.stream.state_dict_from_checkpoint (no model
+    built there); the base class picks the checkpoint's head; output_loading_info gives the
+    ConversionReport."""
+    fixture = os.path.join(os.path.dirname(__file__), os.pardir, os.pardir, "fixtures", "checkpoints",
+                           "sequence-classification")
+    if not os.path.exists(os.path.join(fixture, "bert_model.ckpt.index")):
+        pytest.skip("TF fixtures not generated (fixtures/make_fixtures.py)")
+    from bertconvert.convert import stream
+
+    converted = stream.state_dict_from_checkpoint(fixture)
+    assert converted.report.head == "sequence-classification" and converted.config.num_labels == 3
+    assert all(isinstance(t, torch.Tensor) for t in converted.state_dict.values())
+    calls = []
+    real = stream.state_dict_from_checkpoint
+    monkeypatch.setattr(stream, "state_dict_from_checkpoint",
+                        lambda *a, **k: calls.append(k) or real(*a, **k))
+    model, report = BertPreTrainedModel.from_pretrained(fixture, from_tf=True,
+                                                        output_loading_info=True)
+    assert calls and type(model) is BertForSequenceClassification and not model.training
+    assert report.head == "sequence-classification" and report.num_labels == 3
+    for key, value in converted.state_dict.items():
+        assert torch.equal(model.state_dict()[key], value), key
+
+
 def test_a_062_style_model_archive_loads_through_the_cache(tmp_path, tiny_config, tiny_batch):
     import tarfile
 
