@@ -201,15 +201,42 @@ def atomic_write(path, mode="wb", fsync=True, direct=False):
         if fsync:
             os.fsync(f.fileno())
         f.close()
-        os.chmod(tmp, 0o666 & ~current_umask())
-        os.replace(tmp, path)
-        if fsync:
-            fsync_directory(directory)
+        _publish(tmp, path, fsync)
     except BaseException:
         if direct:
             f.abort()  # the file is discarded: do not write what is still staged
         else:
             f.close()
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
+
+
+def _publish(tmp, path, fsync):
+    """Give the finished temp file ``tmp`` the usual permissions and rename it onto ``path``."""
+    os.chmod(tmp, 0o666 & ~current_umask())
+    os.replace(tmp, path)
+    if fsync:
+        fsync_directory(os.path.dirname(os.path.abspath(path)))
+
+
+@contextlib.contextmanager
+def atomic_path(path, fsync=True):
+    """Yield a temp path beside ``path`` for a writer that wants a path, not a file object
+    (``safetensors.save_file``, ``torch.save``); on success the file written there is
+    fsynced and renamed onto ``path``, as :func:`atomic_write` does. On any exception it is
+    removed and ``path`` is untouched.
+    """
+    path = os.fspath(path)
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    tmp = temp_name_for(path)
+    try:
+        yield tmp
+        if fsync:
+            with open(tmp, "rb") as f:
+                os.fsync(f.fileno())
+        _publish(tmp, path, fsync)
+    except BaseException:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
         raise

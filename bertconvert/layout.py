@@ -82,6 +82,17 @@ CLASSIFIER_HEADS = tuple(n for n, layout in LAYOUTS.items() if layout.root_class
 #: question-answering scores start and end (transformers' QA configs say num_labels 2), and
 #: the next-sentence classifier (alone or in pretraining) has two classes.
 FIXED_LABEL_COUNTS = {QUESTION_ANSWERING: 2, NEXT_SENTENCE: 2, PRETRAINING: 2}
+#: Label count of a classifier when neither the caller, the config nor the weights say
+#: (pytorch-pretrained-bert's and transformers' default).
+DEFAULT_NUM_LABELS = 2
+
+
+def label_count(*choices):
+    """The first label count given (not None), in the caller's order of precedence, else
+    :data:`DEFAULT_NUM_LABELS`."""
+    return next((n for n in choices if n), DEFAULT_NUM_LABELS)
+
+
 #: output stages each head adds after the trunk
 HEAD_STAGES = OrderedDict((n, layout.output_stages) for n, layout in LAYOUTS.items())
 
@@ -99,9 +110,25 @@ def head_for_class(class_name):
 CONFIG_NAME = "config.json"
 #: Google's config file: beside every TF checkpoint, kept in converted directories
 GOOGLE_CONFIG_NAME = "bert_config.json"
-#: config files a model directory may hold, in the order they are looked for
+#: Config files a model directory may hold, in the order they are looked for there:
+#: transformers' file first, since it also records the head and the label count.
 CONFIG_NAMES = (CONFIG_NAME, GOOGLE_CONFIG_NAME)
+#: Config files beside a TF checkpoint, in the order they are looked for there: Google's
+#: file first, since Google ships one with every checkpoint.
+CHECKPOINT_CONFIG_NAMES = (GOOGLE_CONFIG_NAME, CONFIG_NAME)
 SAFETENSORS_NAME = "model.safetensors"
 PYTORCH_NAME = "pytorch_model.bin"
+#: suffix of transformers' sharded-weights index (a JSON weight_map naming the shard files)
+INDEX_SUFFIX = ".index.json"
+SAFETENSORS_INDEX_NAME = SAFETENSORS_NAME + INDEX_SUFFIX
+PYTORCH_INDEX_NAME = PYTORCH_NAME + INDEX_SUFFIX
+#: Weight files looked for in a model directory, most preferred first.
+WEIGHTS_NAMES = (SAFETENSORS_NAME, SAFETENSORS_INDEX_NAME, PYTORCH_NAME, PYTORCH_INDEX_NAME)
 VOCAB_NAME = "vocab.txt"
 TOKENIZER_CONFIG_NAME = "tokenizer_config.json"
+#: the conversion's provenance record, written by convert and read by verify
+REPORT_NAME = "conversion.json"
+#: every file name above: spelled in this module only (tests/test_architecture.py)
+FILE_NAMES = (CONFIG_NAME, GOOGLE_CONFIG_NAME, SAFETENSORS_NAME, PYTORCH_NAME,
+              SAFETENSORS_INDEX_NAME, PYTORCH_INDEX_NAME, VOCAB_NAME, TOKENIZER_CONFIG_NAME,
+              REPORT_NAME)

@@ -78,7 +78,7 @@ def test_config_with_another_hidden_size_says_so_first(tmp_path, config):
     with pytest.raises(WeightsError) as err:
         BertModel.from_pretrained(tmp_path)
     before_the_list = str(err.value).split("):")[0]
-    assert "hidden_size in the config is 32 but the weights have 16" in before_the_list
+    assert "hidden_size in the config is 32 but the weights' tensors have 16" in before_the_list
 
 
 # --- tokenizer, cache, hub ---------------------------------------------------------------

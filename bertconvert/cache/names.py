@@ -17,6 +17,8 @@ import os
 from urllib.parse import urlparse
 
 from ..errors import CacheError, UnknownModelError, WeightsError
+# What makes a directory a model (names from layout.py; importing them costs no torch).
+from ..layout import CONFIG_NAMES, VOCAB_NAME, WEIGHTS_NAMES  # noqa: F401 (re-exported)
 
 log = logging.getLogger(__name__)
 
@@ -37,12 +39,6 @@ PRETRAINED_MODEL_ARCHIVE_MAP = {n: f"{DEFAULT_BASE_URL}/{n}.tar.gz" for n in PRE
 #: name -> vocabulary URL (0.6.2's; :func:`vocab_url` applies the mirror).
 PRETRAINED_VOCAB_ARCHIVE_MAP = {n: f"{DEFAULT_BASE_URL}/{n}-vocab.txt" for n in PRETRAINED_NAMES}
 
-CONFIG_NAMES = ("config.json", "bert_config.json")
-#: What serialization.WEIGHTS_NAMES loads (sharded layouts by their index), repeated here so
-#: that resolving a model imports no torch; a test keeps the two equal.
-WEIGHTS_NAMES = ("model.safetensors", "model.safetensors.index.json",
-                 "pytorch_model.bin", "pytorch_model.bin.index.json")
-VOCAB_NAME = "vocab.txt"
 
 
 def mirror_base():

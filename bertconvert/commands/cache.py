@@ -21,6 +21,7 @@ import tempfile
 import time
 
 from ..errors import CacheError
+from ..layout import VOCAB_NAME
 
 
 def _size(text):
@@ -219,7 +220,7 @@ def run_push(args):
             staging = os.path.join(tmp, "stage")
             os.mkdir(staging)
             make_archive(args.path, os.path.join(staging, f"{args.name}.tar.gz"))
-            vocab = os.path.join(args.path, "vocab.txt")
+            vocab = os.path.join(args.path, VOCAB_NAME)
             if os.path.isfile(vocab):
                 shutil.copyfile(vocab, os.path.join(staging, f"{args.name}-vocab.txt"))
             pushed += push_directory(staging, base, progress=args.progress, **sizes)

@@ -7,6 +7,7 @@ optimizer slots unread, and converts fine-tuned heads too (``--head``, default a
 """
 import os
 
+from ..layout import GOOGLE_CONFIG_NAME
 from .convert import add_head_arguments
 
 
@@ -20,7 +21,7 @@ def register(subparsers):
                     "PYTORCH_DUMP_OUTPUT. Prefer `bertconvert convert` for a full model "
                     "directory.")
     p.add_argument("tf_checkpoint", metavar="TF_CHECKPOINT", help="checkpoint prefix, .index or directory")
-    p.add_argument("tf_config", metavar="TF_CONFIG", help="bert_config.json")
+    p.add_argument("tf_config", metavar="TF_CONFIG", help=GOOGLE_CONFIG_NAME)
     p.add_argument("pytorch_dump_output", metavar="PYTORCH_DUMP_OUTPUT",
                    help="output file (pytorch_model.bin), or an existing directory to write it into")
     add_head_arguments(p)

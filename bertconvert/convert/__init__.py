@@ -1,9 +1,10 @@
 """Conversion: TensorFlow checkpoint tensors -> a PyTorch model directory.
 
-Owns the name-mapping rules (``rules``), the conversion plan (``plan``, ``hints``), reading
-and laying out checkpoint tensors (``tensors``), the streaming output writers (``writers``),
-source hashing (``provenance``), the run itself (``run``) and PyTorch -> TF export
-(``export``). May import ``models``, ``tokenizer``, ``checkpoint`` and the top-level leaves;
+Owns the name-mapping rules (``rules``), the conversion plan (``plan``), reading and laying
+out checkpoint tensors (``tensors``), every planned tensor in turn and the in-memory state dict
+(``stream``), the output directory's files (``outputs``) and streaming writers (``writers``),
+source hashing (``provenance``), the report (``report``), the run itself (``run``) and
+PyTorch -> TF export (``export``). May import ``models``, ``tokenizer``, ``checkpoint`` and the top-level leaves;
 never ``cli``/``commands``, ``verify`` or ``cache``.
 
 The public functions are re-exported here and resolved lazily (PEP 562), so that importing

@@ -16,7 +16,6 @@ Example::
 import filecmp
 import logging
 import os
-import re
 import shutil
 
 from . import rules as mapping
@@ -25,17 +24,16 @@ from ..atomic import atomic_write, check_output_spares_inputs, remove_stale_temp
 from ..checkpoint import save_checkpoint
 from ..checkpoint.paths import shard_path
 from ..models.config import BertConfig
+from ..models.statedict import BUFFER_KEYS, modern_key
+from ..layout import GOOGLE_CONFIG_NAME, VOCAB_NAME
 from ..errors import MappingError, OutputExistsError, option
 
 logger = logging.getLogger(__name__)
 
-#: Keys that are not TF variables at all: position/type id buffers older transformers saved.
-_BUFFER_KEYS = re.compile(r"(bert\.)?embeddings\.(position_ids|token_type_ids)")
 #: Aliases of another key when tied (alias -> key it must equal to be dropped).
 _TIED = {"cls.predictions.decoder.weight": ("bert.embeddings.word_embeddings.weight",
                                             "embeddings.word_embeddings.weight"),
          "cls.predictions.decoder.bias": ("cls.predictions.bias",)}
-_LEGACY = ((".gamma", ".weight"), (".beta", ".bias"))
 
 
 def _to_numpy(tensor):
@@ -52,16 +50,11 @@ def plan_export(state_dict):
     key that has no TF1 name (nothing is written before this succeeds)."""
     import torch
 
-    state = {}
-    for key, value in state_dict.items():
-        for old, new in _LEGACY:
-            if "LayerNorm" in key and key.endswith(old):
-                key = key[: -len(old)] + new
-        state[key] = value
+    state = {modern_key(key): value for key, value in state_dict.items()}
     problems, out, sources = [], {}, {}
     for key in sorted(state):
         value = state[key]
-        if _BUFFER_KEYS.fullmatch(key):
+        if BUFFER_KEYS.fullmatch(key):  # not TF variables at all
             continue
         if key in _TIED:
             twin = next((state[k] for k in _TIED[key] if k in state), None)
@@ -129,11 +122,11 @@ def export_model_dir(model_dir, prefix, *, overwrite=False, progress=True):
     model_dir, prefix = os.fspath(model_dir), os.fspath(prefix)
     config_file = serialization.find_config_file(model_dir)
     weights_file = serialization.find_weights_file(model_dir)
-    vocab = os.path.join(model_dir, "vocab.txt")
+    vocab = os.path.join(model_dir, VOCAB_NAME)
     has_vocab = os.path.isfile(vocab)
     directory = os.path.dirname(prefix)  # as given, so every printed path reads alike
     outputs = [prefix, prefix + ".index", shard_path(prefix, 0, 1),
-               os.path.join(directory, "bert_config.json"), os.path.join(directory, "vocab.txt")]
+               os.path.join(directory, GOOGLE_CONFIG_NAME), os.path.join(directory, VOCAB_NAME)]
     sources = [config_file, weights_file, vocab if has_vocab else None]
     for path in outputs:  # before anything is read in full or written
         check_output_spares_inputs(path, sources, keyword="prefix")

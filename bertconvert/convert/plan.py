@@ -11,23 +11,21 @@ every problem, sorted, with hints. The converter then only executes the plan.
 """
 import copy
 import logging
-import os
 import re
 from dataclasses import dataclass, field
 from math import prod
 
 from .. import layout
 from . import rules as mapping
+from ..models import config as config_module
 from ..models.config import MAX_NUM_LABELS, BertConfig
-from .hints import ShapeEvidence
+from ..models.shapehints import ShapeEvidence
 from .tf2 import resolve_tf2, select_poolers
 from ..errors import ConfigError, HeadError, MappingError, option
 from .rules import head_option
 
 logger = logging.getLogger(__name__)
 
-GOOGLE_CONFIG_NAME = "bert_config.json"
-HF_CONFIG_NAME = "config.json"
 FLOAT_KINDS = ("float16", "float32", "float64", "bfloat16")
 _ITEMSIZE = {"float16": 2, "bfloat16": 2, "float32": 4, "float64": 8}
 
@@ -70,29 +68,10 @@ class ConversionPlan:
 
 # --- config ------------------------------------------------------------------------------
 def resolve_config(config, prefix):
-    """``(BertConfig, path or None)`` from a path, dict, BertConfig, or None (beside ``prefix``)."""
-    if isinstance(config, BertConfig):
-        return copy.deepcopy(config), None
-    if isinstance(config, dict):
-        return BertConfig.from_dict(config), None
-    if config is None:
-        directory = os.path.dirname(os.path.abspath(prefix))
-        for name in (GOOGLE_CONFIG_NAME, HF_CONFIG_NAME):
-            path = os.path.join(directory, name)
-            if os.path.isfile(path):
-                return BertConfig.from_json_file(path), path
-        raise ConfigError(
-            f"no {GOOGLE_CONFIG_NAME} beside the checkpoint {prefix} (looked in {directory}); "
-            f"pass the model's config with {option('--config PATH', 'config=PATH')}")
-    if isinstance(config, (str, os.PathLike)):
-        path = os.fspath(config)
-        if os.path.isdir(path):
-            for name in (GOOGLE_CONFIG_NAME, HF_CONFIG_NAME):
-                if os.path.isfile(os.path.join(path, name)):
-                    path = os.path.join(path, name)
-                    break
-        return BertConfig.from_json_file(path), path
-    raise ConfigError(f"config must be a path, a dict or a BertConfig, got {type(config).__name__}")
+    """``(BertConfig, path or None)`` for converting the checkpoint at ``prefix``: ``config``
+    if given, else the one beside the checkpoint (:func:`bertconvert.models.config.resolve_config`
+    holds the precedence)."""
+    return config_module.resolve_config(config, checkpoint=prefix)
 
 
 # --- head and label count ------------------------------------------------------------------
@@ -180,7 +159,7 @@ def choose_num_labels(head, num_labels, shapes, config, weights=None):
                 raise HeadError(f"{_labels_option(num_labels)} disagrees with the checkpoint: "
                                 f"output_weights has {rows} rows ({rows} labels)")
             return rows
-        return num_labels or config.num_labels or 2
+        return layout.label_count(num_labels, config.num_labels)
     fixed = FIXED_LABEL_COUNTS.get(head)
     if num_labels is not None and fixed is not None and num_labels != fixed:
         raise HeadError(f"{head} has exactly {fixed} outputs, so {_labels_option(num_labels)} "
@@ -239,7 +218,7 @@ def model_label_count(head, config, num_labels=None):
     (multiple-choice scores each choice with 1 output; others: argument, config, else 2)."""
     if head == layout.MULTIPLE_CHOICE:
         return 1
-    return num_labels or config.num_labels or 2
+    return layout.label_count(num_labels, config.num_labels)
 
 
 def expected_parameters(head, config, num_labels=None):

@@ -22,10 +22,23 @@ import logging
 import os
 import threading
 
-from ..errors import ConversionError
+from ..errors import ConversionError, option
 from ..hashing import BLOCK_SIZE, feed_file, start_thread
 
 log = logging.getLogger(__name__)
+
+#: Cache-sized: the copy out of the page cache stays cheap.
+_HASH_CHUNK = 1 << 20
+
+#: What conversion.json's sha256 covers. The .index, config and vocab are always hashed; the
+#: index holds every tensor's crc32c, and each converted tensor is checked against it.
+#: Data shards: "auto" hashes a shard whole unless more than 1% of its bytes belong to
+#: variables that are not converted (optimizer slots), which are then never read at all;
+#: "full" hashes every shard whole (matches sha256sum, reads the slots' bytes too);
+#: "index" hashes no shard.
+SOURCE_HASHES = ("auto", "full", "index")
+#: "auto" reads a shard whole for its sha256 only while its unconverted bytes stay below this.
+AUTO_HASH_MAX_UNCONVERTED = 0.01
 
 _prefetched = {}
 _prefetched_lock = threading.Lock()
@@ -133,3 +146,72 @@ def prefetch_checkpoint(path):
         _prefetched[_key(hasher.paths)] = hasher
     hasher.start()
     return hasher
+
+
+class SourceHashing:
+    """The sha256 side of conversion.json for one conversion (see :data:`SOURCE_HASHES`).
+
+    With "full" the hashing starts at once, before planning: it is the longest single job
+    and runs on the other core. Otherwise the plan decides which shards to hash whole.
+    """
+
+    def __init__(self, reader, mode):
+        self.reader, self.mode = reader, mode
+        self.hasher = start_hashing(reader.files) if mode == "full" else None
+
+    def plan_ready(self, plan):
+        """Start hashing (unless started) once the plan says which bytes are converted; returns
+        notes for the report."""
+        if self.hasher is not None:
+            return []
+        index, shards = self.reader.files[0], self.reader.files[1:]
+        notes, whole = [], [index]
+        unconverted = self._unconverted_bytes(plan)
+        for shard in shards:
+            size = os.path.getsize(shard)
+            kinds = unconverted.get(os.path.abspath(shard), {})
+            skipped = sum(kinds.values())
+            if self.mode == "auto" and skipped <= AUTO_HASH_MAX_UNCONVERTED * size:
+                whole.append(shard)
+                continue
+            if self.mode == "auto":
+                full = option("--source-hash full", "source_hash='full'")
+                # Say what the unread bytes are: optimizer slots and bookkeeping (skipped), or
+                # a head the chosen layout does not have (dropped) -- never one for the other.
+                what = " and ".join(
+                    label for kind, label in (
+                        ("skipped", "optimizer slots and bookkeeping"),
+                        ("dropped", f"head variables that {plan.head} does not have"))
+                    if kinds.get(kind))
+                notes.append(
+                    f"{os.path.basename(shard)}: no sha256 ({skipped / max(size, 1):.0%} of it is "
+                    f"variables not converted ({what}), which were never read; the hashed "
+                    f".index pins each tensor's crc32c). "
+                    f"{full} hashes it whole")
+        self.hasher = start_hashing(whole)
+        return notes
+
+    def _unconverted_bytes(self, plan):
+        """``{shard path: {"skipped": bytes, "dropped": bytes}}`` of variables not converted."""
+        per_shard = {}
+        names = [(n, "skipped") for n, _ in plan.skipped] + [(d[0], "dropped") for d in plan.dropped]
+        for name, kind in names:
+            entry = self.reader.entry(name)
+            if entry.file and not entry.slices:  # partitioned slices are too rare to count
+                kinds = per_shard.setdefault(os.path.abspath(entry.file), {})
+                kinds[kind] = kinds.get(kind, 0) + entry.size
+        return per_shard
+
+    def entries(self, side_paths):
+        """conversion.json's ``source_files``: checkpoint files in order, then config and vocab."""
+        hashed = {e["path"]: e for e in self.hasher.wait()}
+        ordered = []
+        for path in self.reader.files:
+            key = os.path.abspath(path)
+            ordered.append(hashed.get(key) or {"path": key, "size": os.path.getsize(path),
+                                               "sha256": None})
+        return ordered + hash_files(side_paths)
+
+    def cancel(self):
+        if self.hasher is not None:
+            self.hasher.cancel()

@@ -33,330 +33,35 @@ Example::
 import errno
 import logging
 import os
-import shutil
-from dataclasses import dataclass, field
 
-import numpy as np
-
-from .. import __version__
-from ..safeio import dumps_json
 from ..atomic import (atomic_directory, atomic_write, check_output_spares_inputs,
                       remove_stale_temps)
 from ..checkpoint import load_checkpoint
-from ..errors import ConversionError, MissingDependencyError, OutputWriteError, VocabError, option
-from .rules import detect_head  # noqa: F401  (part of this module's public API)
-from .plan import plan_conversion, resolve_config  # noqa: F401  (resolve_config: public API)
-from .source import describe_source
+from ..errors import ConversionError, OutputWriteError, option
+from ..layout import (CONFIG_NAME, GOOGLE_CONFIG_NAME, PYTORCH_NAME,  # noqa: F401 (public names)
+                      REPORT_NAME, SAFETENSORS_NAME, TOKENIZER_CONFIG_NAME, VOCAB_NAME)
+from . import outputs
 from .gelu import check_gelu
-from ..directio import DirectFile
-from .provenance import hash_files, start_hashing
-from .writers import (SafetensorsStreamWriter, TensorSpec, TorchZipStreamWriter, WritebackFile,
-                        safetensors_order)
-from .tensors import TensorCopier, storage_dtype
+from .source import describe_source
+from .outputs import FORMATS, tokenizer_config, vocab_source, write_json  # noqa: F401
+from .plan import plan_conversion, resolve_config
+from .provenance import AUTO_HASH_MAX_UNCONVERTED, SOURCE_HASHES, SourceHashing  # noqa: F401
+from .report import ConversionReport
+from .rules import detect_head  # noqa: F401  (part of this module's public API)
+from .stream import (DTYPES, ConvertedState, _format_option, _require_torch,  # noqa: F401
+                     check_dtype, iter_tensors, state_dict_from_checkpoint)
+from .writers import TorchZipStreamWriter
 
 logger = logging.getLogger(__name__)
-
-FORMATS = ("safetensors", "pytorch", "both")
-DTYPES = ("float32", "float16", "bfloat16")
-#: What conversion.json's sha256 covers. The .index, config and vocab are always hashed; the
-#: index holds every tensor's crc32c, and each converted tensor is checked against it.
-#: Data shards: "auto" hashes a shard whole unless more than 1% of its bytes belong to
-#: variables that are not converted (optimizer slots), which are then never read at all;
-#: "full" hashes every shard whole (matches sha256sum, reads the slots' bytes too);
-#: "index" hashes no shard.
-SOURCE_HASHES = ("auto", "full", "index")
-#: "auto" reads a shard whole for its sha256 only while its unconverted bytes stay below this.
-AUTO_HASH_MAX_UNCONVERTED = 0.01
-SAFETENSORS_NAME = "model.safetensors"
-PYTORCH_NAME = "pytorch_model.bin"
-REPORT_NAME = "conversion.json"
-VOCAB_NAME = "vocab.txt"
-TOKENIZER_CONFIG_NAME = "tokenizer_config.json"
-
-
-@dataclass
-class ConversionReport:
-    """What a conversion did; ``to_dict()`` is what ``conversion.json`` holds."""
-
-    checkpoint: str
-    head: str
-    num_labels: int
-    model_class: str
-    dtype: str
-    format: str = None
-    output_dir: str = None
-    config_path: str = None
-    variables: list = field(default_factory=list)
-    skipped: list = field(default_factory=list)
-    dropped: list = field(default_factory=list)
-    new_keys: list = field(default_factory=list)
-    tied: dict = field(default_factory=dict)
-    notes: list = field(default_factory=list)
-    source_files: list = field(default_factory=list)
-    source_hash: str = "auto"
-    activation: dict = field(default_factory=dict)   # the GELU form and why (gelu.py)
-    config_inferred: bool = False
-    files: list = field(default_factory=list)
-
-    @classmethod
-    def from_plan(cls, plan, dtype):
-        return cls(
-            checkpoint=plan.prefix, head=plan.head, num_labels=plan.num_labels,
-            model_class=plan.model_class, dtype=dtype, config_path=plan.config_path,
-            variables=[{"name": t.name, "key": t.key, "rule": t.rule.source,
-                        "flavour": t.rule.flavour, "transform": t.rule.transform,
-                        "shape": list(t.source_shape), "target_shape": list(t.shape),
-                        "source_dtype": t.source_dtype}
-                       for t in sorted(plan.tensors, key=lambda t: t.name)],
-            skipped=[{"name": n, "reason": r} for n, r in plan.skipped],
-            dropped=[{"name": n, "key": k, "reason": r} for n, k, r in plan.dropped],
-            new_keys=[k for k, _ in plan.new_keys], tied=dict(plan.tied), notes=list(plan.notes))
-
-    def to_dict(self):
-        """A JSON-ready dict (the content of ``conversion.json``)."""
-        return {
-            "bertconvert_version": __version__, "checkpoint": self.checkpoint,
-            "config": self.config_path, "head": self.head, "model_class": self.model_class,
-            "num_labels": self.num_labels, "dtype": self.dtype, "format": self.format,
-            "source_files": self.source_files, "source_hash": self.source_hash,
-            "files": self.files, "notes": self.notes,
-            "variables": self.variables, "skipped": self.skipped, "dropped": self.dropped,
-            "new_keys": self.new_keys, "tied": self.tied,
-            "activation": self.activation, "config_inferred": self.config_inferred,
-        }
-
-
-# --- tensors ---------------------------------------------------------------------------
-def _require_torch(what):
-    """torch, imported on first need; a named error with the way out when it is missing."""
-    try:
-        import torch
-    except ImportError as e:
-        raise MissingDependencyError(
-            f"{what} needs PyTorch, which cannot be imported here ({e}). Install it "
-            f"(pip install torch), or convert with {_format_option('safetensors')} (the "
-            "default), which needs numpy only") from e
-    return torch
-
-
-def _format_option(format):
-    return option(f"--format {format}", f"format={format!r}")
-
-
-def _to_torch(array):
-    """numpy -> torch sharing memory (ml_dtypes' bfloat16 is reinterpreted from its bits)."""
-    import torch
-
-    if array.dtype.name == "bfloat16":
-        return torch.from_numpy(array.view(np.int16)).view(torch.bfloat16)
-    return torch.from_numpy(array)
 
 
 def _check_options(format, dtype, source_hash="auto"):
     if format is not None and format not in FORMATS:
         raise ConversionError(f"unknown format {format!r}; expected one of {', '.join(FORMATS)}")
-    if dtype not in DTYPES:
-        raise ConversionError(f"unknown dtype {dtype!r}; expected one of {', '.join(DTYPES)}")
+    check_dtype(dtype)
     if source_hash not in SOURCE_HASHES:
         raise ConversionError(f"unknown source_hash {source_hash!r}; expected one of "
                               f"{', '.join(SOURCE_HASHES)}")
-
-
-def _fresh(key, shape, config, dtype):
-    """Google's initialisation for a parameter the checkpoint lacks: normal(0, initializer_range)
-    weights, zero biases, LayerNorm scale 1. Drawn from torch's RNG (imported only here), so
-    ``torch.manual_seed`` makes it reproducible as it did with pytorch-pretrained-bert."""
-    torch = _require_torch(f"initialising {key} (not in the checkpoint)")
-
-    if key.endswith("LayerNorm.weight"):
-        value = torch.ones(shape)
-    elif key.endswith("bias"):
-        value = torch.zeros(shape)
-    else:
-        value = torch.empty(shape).normal_(0.0, config.initializer_range)
-    if dtype == "bfloat16":
-        return value.to(torch.bfloat16).view(torch.int16).numpy().view(storage_dtype(dtype))
-    return value.to(getattr(torch, dtype)).numpy()
-
-
-def iter_tensors(reader, plan, dtype, progress=False, reuse_buffer=True, order=None):
-    """Yield ``(key, numpy array)`` for every planned and every new key, one at a time, in
-    ``order`` (keys; default: the plan's). With ``reuse_buffer`` an array is only valid until
-    the next one is produced (one scratch buffer serves them all)."""
-    planned = {t.key: t for t in plan.tensors}
-    fresh = dict(plan.new_keys)
-    with TensorCopier(reader, dtype) as copier, _progress(plan, progress) as bar:
-        for key in order or ([t.key for t in plan.tensors] + [k for k, _ in plan.new_keys]):
-            if key in fresh:
-                yield key, _fresh(key, fresh[key], plan.config, dtype)
-                continue
-            t = planned[key]
-            yield key, copier.array(t, fresh=not reuse_buffer)
-            bar.update(t.nbytes)
-
-
-def _specs(plan, dtype, order="safetensors"):
-    """Every output tensor's TensorSpec, in safetensors' order or the model's state-dict
-    order (``order="model"``: how 0.6.2's torch.save laid out pytorch_model.bin)."""
-    specs = [TensorSpec(t.key, dtype, tuple(t.shape)) for t in plan.tensors] + \
-        [TensorSpec(k, dtype, tuple(s)) for k, s in plan.new_keys]
-    if order == "safetensors":
-        return safetensors_order(specs)
-    rank = {k: i for i, k in enumerate(plan.key_order)}
-    return sorted(specs, key=lambda s: rank.get(s.name, len(rank)))
-
-
-class _NoBar:
-    def update(self, n):
-        pass
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        pass
-
-
-def _progress(plan, enabled):
-    """A tqdm bar over the planned source bytes (tqdm is only imported when shown)."""
-    if not enabled:
-        return _NoBar()
-    from tqdm.auto import tqdm
-
-    return tqdm(total=sum(t.nbytes for t in plan.tensors), unit="B", unit_scale=True,
-                desc="converting", leave=False)
-
-
-# --- output -------------------------------------------------------------------------------
-def _fsync(f):
-    """Make ``f``'s bytes durable (files from a custom opener may have no descriptor)."""
-    if hasattr(f, "flush"):
-        f.flush()
-    if hasattr(f, "fileno"):
-        os.fsync(f.fileno())
-
-
-def _open_weights(path, opener):
-    """A weight file: a :class:`DirectFile` (written past the page cache, cheap to fsync)
-    unless the caller supplied an ``opener``."""
-    return DirectFile(path, "x") if opener is None else opener(path, "wb")
-
-
-def _sequential(f):
-    """What the stream writers write to: a DirectFile as is, other files with early writeback."""
-    return f if isinstance(f, DirectFile) else WritebackFile(f)
-
-
-def _fsync_path(path):
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def _write_safetensors(path, plan, reader, dtype, progress, opener):
-    """model.safetensors, streamed piece by piece: no torch, one tensor in memory at most.
-
-    Tensors are declared in safetensors' own order, so the file is byte for byte what
-    ``safetensors.numpy.save_file`` would write. Tied aliases are left out, as transformers
-    does; loaders re-tie them.
-    """
-    specs = _specs(plan, dtype)
-    planned = {t.key: t for t in plan.tensors}
-    fresh = dict(plan.new_keys)
-    with _open_weights(path, opener) as raw, TensorCopier(reader, dtype) as copier, \
-            _progress(plan, progress) as bar:
-        writer = SafetensorsStreamWriter(_sequential(raw), specs, metadata={"format": "pt"})
-        for spec in specs:
-            if spec.name in fresh:
-                writer.write(spec.name, _fresh(spec.name, fresh[spec.name], plan.config, dtype))
-                continue
-            t = planned[spec.name]
-            writer.write_chunks(spec.name, copier.chunks(t))
-            bar.update(t.nbytes)
-        writer.close()
-        _fsync(raw)  # durable before the directory is renamed into place
-
-
-def _write_with_torch(directory, plan, reader, format, dtype, progress, opener):
-    """pytorch_model.bin (and model.safetensors for "both"), from whole arrays: torch's zip
-    writer takes each storage in one piece."""
-    _require_torch(f"writing {PYTORCH_NAME} ({_format_option(format)})")
-    specs = _specs(plan, dtype, order="safetensors" if format == "both" else "model")
-    files, writers, done = [], [], False
-    try:
-        if format == "both":
-            f = _open_weights(os.path.join(directory, SAFETENSORS_NAME), opener)
-            files.append(f)
-            writers.append(SafetensorsStreamWriter(_sequential(f), specs, metadata={"format": "pt"}))
-        f = _open_weights(os.path.join(directory, PYTORCH_NAME), opener)
-        files.append(f)
-        writers.append(TorchZipStreamWriter(_sequential(f), specs, aliases=plan.tied))
-        for key, array in iter_tensors(reader, plan, dtype, progress, order=[s.name for s in specs]):
-            for w in writers:
-                w.write(key, array)
-        for w in writers:
-            w.close()
-        for f in files:
-            _fsync(f)  # durable before the directory is renamed into place
-        done = True
-    finally:
-        for w in writers:  # a no-op after close(); after a failure, keeps torch's
-            if hasattr(w, "abort"):  # writer from retrying (and aborting) in its destructor
-                w.abort()
-        for f in files:
-            if not done and isinstance(f, DirectFile):
-                f.abort()  # discarded anyway; a second write error must not hide the first
-            else:
-                f.close()
-
-
-def _write_weights(directory, plan, reader, format, dtype, progress, opener):
-    if format == "safetensors":
-        _write_safetensors(os.path.join(directory, SAFETENSORS_NAME), plan, reader, dtype,
-                           progress, opener)
-    else:
-        _write_with_torch(directory, plan, reader, format, dtype, progress, opener)
-    return [name for name, on in ((SAFETENSORS_NAME, format in ("safetensors", "both")),
-                                  (PYTORCH_NAME, format in ("pytorch", "both"))) if on]
-
-
-def _hf_config(plan, dtype):
-    data = plan.config.to_hf_dict(architectures=[plan.model_class])
-    data["num_labels"] = plan.num_labels if plan.num_labels is not None else data.get("num_labels", 2)
-    if "id2label" not in data or len(data["id2label"]) != data["num_labels"]:
-        data["id2label"] = {str(i): f"LABEL_{i}" for i in range(data["num_labels"])}
-        data["label2id"] = {f"LABEL_{i}": i for i in range(data["num_labels"])}
-    data["dtype"] = dtype
-    return dict(sorted(data.items()))
-
-
-def tokenizer_config(vocab_file, config):
-    """The ``tokenizer_config.json`` for a converted model, or None when the vocabulary cannot
-    be read (a note says so; the conversion itself does not need it).
-
-    Without this file, tokenizers fall back to ``do_lower_case=True`` and silently lower-case
-    text for a cased model; the casing is guessed from the checkpoint's own vocabulary (see
-    :func:`bertconvert.tokenizer.wordpiece.guess_do_lower_case`).
-    """
-    from ..tokenizer.wordpiece import guess_do_lower_case
-
-    try:
-        lower = guess_do_lower_case(vocab_file)
-    except VocabError as e:
-        logger.warning("cannot tell the casing of %s (%s); writing no %s", vocab_file, e,
-                       TOKENIZER_CONFIG_NAME)
-        return None
-    return {"do_lower_case": lower, "model_max_length": config.max_position_embeddings,
-            "tokenizer_class": "BertTokenizer"}
-
-
-def _write_json(path, data, opener, fsync=False):
-    with opener(path, "w") as f:
-        f.write(dumps_json(data, ConversionError, os.path.basename(path), indent=2) + "\n")
-        if fsync:
-            _fsync(f)
 
 
 def convert_checkpoint(checkpoint, out_dir, *, config=None, head="auto", num_labels=None,
@@ -399,7 +104,7 @@ def convert_checkpoint(checkpoint, out_dir, *, config=None, head="auto", num_lab
     check_output_spares_inputs(out_dir, [], keyword="out_dir")  # "" would mean the cwd
     out_dir = os.path.abspath(os.fspath(out_dir))
     with load_checkpoint(checkpoint, mmap=False) as reader:
-        hashing = _SourceHashing(reader, source_hash)
+        hashing = SourceHashing(reader, source_hash)
         try:
             report = _convert_with_reader(reader, hashing, out_dir, config, head, num_labels,
                                           format, dtype, overwrite, allow_new_head, progress,
@@ -411,95 +116,12 @@ def convert_checkpoint(checkpoint, out_dir, *, config=None, head="auto", num_lab
     return report
 
 
-class _SourceHashing:
-    """The sha256 side of conversion.json for one conversion (see :data:`SOURCE_HASHES`).
-
-    With "full" the hashing starts at once, before planning: it is the longest single job
-    and runs on the other core. Otherwise the plan decides which shards to hash whole.
-    """
-
-    def __init__(self, reader, mode):
-        self.reader, self.mode = reader, mode
-        self.hasher = start_hashing(reader.files) if mode == "full" else None
-
-    def plan_ready(self, plan):
-        """Start hashing (unless started) once the plan says which bytes are converted; returns
-        notes for the report."""
-        if self.hasher is not None:
-            return []
-        index, shards = self.reader.files[0], self.reader.files[1:]
-        notes, whole = [], [index]
-        unconverted = self._unconverted_bytes(plan)
-        for shard in shards:
-            size = os.path.getsize(shard)
-            kinds = unconverted.get(os.path.abspath(shard), {})
-            skipped = sum(kinds.values())
-            if self.mode == "auto" and skipped <= AUTO_HASH_MAX_UNCONVERTED * size:
-                whole.append(shard)
-                continue
-            if self.mode == "auto":
-                full = option("--source-hash full", "source_hash='full'")
-                # Say what the unread bytes are: optimizer slots and bookkeeping (skipped), or
-                # a head the chosen layout does not have (dropped) -- never one for the other.
-                what = " and ".join(
-                    label for kind, label in (
-                        ("skipped", "optimizer slots and bookkeeping"),
-                        ("dropped", f"head variables that {plan.head} does not have"))
-                    if kinds.get(kind))
-                notes.append(
-                    f"{os.path.basename(shard)}: no sha256 ({skipped / max(size, 1):.0%} of it is "
-                    f"variables not converted ({what}), which were never read; the hashed "
-                    f".index pins each tensor's crc32c). "
-                    f"{full} hashes it whole")
-        self.hasher = start_hashing(whole)
-        return notes
-
-    def _unconverted_bytes(self, plan):
-        """``{shard path: {"skipped": bytes, "dropped": bytes}}`` of variables not converted."""
-        per_shard = {}
-        names = [(n, "skipped") for n, _ in plan.skipped] + [(d[0], "dropped") for d in plan.dropped]
-        for name, kind in names:
-            entry = self.reader.entry(name)
-            if entry.file and not entry.slices:  # partitioned slices are too rare to count
-                kinds = per_shard.setdefault(os.path.abspath(entry.file), {})
-                kinds[kind] = kinds.get(kind, 0) + entry.size
-        return per_shard
-
-    def entries(self, side_paths):
-        """conversion.json's ``source_files``: checkpoint files in order, then config and vocab."""
-        hashed = {e["path"]: e for e in self.hasher.wait()}
-        ordered = []
-        for path in self.reader.files:
-            key = os.path.abspath(path)
-            ordered.append(hashed.get(key) or {"path": key, "size": os.path.getsize(path),
-                                               "sha256": None})
-        return ordered + hash_files(side_paths)
-
-    def cancel(self):
-        if self.hasher is not None:
-            self.hasher.cancel()
-
-
-def _vocab_source(vocab, prefix, default=None):
-    """``(path, found)``: the vocabulary to copy, explicit, ``default`` (a SavedModel's
-    assets/vocab.txt) or beside the checkpoint."""
-    if vocab is None:
-        path = default or os.path.join(os.path.dirname(os.path.abspath(prefix)), VOCAB_NAME)
-        return path, os.path.isfile(path)
-    path = os.fspath(vocab)
-    if not os.path.isfile(path):
-        what = "does not exist" if not os.path.exists(path) else "is not a file"
-        raise VocabError(f"vocabulary {path} {what}; expected a vocab.txt (one WordPiece token "
-                         f"per line) for {option('--vocab FILE', 'vocab=')}")
-    return os.path.abspath(path), True
-
-
 def _convert_with_reader(reader, hashing, out_dir, config, head, num_labels, format, dtype,
                          overwrite, allow_new_head, progress, weights_opener, opener,
                          vocab=None, gelu=None):
     """The body of :func:`convert_checkpoint`, once the checkpoint is open."""
     cfg, config_path, source = describe_source(config, reader, gelu)
-    vocab, has_vocab = _vocab_source(vocab, reader.prefix, source.vocab)
+    vocab, has_vocab = vocab_source(vocab, reader.prefix, source.vocab)
     # Before anything is planned or written: --out must not be (or hold) what is read.
     check_output_spares_inputs(out_dir, list(reader.files) + [config_path]
                                + [vocab if has_vocab else None], keyword="out_dir")
@@ -528,25 +150,16 @@ def _convert_with_reader(reader, hashing, out_dir, config, head, num_labels, for
         with atomic_directory(out_dir, overwrite=overwrite) as tmp:
             # Small files first: their writeback overlaps the weights, so their single
             # fsync each (below, before publishing) has nothing left to wait for.
-            side = [os.path.join(tmp, "config.json"), os.path.join(tmp, "bert_config.json")]
-            _write_json(side[0], _hf_config(plan, dtype), opener)
-            if config_path and os.path.basename(config_path) == "bert_config.json" \
-                    and not source.config_changed:
-                shutil.copyfile(config_path, side[1])
-            else:
-                _write_json(side[1], plan.config.to_google_dict(), opener)
-            if has_vocab:
-                side.append(os.path.join(tmp, VOCAB_NAME))
-                shutil.copyfile(vocab, side[-1])
-            if tokenizer is not None:
-                side.append(os.path.join(tmp, TOKENIZER_CONFIG_NAME))
-                _write_json(side[-1], tokenizer, opener)
-            files = _write_weights(tmp, plan, reader, format, dtype, progress, weights_opener)
+            source_config = None if source.config_changed else config_path
+            side = outputs.write_side_files(tmp, plan, dtype, source_config,
+                                            vocab if has_vocab else None, tokenizer, opener)
+            files = outputs.write_weights(tmp, plan, reader, format, dtype, progress,
+                                          weights_opener)
             for path in side:
-                _fsync_path(path)
+                outputs.fsync_path(path)
             report.files = sorted(files + [os.path.basename(p) for p in side] + [REPORT_NAME])
             report.source_files = hashing.entries(side_sources)
-            _write_json(os.path.join(tmp, REPORT_NAME), report.to_dict(), opener, fsync=True)
+            write_json(os.path.join(tmp, REPORT_NAME), report.to_dict(), opener, fsync=True)
     except OSError as e:
         what = "the disk is full" if e.errno == errno.ENOSPC else "an I/O error"
         raise OutputWriteError(
@@ -581,7 +194,7 @@ def convert_to_pytorch_file(checkpoint, config_file, output_file, *, head="auto"
         remove_stale_temps(output_file)  # what killed runs to the same file left behind
         try:
             with atomic_write(output_file, direct=True) as f:
-                specs = _specs(plan, "float32", order="model")
+                specs = outputs.tensor_specs(plan, "float32", order="model")
                 writer = TorchZipStreamWriter(f, specs, aliases=plan.tied)
                 try:
                     for key, array in iter_tensors(reader, plan, "float32", progress,
@@ -603,25 +216,12 @@ def load_converted_model(checkpoint, *, config=None, head="auto", num_labels=Non
 
     Same planning and checks as :func:`convert_checkpoint`; nothing is written to disk.
     """
-    from ..models.heads import target_model
+    from ..models.heads import HEADS
 
     _check_options(None, dtype)
-    check_gelu(gelu)
-    with load_checkpoint(checkpoint, mmap=False) as reader:
-        cfg, config_path, source = describe_source(config, reader, gelu)
-        plan = plan_conversion(reader, cfg, head=head, num_labels=num_labels,
-                               allow_new_head=allow_new_head, config_path=config_path)
-        state = {key: _to_torch(array) for key, array in
-                 iter_tensors(reader, plan, dtype, reuse_buffer=False)}
-    model = target_model(plan.head, plan.config, plan.num_labels)
-    model.load_state_dict(state, strict=False, assign=True)
-    if hasattr(model, "tie_weights"):
-        model.tie_weights()
-    left = [n for n, p in list(model.named_parameters()) + list(model.named_buffers()) if p.is_meta]
-    if left:  # the plan accounts for every key, so this is a bug, never user input
-        raise ConversionError(f"parameters left unfilled after conversion: {left}")
-    model.eval()
-    report = ConversionReport.from_plan(plan, dtype)
-    report.activation, report.config_inferred = source.activation, source.config_inferred
-    report.notes.extend(source.notes)
-    return model, report
+    converted = state_dict_from_checkpoint(checkpoint, config=config, head=head,
+                                           num_labels=num_labels, dtype=dtype,
+                                           allow_new_head=allow_new_head, gelu=gelu)
+    model = HEADS[converted.report.head].from_converted_state(
+        converted.state_dict, converted.config, converted.report.num_labels)
+    return model, converted.report

@@ -16,7 +16,8 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from .gelu import choose_activation
-from .plan import GOOGLE_CONFIG_NAME, HF_CONFIG_NAME, resolve_config
+from .plan import resolve_config
+from ..layout import CHECKPOINT_CONFIG_NAMES, GOOGLE_CONFIG_NAME, VOCAB_NAME
 from .tf2 import infer_config, is_tf2, resolve_tf2
 from ..errors import ConfigError
 from ..checkpoint.paths import is_saved_model
@@ -74,11 +75,11 @@ def describe_source(config, reader, gelu=None):
     kind = source_kind(reader)
     info = SourceInfo(kind=kind, saved_model_dir=saved_model_dir(reader.prefix))
     if info.saved_model_dir:
-        assets = os.path.join(info.saved_model_dir, "assets", "vocab.txt")
+        assets = os.path.join(info.saved_model_dir, "assets", VOCAB_NAME)
         info.vocab = assets if os.path.isfile(assets) else None
         info.do_lower_case = _do_lower_case(reader)
     if config is None and info.saved_model_dir:  # a config the user put into the SavedModel
-        for name in (GOOGLE_CONFIG_NAME, HF_CONFIG_NAME):
+        for name in CHECKPOINT_CONFIG_NAMES:
             if os.path.isfile(os.path.join(info.saved_model_dir, name)):
                 config = os.path.join(info.saved_model_dir, name)
                 break

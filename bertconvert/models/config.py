@@ -11,6 +11,8 @@ Example::
     (768, 1e-12)
     >>> cfg.to_json_file("out/config.json")            # transformers flavour
     >>> cfg.to_json_file("out/bert_config.json", flavour="google")
+
+Which config a model or a conversion uses is decided in one place, :func:`resolve_config`.
 """
 import copy
 import inspect
@@ -19,7 +21,8 @@ import os
 
 from ..safeio import MAX_JSON_BYTES, dumps_json, parse_json, read_regular_file
 from ..atomic import atomic_write
-from ..errors import ConfigError
+from ..errors import ConfigError, option
+from ..layout import CHECKPOINT_CONFIG_NAMES, CONFIG_NAMES
 
 #: Keys every BERT config must carry; there is no sensible default for them.
 REQUIRED_KEYS = (
@@ -318,3 +321,93 @@ class BertConfig:
 
     def __repr__(self):
         return f"{type(self).__name__} {self.to_json_string()}"
+
+
+# --- which config: one precedence for loading, converting and verifying ----------------------
+def describe_directory(directory):
+    """What ``directory`` holds, for error messages."""
+    try:
+        names = sorted(os.listdir(directory))
+    except FileNotFoundError:
+        return "nothing: the directory does not exist"
+    except NotADirectoryError:
+        return "a file, not a directory"
+    except OSError as e:
+        return f"(unreadable: {e.strerror})"
+    return ", ".join(names) if names else "(empty)"
+
+
+def first_file(directory, names):
+    """The first of ``names`` that is a file in ``directory``, or None (order = preference)."""
+    for name in names:
+        path = os.path.join(directory, name)
+        if os.path.isfile(path):
+            return path
+    return None
+
+
+def find_config_file(directory, required=True, names=CONFIG_NAMES):
+    """Path of the config file in a model directory -- ``config.json``, else
+    ``bert_config.json`` (``names``; :data:`~bertconvert.layout.CONFIG_NAMES`) -- or None.
+
+    Raises ConfigError naming what the directory holds when there is none and ``required``.
+    """
+    path = first_file(directory, names)
+    if path is None and required:
+        raise ConfigError(f"no model config in {directory}: expected {' or '.join(names)}; "
+                          f"found {describe_directory(directory)}")
+    return path
+
+
+def find_checkpoint_config(checkpoint):
+    """The config file beside the TF checkpoint prefix ``checkpoint`` -- ``bert_config.json``,
+    else ``config.json`` (:data:`~bertconvert.layout.CHECKPOINT_CONFIG_NAMES`) -- or None."""
+    directory = os.path.dirname(os.path.abspath(os.fspath(checkpoint)))
+    return first_file(directory, CHECKPOINT_CONFIG_NAMES)
+
+
+def resolve_config(config=None, *, model_dir=None, checkpoint=None):
+    """The config a model or a conversion uses: ``(BertConfig, path it was read from or None)``.
+
+    One precedence, first match wins:
+
+    1. ``config``, when given: a BertConfig (copied), a dict, a JSON file, or a directory
+       holding one (searched in the order of 3 when the call names a ``checkpoint`` and no
+       ``model_dir``, else of 2).
+    2. ``model_dir``'s config: ``config.json``, else ``bert_config.json``
+       (:data:`~bertconvert.layout.CONFIG_NAMES`): transformers' file is the one that records
+       the head and the label count, and a converted directory holds both.
+    3. The config beside the TF checkpoint ``checkpoint`` (a prefix): ``bert_config.json``,
+       else ``config.json`` (:data:`~bertconvert.layout.CHECKPOINT_CONFIG_NAMES`): Google
+       ships ``bert_config.json`` with every checkpoint.
+
+    Raises ConfigError when none of them gives a config (or the file is not a valid one).
+    """
+    if isinstance(config, BertConfig):
+        return copy.deepcopy(config), None
+    if isinstance(config, dict):
+        return BertConfig.from_dict(config), None
+    beside_checkpoint = checkpoint is not None and model_dir is None
+    if isinstance(config, (str, os.PathLike)):
+        path = os.fspath(config)
+        if os.path.isdir(path):
+            path = find_config_file(path, names=CHECKPOINT_CONFIG_NAMES if beside_checkpoint
+                                    else CONFIG_NAMES)
+        return BertConfig.from_json_file(path), path
+    if config is not None:
+        raise ConfigError(f"{option('--config', 'config=')} must be a path, a dict or a "
+                          f"BertConfig, got {type(config).__name__}")
+    if model_dir is not None:
+        path = find_config_file(os.fspath(model_dir))
+    elif checkpoint is not None:
+        path = find_checkpoint_config(checkpoint)
+        if path is None:
+            directory = os.path.dirname(os.path.abspath(os.fspath(checkpoint)))
+            raise ConfigError(
+                f"no model config beside the checkpoint {checkpoint}: expected "
+                f"{' or '.join(CHECKPOINT_CONFIG_NAMES)} in {directory}; pass the model's config "
+                f"with {option('--config PATH', 'config=PATH')}")
+    else:
+        raise ConfigError(f"no config: pass a model directory, a config file, or "
+                          f"{option('--config', 'config=')}")
+    return BertConfig.from_json_file(path), path

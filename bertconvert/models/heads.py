@@ -19,9 +19,10 @@ from torch import nn
 from torch.nn import CrossEntropyLoss
 
 from ..errors import HeadError
-from ..layout import (LABELLED_HEADS, LAYOUTS, MASKED_LM, MULTIPLE_CHOICE, NEXT_SENTENCE,  # noqa: F401
-                      PRETRAINING, QUESTION_ANSWERING, SEQUENCE_CLASSIFICATION,
-                      TOKEN_CLASSIFICATION, TIED_DECODER_KEY, head_for_class)
+from ..layout import (LABELLED_HEADS, LAYOUTS, MASKED_LM, MULTIPLE_CHOICE,  # noqa: F401
+                      NEXT_SENTENCE, PRETRAINING, QUESTION_ANSWERING, SEQUENCE_CLASSIFICATION,
+                      TOKEN_CLASSIFICATION, TIED_DECODER_KEY, head_for_class, label_count)
+from .initialise import on_meta_device
 from .trunk import BertModel, BertPreTrainedModel, get_activation
 
 #: 0.6.2 ignores MLM/NSP label -1; transformers uses -100. Both are treated as "ignore".
@@ -213,7 +214,7 @@ class BertForSequenceClassification(_BertWithClassifier):
 
     def __init__(self, config, num_labels=None):
         super().__init__(config)
-        self.num_labels = num_labels or self.config.num_labels or 2
+        self.num_labels = label_count(num_labels, self.config.num_labels)
         self._build_classifier(self.num_labels)
 
     def forward(self, input_ids, token_type_ids=None, attention_mask=None, labels=None):
@@ -268,7 +269,7 @@ class BertForTokenClassification(_BertWithClassifier):
 
     def __init__(self, config, num_labels=None):
         super().__init__(config)
-        self.num_labels = num_labels or self.config.num_labels or 2
+        self.num_labels = label_count(num_labels, self.config.num_labels)
         self._build_classifier(self.num_labels)
 
     def forward(self, input_ids, token_type_ids=None, attention_mask=None, labels=None):
@@ -341,38 +342,10 @@ def build_model(head, config, num_labels=None):
 
 
 # --- the meta model ------------------------------------------------------------------------
-def _skip_meta_init_mode():
-    """A TorchFunctionMode that makes in-place random init a no-op (used on meta tensors only).
-
-    Meta tensors have no values, so initialising them means nothing, but ``normal_`` on the
-    meta device is routed through torch's Python decompositions, whose first use imports
-    torch._refs/_dynamo: about a second and 100+ MB for nothing. Uniform/fill/zero are cheap.
-    """
-    import torch
-    from torch.overrides import TorchFunctionMode
-
-    skipped = ("normal_", "uniform_")  # Tensor or TensorBase methods, matched by name
-
-    class SkipMetaInit(TorchFunctionMode):
-        def __torch_function__(self, func, types, args=(), kwargs=None):
-            kwargs = kwargs or {}
-            if getattr(func, "__name__", None) in skipped:
-                # nn.init passes the tensor by keyword, Tensor methods positionally.
-                target = args[0] if args else kwargs.get("tensor", kwargs.get("self"))
-                if isinstance(target, torch.Tensor) and target.is_meta:
-                    return target
-            return func(*args, **kwargs)
-
-    return SkipMetaInit()
-
-
 def target_model(head, config, num_labels):
     """Build the target model on the meta device: its keys and shapes, no memory, no init."""
-    import torch
-
-    with torch.device("meta"), _skip_meta_init_mode():
-        model = build_model(head, config, num_labels=num_labels)
-    return model
+    with on_meta_device():
+        return build_model(head, config, num_labels=num_labels)
 
 
 def head_for_architecture(name):

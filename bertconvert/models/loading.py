@@ -6,16 +6,14 @@ parameter the checkpoint lacked a proper initialisation -- normal(0, initializer
 LayerNorm 1/0, biases 0 -- and names it in a WARNING. Nothing is ever left uninitialised and
 nothing is silently random.
 
-Accepted state dicts: ours, transformers' (``cls.predictions.decoder.bias`` duplicate,
-``position_ids`` buffers) and pytorch-pretrained-bert's (``LayerNorm.gamma``/``beta``; a
-``bert.``-prefixed dict loaded into BertModel and vice versa).
+Which config is used is :func:`~bertconvert.models.config.resolve_config`'s decision; the
+state dicts accepted, and the checks that they fit the model, are
+:mod:`~bertconvert.models.statedict`'s; Google's initialisation is
+:mod:`~bertconvert.models.initialise`'s.
 """
-import contextlib
 import copy
-import functools
 import logging
 import os
-import re
 
 import torch
 from torch import nn
@@ -23,38 +21,27 @@ from torch import nn
 from . import weightfiles as serialization
 from ..safeio import dumps_json
 from ..atomic import atomic_write
-from .config import MAX_NUM_LABELS, BertConfig
-from ..errors import ConfigError, HeadError, OutputExistsError, WeightsError
-from ..layout import head_for_class
+from .config import MAX_NUM_LABELS, resolve_config
+from .initialise import init_, kind_of_module_tensor, on_meta_device
+from .statedict import (MAX_FRESH_BYTES_BEYOND_WEIGHTS, check_fresh_size,  # noqa: F401
+                        check_layer_count, mismatch_error, normalize_state_dict, resolve_dtype)
+from ..errors import ConfigError, ConversionError, HeadError, OutputExistsError, WeightsError
+from ..layout import INDEX_SUFFIX, LAYOUTS, head_for_class, label_count
 
 logger = logging.getLogger(__name__)
 
-#: Buffers older transformers versions saved; no model here has them.
-_IGNORED_KEYS = re.compile(r"(bert\.)?embeddings\.(position_ids|token_type_ids)")
-#: pytorch-pretrained-bert <= 0.4 named LayerNorm parameters after TF's gamma/beta.
-_LEGACY_SUFFIXES = ((".gamma", ".weight"), (".beta", ".bias"))
-#: Top-level children of BertModel: a dict with these keys has no ``bert.`` prefix.
-_TRUNK_PREFIXES = ("embeddings.", "encoder.", "pooler.")
 _ARCHIVE_SUFFIXES = (".tar.gz", ".tgz", ".tar", ".zip", ".tar.bz2", ".tar.xz")
-_INIT_FUNCTIONS = ("uniform_", "normal_", "trunc_normal_", "constant_", "ones_", "zeros_",
-                   "xavier_uniform_", "xavier_normal_", "kaiming_uniform_", "kaiming_normal_")
 #: from_pretrained keyword arguments that are options of loading, not of the constructor.
 _LOAD_OPTIONS = ("config", "torch_dtype", "dtype", "strict", "force_download",
                  "local_files_only", "output_loading_info", "from_tf", "attention_implementation")
-#: Parameters the weights lack are initialised freshly; more than this many bytes of them
-#: beyond the size of the weights themselves means the config does not describe these
-#: weights (vocab_size 10**12, a billion layers) -- refused before anything is allocated.
-MAX_FRESH_BYTES_BEYOND_WEIGHTS = 1 << 30
-_LAYER_KEY = re.compile(r"(?:^|\.)encoder\.layer\.(\d+)\.")
 
 
 # --- locating config and weights ---------------------------------------------------------
-def _resolve(path, need_config, need_weights, cache_dir, force_download, local_files_only):
-    """(config_file, weights_file) for a directory, a weights/config file, a name or a URL."""
-    config_file = weights_file = None
-    if path is None:
-        directory = None
-    else:
+def _locate(path, cache_dir, force_download, local_files_only):
+    """``(directory, config_file, weights_file)`` for a directory, a weights or config file, a
+    name or a URL; a config file or weights file only when the path names one."""
+    config_file = weights_file = directory = None
+    if path is not None:
         path = os.path.expanduser(os.fspath(path))
         if os.path.isdir(path):
             directory = path
@@ -63,21 +50,13 @@ def _resolve(path, need_config, need_weights, cache_dir, force_download, local_f
             directory = _fetch(path, cache_dir, force_download, local_files_only)
         elif os.path.isfile(path):
             directory = os.path.dirname(os.path.abspath(path))
-            if path.endswith(".json") and not path.endswith(".index.json"):
+            if path.endswith(".json") and not path.endswith(INDEX_SUFFIX):
                 config_file = path
             else:
                 weights_file = path
         else:
             directory = _fetch(path, cache_dir, force_download, local_files_only)
-    if need_config and config_file is None:
-        if directory is None:
-            raise ConfigError("no config: pass a model directory, a config file, or config=")
-        config_file = serialization.find_config_file(directory)
-    if need_weights and weights_file is None:
-        if directory is None:
-            raise WeightsError("no weights: pass a model directory, a weights file, or state_dict=")
-        weights_file = serialization.find_weights_file(directory)
-    return config_file, weights_file
+    return directory, config_file, weights_file
 
 
 def _fetch(name_or_url, cache_dir, force_download, local_files_only):
@@ -92,164 +71,6 @@ def _fetch(name_or_url, cache_dir, force_download, local_files_only):
             "fetch model names or URLs (bertconvert.cache.names is missing)") from e
     return resolve_model_dir(name_or_url, cache_dir=cache_dir, force_download=force_download,
                              local_files_only=local_files_only)
-
-
-def _as_config(config):
-    if config is None or isinstance(config, BertConfig):
-        return copy.deepcopy(config)
-    if isinstance(config, dict):
-        return BertConfig.from_dict(config)
-    if isinstance(config, (str, os.PathLike)):
-        path = os.fspath(config)
-        if os.path.isdir(path):
-            path = serialization.find_config_file(path)
-        return BertConfig.from_json_file(path)
-    raise ConfigError(f"config= must be a BertConfig, a dict or a path, got {type(config).__name__}")
-
-
-# --- state-dict normalisation ----------------------------------------------------------------
-def normalize_state_dict(state_dict, model_has_bert_prefix):
-    """Rename keys of every accepted dialect to ours; returns a new dict (input untouched)."""
-    out = {}
-    for key, value in state_dict.items():
-        if _IGNORED_KEYS.fullmatch(key):
-            logger.debug("ignoring buffer %s (not a parameter of this model)", key)
-            continue
-        for old, new in _LEGACY_SUFFIXES:
-            if key.endswith(old) and "LayerNorm" in key:
-                key = key[: -len(old)] + new
-        out[key] = value
-    has_prefix = any(k.startswith("bert.") for k in out)
-    if not model_has_bert_prefix and has_prefix:
-        # A head's dict loaded into BertModel: keep its trunk; its head keys become unexpected.
-        out = {(k[5:] if k.startswith("bert.") else k): v for k, v in out.items()}
-    elif model_has_bert_prefix and not has_prefix and any(k.startswith(_TRUNK_PREFIXES) for k in out):
-        out = {(f"bert.{k}" if k.startswith(_TRUNK_PREFIXES) else k): v for k, v in out.items()}
-    # transformers keeps the MLM output bias twice (decoder.bias is tied to predictions.bias).
-    dup = out.pop("cls.predictions.decoder.bias", None)
-    if dup is not None and "cls.predictions.bias" not in out:
-        out["cls.predictions.bias"] = dup
-    return out
-
-
-def _resolve_dtype(dtype, state_dict):
-    if dtype is None:
-        return torch.get_default_dtype()
-    if dtype == "auto":
-        return next((v.dtype for v in state_dict.values() if v.is_floating_point()),
-                    torch.get_default_dtype())
-    if isinstance(dtype, str):
-        resolved = getattr(torch, dtype.replace("torch.", ""), None)
-        if isinstance(resolved, torch.dtype) and resolved.is_floating_point:
-            return resolved
-        raise ValueError(f"dtype must be a floating torch dtype or 'auto', got {dtype!r}")
-    return dtype
-
-
-@contextlib.contextmanager
-def _meta_init_skipped():
-    """Make torch.nn.init functions return meta tensors untouched.
-
-    Module constructors call reset_parameters; on the meta device those random fills do
-    nothing useful, yet the first one imports torch._dynamo (about a second). Real tensors
-    still get the real initialisation, so another thread building a model is unaffected.
-    """
-    originals = {name: getattr(nn.init, name) for name in _INIT_FUNCTIONS
-                 if hasattr(nn.init, name)}
-
-    def skipping(fn):
-        @functools.wraps(fn)
-        def init(tensor, *args, **kwargs):
-            if isinstance(tensor, torch.Tensor) and tensor.is_meta:
-                return tensor
-            return fn(tensor, *args, **kwargs)
-        return init
-
-    for name, fn in originals.items():
-        setattr(nn.init, name, skipping(fn))
-    try:
-        yield
-    finally:
-        for name, fn in originals.items():
-            setattr(nn.init, name, fn)
-
-
-def _init_fresh(config, module, attr, tensor):
-    """Google's initialisation for one parameter the checkpoint did not provide."""
-    with torch.no_grad():
-        if isinstance(module, nn.LayerNorm):
-            tensor.fill_(1.0 if attr == "weight" else 0.0)
-        elif attr == "weight" and isinstance(module, (nn.Linear, nn.Embedding)):
-            tensor.normal_(mean=0.0, std=config.initializer_range)
-        else:  # biases, including the MLM output bias
-            tensor.zero_()
-
-
-#: (key suffix, hint): a tensor whose first dimension names one config field, and what to
-#: say when it disagrees with the config (checked in this order).
-_SHAPE_HINTS = (
-    ("embeddings.LayerNorm.weight", "hidden_size in the config is {want} but the weights "
-                                    "have {have}"),
-    ("word_embeddings.weight", "vocab_size in the config is {want} but word_embeddings has "
-                               "{have} rows"),
-    ("intermediate.dense.bias", "intermediate_size in the config is {want} but the weights "
-                                "have {have}"),
-    ("position_embeddings.weight", "max_position_embeddings in the config is {want} but the "
-                                   "weights have {have}"),
-)
-
-
-def _mismatch_error(model, mismatched, source):
-    lines = [f"{k}: weights {list(a)}, model {list(b)}" for k, a, b in mismatched]
-    hints = []
-    for key, have, want in mismatched:
-        template = next((t for suffix, t in _SHAPE_HINTS if key.endswith(suffix)), None)
-        if template and have[0] != want[0]:
-            hints.append(template.format(want=want[0], have=have[0]))
-        elif key.startswith("classifier.") and hasattr(model, "num_labels"):
-            hints.append(f"the weights hold {have[0]} labels; pass num_labels={have[0]}")
-    hint = "; ".join(dict.fromkeys(hints)) if hints else \
-        "check that the config belongs to these weights"
-    # The hint goes first: with a wrong hidden_size every tensor is listed after it.
-    return WeightsError(f"{len(mismatched)} tensor(s) in {source} do not fit "
-                        f"{type(model).__name__} ({hint}): " + "; ".join(lines))
-
-
-def _check_layer_count(config, state_dict, source):
-    """Refuse a config whose layers the weights do not hold beyond a bounded amount, before
-    the model (one module per layer, even on the meta device) is built."""
-    present = [int(m.group(1)) for m in map(_LAYER_KEY.search, state_dict) if m]
-    known = max(present) + 1 if present else 0
-    missing = config.num_hidden_layers - known
-    if missing <= 0:
-        return
-    h, i = config.hidden_size, config.intermediate_size
-    per_layer = 4 * (4 * h * h + 2 * h * i + 9 * h + i)  # float32 bytes of one encoder layer
-    loaded = sum(t.numel() * t.element_size() for t in state_dict.values()
-                 if isinstance(t, torch.Tensor))
-    if missing * per_layer > loaded + MAX_FRESH_BYTES_BEYOND_WEIGHTS:
-        raise WeightsError(
-            f"the config has num_hidden_layers {config.num_hidden_layers} but {source} holds "
-            f"{'layers 0 to ' + str(known - 1) if known else 'no encoder layers'}; the "
-            f"{missing} missing layer(s) would need {missing * per_layer} bytes of fresh "
-            "weights. Use the config that belongs to these weights")
-
-
-def _check_fresh_size(model, expected, absent, provided, source):
-    """Refuse to initialise missing parameters larger in total than the loaded weights plus
-    :data:`MAX_FRESH_BYTES_BEYOND_WEIGHTS`: their shapes come from the config alone, and an
-    absurd vocab_size would otherwise ask for terabytes."""
-    fresh = {k: expected[k].numel() * 4 for k in absent if expected[k].is_meta}
-    loaded = sum(v.numel() * v.element_size() for v in provided.values())
-    total = sum(fresh.values())
-    if total > loaded + MAX_FRESH_BYTES_BEYOND_WEIGHTS:
-        biggest = sorted(fresh, key=fresh.get, reverse=True)[:3]
-        shapes = ", ".join(f"{k} {list(expected[k].shape)}" for k in biggest)
-        raise WeightsError(
-            f"{source} lacks parameters of {type(model).__name__} that would need {total} bytes "
-            f"of fresh weights ({shapes}), far more than the {loaded} bytes loaded: the config "
-            "does not describe these weights (check vocab_size, hidden_size, "
-            "num_hidden_layers). Use the config that belongs to them")
 
 
 class PretrainedLoadingMixin:
@@ -287,14 +108,21 @@ class PretrainedLoadingMixin:
         opts = {k: kwargs.pop(k) for k in _LOAD_OPTIONS if k in kwargs}
         if opts.get("from_tf"):
             return cls._from_tf(pretrained_model_name_or_path, opts, kwargs)
-        config = _as_config(opts.get("config"))
+        config = None
+        if opts.get("config") is not None:  # checked before anything is fetched
+            config, _ = resolve_config(opts["config"])
         caller_dict = state_dict is not None
-        config_file, weights_file = _resolve(
-            pretrained_model_name_or_path, config is None, not caller_dict, cache_dir,
-            opts.get("force_download", False), opts.get("local_files_only", False))
+        directory, config_file, weights_file = _locate(
+            pretrained_model_name_or_path, cache_dir, opts.get("force_download", False),
+            opts.get("local_files_only", False))
         if config is None:
-            config = BertConfig.from_json_file(config_file)
+            config, config_file = resolve_config(config_file, model_dir=directory)
             logger.info("model config from %s", config_file)
+        if not caller_dict and weights_file is None:
+            if directory is None:
+                raise WeightsError("no weights: pass a model directory, a weights file, or "
+                                   "state_dict=")
+            weights_file = serialization.find_weights_file(directory)
         model_cls = cls._class_for(config)
         if caller_dict:
             source = "the given state_dict"
@@ -307,10 +135,10 @@ class PretrainedLoadingMixin:
         rows = rows.shape[0] if isinstance(rows, torch.Tensor) and rows.dim() else None
         if model_cls.label_argument == "num_labels" and not inputs \
                 and kwargs.get("num_labels") is None:
-            kwargs["num_labels"] = config.num_labels or rows or 2
-        _check_layer_count(config, state_dict, source)
+            kwargs["num_labels"] = label_count(config.num_labels, rows)
+        check_layer_count(config, state_dict, source)
         # Build on the meta device: no allocation, no random init to throw away.
-        with torch.device("meta"), _meta_init_skipped():
+        with on_meta_device():
             model = model_cls(config, *inputs, **kwargs)
         if model_cls.label_argument == "num_labels":
             # Only the weights' own classifier may hold more labels than the sane bound.
@@ -330,32 +158,56 @@ class PretrainedLoadingMixin:
         ``architectures[0]`` (BertModel when absent)."""
         if not cls.__dict__.get("_abstract_base", False) or config is None:
             return cls
-        # The class is looked up by its public name: bertconvert's lazy re-export table
-        # imports the head classes on first use, where importing .heads here would close
-        # the cycle heads -> trunk -> loading -> heads.
-        import bertconvert
-        from ..layout import LAYOUTS
-
         name = (getattr(config, "architectures", None) or ["BertModel"])[0]
         head = head_for_class(name)
         if head is None:
             known = ", ".join(layout.class_name for layout in LAYOUTS.values())
             raise HeadError(f"unknown BERT architecture {name!r}; expected one of {known}")
+        return cls._class_for_head(head)
+
+    @classmethod
+    def _class_for_head(cls, head):
+        """``cls``, or for the abstract base the class of ``head``."""
+        if not cls.__dict__.get("_abstract_base", False):
+            return cls
+        # The class is looked up by its public name: bertconvert's lazy re-export table
+        # imports the head classes on first use, where importing .heads here would close
+        # the cycle heads -> trunk -> loading -> heads.
+        import bertconvert
+
         return getattr(bertconvert, LAYOUTS[head].class_name)
 
     @classmethod
     def _from_tf(cls, path, opts, kwargs):
-        # Converting is the convert pillar's job, above this one: reach it through the public
-        # (lazily resolved) bertconvert.load_converted_model, not an import of convert.
-        import bertconvert
+        """``from_pretrained(path, from_tf=True)``: convert the TF checkpoint in memory."""
+        # The one import of convert from models (tests/test_architecture.py allows exactly
+        # this one, here): converting is convert's job. state_dict_from_checkpoint builds no
+        # model, so this import closes no cycle; the model is built here, as for any weights.
+        from ..convert.stream import state_dict_from_checkpoint
 
-        load_converted_model = bertconvert.load_converted_model
+        dtype = opts.get("torch_dtype") or opts.get("dtype") or "float32"
+        converted = state_dict_from_checkpoint(
+            path, config=opts.get("config"), head=cls.head_name or "auto",
+            num_labels=kwargs.get("num_labels"), dtype=str(dtype).replace("torch.", ""))
+        model = cls._class_for_head(converted.report.head).from_converted_state(
+            converted.state_dict, converted.config, converted.report.num_labels)
+        return (model, converted.report) if opts.get("output_loading_info") else model
 
-        head = cls.head_name or "auto"
-        model, report = load_converted_model(
-            path, config=opts.get("config"), head=head, num_labels=kwargs.get("num_labels"),
-            dtype=str(opts.get("torch_dtype") or opts.get("dtype") or "float32").replace("torch.", ""))
-        return (model, report) if opts.get("output_loading_info") else model
+    @classmethod
+    def from_converted_state(cls, state_dict, config, num_labels=None):
+        """The model built from ``config`` (on the meta device) holding ``state_dict``, which
+        has every key but tied aliases (a converter's output: nothing to initialise); in eval
+        mode. A key left unfilled is a bug of the converter: ConversionError."""
+        kwargs = {"num_labels": num_labels} if cls.label_argument == "num_labels" else {}
+        with on_meta_device():
+            model = cls(config, **kwargs)
+        model.load_state_dict(state_dict, strict=False, assign=True)
+        model.tie_weights()
+        left = [n for n, p in list(model.named_parameters()) + list(model.named_buffers())
+                if p.is_meta]
+        if left:  # the plan accounts for every key, so this is a bug, never user input
+            raise ConversionError(f"parameters left unfilled after conversion: {left}")
+        return model.eval()
 
     def load_pretrained_state(self, state_dict, source="state_dict", strict=False, dtype=None,
                               copy_tensors=True):
@@ -378,7 +230,7 @@ class PretrainedLoadingMixin:
         mismatched = [(k, tuple(v.shape), tuple(expected[k].shape)) for k, v in provided.items()
                       if k in expected and tuple(v.shape) != tuple(expected[k].shape)]
         if mismatched:
-            raise _mismatch_error(self, sorted(mismatched), source)
+            raise mismatch_error(self, sorted(mismatched), source)
         unexpected = sorted(k for k in provided if k not in expected)
         absent = sorted(k for k in expected if k not in provided and k not in tied)
         if expected and len(unexpected) == len(provided):
@@ -407,8 +259,8 @@ class PretrainedLoadingMixin:
             raise WeightsError(f"{len(not_float)} tensor(s) in {source} are not floating point but "
                                f"fill floating-point parameters of {type(self).__name__}: "
                                f"{', '.join(not_float[:10])}; the file does not hold model weights")
-        _check_fresh_size(self, expected, absent, provided, source)
-        target = _resolve_dtype(dtype, provided)
+        check_fresh_size(self, expected, absent, provided, source)
+        target = resolve_dtype(dtype, provided)
         load = {}
         for key, value in provided.items():
             if key not in expected:
@@ -447,7 +299,7 @@ class PretrainedLoadingMixin:
                     continue
                 fresh = torch.empty(param.shape, dtype=dtype if param.is_floating_point()
                                     else param.dtype, device="cpu")
-                _init_fresh(self.config, module, attr, fresh)
+                init_(fresh, kind_of_module_tensor(module, attr), self.config.initializer_range)
                 module._parameters[attr] = nn.Parameter(fresh, requires_grad=param.requires_grad)
             for attr, buf in list(module._buffers.items()):
                 if buf is not None and buf.is_meta:

@@ -22,6 +22,7 @@ from torch import nn
 
 from .. import layout
 from .config import BertConfig
+from .initialise import init_, kind_of_module_tensor
 from ..errors import ConfigError
 from .loading import PretrainedLoadingMixin
 
@@ -252,23 +253,13 @@ class BertPreTrainedModel(PretrainedLoadingMixin, nn.Module):
     def init_bert_weights(self, module):
         """Initialise one module as Google does: normal(0, initializer_range) weights, zero
         biases, LayerNorm weight 1 / bias 0 (0.6.2 name; applied with ``self.apply``)."""
-        std = self.config.initializer_range
-        if isinstance(module, (nn.Linear, nn.Embedding)):
-            module.weight.data.normal_(mean=0.0, std=std)
-        elif isinstance(module, nn.LayerNorm):
-            module.weight.data.fill_(1.0)
-            module.bias.data.zero_()
-        if isinstance(module, nn.Linear) and module.bias is not None:
-            module.bias.data.zero_()
+        for attr, param in module.named_parameters(recurse=False):
+            init_(param.data, kind_of_module_tensor(module, attr), self.config.initializer_range)
 
     def post_init(self):
-        """Initialise all weights, then tie the ones that are shared.
-
-        On the meta device (from_pretrained builds there) there is nothing to initialise,
-        and skipping it also skips torch's costly first-call set-up of meta random ops.
-        """
-        if not any(p.is_meta for p in self.parameters()):
-            self.apply(self.init_bert_weights)
+        """Initialise all weights, then tie the ones that are shared. (Built inside
+        :func:`~bertconvert.models.initialise.on_meta_device`, the random fills are skipped.)"""
+        self.apply(self.init_bert_weights)
         self.tie_weights()
 
     def tie_weights(self):

@@ -1,9 +1,9 @@
 """Reading and writing PyTorch state dicts: ``model.safetensors`` and ``pytorch_model.bin``.
 
-Every file is published atomically (unique temp name in the destination directory, fsync,
-``os.replace``), so a reader never sees half a weights file. Loading sniffs the file's first
-bytes instead of trusting its name, and refuses anything that is not a plain mapping of names
-to tensors with :class:`~bertconvert.errors.WeightsError`. Pickles are only ever read with
+Every file is published atomically (:func:`bertconvert.atomic.atomic_path`: unique temp
+name in the destination directory, fsync, ``os.replace``), so a reader never sees half a
+weights file. Loading sniffs the file's first bytes instead of trusting its name, and refuses
+anything that is not a plain mapping of names to tensors with :class:`~bertconvert.errors.WeightsError`. Pickles are only ever read with
 ``torch.load(weights_only=True)``: a weights file must not be able to run code.
 
 Example::
@@ -11,7 +11,6 @@ Example::
     >>> paths = save_state_dict(model.state_dict(), "out", format="both")
     >>> state = load_state_dict(find_weights_file("out"))
 """
-import contextlib
 import logging
 import os
 import re
@@ -20,21 +19,14 @@ import struct
 import torch
 
 from ..safeio import MAX_JSON_BYTES, parse_json, read_regular_file
-from ..atomic import fsync_directory, temp_name_for
-from ..errors import ConfigError, WeightsError
+from ..atomic import atomic_path
+from ..errors import WeightsError
+from .config import describe_directory, find_config_file, first_file  # noqa: F401 (re-exported)
+from ..layout import (CONFIG_NAME, CONFIG_NAMES, GOOGLE_CONFIG_NAME, INDEX_SUFFIX,  # noqa: F401
+                      PYTORCH_NAME, SAFETENSORS_NAME, WEIGHTS_NAMES)
 
 logger = logging.getLogger(__name__)
 
-SAFETENSORS_NAME = "model.safetensors"
-PYTORCH_NAME = "pytorch_model.bin"
-CONFIG_NAME = "config.json"
-GOOGLE_CONFIG_NAME = "bert_config.json"
-
-#: Weight file names looked for in a model directory, most preferred first. The two index
-#: files are transformers' sharded layouts (a JSON weight_map naming the shard files).
-WEIGHTS_NAMES = (SAFETENSORS_NAME, SAFETENSORS_NAME + ".index.json",
-                 PYTORCH_NAME, PYTORCH_NAME + ".index.json")
-CONFIG_NAMES = (CONFIG_NAME, GOOGLE_CONFIG_NAME)
 FORMATS = ("safetensors", "pytorch", "both")
 
 #: Keys that only alias another key when the MLM decoder is tied; transformers drops them
@@ -51,48 +43,17 @@ _PICKLE_PROTO = 0x80
 
 
 # --- locating files ------------------------------------------------------------------
-def _listing(directory):
-    try:
-        names = sorted(os.listdir(directory))
-    except FileNotFoundError:
-        return "nothing: the directory does not exist"
-    except NotADirectoryError:
-        return "a file, not a directory"
-    except OSError as e:
-        return f"(unreadable: {e.strerror})"
-    return ", ".join(names) if names else "(empty)"
-
-
-def _first_file(directory, names):
-    """The first of ``names`` that is a file in ``directory``, or None (order = preference)."""
-    for name in names:
-        path = os.path.join(directory, name)
-        if os.path.isfile(path):
-            return path
-    return None
-
-
 def find_weights_file(directory, required=True):
     """Path of the weights file in a model directory (safetensors preferred), or None.
 
     Raises WeightsError naming what the directory holds when there is none and ``required``.
     """
-    path = _first_file(directory, WEIGHTS_NAMES)
+    path = first_file(directory, WEIGHTS_NAMES)
     if path is None and required:
         raise WeightsError(
             f"no weights file in {directory}: expected one of {', '.join(WEIGHTS_NAMES)}; "
-            f"found {_listing(directory)}. Convert a TF checkpoint with `bertconvert convert` "
-            "or save a model there with save_pretrained()")
-    return path
-
-
-def find_config_file(directory, required=True):
-    """Path of ``config.json`` (preferred) or ``bert_config.json`` in ``directory``, or None."""
-    path = _first_file(directory, CONFIG_NAMES)
-    if path is None and required:
-        raise ConfigError(
-            f"no model config in {directory}: expected {CONFIG_NAME} or {GOOGLE_CONFIG_NAME}; "
-            f"found {_listing(directory)}")
+            f"found {describe_directory(directory)}. Convert a TF checkpoint with "
+            "`bertconvert convert` or save a model there with save_pretrained()")
     return path
 
 
@@ -114,7 +75,7 @@ def _sniff(path):
         (header_len,) = struct.unpack("<Q", head[:8])
         if 0 < header_len <= size - 8 and head[8:9] == b"{":
             return "safetensors"
-    if head.lstrip()[:1] == b"{" and path.endswith(".index.json"):
+    if head.lstrip()[:1] == b"{" and path.endswith(INDEX_SUFFIX):
         return "index"
     return None
 
@@ -281,29 +242,6 @@ def _dedupe_for_safetensors(state_dict):
     return out
 
 
-@contextlib.contextmanager
-def _published(path):
-    """Yield a temp path beside ``path``; rename it onto ``path`` only if the block succeeds."""
-    tmp = temp_name_for(path)
-    try:
-        yield tmp
-        with open(tmp, "rb") as f:
-            os.fsync(f.fileno())
-        os.chmod(tmp, 0o666 & ~_umask())
-        os.replace(tmp, path)
-        fsync_directory(os.path.dirname(os.path.abspath(path)))
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
-
-
-def _umask():
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
-
-
 def save_state_dict(state_dict, directory, format="safetensors"):
     """Write ``state_dict`` into ``directory`` atomically; returns the written paths.
 
@@ -321,7 +259,7 @@ def save_state_dict(state_dict, directory, format="safetensors"):
         from safetensors.torch import save_file
 
         path = os.path.join(directory, SAFETENSORS_NAME)
-        with _published(path) as tmp:
+        with atomic_path(path) as tmp:
             save_file(_dedupe_for_safetensors(cpu), tmp, metadata={"format": "pt"})
         written.append(path)
     if format in ("pytorch", "both"):
@@ -329,7 +267,7 @@ def save_state_dict(state_dict, directory, format="safetensors"):
         if metas:
             raise WeightsError(f"cannot save {', '.join(metas)}: on the meta device (never loaded)")
         path = os.path.join(directory, PYTORCH_NAME)
-        with _published(path) as tmp:
+        with atomic_path(path) as tmp:
             torch.save(cpu, tmp)
         written.append(path)
     logger.debug("wrote %s", ", ".join(written))

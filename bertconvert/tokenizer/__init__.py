@@ -1,7 +1,7 @@
 """The WordPiece tokenizer, identical to Google's tokenization.py.
 
-Owns ``BertTokenizer``/``BasicTokenizer``/``WordpieceTokenizer`` (``wordpiece``), the vocabulary
-file and casing detection (``vocab``), sequence encoding -- pairs, truncation, special tokens
-(``encode``) -- and the Unicode character classes (``charclass``). May import the top-level
+Owns ``BertTokenizer`` (``wordpiece``), ``BasicTokenizer``/``WordpieceTokenizer`` (``basic``,
+re-exported by ``wordpiece``), the vocabulary file and casing detection (``vocab``), sequence
+encoding -- pairs, truncation, special tokens (``encode``) -- and the Unicode character classes (``charclass``). May import the top-level
 leaves; fetching a vocabulary by model name goes through ``cache.names``.
 """

@@ -59,7 +59,6 @@ ASCII_DELETE_RE = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
 _ASCII_PUNCT = _char_class(ASCII_PUNCT_RANGES)
 #: One punctuation character, or a run of anything else (what _run_split_on_punc yields).
 ASCII_PIECE_RE = re.compile(f"{_ASCII_PUNCT}|{_char_class(ASCII_PUNCT_RANGES, negate=True)}+")
-ASCII_PUNCT_RE = re.compile(_ASCII_PUNCT)
 
 #: One CJK ideograph, or a run of anything else.
 CJK_PIECE_RE = re.compile(f"{_char_class(CJK_RANGES)}|{_char_class(CJK_RANGES, negate=True)}+")

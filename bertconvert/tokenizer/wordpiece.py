@@ -3,8 +3,10 @@
 Three classes with the pytorch-pretrained-BERT 0.6.2 interface:
 
 * :class:`BasicTokenizer`: clean the text, split CJK ideographs, punctuation and
-  whitespace, optionally lower-case and strip accents;
-* :class:`WordpieceTokenizer`: greedy longest-match-first WordPiece over a vocabulary;
+  whitespace, optionally lower-case and strip accents (defined in
+  :mod:`bertconvert.tokenizer.basic`, re-exported here);
+* :class:`WordpieceTokenizer`: greedy longest-match-first WordPiece over a vocabulary
+  (likewise);
 * :class:`BertTokenizer`: both, plus ids, ``encode`` (model inputs), ``save_vocabulary``
   and ``from_pretrained``.
 
@@ -33,6 +35,8 @@ import logging
 import os
 
 from . import charclass as cc
+from .basic import (CACHE_SIZE, MAX_INPUT_CHARS_PER_WORD, NEVER_SPLIT,  # noqa: F401
+                    BasicTokenizer, WordpieceTokenizer, _check_text, whitespace_tokenize)
 from .encode import EncodeMixin
 from ..atomic import atomic_write
 from ..safeio import MAX_JSON_BYTES, parse_json, read_regular_file
@@ -40,197 +44,14 @@ from ..safeio import MAX_JSON_BYTES, parse_json, read_regular_file
 from .vocab import (TOKENIZER_CONFIG_NAME, VOCAB_NAME, casing_from_name,  # noqa: F401
                     casing_from_vocab, check_vocab_size, guess_do_lower_case, load_vocab,
                     warn_if_vocab_exceeds_model)
-from ..errors import TokenizerError, TokenizerInputError, UnknownTokenError, VocabError
+from ..errors import TokenizerError, UnknownTokenError, VocabError
 
 logger = logging.getLogger(__name__)
 
-NEVER_SPLIT = ("[UNK]", "[SEP]", "[PAD]", "[CLS]", "[MASK]")
-#: Google's cap on characters per word; longer words become the unknown token.
-MAX_INPUT_CHARS_PER_WORD = 200
-#: Cached words per tokenizer before the cache is dropped and refilled (bounds memory).
-CACHE_SIZE = 1 << 17
 #: Stand-in for "no limit", as in 0.6.2.
 NO_MAX_LEN = int(1e12)
 #: Position-embedding size of the seven seed models.
 PRETRAINED_MAX_LEN = 512
-
-
-def _check_text(text, what="text"):
-    """Return ``text`` as a plain str, or raise TokenizerInputError for anything else."""
-    if isinstance(text, str):
-        return text if type(text) is str else str.__str__(text)
-    hint = ""
-    if isinstance(text, (bytes, bytearray)):
-        hint = " (decode it first, e.g. text.decode('utf-8'))"
-    raise TokenizerInputError(f"{what} must be a str, got {type(text).__name__}{hint}")
-
-
-def whitespace_tokenize(text):
-    """Split on runs of whitespace (``str.split()``); an empty or blank text gives []."""
-    return text.split()
-
-
-class BasicTokenizer:
-    """Cleaning, CJK/punctuation/whitespace splitting and optional lower-casing.
-
-    Identical to Google's ``BasicTokenizer`` when ``never_split`` is empty; words listed in
-    ``never_split`` are neither lower-cased nor split (0.6.2 behaviour).
-    """
-
-    def __init__(self, do_lower_case=True, never_split=NEVER_SPLIT):
-        self._do_lower_case = bool(do_lower_case)
-        self._never_split = frozenset(never_split or ())
-        self.generation = 0  # bumped on every option change so owners drop their caches
-        self._cache = {}
-
-    @property
-    def do_lower_case(self):
-        return self._do_lower_case
-
-    @do_lower_case.setter
-    def do_lower_case(self, value):
-        self._do_lower_case = bool(value)
-        self.clear_cache()
-
-    @property
-    def never_split(self):
-        return self._never_split
-
-    @never_split.setter
-    def never_split(self, value):
-        self._never_split = frozenset(value or ())
-        self.clear_cache()
-
-    def clear_cache(self):
-        """Forget cached words (done automatically when an option changes)."""
-        self._cache = {}
-        self.generation += 1
-
-    def tokenize(self, text):
-        """Split ``text`` into basic tokens (words and single punctuation characters)."""
-        text = cc.clean_text(_check_text(text))
-        out = []
-        cache = self._cache
-        for word in text.split():
-            pieces = cache.get(word)
-            if pieces is None:
-                pieces = self.tokenize_word(word)
-            out += pieces
-        return out
-
-    def tokenize_word(self, word):
-        """Basic tokens of one cleaned, whitespace-free word (cached)."""
-        pieces = self._cache.get(word)
-        if pieces is None:
-            pieces = tuple(self._split_word(word))
-            if len(self._cache) >= CACHE_SIZE:
-                self._cache = {}
-            self._cache[word] = pieces
-        return pieces
-
-    def _split_word(self, word):
-        never_split = self._never_split
-        if word.isascii():  # most words: no CJK, no accents, ASCII punctuation only
-            if word not in never_split and self._do_lower_case:
-                word = word.lower()
-            return [word] if word in never_split else cc.ASCII_PIECE_RE.findall(word)
-        out = []
-        for piece in cc.split_cjk(word):
-            if piece in never_split:
-                out.append(piece)
-                continue
-            if self._do_lower_case:
-                piece = cc.strip_accents(piece.lower())
-                if piece in never_split:  # 0.6.2 checks again after lower-casing
-                    out.append(piece)
-                    continue
-            if piece.isascii():
-                out += cc.ASCII_PIECE_RE.findall(piece)
-            else:
-                # Lower-casing/NFD cannot add whitespace today, but Google re-splits on it,
-                # so we do too rather than depend on that.
-                for part in cc.split_on_punctuation(piece):
-                    out += part.split()
-        return out
-
-
-class WordpieceTokenizer:
-    """Greedy longest-match-first WordPiece (Google's algorithm, 200-character cap).
-
-    ``vocab`` is any container of tokens that supports ``in``, ``len`` and iteration
-    (usually the ``{token: id}`` dict). Example: with ``un``, ``##aff`` and ``##able`` in
-    the vocabulary, ``tokenize("unaffable")`` gives ``["un", "##aff", "##able"]``.
-    """
-
-    def __init__(self, vocab, unk_token="[UNK]", max_input_chars_per_word=MAX_INPUT_CHARS_PER_WORD):
-        self._vocab = vocab
-        self._unk_token = unk_token
-        self._max_chars = max_input_chars_per_word
-        self.generation = 0
-        self.clear_cache()
-
-    def _option(name):  # noqa: N805 - property factory used only in this class body
-        def fget(self):
-            return getattr(self, name)
-
-        def fset(self, value):
-            setattr(self, name, value)
-            self.clear_cache()
-        return property(fget, fset)
-
-    vocab = _option("_vocab")
-    unk_token = _option("_unk_token")
-    max_input_chars_per_word = _option("_max_chars")
-    del _option
-
-    def clear_cache(self):
-        """Forget cached words; call it after editing the vocabulary in place."""
-        self._cache = {}
-        self._vocab_len = len(self._vocab)
-        # No vocabulary entry is longer than this, so no longer substring can match:
-        # starting the greedy search here gives the same answer as starting at the word end.
-        self._longest = max(map(len, self._vocab), default=0)
-        self.generation += 1
-
-    def tokenize(self, text):
-        """WordPiece tokens of every whitespace-separated word in ``text``."""
-        text = _check_text(text)
-        if len(self._vocab) != self._vocab_len:
-            self.clear_cache()
-        out = []
-        for word in text.split():
-            out += self.tokenize_word(word)
-        return out
-
-    def tokenize_word(self, word):
-        """WordPiece tokens of one whitespace-free word (cached)."""
-        pieces = self._cache.get(word)
-        if pieces is None:
-            pieces = self._split_word(word)
-            if len(self._cache) >= CACHE_SIZE:
-                self._cache = {}
-            self._cache[word] = pieces
-        return pieces
-
-    def _split_word(self, word):
-        n = len(word)
-        if n > self._max_chars:
-            return (self._unk_token,)
-        vocab, longest = self._vocab, self._longest
-        pieces = []
-        start = 0
-        while start < n:
-            end = min(n, start + longest)
-            while start < end:
-                piece = word[start:end] if start == 0 else "##" + word[start:end]
-                if piece in vocab:
-                    break
-                end -= 1
-            else:
-                return (self._unk_token,)
-            pieces.append(piece)
-            start = end
-        return tuple(pieces)
 
 
 def _saved_options(directory):

@@ -229,10 +229,9 @@ def _weights_stage(reader, model_dir, golden, reference, loaded, want_digests):
 
 def _plan_for_head(reader, model_dir, loaded):
     """The converter's plan for ``loaded.head``, with the model directory's config if any."""
-    from ..convert.plan import plan_conversion, resolve_config
-    from ..models.weightfiles import find_config_file
-    source = find_config_file(model_dir) if model_dir is not None else None
-    config, config_path = resolve_config(source, reader.prefix)
+    from ..convert.plan import plan_conversion
+    from ..models.config import resolve_config
+    config, config_path = resolve_config(model_dir=model_dir, checkpoint=reader.prefix)
     return plan_conversion(reader, config, head=loaded.head, num_labels=loaded.num_labels,
                            allow_new_head=True, config_path=config_path)
 

@@ -118,18 +118,12 @@ def _check_examples(examples, head, where):
 def find_vocab_file(*directories):
     """The first ``vocab.txt`` found in the given directories (None entries are skipped)."""
     for directory in directories:
-        if directory and os.path.isfile(os.path.join(directory, "vocab.txt")):
-            return os.path.join(directory, "vocab.txt")
+        if directory and os.path.isfile(os.path.join(directory, layout.VOCAB_NAME)):
+            return os.path.join(directory, layout.VOCAB_NAME)
     searched = ", ".join(d for d in directories if d)
     raise VerificationError(
         f"no vocab.txt in {searched}; the input batch is tokenized with the checkpoint's own "
         "vocabulary, so put its vocab.txt beside the checkpoint")
-
-
-def _guess_lower_case(vocab_file, vocab):
-    """Kept for callers of the old private name: :func:`bertconvert.tokenizer.wordpiece.guess_do_lower_case`."""
-    from ..tokenizer.wordpiece import guess_do_lower_case
-    return guess_do_lower_case(vocab_file, vocab)
 
 
 def make_tokenizer(vocab_file):

@@ -8,6 +8,7 @@ beside the checkpoint, and for a SavedModel also in its directory and ``assets/`
 """
 import os
 
+from ..layout import CHECKPOINT_CONFIG_NAMES
 from ..checkpoint.paths import SAVED_MODEL_VARIABLES, resolve_prefix
 
 #: GELU forms the TensorFlow reference can compute (``--gelu``, ``gelu=``).
@@ -50,7 +51,7 @@ def checkpoint_dirs(prefix):
 def find_checkpoint_config(prefix):
     """``bert_config.json`` (else ``config.json``) beside the checkpoint, or None."""
     for directory in checkpoint_dirs(prefix):
-        for name in ("bert_config.json", "config.json"):
+        for name in CHECKPOINT_CONFIG_NAMES:
             candidate = os.path.join(directory, name)
             if os.path.isfile(candidate):
                 return candidate

@@ -46,7 +46,9 @@ _GRAPH_KEY = "_CHECKPOINTABLE_OBJECT_GRAPH"
 
 
 def _read_config(path):
-    # Read the JSON ourselves (not via BertConfig) to keep the reference independent.
+    # Which file is the config is decided where it is for every caller (find_checkpoint_config,
+    # models/config.py); its JSON is read here, not via BertConfig, so that the reference
+    # computes from the file as written rather than from our reading of it.
     try:
         with open(path, "r", encoding="utf-8") as f:
             data = json.load(f)

@@ -67,13 +67,11 @@ def load_torch_model(checkpoint, model_dir=None, head=None, num_labels=None, dty
         notes.append(f"converted {checkpoint} in memory (head {report.head})")
         return LoadedModel(model.eval(), report.head, report.num_labels, None, notes)
 
-    from ..models.config import BertConfig
-    from ..models.weightfiles import find_config_file
+    from ..models.config import resolve_config
     if not os.path.isdir(model_dir):
         raise VerificationError(f"model directory {model_dir} does not exist; pass the output "
                                 "of `bertconvert convert`, or omit it to convert in memory")
-    config_file = find_config_file(model_dir)
-    config = BertConfig.from_json_file(config_file)
+    config, config_file = resolve_config(model_dir=model_dir)
     check_config_matches_checkpoint(config, config_file, checkpoint)
     if head is None:
         head = _head_from_config(config, config_file, notes)

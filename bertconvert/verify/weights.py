@@ -41,7 +41,7 @@ log = logging.getLogger(__name__)
 #: Output dtypes a golden file keeps digests for (the converter's output dtypes).
 DIGEST_DTYPES = ("float32", "float16", "bfloat16")
 #: What a digest covers, stored beside the digests in a golden file.
-CONVERSION_REPORT = "conversion.json"
+CONVERSION_REPORT = layout.REPORT_NAME
 #: Differing tensors listed in full in the report (the count is always exact).
 MAX_LISTED = 20
 
@@ -56,7 +56,7 @@ class ModelTensors:
         self.model_dir = model_dir
         path = find_weights_file(model_dir)
         files = [path]
-        if path.endswith(".index.json"):
+        if path.endswith(layout.INDEX_SUFFIX):
             try:
                 with open(path, "r", encoding="utf-8") as f:
                     shards = sorted(set(json.load(f)["weight_map"].values()))
@@ -151,11 +151,9 @@ def _directory_head(model_dir, config):
 def plan_for_directory(reader, model_dir):
     """The converter's plan for the checkpoint behind ``reader`` into the head (and label
     count) ``model_dir`` was converted as, with its own config."""
-    from ..models.config import BertConfig
     from ..convert.plan import plan_conversion
-    from ..models.weightfiles import find_config_file
-    config_file = find_config_file(model_dir)
-    config = BertConfig.from_json_file(config_file)
+    from ..models.config import resolve_config
+    config, config_file = resolve_config(model_dir=model_dir)
     head, num_labels = _directory_head(model_dir, config)
     return plan_conversion(reader, config, head=head, num_labels=num_labels,
                            allow_new_head=True, config_path=config_file)

@@ -14,7 +14,7 @@ import pytest
 from bertconvert.checkpoint import save_checkpoint
 from bertconvert.cli import main
 from bertconvert.models.config import BertConfig
-from bertconvert.convert.hints import ShapeEvidence
+from bertconvert.models.shapehints import ShapeEvidence
 from bertconvert.convert.run import convert_checkpoint, convert_to_pytorch_file
 from bertconvert.errors import MappingError
 
@@ -200,3 +200,19 @@ def test_embeddings_alone_do_not_claim_to_know_which_it_is():
         "hidden_size in cfg.json is 64 but the checkpoint's embeddings are 16 wide, and no "
         "encoder tensor shows the hidden size: a wrong hidden_size, or factorized "
         "(ALBERT-style) embeddings, which are not supported"]
+
+
+def test_loading_and_converting_word_a_wrong_field_alike(tiny_config):
+    """from_pretrained's hints come from the same ShapeEvidence as the planner's."""
+    from bertconvert.models.shapehints import weight_shape_hints
+
+    evidence = ShapeEvidence(tiny_config, "cfg.json")
+    evidence.observe("bert/embeddings/word_embeddings", "bert.embeddings.word_embeddings.weight",
+                     "embeddings", ("vocab_size", "hidden_size"), (191, 32))
+    assert evidence.hints() == ["vocab_size in cfg.json is 99 but the checkpoint's "
+                                "word_embeddings has 191 rows"]
+    mismatched = [("bert.embeddings.word_embeddings.weight", (191, 32), (99, 32)),
+                  ("bert.encoder.layer.0.intermediate.dense.bias", (40,), (37,))]
+    assert weight_shape_hints(tiny_config, mismatched, "cfg.json") == [
+        "intermediate_size in cfg.json is 37 but the weights' tensors have 40",
+        "vocab_size in cfg.json is 99 but the weights' word_embeddings has 191 rows"]

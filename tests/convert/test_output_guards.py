@@ -191,16 +191,17 @@ def test_stale_temp_files_of_the_legacy_command_are_removed(tmp_path):
 
 _KILLABLE = r"""
 import sys, time
+import bertconvert.convert.outputs as outputs
 import bertconvert.convert.run as convert
 
-real = convert._write_weights
+real = outputs.write_weights
 
 def pause(directory, *args, **kwargs):
     real(directory, *args, **kwargs)   # the weights are in the temp directory now
     print("WRITTEN", directory, flush=True)
     time.sleep(600)                    # killed here, before anything is published
 
-convert._write_weights = pause
+outputs.write_weights = pause
 convert.convert_checkpoint(sys.argv[1], sys.argv[2], progress=False)
 """
 

@@ -195,3 +195,64 @@ def test_config_that_is_a_fifo_or_a_device(tmp_path):
     os.symlink("/dev/zero", tmp_path / "zero.json")  # reading it would never end
     with pytest.raises(ConfigError, match="character device"):
         BertConfig.from_json_file(tmp_path / "zero.json")
+
+
+# --- resolve_config: the one precedence ---------------------------------------------------------
+def _both_configs(directory):
+    """A directory with both files, told apart by vocab_size: bert_config.json 100, config.json 200."""
+    directory.mkdir()
+    write(directory / "bert_config.json", dict(GOOGLE, vocab_size=100))
+    write(directory / "config.json", dict(GOOGLE, vocab_size=200))
+    (directory / "bert_model.ckpt.index").write_bytes(b"")
+    return directory
+
+
+def test_resolve_config_precedence(tmp_path):
+    from bertconvert.models.config import resolve_config
+
+    both = _both_configs(tmp_path / "both")
+    prefix = str(both / "bert_model.ckpt")
+    # 1. an explicit config wins over everything
+    assert resolve_config(BertConfig(7), model_dir=both, checkpoint=prefix) == (BertConfig(7), None)
+    assert resolve_config(dict(GOOGLE, vocab_size=5), checkpoint=prefix)[0].vocab_size == 5
+    explicit = write(tmp_path / "mine.json", dict(GOOGLE, vocab_size=300))
+    assert resolve_config(explicit, model_dir=both)[0].vocab_size == 300
+    # 2. a model directory: transformers' config.json first
+    config, path = resolve_config(model_dir=both, checkpoint=prefix)
+    assert (config.vocab_size, os.path.basename(path)) == (200, "config.json")
+    # 3. beside a checkpoint: Google's bert_config.json first
+    config, path = resolve_config(checkpoint=prefix)
+    assert (config.vocab_size, os.path.basename(path)) == (100, "bert_config.json")
+    # an explicit directory is searched as the call's default place would be
+    assert resolve_config(str(both), checkpoint=prefix)[0].vocab_size == 100
+    assert resolve_config(str(both))[0].vocab_size == 200
+    (both / "bert_config.json").unlink()
+    assert resolve_config(checkpoint=prefix)[0].vocab_size == 200
+
+
+def test_resolve_config_names_what_is_missing(tmp_path):
+    from bertconvert.models.config import resolve_config
+
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(ConfigError, match="expected bert_config.json or config.json"):
+        resolve_config(checkpoint=str(tmp_path / "empty" / "model.ckpt"))
+    with pytest.raises(ConfigError, match="expected config.json or bert_config.json; found"):
+        resolve_config(model_dir=tmp_path / "empty")
+    with pytest.raises(ConfigError, match="must be a path, a dict or a BertConfig, got int"):
+        resolve_config(3)
+    with pytest.raises(ConfigError, match="no config"):
+        resolve_config()
+
+
+def test_every_caller_uses_the_one_precedence(tmp_path):
+    """convert (beside the checkpoint) and from_pretrained (a model directory) both go through
+    resolve_config; verify's TF reference finds the checkpoint's file the same way."""
+    from bertconvert.convert.plan import resolve_config as convert_resolve
+    from bertconvert.models.config import find_config_file
+    from bertconvert.verify.tf_side import find_checkpoint_config
+
+    both = _both_configs(tmp_path / "both")
+    prefix = str(both / "bert_model.ckpt")
+    assert convert_resolve(None, prefix)[0].vocab_size == 100
+    assert os.path.basename(find_checkpoint_config(prefix)) == "bert_config.json"
+    assert os.path.basename(find_config_file(both)) == "config.json"

@@ -298,7 +298,7 @@ def test_bad_directories_and_configs(tmp_path, tiny_config):
     with pytest.raises(ConfigError, match="num_hidden_layers"):
         BertModel.from_pretrained(tmp_path / "noconfig")
     (tmp_path / "noconfig" / "config.json").write_text(json.dumps(dict(tiny_config.to_dict(), vocab_size=50)))
-    with pytest.raises(WeightsError, match="vocab_size in the config is 50 but word_embeddings has 99 rows"):
+    with pytest.raises(WeightsError, match="vocab_size in the config is 50 but the weights' word_embeddings has 99 rows"):
         BertModel.from_pretrained(tmp_path / "noconfig")
     (tmp_path / "noconfig" / "model.safetensors").write_bytes(b"not a state dict")
     with pytest.raises(WeightsError, match="neither a safetensors file nor"):
@@ -354,6 +354,31 @@ def test_from_tf_converts_a_google_checkpoint_in_memory():
     assert torch.equal(model.bert.encoder.layer[0].attention.self.query.weight.detach(), kernel.T)
 
 
+def test_from_tf_goes_through_convert_s_model_free_state_dict(monkeypatch):
+    """from_tf=True takes its tensors from convert.stream.state_dict_from_checkpoint (no model
+    built there); the base class picks the checkpoint's head; output_loading_info gives the
+    ConversionReport."""
+    fixture = os.path.join(os.path.dirname(__file__), os.pardir, os.pardir, "fixtures", "checkpoints",
+                           "sequence-classification")
+    if not os.path.exists(os.path.join(fixture, "bert_model.ckpt.index")):
+        pytest.skip("TF fixtures not generated (fixtures/make_fixtures.py)")
+    from bertconvert.convert import stream
+
+    converted = stream.state_dict_from_checkpoint(fixture)
+    assert converted.report.head == "sequence-classification" and converted.config.num_labels == 3
+    assert all(isinstance(t, torch.Tensor) for t in converted.state_dict.values())
+    calls = []
+    real = stream.state_dict_from_checkpoint
+    monkeypatch.setattr(stream, "state_dict_from_checkpoint",
+                        lambda *a, **k: calls.append(k) or real(*a, **k))
+    model, report = BertPreTrainedModel.from_pretrained(fixture, from_tf=True,
+                                                        output_loading_info=True)
+    assert calls and type(model) is BertForSequenceClassification and not model.training
+    assert report.head == "sequence-classification" and report.num_labels == 3
+    for key, value in converted.state_dict.items():
+        assert torch.equal(model.state_dict()[key], value), key
+
+
 def test_a_062_style_model_archive_loads_through_the_cache(tmp_path, tiny_config, tiny_batch):
     import tarfile
 
@@ -366,3 +391,23 @@ def test_a_062_style_model_archive_loads_through_the_cache(tmp_path, tiny_config
             tar.add(tmp_path / "model" / name, arcname=name)
     loaded = BertForPreTraining.from_pretrained(str(archive), cache_dir=str(tmp_path / "cache"))
     assert_same_outputs(original, loaded, tiny_batch)
+
+
+def test_weight_files_are_published_by_the_shared_atomic_helper(tmp_path, tiny_config):
+    """save_state_dict publishes through bertconvert.atomic: group-readable under the umask,
+    no temp file left, and a failing writer leaves the old file and no temp behind."""
+    from bertconvert.atomic import atomic_path
+
+    old = os.umask(0o027)
+    try:
+        written = BertModel(tiny_config).save_pretrained(tmp_path, format="both")
+    finally:
+        os.umask(old)
+    assert all(os.stat(p).st_mode & 0o777 == 0o640 for p in written) and no_temp_files(tmp_path)
+    before = (tmp_path / "pytorch_model.bin").read_bytes()
+    with pytest.raises(RuntimeError):
+        with atomic_path(tmp_path / "pytorch_model.bin") as tmp:
+            with open(tmp, "wb") as f:
+                f.write(b"half")
+            raise RuntimeError("writer failed")
+    assert (tmp_path / "pytorch_model.bin").read_bytes() == before and no_temp_files(tmp_path)

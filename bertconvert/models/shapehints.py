@@ -1,4 +1,8 @@
-"""Name the config field a checkpoint disagrees with, from the shapes of its tensors.
+"""Name the config field a checkpoint (or a weights file) disagrees with, from tensor shapes.
+
+The one source of "vocab_size in the config is X but ..." hints: the converter's planner
+feeds :class:`ShapeEvidence` every tensor it matched, and ``from_pretrained`` its mismatched
+tensors (:func:`weight_shape_hints`).
 
 When a ``bert_config.json`` does not belong to a checkpoint, dozens of tensors fail their
 shape check at once (a wrong ``hidden_size`` touches nearly every weight). Listing them is
@@ -14,7 +18,7 @@ embeddings ([vocab, E] with E smaller than the hidden size, projected up inside 
 show up as embeddings narrower than encoder tensors that agree with the config, whereas a
 wrong ``hidden_size`` shows up as every tensor disagreeing with the config the same way.
 
-Pure data, no I/O, no numpy: the planner feeds it names and shapes from the index.
+Pure data, no I/O, no numpy, no torch: callers feed it names and shapes.
 """
 from collections import defaultdict
 
@@ -29,6 +33,15 @@ EMBEDDING_WIDTH = "embedding width"
 _VOCAB_TENSORS = (("word_embeddings.weight", "word_embeddings"),
                   ("cls.predictions.bias", "output_bias"),
                   ("cls.predictions.decoder.weight", "decoder"))
+
+#: PyTorch key suffix -> what sizes the tensor's first dimension, for weights loaded into a
+#: model (no plan templates there): the tensors a wrong config field shows up in first.
+_FIRST_DIMENSION = (("embeddings.LayerNorm.weight", "hidden_size"),
+                    ("word_embeddings.weight", "vocab_size"),
+                    ("cls.predictions.bias", "vocab_size"),
+                    ("intermediate.dense.bias", "intermediate_size"),
+                    ("position_embeddings.weight", "max_position_embeddings"),
+                    ("token_type_embeddings.weight", "type_vocab_size"))
 
 #: TF2 attention transforms -> the axis of the *source* shape that counts attention heads.
 #: (TF1 stores projections as [hidden, hidden], which does not reveal the head count.)
@@ -53,9 +66,12 @@ class ShapeEvidence:
     ["hidden_size in cfg.json is 64 but the checkpoint's tensors have 32"]
     """
 
-    def __init__(self, config, config_label):
+    def __init__(self, config, config_label, holder="the checkpoint"):
         self.config = config
         self.label = config_label
+        #: what holds the tensors, as the hints name it ("the checkpoint", "the weights")
+        self.holder = holder
+        self._holders = holder + ("'" if holder.endswith("s") else "'s")
         # field -> value -> [(TF name, PyTorch key)], in the order seen
         self._seen = defaultdict(lambda: defaultdict(list))
         self._layers = set()
@@ -104,19 +120,19 @@ class ShapeEvidence:
         if not wrong:
             return []
         have = _values(wrong)
-        head = f"{field} in {self.label} is {want} but the checkpoint"
+        head = f"{field} in {self.label} is {want} but"
         if field == "vocab_size":
             hints = []
             for value, uses in sorted(wrong.items()):
                 for suffix, what in _VOCAB_TENSORS:
                     if any(key.endswith(suffix) for _, key in uses):
-                        hints.append(f"{head}'s {what} has {value} rows")
+                        hints.append(f"{head} {self._holders} {what} has {value} rows")
             return hints
         if field == "max_position_embeddings":
-            return [f"{head} has {have} positions"]
+            return [f"{head} {self.holder} has {have} positions"]
         if field == "type_vocab_size":
-            return [f"{head} has {have} token types"]
-        return [f"{head}'s tensors have {have}"]
+            return [f"{head} {self.holder} has {have} token types"]
+        return [f"{head} {self._holders} tensors have {have}"]
 
     def _layer_hint(self):
         if not self._layers:
@@ -127,7 +143,7 @@ class ShapeEvidence:
         # reported as problems of their own.
         if count == want or self._layers != set(range(count)):
             return []
-        return [f"num_hidden_layers in {self.label} is {want} but the checkpoint has {count} "
+        return [f"num_hidden_layers in {self.label} is {want} but {self.holder} has {count} "
                 f"layers (layer_0 to layer_{count - 1})"]
 
     def _embedding_hint(self):
@@ -143,11 +159,11 @@ class ShapeEvidence:
         if not encoder:
             # No encoder tensor to tell a wrong hidden_size from factorized embeddings (an
             # ALBERT checkpoint's encoder matches no rule at all): say both.
-            return [f"hidden_size in {self.label} is {hidden} but the checkpoint's embeddings "
+            return [f"hidden_size in {self.label} is {hidden} but {self._holders} embeddings "
                     f"are {_values(odd)} wide, and no encoder tensor shows the hidden size: a "
                     "wrong hidden_size, or factorized (ALBERT-style) embeddings, which are not "
                     "supported"]
-        return [f"the checkpoint's embeddings are {_values(odd)} wide but its encoder tensors "
+        return [f"{self._holders} embeddings are {_values(odd)} wide but its encoder tensors "
                 f"are {model_hidden} wide: factorized (ALBERT-style) embeddings are not "
                 "supported; convert a BERT checkpoint"]
 
@@ -163,3 +179,15 @@ class ShapeEvidence:
             else:
                 out += self._field_hint(field)
         return list(dict.fromkeys(out))
+
+
+def weight_shape_hints(config, mismatched, config_label="the config"):
+    """Hints for tensors of a weights file that do not fit the model built from ``config``:
+    ``mismatched`` is ``[(key, shape in the file, shape in the model)]``. Only tensors whose
+    first dimension one config field sizes are looked at (:data:`_FIRST_DIMENSION`)."""
+    evidence = ShapeEvidence(config, config_label, holder="the weights")
+    for key, have, _ in mismatched:
+        field = next((f for suffix, f in _FIRST_DIMENSION if key.endswith(suffix)), None)
+        if field is not None and have:
+            evidence.observe(key, key, None, (field,), (have[0],))
+    return evidence.hints()
