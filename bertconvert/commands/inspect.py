@@ -171,6 +171,9 @@ def run(args):
     labels = f" (num_labels {info['num_labels']})" if info["num_labels"] else ""
     if info["chosen"]:
         print(f"head: {info['head']}{labels}, chosen with --head")
+    elif unconvertible:  # a head from the recognised part alone would read as a verdict
+        print(f"detected head: none (the recognised variables alone suggest "
+              f"{info['head'] or 'no single head'})")
     else:
         print(f"detected head: {info['head'] or 'ambiguous'}{labels}")
     if info["missing"]:

@@ -81,7 +81,7 @@ import sys
 import time
 import types
 
-from ..errors import BertConvertError, HeadError, VerificationError
+from ..errors import BertConvertError, HeadError, VerificationError, option
 from . import golden as verify_golden
 from . import weights as verify_weights
 from .report import ParityReport, StageResult, compare_all, compare_stage  # noqa: F401
@@ -173,7 +173,8 @@ def _gelu_note(gelu, given, config_file):
     else:
         why = ("the default for TF1 sources" if gelu == "exact" else
                "the default for TF2/SavedModel sources: Model Garden's \"gelu\"")
-    return f"reference GELU: {form}, {why}; --gelu exact|tanh (gelu=) overrides"
+    override = option("--gelu exact|tanh", "gelu='exact'|'tanh'")
+    return f"reference GELU: {form}, {why}; {override} overrides"
 
 
 def check_outputs_spare_inputs(checkpoint, model_dir, outputs):

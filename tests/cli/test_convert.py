@@ -159,6 +159,8 @@ def test_inspect_flags_unknown_names(tmp_path, capsys):
     out = capsys.readouterr().out
     assert "UNKNOWN (unknown scope 'dense_7')" in out and "skipped (training bookkeeping)" in out
     assert "cannot convert" in out and "bert/encoder/layer_0/dense_7/: kernel" in out
+    # No head is announced as detected for a checkpoint that cannot be converted.
+    assert "detected head: none" in out
 
 
 def test_export_command_round_trip(tmp_path, capsys):
