@@ -48,8 +48,7 @@ from .rules import detect_head  # noqa: F401  (part of this module's public API)
 from .plan import plan_conversion, resolve_config
 from ..directio import DirectFile
 from .provenance import hash_files, start_hashing
-from .writers import (SafetensorsStreamWriter, TensorSpec, TorchZipStreamWriter, WritebackFile,
-                        safetensors_order)
+from .writers import SafetensorsStreamWriter, TensorSpec, safetensors_order, torch_zip_writer
 from .tensors import TensorCopier, storage_dtype
 
 logger = logging.getLogger(__name__)
@@ -237,11 +236,6 @@ def _open_weights(path, opener):
     return DirectFile(path, "x") if opener is None else opener(path, "wb")
 
 
-def _sequential(f):
-    """What the stream writers write to: a DirectFile as is, other files with early writeback."""
-    return f if isinstance(f, DirectFile) else WritebackFile(f)
-
-
 def _fsync_path(path):
     fd = os.open(path, os.O_RDONLY)
     try:
@@ -262,7 +256,7 @@ def _write_safetensors(path, plan, reader, dtype, progress, opener):
     fresh = dict(plan.new_keys)
     with _open_weights(path, opener) as raw, TensorCopier(reader, dtype) as copier, \
             _progress(plan, progress) as bar:
-        writer = SafetensorsStreamWriter(_sequential(raw), specs, metadata={"format": "pt"})
+        writer = SafetensorsStreamWriter(raw, specs, metadata={"format": "pt"})
         for spec in specs:
             if spec.name in fresh:
                 writer.write(spec.name, _fresh(spec.name, fresh[spec.name], plan.config, dtype))
@@ -284,10 +278,10 @@ def _write_with_torch(directory, plan, reader, format, dtype, progress, opener):
         if format == "both":
             f = _open_weights(os.path.join(directory, SAFETENSORS_NAME), opener)
             files.append(f)
-            writers.append(SafetensorsStreamWriter(_sequential(f), specs, metadata={"format": "pt"}))
+            writers.append(SafetensorsStreamWriter(f, specs, metadata={"format": "pt"}))
         f = _open_weights(os.path.join(directory, PYTORCH_NAME), opener)
         files.append(f)
-        writers.append(TorchZipStreamWriter(_sequential(f), specs, aliases=plan.tied))
+        writers.append(torch_zip_writer(f, specs, aliases=plan.tied))
         for key, array in iter_tensors(reader, plan, dtype, progress, order=[s.name for s in specs]):
             for w in writers:
                 w.write(key, array)
@@ -566,7 +560,7 @@ def convert_to_pytorch_file(checkpoint, config_file, output_file, *, head="auto"
         try:
             with atomic_write(output_file, direct=True) as f:
                 specs = _specs(plan, "float32", order="model")
-                writer = TorchZipStreamWriter(f, specs, aliases=plan.tied)
+                writer = torch_zip_writer(f, specs, aliases=plan.tied)
                 try:
                     for key, array in iter_tensors(reader, plan, "float32", progress,
                                                    order=[s.name for s in specs]):
