@@ -11,8 +11,8 @@ the file in the page cache:
   read into fresh arrays and checked (``mmap=False``), and read unchecked,
 * ``tf.train.load_checkpoint`` reading every tensor (if TensorFlow is installed).
 
-It prints the best of N interleaved rounds (wall and CPU seconds) and the ratios; the
-target is the default checked read within 2x of cat.
+It prints the best of N interleaved rounds (wall and CPU seconds) and each reader's ratio
+to cat.
 The checkpoint is deleted at the end. Numbers depend on the machine and its load.
 """
 import argparse
@@ -29,8 +29,6 @@ import numpy as np
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 from bertconvert.checkpoint import load_checkpoint, save_checkpoint  # noqa: E402
-
-TARGET = 2.0
 
 
 def bert_shapes(vocab=30522, hidden=768, layers=12, intermediate=3072, positions=512):
@@ -163,9 +161,8 @@ def main():
             print(f"{label:32s} {wall:7.3f} {nbytes / wall / 1e9:6.2f} {wall / cat_wall:6.2f} "
                   f"{cpu:7.3f} {cpu / cat_cpu:6.2f}")
         _, ours_wall, ours_cpu = rows[1]
-        verdict = "meets" if ours_wall / cat_wall <= TARGET else "MISSES"
         print(f"\ndefault checked read = {ours_wall / cat_wall:.2f}x cat wall time "
-              f"({ours_cpu / cat_cpu:.2f}x CPU): {verdict} the {TARGET:.0f}x target")
+              f"({ours_cpu / cat_cpu:.2f}x CPU)")
         for label, wall, _ in rows[4:]:
             print(f"{label} takes {wall / ours_wall:.2f}x as long as bertconvert's default")
     finally:

@@ -10,8 +10,9 @@ process (so one loader's page cache and allocator state cannot help another), af
 library import, and reports wall time of ``from_pretrained`` and the peak-RSS growth it
 caused, and again after one forward pass (bertconvert memory-maps weights files, so pages
 become resident only when used). Each child uses one thread. Every loader must produce the
-same outputs on a fixed input, or the script fails. Figures are the median of ``--rounds`` alternating runs; files are read from the page
-cache after the first round. Numbers depend on machine load: compare only numbers from one run.
+same outputs on a fixed input, or the script fails. Figures are the median of ``--rounds``
+alternating runs; files are read from the page cache after the first round. Numbers depend
+on machine load: compare only numbers from one run.
 """
 import argparse
 import json

@@ -2,24 +2,25 @@
 
 Converted weights (1.3 GB for BERT-large) and cached downloads (440 MB for BERT-base) must
 be on disk (fsync) before they are published. Written through the page cache, every byte is
-first copied into freshly allocated cache pages and later written back by the kernel; on
-the 2-core VMs this project runs on, writing 1.3 GB that way and fsyncing it took 2.0-3.7 s
-and 1.5-3.2 s of CPU, varying from run to run (allocating the pages is most of it). The
-same file written with ``O_DIRECT`` from a few reused, page-aligned buffers took 0.6-0.9 s
-and 0.2 s of CPU, and the fsync then has only metadata left.
+first copied into freshly allocated cache pages and written back by the kernel only at the
+fsync. On the 2-vCPU benchmark VM (virtio disk, ext4) a durable 441 MB write took 0.9-1.2 s
+that way (``dd conv=fsync``) and 0.3-0.4 s with ``oflag=direct``; a BERT-base conversion
+took about 0.2 s longer with the plain writer (README, Benchmarks).
 
-:class:`DirectFile` is that file object. ``write`` copies into an aligned staging buffer;
-full buffers go to one writer thread (``pwrite`` releases the GIL, so the disk works while
-the caller produces the next bytes). The unaligned tail is written through the page cache
-by :meth:`~DirectFile.flush`, so the file never holds padding. When the caller goes quiet
-(a stalled download), the writer thread writes what is staged after ``idle_flush`` seconds,
-so a killed process leaves almost everything it received.
+:class:`DirectFile` is that file object. ``write`` copies into one of a few reused, aligned
+staging buffers; full buffers go to one writer thread (``pwrite`` releases the GIL, so the
+disk works while the caller produces the next bytes). The unaligned tail is written through
+the page cache by :meth:`~DirectFile.flush`, so the file never holds padding. When the
+caller goes quiet (a stalled download), the writer thread writes what is staged after
+``idle_flush`` seconds, so a killed process leaves almost everything it received.
 
-Where ``O_DIRECT`` is unavailable (not Linux, tmpfs on older kernels, some FUSE
-filesystems) or refused by the first write, the same class writes through the page cache,
-hinting early writeback with ``sync_file_range``; the bytes are the same.
-``BERTCONVERT_DIRECT_IO=0`` forces that fallback. The price of ``O_DIRECT``: the file is
-not in the page cache afterwards, so reading it back right away comes from the disk.
+The plain fallback, with the same interface: where ``O_DIRECT`` is unavailable (not Linux,
+tmpfs on older kernels, some FUSE filesystems) or ``BERTCONVERT_DIRECT_IO=0`` is set, every
+``write`` goes straight to the kernel (no thread, no staging buffers) and the fsync does
+the disk work. A filesystem that takes ``O_DIRECT`` at open but refuses the first write
+gets the rest through the page cache from the writer thread. The bytes are the same on
+every path. The price of ``O_DIRECT``: the file is not in the page cache afterwards, so
+reading it back right away comes from the disk.
 
 Example::
 
@@ -33,7 +34,6 @@ import logging
 import mmap
 import os
 import queue
-import sys
 import threading
 
 log = logging.getLogger(__name__)
@@ -49,40 +49,12 @@ IDLE_FLUSH = 0.1
 ENV_DIRECT_IO = "BERTCONVERT_DIRECT_IO"
 
 _O_DIRECT = getattr(os, "O_DIRECT", 0)
-_SYNC_FILE_RANGE_WRITE = 2  # linux/fs.h: start writeback of dirty pages in the range, don't wait
-_sync_file_range = None
 
 
 def direct_io_enabled():
     """True unless the platform lacks ``O_DIRECT`` or ``BERTCONVERT_DIRECT_IO=0`` is set."""
     flag = os.environ.get(ENV_DIRECT_IO, "1").strip().lower()
     return bool(_O_DIRECT) and flag not in ("0", "false", "no", "off")
-
-
-def start_writeback(fd, offset, length):
-    """Ask the kernel to start writing ``length`` bytes at ``offset`` of ``fd`` to disk, without
-    waiting (Linux ``sync_file_range``); a no-op elsewhere. The later fsync then has little
-    left to do. Durability still comes only from that fsync."""
-    fn = _writeback_function()
-    if fn is not None and length > 0:
-        fn(fd, offset, length, _SYNC_FILE_RANGE_WRITE)
-
-
-def _writeback_function():
-    global _sync_file_range
-    if _sync_file_range is None:
-        _sync_file_range = False
-        if sys.platform.startswith("linux"):
-            try:
-                import ctypes
-
-                fn = ctypes.CDLL(None, use_errno=True).sync_file_range
-                fn.argtypes = [ctypes.c_int, ctypes.c_longlong, ctypes.c_longlong, ctypes.c_uint]
-                fn.restype = ctypes.c_int
-                _sync_file_range = fn
-            except (OSError, AttributeError) as e:  # not glibc/musl, or no such symbol
-                log.debug("sync_file_range unavailable (%s); fsync will do all the work", e)
-    return _sync_file_range or None
 
 
 def _set_direct(fd, on):
@@ -146,6 +118,10 @@ class DirectFile:
         try:
             if direct_io_enabled() if direct is None else (direct and bool(_O_DIRECT)):
                 self.direct = self._try_direct()
+            if not self.direct:
+                self._start_plain()
+                return
+            self._plain = False
             self._free = queue.Queue()
             self._bufs = [mmap.mmap(-1, self._size) for _ in range(max(2, int(buffers)))]
             for b in self._bufs[1:]:
@@ -163,6 +139,20 @@ class DirectFile:
             os.close(self._fd)
             self.closed = True
             raise
+
+    def _start_plain(self):
+        """The plain path: every write goes straight to the kernel (the page cache); no
+        thread, no staging buffers. Bytes written are in the file at once, so a killed
+        process keeps them without any idle flushing."""
+        self._plain, self._error, self._bufs = True, None, []
+        self._pos = os.fstat(self._fd).st_size if self.mode == "a" else 0
+
+    def _plain_write(self, view):
+        try:
+            _pwrite_all(self._fd, view, self._pos)
+        except OSError as e:
+            raise OSError(e.errno, e.strerror, self.name) from e
+        self._pos += view.nbytes
 
     def _try_direct(self):
         try:
@@ -242,8 +232,6 @@ class DirectFile:
                     self.direct = False
                     _pwrite_all(self._fd, view[start:end], base + start)
                     aligned_end = end
-                if not self.direct:
-                    start_writeback(self._fd, base + start, aligned_end - start)
             if end > aligned_end:  # the unaligned tail, through the page cache
                 _set_direct(self._fd, False)
                 try:
@@ -269,6 +257,10 @@ class DirectFile:
         view = memoryview(data)
         if view.ndim != 1 or view.format not in ("B", "b", "c"):
             view = view.cast("B")
+        if self._plain:
+            with view:
+                self._plain_write(view)
+                return view.nbytes
         total, done = view.nbytes, 0
         while done < total:
             with self._lock:
@@ -290,7 +282,7 @@ class DirectFile:
 
     def tell(self):
         """Bytes in the file once everything written so far is flushed."""
-        return self._base + self._fill
+        return self._pos if self._plain else self._base + self._fill
 
     def seek(self, offset, whence=io.SEEK_SET):
         """Only to where the file already is (it is append-only): ``seek(0, 2)`` works."""
@@ -302,6 +294,8 @@ class DirectFile:
     def flush(self):
         """Write everything staged and wait for the writer: the file then holds every byte."""
         self._check()
+        if self._plain:
+            return
         with self._lock:
             if self._fill > self._synced:
                 self._jobs.put(_Job(self._cur, self._synced, self._fill, self._base, False))
@@ -314,6 +308,10 @@ class DirectFile:
         if size not in (0, None) or (size is None and self.tell() != 0):
             raise io.UnsupportedOperation(f"{type(self).__name__} can only be truncated to 0")
         self._check()
+        if self._plain:
+            os.ftruncate(self._fd, 0)
+            self._pos = 0
+            return 0
         self._jobs.join()
         with self._lock:
             os.ftruncate(self._fd, 0)
@@ -336,8 +334,9 @@ class DirectFile:
     def _stop(self, discard):
         if discard:
             self._error = self._error or OSError(errno.ECANCELED, "aborted")
-        self._jobs.put(None)
-        self._thread.join()
+        if not self._plain:
+            self._jobs.put(None)
+            self._thread.join()
         os.close(self._fd)
         self.closed = True
         for b in self._bufs:

@@ -110,10 +110,6 @@ def _slots_unread(report):
 
 
 def run(args):
-    from ..convert.provenance import prefetch_checkpoint
-
-    if args.source_hash == "full":  # the whole-file sha256 starts before numpy is imported
-        prefetch_checkpoint(args.checkpoint)
     from ..convert.run import convert_checkpoint
 
     report = convert_checkpoint(

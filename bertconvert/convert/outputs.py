@@ -14,8 +14,7 @@ from ..layout import (CONFIG_NAME, DEFAULT_NUM_LABELS, GOOGLE_CONFIG_NAME, PYTOR
                       SAFETENSORS_NAME, TOKENIZER_CONFIG_NAME, VOCAB_NAME)
 from .stream import _format_option, _fresh, _progress, _require_torch, iter_tensors
 from .tensors import TensorCopier
-from .writers import (SafetensorsStreamWriter, TensorSpec, TorchZipStreamWriter, WritebackFile,
-                      safetensors_order)
+from .writers import SafetensorsStreamWriter, TensorSpec, safetensors_order, torch_zip_writer
 
 logger = logging.getLogger(__name__)
 
@@ -47,11 +46,6 @@ def _open_weights(path, opener):
     return DirectFile(path, "x") if opener is None else opener(path, "wb")
 
 
-def _sequential(f):
-    """What the stream writers write to: a DirectFile as is, other files with early writeback."""
-    return f if isinstance(f, DirectFile) else WritebackFile(f)
-
-
 def fsync_path(path):
     fd = os.open(path, os.O_RDONLY)
     try:
@@ -72,7 +66,7 @@ def _write_safetensors(path, plan, reader, dtype, progress, opener):
     fresh = dict(plan.new_keys)
     with _open_weights(path, opener) as raw, TensorCopier(reader, dtype) as copier, \
             _progress(plan, progress) as bar:
-        writer = SafetensorsStreamWriter(_sequential(raw), specs, metadata={"format": "pt"})
+        writer = SafetensorsStreamWriter(raw, specs, metadata={"format": "pt"})
         for spec in specs:
             if spec.name in fresh:
                 writer.write(spec.name, _fresh(spec.name, fresh[spec.name], plan.config, dtype))
@@ -94,10 +88,10 @@ def _write_with_torch(directory, plan, reader, format, dtype, progress, opener):
         if format == "both":
             f = _open_weights(os.path.join(directory, SAFETENSORS_NAME), opener)
             files.append(f)
-            writers.append(SafetensorsStreamWriter(_sequential(f), specs, metadata={"format": "pt"}))
+            writers.append(SafetensorsStreamWriter(f, specs, metadata={"format": "pt"}))
         f = _open_weights(os.path.join(directory, PYTORCH_NAME), opener)
         files.append(f)
-        writers.append(TorchZipStreamWriter(_sequential(f), specs, aliases=plan.tied))
+        writers.append(torch_zip_writer(f, specs, aliases=plan.tied))
         for key, array in iter_tensors(reader, plan, dtype, progress, order=[s.name for s in specs]):
             for w in writers:
                 w.write(key, array)

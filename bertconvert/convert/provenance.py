@@ -6,17 +6,12 @@ optimizer slots). SHA-256 runs at about 1.6 GB/s per core and cannot be split, s
 checkpoints it is the longest single job of a conversion; it runs beside the conversion
 (hashlib releases the GIL on big chunks) and only its result is waited for.
 
-With ``--source-hash full`` the convert command starts that job first of all, before the
-heavy imports (:func:`prefetch_checkpoint`); the conversion then adopts the running hasher
-(:func:`start_hashing`) if it covers exactly the checkpoint's files.
-
 Example::
 
     hasher = start_hashing([index_path, shard_path])
     ...                                   # convert meanwhile
     entries = hasher.wait() + hash_files([config_path])   # [{"path", "size", "sha256"}, ...]
 """
-import glob
 import hashlib
 import logging
 import os
@@ -39,10 +34,6 @@ _HASH_CHUNK = 1 << 20
 SOURCE_HASHES = ("auto", "full", "index")
 #: "auto" reads a shard whole for its sha256 only while its unconverted bytes stay below this.
 AUTO_HASH_MAX_UNCONVERTED = 0.01
-
-_prefetched = {}
-_prefetched_lock = threading.Lock()
-
 
 class SourceHasher:
     """Hash the source files beside the conversion, on a thread of its own once
@@ -96,10 +87,6 @@ class SourceHasher:
         return self.result
 
 
-def _key(paths):
-    return tuple(os.path.abspath(p) for p in paths)
-
-
 def hash_files(paths):
     """``{"path", "size", "sha256"}`` entries for small files, hashed on this thread."""
     hasher = SourceHasher(paths)
@@ -110,40 +97,8 @@ def hash_files(paths):
 
 
 def start_hashing(paths):
-    """A started :class:`SourceHasher` for ``paths``: the one :func:`prefetch_checkpoint`
-    started for exactly these files, else a new one."""
-    with _prefetched_lock:
-        hasher = _prefetched.pop(_key(paths), None)
-        stale = list(_prefetched.values())
-        _prefetched.clear()
-    for other in stale:  # a guess that did not match: stop reading for nothing
-        other.cancel()
-    if hasher is None:
-        hasher = SourceHasher(paths)
-        hasher.start()
-    return hasher
-
-
-def prefetch_checkpoint(path):
-    """Start hashing the checkpoint at ``path`` (prefix, .index, shard or directory) right away.
-
-    Cheap to call (no numpy): the convert command calls it before importing the converter,
-    so the longest job of a conversion starts some 0.1 s earlier. Best effort: any problem
-    is left for the conversion itself to report.
-    """
-    from ..checkpoint.paths import resolve_prefix
-
-    try:
-        prefix = resolve_prefix(path)
-        shards = sorted(glob.glob(glob.escape(prefix) + ".data-*-of-*"))
-    except Exception as e:  # noqa: BLE001 - the conversion reports it properly
-        log.debug("not prefetching the source hash of %s: %s", path, e)
-        return None
-    if not shards:
-        return None
-    hasher = SourceHasher([prefix + ".index"] + shards)
-    with _prefetched_lock:
-        _prefetched[_key(hasher.paths)] = hasher
+    """A started :class:`SourceHasher` for ``paths``."""
+    hasher = SourceHasher(paths)
     hasher.start()
     return hasher
 

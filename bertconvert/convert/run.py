@@ -50,7 +50,7 @@ from .report import ConversionReport
 from .rules import detect_head  # noqa: F401  (part of this module's public API)
 from .stream import (DTYPES, ConvertedState, _format_option, _require_torch,  # noqa: F401
                      check_dtype, iter_tensors, state_dict_from_checkpoint)
-from .writers import TorchZipStreamWriter
+from .writers import torch_zip_writer
 
 logger = logging.getLogger(__name__)
 
@@ -195,7 +195,7 @@ def convert_to_pytorch_file(checkpoint, config_file, output_file, *, head="auto"
         try:
             with atomic_write(output_file, direct=True) as f:
                 specs = outputs.tensor_specs(plan, "float32", order="model")
-                writer = TorchZipStreamWriter(f, specs, aliases=plan.tied)
+                writer = torch_zip_writer(f, specs, aliases=plan.tied)
                 try:
                     for key, array in iter_tensors(reader, plan, "float32", progress,
                                                    order=[s.name for s in specs]):

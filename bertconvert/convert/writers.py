@@ -16,8 +16,9 @@ of names, dtypes and shapes up front, so the converter declares them first (a
 
 Declared in :func:`safetensors_order`, a safetensors file is byte for byte what
 ``safetensors.numpy.save_file`` writes for the same tensors. The converter hands the writers
-a :class:`~bertconvert.directio.DirectFile`; for other files :class:`WritebackFile` makes the
-fsync before publishing short by starting the kernel's writeback while writing goes on.
+a :class:`~bertconvert.directio.DirectFile` (or what a custom ``opener`` gives).
+:func:`torch_zip_writer` falls back to a plain ``torch.save`` of the whole dict
+(:class:`TorchSaveWriter`) where torch lacks the private writer the streaming one needs.
 
 Example::
 
@@ -38,8 +39,6 @@ from dataclasses import dataclass
 from math import prod
 
 import numpy as np
-
-from ..directio import start_writeback
 
 #: Our dtype names -> safetensors dtype codes.
 SAFETENSORS_DTYPES = {"float32": "F32", "float16": "F16", "bfloat16": "BF16", "float64": "F64",
@@ -170,47 +169,6 @@ class SafetensorsStreamWriter(_Ordered):
         self._f.flush()
 
 
-# --- early writeback --------------------------------------------------------------------------
-_WRITEBACK_ALIGN = 64 << 10  # a multiple of every page size in use
-
-
-class WritebackFile:
-    """Wraps a file being written sequentially from offset 0; every ``every`` bytes it asks
-    the kernel to start writing what is already there to disk (without waiting).
-
-    The fsync that must precede publishing then finds most pages already clean, so disk
-    writes overlap the conversion instead of following it. Durability still comes only
-    from that fsync; this is a hint, and a no-op where unsupported.
-    """
-
-    def __init__(self, f, every=32 << 20):
-        self._f, self._every = f, every
-        self._written = self._started = 0
-        try:
-            self._fd = f.fileno()
-        except (AttributeError, OSError, ValueError):  # not a real file
-            self._fd = None
-
-    def write(self, data):
-        result = self._f.write(data)
-        self._written += memoryview(data).nbytes
-        if self._fd is not None and self._written - self._started >= self._every:
-            # Whole pages only: the page still being appended to must not be under writeback
-            # when the next write lands in it (where the device wants stable pages, that
-            # write would wait for the disk).
-            end = self._written - self._written % _WRITEBACK_ALIGN
-            self._f.flush()  # the bytes must be in the kernel before it can write them out
-            start_writeback(self._fd, self._started, end - self._started)
-            self._started = end
-        return result
-
-    def flush(self):
-        self._f.flush()
-
-    def fileno(self):
-        return self._f.fileno()
-
-
 # --- torch.save zip -------------------------------------------------------------------------
 class _StorageRef:
     """Stands for one storage while pickling; its persistent id is what torch.save writes."""
@@ -324,3 +282,54 @@ class TorchZipStreamWriter(_Ordered):
             self._done = True
             with contextlib.suppress(Exception):
                 self._writer.write_end_of_file()
+
+
+class TorchSaveWriter(_Ordered):
+    """The plain fallback of :class:`TorchZipStreamWriter`, with the same interface: keeps a
+    copy of every tensor and hands the whole state dict to ``torch.save`` in :meth:`close`.
+    Peak memory is then the whole model; used where torch lacks the private zip writer."""
+
+    def __init__(self, fileobj, specs, aliases=None):
+        super().__init__(specs)
+        self._f, self._aliases = fileobj, dict(aliases or {})
+        self._state = collections.OrderedDict()
+
+    def write(self, name, array):
+        """Keep a copy of ``array`` (declared order, dtype and shape) as tensor ``name``."""
+        import torch
+
+        spec, raw = self._take(name, array)
+        tensor = torch.empty(spec.shape, dtype=getattr(torch, spec.dtype))
+        if raw.size:  # a copy: the caller may reuse the array's memory
+            tensor.reshape(-1).view(torch.uint8).copy_(torch.from_numpy(raw))
+        self._state[name] = tensor
+
+    def close(self):
+        """``torch.save`` everything written (tied aliases share their target's storage)."""
+        import torch
+
+        self._check_complete()
+        for alias, target in self._aliases.items():
+            self._state[alias] = self._state[target]
+        torch.save(self._state, self._f)
+        self._state.clear()
+        self._f.flush()
+
+    def abort(self):
+        """Drop what was kept; nothing has been written yet."""
+        self._state.clear()
+
+
+#: False: :func:`torch_zip_writer` always gives the plain :class:`TorchSaveWriter`.
+STREAM_TORCH_ZIP = True
+
+
+def torch_zip_writer(fileobj, specs, aliases=None):
+    """A writer of a ``torch.save`` zip: :class:`TorchZipStreamWriter` (one tensor in memory
+    at a time) where torch has the private ``PyTorchFileWriter`` it needs, else
+    :class:`TorchSaveWriter`."""
+    import torch
+
+    if STREAM_TORCH_ZIP and hasattr(torch._C, "PyTorchFileWriter"):
+        return TorchZipStreamWriter(fileobj, specs, aliases)
+    return TorchSaveWriter(fileobj, specs, aliases)

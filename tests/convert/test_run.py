@@ -489,25 +489,6 @@ def test_source_hasher_digests_errors_and_cancel(tmp_path):
     assert not hasher.is_alive() and len(hasher.result) < 300
 
 
-def test_prefetched_hash_is_adopted_only_for_the_same_files(tmp_path):
-    from bertconvert.convert import provenance
-
-    src = ckpt("pretraining")
-    hasher = provenance.prefetch_checkpoint(src)  # a directory: its checkpoint is found
-    prefix = os.path.join(src, "bert_model.ckpt")
-    files = [prefix + ".index", prefix + ".data-00000-of-00001"]
-    assert hasher.paths == files
-    assert provenance.start_hashing(files) is hasher
-    assert [e["sha256"] for e in hasher.wait()] == \
-        [hashlib.sha256(open(p, "rb").read()).hexdigest() for p in files]
-
-    stale = provenance.prefetch_checkpoint(src)
-    other = provenance.start_hashing(files[:1])  # not what was guessed: a fresh hasher
-    assert other is not stale and other.wait()[0]["path"] == os.path.abspath(files[0])
-    assert not stale.is_alive()  # the guess was cancelled (or had finished)
-    assert provenance.prefetch_checkpoint(tmp_path / "nothing-here") is None
-
-
 def test_checkpoint_paths_import_without_numpy():
     code = ("import sys; import bertconvert.checkpoint.paths, bertconvert.convert.provenance; "
             "print('numpy' in sys.modules)")

@@ -8,8 +8,9 @@ import torch
 from safetensors.numpy import save
 from safetensors.torch import load_file
 
-from bertconvert.convert.writers import (SafetensorsStreamWriter, TensorSpec, TorchZipStreamWriter,
-                                   WritebackFile, safetensors_order)
+from bertconvert.convert import writers
+from bertconvert.convert.writers import (SafetensorsStreamWriter, TensorSpec, TorchSaveWriter,
+                                         TorchZipStreamWriter, safetensors_order, torch_zip_writer)
 
 SPECS = [TensorSpec("a.weight", "float32", (3, 5)), TensorSpec("b", "bfloat16", (7,)),
          TensorSpec("empty", "float16", (0, 4)), TensorSpec("scalar", "float32", ())]
@@ -41,10 +42,16 @@ def test_safetensors_stream_is_a_valid_file(tmp_path):
     assert header_len % 8 == 0
 
 
-def test_torch_zip_stream_loads_with_weights_only_and_keeps_ties(tmp_path):
+@pytest.mark.parametrize("cls", [TorchZipStreamWriter, TorchSaveWriter])
+def test_torch_zip_loads_with_weights_only_and_keeps_ties(tmp_path, cls):
     values, bf16 = arrays()
     with open(tmp_path / "m.bin", "wb") as f:
-        write_all(TorchZipStreamWriter(f, SPECS, aliases={"tied": "a.weight"}), values)
+        writer = cls(f, SPECS, aliases={"tied": "a.weight"})
+        for spec in SPECS:
+            scratch = values[spec.name].copy()
+            writer.write(spec.name, scratch)
+            scratch.reshape(-1).view(np.uint8)[:] = 0  # the converter reuses its buffers
+        writer.close()
     for mmap in (False, True):
         loaded = torch.load(tmp_path / "m.bin", weights_only=True, mmap=mmap)
         assert list(loaded) == ["a.weight", "b", "empty", "scalar", "tied"]
@@ -53,7 +60,16 @@ def test_torch_zip_stream_loads_with_weights_only_and_keeps_ties(tmp_path):
         assert loaded["tied"].data_ptr() == loaded["a.weight"].data_ptr()
 
 
-@pytest.mark.parametrize("cls", [SafetensorsStreamWriter, TorchZipStreamWriter])
+def test_torch_zip_writer_streams_unless_switched_to_the_plain_fallback(tmp_path, monkeypatch):
+    with open(tmp_path / "m.bin", "wb") as f:
+        writer = torch_zip_writer(f, SPECS)
+        assert isinstance(writer, TorchZipStreamWriter)
+        writer.abort()
+        monkeypatch.setattr(writers, "STREAM_TORCH_ZIP", False)
+        assert isinstance(torch_zip_writer(f, SPECS), TorchSaveWriter)
+
+
+@pytest.mark.parametrize("cls", [SafetensorsStreamWriter, TorchZipStreamWriter, TorchSaveWriter])
 def test_order_dtype_shape_and_completeness_are_enforced(tmp_path, cls):
     values, _ = arrays()
     with open(tmp_path / "x", "wb") as f:
@@ -104,7 +120,7 @@ def test_safetensors_order_makes_the_file_identical_to_safetensors_output(tmp_pa
               "ids": np.arange(4, dtype=np.int64), "e": np.zeros((0, 2), np.float32)}
     specs = safetensors_order([TensorSpec(k, v.dtype.name, v.shape) for k, v in values.items()])
     with open(tmp_path / "m.safetensors", "wb") as f:
-        writer = SafetensorsStreamWriter(WritebackFile(f, every=8), specs, metadata={"format": "pt"})
+        writer = SafetensorsStreamWriter(f, specs, metadata={"format": "pt"})
         for spec in specs:
             raw = values[spec.name].reshape(-1).view(np.uint8)
             writer.write_chunks(spec.name, [raw[:3], raw[3:]])  # pieces of any size
