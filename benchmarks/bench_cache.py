@@ -7,8 +7,8 @@ durable write of the same size, ``dd conv=fsync``, into the same directory), ppb
 ours, and what a cache hit costs in time and requests.
 
 ``--ablate`` instead fetches with each performance piece of the cache switched off in turn
-(the O_DIRECT writer, the hashing worker threads, the reused receive buffers) and prints one
-table: configuration, time, ratio to curl and to the floor.
+(the O_DIRECT writer, the hashing worker threads) and prints one table: configuration, time,
+ratio to curl and to the floor.
 
     python benchmarks/bench_cache.py [--size-mb 440] [--repeat 2] [--random] [--skip-ppb]
                                      [--no-processes] [--ablate]
@@ -151,14 +151,6 @@ def _switch(name):
         return patched(hasher, "__init__",
                        lambda self, algorithms, threaded=True, workers=None:
                        init(self, algorithms, threaded=False))
-    if name == "fresh buffers":  # get() hands out a new buffer, put() drops it
-        pool = _find_class("BufferPool")
-        if pool is None:
-            return None
-        stack = contextlib.ExitStack()
-        stack.enter_context(patched(pool, "get", lambda self: bytearray(self.size)))
-        stack.enter_context(patched(pool, "put", lambda self, buf: None))
-        return stack
     raise ValueError(name)
 
 
@@ -167,7 +159,6 @@ ABLATIONS = [
     ("all pieces on (default)", "default"),
     ("plain writer (BERTCONVERT_DIRECT_IO=0)", "plain writer"),
     ("hashes on the receiving thread", "hashes inline"),
-    ("a fresh receive buffer per block", "fresh buffers"),
 ]
 
 

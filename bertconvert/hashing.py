@@ -45,10 +45,9 @@ class HashWorker:
     """One hash object (anything with ``update``) kept up to date on a thread of its own.
 
     :meth:`feed` queues a block and returns (the queue is short: a caller that outruns the
-    hash waits); ``done``, when given, is called once the block is hashed, so that a reused
-    buffer may be refilled. With ``threaded=False``, or when no thread can be started,
-    :meth:`feed` hashes at once on the caller's thread. :meth:`close` waits for the queued
-    blocks and returns the hash object.
+    hash waits), so the block must not change afterwards: give it ``bytes``. With
+    ``threaded=False``, or when no thread can be started, :meth:`feed` hashes at once on the
+    caller's thread. :meth:`close` waits for the queued blocks and returns the hash object.
 
     >>> import hashlib
     >>> w = HashWorker(hashlib.sha256(), "example"); w.feed(b"abc"); w.close().hexdigest()[:8]
@@ -70,26 +69,17 @@ class HashWorker:
     def _work(self):
         q = self._queue
         while True:
-            item = q.get()
-            if item is None:
+            data = q.get()
+            if data is None:
                 return
-            data, done = item
-            try:
-                self.hash.update(data)
-            finally:
-                if done is not None:
-                    done()
-
-    def feed(self, data, done=None):
-        """Hash ``data``, which must stay unchanged until ``done`` is called."""
-        if self._queue is not None:
-            self._queue.put((data, done))
-            return
-        try:
             self.hash.update(data)
-        finally:
-            if done is not None:
-                done()
+
+    def feed(self, data):
+        """Hash ``data`` (``bytes``: it may be hashed after this returns)."""
+        if self._queue is not None:
+            self._queue.put(data)
+        else:
+            self.hash.update(data)
 
     def close(self):
         """Wait until every block fed is hashed and stop the thread (again: no-op); returns

@@ -6,15 +6,13 @@
 * :class:`StreamHasher` -- every algorithm fed the same blocks, the costliest ones each on a
   :class:`~bertconvert.hashing.HashWorker` thread, so sha256 + md5 of a 440 MB file cost
   little more wall time than the download itself;
-* :class:`BufferPool` -- reusable receive buffers, and :func:`hash_file`.
+* :func:`hash_file`.
 
 What the digests are compared with is :mod:`.checks`' business.
 """
 import hashlib
 import logging
 import os
-import queue
-import threading
 import zlib
 
 from ..hashing import HashWorker
@@ -40,7 +38,8 @@ class _Crc32:
 
 
 class _Crc32c:
-    """google_crc32c's Checksum, fed views too: its C extension takes ``bytes`` only."""
+    """google_crc32c's Checksum; its C extension takes read-only ``bytes`` only, so anything
+    else (a caller's bytearray) is copied first."""
 
     name = "crc32c"
 
@@ -134,7 +133,6 @@ def _hexdigest(h):
     return value.decode("ascii") if isinstance(value, bytes) else value
 
 
-
 #: Rough cost of each checksum in ns per byte on one x86-64 core (hashlib/OpenSSL with SHA
 #: extensions, zlib, hardware CRCs); only the order matters. MD5 cannot use SIMD and is the
 #: slowest by far.
@@ -164,44 +162,6 @@ def threaded_algorithms(algorithms, workers):
     return tuple(sorted(algorithms, key=_cost, reverse=True)[:max(0, workers)])
 
 
-class _Pending:
-    """Counts the workers still hashing one buffer; the last one calls ``release``."""
-
-    __slots__ = ("_left", "_lock", "_release")
-
-    def __init__(self, workers, release):
-        self._left, self._lock, self._release = workers, threading.Lock(), release
-
-    def done(self):
-        with self._lock:
-            self._left -= 1
-            last = self._left == 0
-        if last:
-            self._release()
-
-
-class BufferPool:
-    """A fixed set of reusable receive buffers.
-
-    Receiving into fresh ``bytes`` for every block costs a page fault per 4 KiB (the
-    allocator hands large blocks back to the kernel and maps them again): 0.15-0.2 s of CPU
-    and ~0.2 s of wall time per 440 MB measured here. Buffers are handed out by :meth:`get`
-    (blocking while all are in use) and come back through :meth:`put`.
-    """
-
-    def __init__(self, count, size):
-        self.size = size
-        self._free = queue.Queue()
-        for _ in range(count):
-            self._free.put(bytearray(size))
-
-    def get(self):
-        return self._free.get()
-
-    def put(self, buf):
-        self._free.put(buf)
-
-
 class StreamHasher:
     """Feed bytes with :meth:`update`; the costliest algorithms run in worker threads.
 
@@ -213,9 +173,8 @@ class StreamHasher:
     (the slowest hash) thus gets a core to itself with sha256 computed inline, instead of
     three busy threads sharing two cores: 0.75 -> ~0.6 s for 440 MB measured here.
 
-    What :meth:`update` is given must stay unchanged until it is hashed: ``bytes``, or a
-    view of a reused buffer together with a ``release`` callback that says when the buffer
-    may be refilled. Queues are bounded, so memory stays at a few chunks per worker.
+    :meth:`update` takes ``bytes``: a worker may hash a block after the call returns, so
+    it must not change. Queues are bounded, so memory stays at a few blocks per worker.
 
     >>> h = StreamHasher(["sha256"]); h.update(b"abc"); h.hexdigests()["sha256"][:8]
     'ba7816bf'
@@ -251,24 +210,12 @@ class StreamHasher:
         where no thread could be started: they are then hashed in the caller's thread)."""
         return tuple(a for a, feed in zip(self._order, self._feeds) if feed.threaded)
 
-    def update(self, data, release=None):
-        """Hash ``data`` (bytes, or a view that stays unchanged until ``release``).
-
-        ``release``, when given, is called once every algorithm is done with ``data`` (at
-        once if none runs in a worker), so the caller may refill a reused buffer.
-        """
+    def update(self, data):
+        """Hash ``data`` (``bytes``, or anything that stays unchanged from now on)."""
         if not len(data):
-            if release is not None:
-                release()
             return
-        # The caller counts as one more user: a worker may finish before the inline hashes
-        # have even started.
-        pending = _Pending(len(self._feeds) + 1, release) if release is not None else None
-        done = pending.done if pending is not None else None
         for feed in self._feeds:
-            feed.feed(data, done)
-        if pending is not None:
-            pending.done()
+            feed.feed(data)
 
     def _finish(self):
         for feed in self._feeds:
@@ -301,22 +248,17 @@ def hash_file(path, algorithms=("sha256",), progress=False):
     from tqdm.auto import tqdm
 
     hasher = StreamHasher(algorithms)
-    pool = BufferPool(6, CHUNK_SIZE)  # reused: no page faults per block (see BufferPool)
     size = os.path.getsize(path)
     try:
         with open(path, "rb", buffering=0) as f, \
                 tqdm(total=size, unit="B", unit_scale=True, unit_divisor=1024,
                      desc=os.path.basename(path)[:16], disable=not progress, leave=False) as bar:
             while True:
-                buf = pool.get()
-                n = f.readinto(buf)
-                if not n:
+                block = f.read(CHUNK_SIZE)  # fresh bytes each time: a worker may still hash it
+                if not block:
                     break
-                hasher.update(memoryview(buf)[:n].toreadonly(),
-                              release=lambda buf=buf: pool.put(buf))
-                bar.update(n)
+                hasher.update(block)
+                bar.update(len(block))
     finally:
         digests = hasher.hexdigests()
     return digests
-
-

@@ -24,20 +24,10 @@ def test_checksum_implementations_match_the_catalogue_check_values():
     assert hasher.hexdigests() == expected
 
 
-def _hash_reused_buffers(hasher, data):
-    """Feed ``data`` as views of buffers that are scribbled over once released, as reused
-    receive buffers are: a release that came before some algorithm had hashed its buffer
-    would show in that algorithm's digest. Returns (digests, buffers released in order)."""
-    buffers = [bytearray(block) for block in data]
-    released = []
-
-    def release(i):
-        buffers[i][:] = bytes(len(buffers[i]))
-        released.append(i)
-
-    for i, buf in enumerate(buffers):
-        hasher.update(memoryview(buf).toreadonly(), release=lambda i=i: release(i))
-    return hasher.hexdigests(), released
+def _hash_blocks(hasher, data):
+    for block in data:
+        hasher.update(block)
+    return hasher.hexdigests()
 
 
 def _reference(data):
@@ -47,17 +37,27 @@ def _reference(data):
     return out
 
 
+#: Block sizes a download's blocks come in: single bytes, odd sizes, exactly a MiB, one
+#: socket read's worth, a file-hashing chunk.
+BLOCK_SIZES = [1, 3, 4095, 70_000, 1 << 20, (1 << 20) + 1, 8 << 20]
+
+
 @pytest.mark.parametrize("workers", [0, 1, 2, 8])
-def test_digests_are_right_and_buffers_released_once_whatever_the_workers(workers):
-    # Many MiB-sized blocks: a worker finishing a block while the caller still hashes it
-    # inline is a race, so give it many chances to show.
-    data = [os.urandom(n) for n in (1, 70_000, 3) + (1 << 20,) * 24]
+@pytest.mark.parametrize("size", BLOCK_SIZES)
+def test_digests_equal_hashlibs_whatever_the_block_size_and_workers(workers, size):
+    whole = os.urandom(max(3 * size, 100_000) + 7)
+    data = [whole[i:i + size] for i in range(0, len(whole), size)]
     hasher = StreamHasher(ALGORITHMS, workers=workers)
     # The costliest get the threads: md5, then sha256/sha1 (ties keep their order); crc32 last.
     assert set(hasher.threaded) == set(["md5", "sha256", "sha1", "crc32"][:workers])
-    digests, released = _hash_reused_buffers(hasher, data)
-    assert digests == _reference(data)
-    assert sorted(released) == list(range(len(data)))
+    assert _hash_blocks(hasher, data) == _reference([whole])
+
+
+def test_many_blocks_queued_behind_the_workers_are_all_hashed_in_order():
+    """More MiB blocks than the workers' queues hold: the caller waits, none is lost or
+    reordered."""
+    data = [os.urandom(n) for n in (1, 70_000, 3) + (1 << 20,) * 24]
+    assert _hash_blocks(StreamHasher(ALGORITHMS, workers=2), data) == _reference(data)
 
 
 def test_the_costliest_algorithms_get_the_threads():
@@ -70,20 +70,20 @@ def test_the_costliest_algorithms_get_the_threads():
 
 def test_without_threads_everything_is_hashed_by_the_caller_alike(no_threads):
     """A process at its thread limit still downloads and verifies: the plain fallback gives
-    the same digests, and releases each buffer once."""
+    the same digests."""
     data = [os.urandom(n) for n in (1, 70_000, 3) + (1 << 20,) * 3]
     hasher = StreamHasher(ALGORITHMS, workers=8)
     assert hasher.threaded == ()
-    digests, released = _hash_reused_buffers(hasher, data)
-    assert digests == _reference(data)
-    assert released == list(range(len(data)))
+    assert _hash_blocks(hasher, data) == _reference(data)
 
 
-def test_hash_file_matches_the_stream(tmp_path):
-    data = [os.urandom(n) for n in (1, 70_000, 3) + (1 << 20,) * 3]
+@pytest.mark.parametrize("size", [0, 1, 70_003, (8 << 20) * 2 + 5])
+def test_hash_file_equals_hashlib(tmp_path, size):
+    """Empty, tiny, and past two of hash_file's 8 MiB reads."""
+    whole = os.urandom(size)
     path = tmp_path / "blob"
-    path.write_bytes(b"".join(data))
-    assert hash_file(path, ALGORITHMS) == _reference(data)
+    path.write_bytes(whole)
+    assert hash_file(path, ALGORITHMS) == _reference([whole])
 
 
 def test_reset_forgets_what_was_hashed():
