@@ -34,12 +34,10 @@ TF2_SUFFIX = "/.ATTRIBUTES/VARIABLE_VALUE"
 
 # Transforms live in .transforms; re-exported here, where the rules name them.
 from .transforms import (NONE, RESHAPE, RESHAPE_IN_TRANSPOSE, RESHAPE_OUT_TRANSPOSE,  # noqa: E402,F401
-                         TRANSFORMS, TRANSPOSE, _transform_shape, apply_transform,
-                         invert_transform, transformed_shape)
+                         TRANSFORMS, TRANSPOSE, _transform_shape, invert_transform,
+                         transformed_shape)
 
 # --- parts: which piece of the PyTorch model a rule fills --------------------------------------
-#: Parts every model has; a variable of these parts that the model cannot take is an error.
-TRUNK_PARTS = ("embeddings", "encoder")
 #: Head parts, with the PyTorch key prefix they fill. A model without a part simply drops it.
 HEAD_PART_PREFIXES = {
     "pooler": "{trunk}pooler.",

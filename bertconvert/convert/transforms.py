@@ -33,21 +33,6 @@ def transformed_shape(transform, shape):
     return _transform_shape(transform, shape)
 
 
-def apply_transform(transform, array):
-    """Apply ``transform`` to a numpy array; returns a C-contiguous array (bytes unchanged)."""
-    if transformed_shape(transform, array.shape) is None:
-        raise ValueError(f"transform {transform} does not fit shape {list(array.shape)}")
-    if transform == TRANSPOSE:
-        array = array.T
-    elif transform == RESHAPE:
-        array = array.reshape(-1)
-    elif transform == RESHAPE_OUT_TRANSPOSE:
-        array = array.reshape(array.shape[0], -1).T
-    elif transform == RESHAPE_IN_TRANSPOSE:
-        array = array.reshape(-1, array.shape[-1]).T
-    return np.ascontiguousarray(array)
-
-
 def invert_transform(transform, array):
     """PyTorch layout back to the TF1 layout (only the 2-D transforms TF1 uses)."""
     if transform == NONE:

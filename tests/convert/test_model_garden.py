@@ -17,7 +17,7 @@ from safetensors.numpy import load_file
 from bertconvert import layout
 from bertconvert.checkpoint import load_checkpoint
 from bertconvert.cli import main
-from bertconvert.convert.rules import apply_transform
+from .layouts import to_torch_layout
 from bertconvert.convert.run import convert_checkpoint, load_converted_model
 from bertconvert.errors import (ActivationError, MappingError, SavedModelVariablesError)
 from bertconvert.models.heads import HEADS
@@ -134,7 +134,7 @@ def test_converted_weights_are_the_checkpoints_bit_for_bit(case, converted):
     weights = load_file(str(out / "model.safetensors"))
     tensors = _checkpoint_tensors(case)
     for v in report["variables"]:
-        expected = apply_transform(v["transform"], tensors[v["name"]])
+        expected = to_torch_layout(v["transform"], tensors[v["name"]])
         assert weights[v["key"]].tobytes() == expected.tobytes(), v["key"]
     assert len(report["variables"]) == len(weights)
 

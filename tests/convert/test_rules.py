@@ -7,9 +7,10 @@ import pytest
 from bertconvert import layout
 from bertconvert.convert import rules as mapping
 from bertconvert.errors import cli_spelling
-from bertconvert.convert.rules import (RULES, TF1_RULES, TF2_RULES, TF2_SUFFIX, apply_transform,
+from bertconvert.convert.rules import (RULES, TF1_RULES, TF2_RULES, TF2_SUFFIX,
                                  detect_head, invert_transform, resolve, reverse_rule,
                                  skip_reason, transformed_shape, unknown_name_hint)
+from .layouts import to_torch_layout
 
 FIXTURES = os.path.join(os.path.dirname(__file__), os.pardir, os.pardir, "fixtures")
 
@@ -101,7 +102,7 @@ def test_slot_fixtures_only_add_skipped_names():
 def test_transpose_matches_dense_math():
     rng = np.random.default_rng(0)
     x, kernel = rng.standard_normal((3, 5)), rng.standard_normal((5, 7))
-    weight = apply_transform("transpose", kernel)  # torch Linear: y = x @ W.T
+    weight = to_torch_layout("transpose", kernel)  # torch Linear: y = x @ W.T
     assert weight.shape == (7, 5) and weight.flags.c_contiguous
     np.testing.assert_array_equal(x @ weight.T, x @ kernel)
     np.testing.assert_array_equal(invert_transform("transpose", weight), kernel)
@@ -114,14 +115,14 @@ def test_reshape_transforms_match_einsum_dense_math():
     x = rng.standard_normal((2, hidden))
     q_kernel, q_bias = rng.standard_normal((hidden, heads, hd)), rng.standard_normal((heads, hd))
     tf_q = np.einsum("bi,ihd->bhd", x, q_kernel) + q_bias
-    w, b = apply_transform("reshape_out+transpose", q_kernel), apply_transform("reshape", q_bias)
+    w, b = to_torch_layout("reshape_out+transpose", q_kernel), to_torch_layout("reshape", q_bias)
     # PyTorch splits heads as view(batch, heads, head_dim): same order as TF's [heads, hd].
     np.testing.assert_allclose((x @ w.T + b).reshape(2, heads, hd), tf_q, rtol=1e-12)
 
     ctx = rng.standard_normal((2, heads, hd))
     o_kernel = rng.standard_normal((heads, hd, hidden))
     tf_o = np.einsum("bhd,hdo->bo", ctx, o_kernel)
-    w = apply_transform("reshape_in+transpose", o_kernel)
+    w = to_torch_layout("reshape_in+transpose", o_kernel)
     np.testing.assert_allclose(ctx.reshape(2, -1) @ w.T, tf_o, rtol=1e-12)
 
 

@@ -24,6 +24,7 @@ from bertconvert.convert.run import ConversionReport, convert_checkpoint, detect
 from bertconvert.errors import (ChecksumMismatchError, CheckpointNotFoundError, ConfigError,
                                 HeadError, MappingError, OutputExistsError, OutputWriteError)
 from bertconvert.models.heads import HEADS
+from .layouts import to_torch_layout
 
 FIXTURES = os.path.join(os.path.dirname(os.path.abspath(__file__)), os.pardir, os.pardir, "fixtures")
 CKPTS = os.path.join(FIXTURES, "checkpoints")
@@ -56,7 +57,7 @@ def expected_state(fixture, head):
     out = {}
     for name, value in npz(fixture).items():
         res = mapping.resolve(name, trunk=trunk)
-        out[res.key] = mapping.apply_transform(res.rule.transform, value)
+        out[res.key] = to_torch_layout(res.rule.transform, value)
     return out
 
 
@@ -171,7 +172,7 @@ def test_bit_exact_against_tensorflows_own_reader(converted, fixture):
     out_dir, report = converted[fixture]
     safe = load_file(os.path.join(out_dir, "model.safetensors"))
     for v in report.variables:
-        value = mapping.apply_transform(v["transform"], reader.get_tensor(v["name"]))
+        value = to_torch_layout(v["transform"], reader.get_tensor(v["name"]))
         np.testing.assert_array_equal(safe[v["key"]].numpy(), value, err_msg=v["name"])
 
 

@@ -15,6 +15,7 @@ from bertconvert.checkpoint import load_checkpoint, save_checkpoint
 from bertconvert.errors import ChecksumMismatchError, ConversionError
 from bertconvert.convert.plan import PlannedTensor
 from bertconvert.convert.tensors import TensorCopier, source_grid, storage_dtype
+from .layouts import to_torch_layout
 
 FIXTURES = os.path.join(os.path.dirname(os.path.abspath(__file__)), os.pardir, os.pardir, "fixtures")
 TORCH_DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
@@ -31,7 +32,7 @@ def planned(reader, name, rule_name=None, shape=None):
 
 def torch_reference(value, transform, dtype):
     """What the torch-based converter produced: torch's transpose, then Tensor.to(dtype)."""
-    expected = torch.from_numpy(mapping.apply_transform(transform, value)).to(TORCH_DTYPES[dtype])
+    expected = torch.from_numpy(to_torch_layout(transform, value)).to(TORCH_DTYPES[dtype])
     if dtype == "bfloat16":
         return expected.view(torch.int16).numpy().view(storage_dtype("bfloat16"))
     return expected.numpy()
