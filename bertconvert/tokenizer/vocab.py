@@ -11,13 +11,12 @@ The functions are re-exported by :mod:`bertconvert.tokenizer.wordpiece` (and the
 :mod:`bertconvert.tokenizer.wordpiece`), their public home.
 """
 import collections
-import json
 import logging
 import os
 import re
 
 from ..errors import VocabError
-from ..safeio import MAX_JSON_BYTES, MAX_VOCAB_BYTES, parse_json, read_regular_file  # noqa: F401
+from ..safeio import MAX_JSON_BYTES, MAX_VOCAB_BYTES, parse_json, read_regular_file
 from ..layout import TOKENIZER_CONFIG_NAME, VOCAB_NAME  # noqa: F401  (re-exported)
 
 logger = logging.getLogger(__name__)
@@ -75,15 +74,27 @@ def casing_from_vocab(tokens):
     return not (upper >= 1 and upper >= _CASED_SHARE * with_case)
 
 
+def read_tokenizer_config(directory):
+    """The ``tokenizer_config.json`` in ``directory`` as a dict ({} when there is none, or it
+    is not a JSON object). Raises VocabError when it cannot be read or parsed (bounded,
+    regular files only; deep nesting and NaN are parse errors)."""
+    path = os.path.join(directory, TOKENIZER_CONFIG_NAME)
+    if not os.path.isfile(path):
+        return {}
+    try:
+        text = read_regular_file(path, MAX_JSON_BYTES, VocabError, "tokenizer config").decode("utf-8")
+    except (OSError, ValueError) as e:
+        raise VocabError(f"cannot read {path}: {e}; fix or delete it") from e
+    saved = parse_json(text, VocabError, f"{path} (fix or delete it)")
+    return saved if isinstance(saved, dict) else {}
+
+
 def casing_from_tokenizer_config(directory):
     """``do_lower_case`` from a ``tokenizer_config.json`` in ``directory``, or None when there
     is none, it is unreadable, or it does not say (a guess must not fail on a stray file)."""
-    path = os.path.join(directory, TOKENIZER_CONFIG_NAME)
-
-    try:  # bounded, regular files only; deep nesting is RecursionError
-        text = read_regular_file(path, MAX_JSON_BYTES, ValueError, TOKENIZER_CONFIG_NAME)
-        value = json.loads(text.decode("utf-8")).get("do_lower_case")
-    except (OSError, ValueError, AttributeError, RecursionError):
+    try:
+        value = read_tokenizer_config(directory).get("do_lower_case")
+    except VocabError:
         return None
     return value if isinstance(value, bool) else None
 

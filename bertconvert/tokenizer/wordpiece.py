@@ -39,11 +39,10 @@ from .basic import (CACHE_SIZE, MAX_INPUT_CHARS_PER_WORD, NEVER_SPLIT,  # noqa: 
                     BasicTokenizer, WordpieceTokenizer, _check_text, whitespace_tokenize)
 from .encode import EncodeMixin
 from ..atomic import atomic_write
-from ..safeio import MAX_JSON_BYTES, parse_json, read_regular_file
 # The casing guess lives in its own module; this is its public home.
 from .vocab import (TOKENIZER_CONFIG_NAME, VOCAB_NAME, casing_from_name,  # noqa: F401
                     casing_from_vocab, check_vocab_size, guess_do_lower_case, load_vocab,
-                    warn_if_vocab_exceeds_model)
+                    read_tokenizer_config, warn_if_vocab_exceeds_model)
 from ..errors import TokenizerError, UnknownTokenError, VocabError
 
 logger = logging.getLogger(__name__)
@@ -56,18 +55,11 @@ PRETRAINED_MAX_LEN = 512
 
 def _saved_options(directory):
     """``do_lower_case`` and ``max_len`` from a directory's tokenizer_config.json, if any."""
-    path = os.path.join(directory, TOKENIZER_CONFIG_NAME)
-    if not os.path.isfile(path):
-        return {}
-    try:
-        text = read_regular_file(path, MAX_JSON_BYTES, VocabError, "tokenizer config").decode("utf-8")
-    except (OSError, ValueError) as e:
-        raise VocabError(f"cannot read {path}: {e}; fix or delete it") from e
-    saved = parse_json(text, VocabError, f"{path} (fix or delete it)")
+    saved = read_tokenizer_config(directory)
     options = {}
-    if isinstance(saved, dict) and isinstance(saved.get("do_lower_case"), bool):
+    if isinstance(saved.get("do_lower_case"), bool):
         options["do_lower_case"] = saved["do_lower_case"]
-    limit = saved.get("model_max_length") if isinstance(saved, dict) else None
+    limit = saved.get("model_max_length")
     if isinstance(limit, int) and not isinstance(limit, bool) and 0 < limit < NO_MAX_LEN:
         options["max_len"] = limit
     return options

@@ -31,11 +31,6 @@ class LoadedModel:
     config_file: str = None
     notes: list = dataclasses.field(default_factory=list)
 
-    def reference_config(self, checkpoint):
-        """Config for the TF reference: the checkpoint's own, else the model directory's."""
-        from .sources import find_checkpoint_config, resolve_checkpoint_prefix
-        return find_checkpoint_config(resolve_checkpoint_prefix(checkpoint)) or self.config_file
-
 
 def _head_from_config(config, config_file, notes):
     from ..models.heads import head_for_architecture
