@@ -337,3 +337,25 @@ def test_data_shard_that_is_a_fifo(ckpt):
     os.mkfifo(shard)
     with pytest.raises(CheckpointError, match="FIFO"):
         load_checkpoint(prefix)
+
+
+# --- how slices must tile a partitioned variable (checkpoint/slices.py) -----------------------
+def test_many_slices_are_checked_without_comparing_every_pair():
+    from bertconvert.checkpoint.slices import check_coverage
+
+    n = 200_000  # all pairs would be 2e10 comparisons: this only finishes with the sweep
+    check_coverage("v", (n, 4), [((i, i + 1), (0, 4)) for i in range(n)])
+    grid = [((r, r + 2), (c, c + 2)) for r in range(0, 400, 2) for c in range(0, 8, 2)]
+    check_coverage("g", (400, 8), grid)
+
+
+@pytest.mark.parametrize("bounds, message", [
+    ([((0, 3), (0, 4)), ((2, 4), (0, 4))], "overlap"),                # overlap on the sweep axis
+    ([((0, 2), (0, 3)), ((2, 4), (0, 4)), ((0, 2), (2, 4))], "overlap"),  # on the other axis
+    ([((0, 1), (0, 4)), ((2, 4), (0, 4))], "cover 12 of 16"),         # a gap
+])
+def test_slices_that_do_not_tile_are_refused(bounds, message):
+    from bertconvert.checkpoint.slices import check_coverage
+
+    with pytest.raises(CheckpointFormatError, match=message):
+        check_coverage("v", (4, 4), bounds)
