@@ -105,6 +105,16 @@ def head_for_class(class_name):
     return None
 
 
+# --- GELU forms --------------------------------------------------------------------------------
+#: The GELU forms a model can compute (``--gelu``): exact (erf) or the tanh approximation.
+GELU_FORMS = ("exact", "tanh")
+#: GELU form -> the ``hidden_act`` name transformers (and bertconvert.models) give it.
+HIDDEN_ACT_OF_GELU = {"exact": "gelu", "tanh": "gelu_new"}
+#: ``hidden_act`` values a config may use for a GELU form (transformers' aliases included).
+GELU_OF_HIDDEN_ACT = {"gelu": "exact", "gelu_python": "exact", "gelu_new": "tanh",
+                      "gelu_pytorch_tanh": "tanh", "gelu_fast": "tanh"}
+
+
 # --- file names ------------------------------------------------------------------------------
 #: transformers' config file: written by convert, read first
 CONFIG_NAME = "config.json"

@@ -113,12 +113,19 @@ def stream_body(r, f, hasher, bar, offset, wire_hasher=None, watch=None, wire_si
         block = read(CHUNK_SIZE, decode_content=encoded)
         if not block:
             break
-        f.write(block)
-        hasher.update(block)
-        offset += len(block)
-        bar.update(len(block))
-        if watch is not None:
-            watch.received(offset)
+        offset = _deliver(block, f, hasher, bar, offset, watch)
+    return offset
+
+
+def _deliver(block, f, hasher, bar, offset, watch):
+    """One received block: into the file first (a stall then loses nothing received), then
+    to the hashers, the progress bar and the limits. Returns the new offset."""
+    f.write(block)
+    hasher.update(block)
+    offset += len(block)
+    bar.update(len(block))
+    if watch is not None:
+        watch.received(offset)
     return offset
 
 
@@ -136,13 +143,8 @@ def _stream_from_socket(response, reader, f, hasher, bar, offset, watch=None):
             if not block:  # the body ended early: the caller sees the short size and resumes
                 left = 0
                 break
-            f.write(block)
-            hasher.update(block)
             left -= len(block)
-            offset += len(block)
-            bar.update(len(block))
-            if watch is not None:
-                watch.received(offset)
+            offset = _deliver(block, f, hasher, bar, offset, watch)
     finally:
         response.length = left  # http.client's own count, for whoever reads on
     return offset
@@ -155,12 +157,8 @@ def _stream_decoding(r, decoder, f, hasher, wire_hasher, bar, offset, watch=None
     sent = [0]  # bytes as sent, counted by _decoded_pieces
     try:
         for piece in _decoded_pieces(r, decoder, wire_hasher, sent):
-            f.write(piece)
-            hasher.update(piece)
-            offset += len(piece)
-            bar.update(len(piece))
+            offset = _deliver(piece, f, hasher, bar, offset, watch)
             if watch is not None:
-                watch.received(offset)
                 watch.check_expansion(sent[0], offset)
     except zlib.error as e:
         raise IntegrityError(f"the {content_encoding(r.headers)}-encoded body of {redact_url(r.url)} "

@@ -7,6 +7,7 @@ heavy at registration: the library is imported inside :func:`run`.
 """
 import os
 
+from .. import layout
 from ._common import HEAD_NAMES, positive_int
 
 #: --head values: the eight layouts, plus "auto" (detected from the variable names).
@@ -50,7 +51,7 @@ def register(subparsers):
                    help="vocabulary to copy into DIR as vocab.txt (default: the vocab.txt "
                         "beside the checkpoint)")
     add_head_arguments(p)
-    p.add_argument("--gelu", choices=("exact", "tanh"), default=None,
+    p.add_argument("--gelu", choices=layout.GELU_FORMS, default=None,
                    help="GELU form the model computes: exact (erf; default for TF1 checkpoints) "
                         "or tanh (the approximation; default for TF2 checkpoints and SavedModels, "
                         "Model Garden's \"gelu\"). Written into config.json as hidden_act gelu / "

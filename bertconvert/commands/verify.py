@@ -13,6 +13,7 @@ import sys
 
 from ..atomic import atomic_write
 from ..errors import BertConvertError
+from .. import layout
 from ._common import HEAD_NAMES, non_negative_float, positive_int
 
 DTYPES = ("float32", "float16", "bfloat16", "float64")
@@ -46,7 +47,7 @@ def register(subparsers):
     p.add_argument("--dtype", choices=DTYPES, default="float32",
                    help="PyTorch compute dtype; sets the default tolerances (float64: both "
                         "sides in double precision, an exactness check)")
-    p.add_argument("--gelu", choices=("exact", "tanh"), default=None,
+    p.add_argument("--gelu", choices=layout.GELU_FORMS, default=None,
                    help="GELU form of the TensorFlow reference: exact (erf; Google's TF1 "
                         "\"gelu\") or tanh (the approximation Model Garden's \"gelu\" is). "
                         "Default: MODEL_DIR's config.json (hidden_act gelu -> exact, gelu_new "

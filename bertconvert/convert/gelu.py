@@ -13,10 +13,8 @@ already says tanh, and ``relu``, ``swish``... are not GELU. An explicit ``gelu=`
 contradicts it is an :class:`~bertconvert.errors.ActivationError` (never silently ignored).
 """
 from ..errors import ActivationError, option
+from ..layout import GELU_FORMS as GELU_CHOICES, HIDDEN_ACT_OF_GELU as HIDDEN_ACT
 
-GELU_CHOICES = ("exact", "tanh")
-#: GELU form -> the hidden_act name transformers (and bertconvert.models) give it
-HIDDEN_ACT = {"exact": "gelu", "tanh": "gelu_new"}
 _FORM_OF = {act: form for form, act in HIDDEN_ACT.items()}
 #: source kind -> default form (see the module docstring)
 DEFAULT_GELU = {"tf1": "exact", "tf2": "tanh", "saved_model": "tanh"}

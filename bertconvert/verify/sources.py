@@ -8,14 +8,8 @@ beside the checkpoint, and for a SavedModel also in its directory and ``assets/`
 """
 import os
 
-from ..layout import CHECKPOINT_CONFIG_NAMES
+from ..layout import CHECKPOINT_CONFIG_NAMES, GELU_FORMS, GELU_OF_HIDDEN_ACT
 from ..checkpoint.paths import SAVED_MODEL_VARIABLES, resolve_prefix
-
-#: GELU forms the TensorFlow reference can compute (``--gelu``, ``gelu=``).
-GELU_FORMS = ("exact", "tanh")
-#: config.json ``hidden_act`` values that name a GELU form.
-GELU_BY_HIDDEN_ACT = {"gelu": "exact", "gelu_python": "exact", "gelu_new": "tanh",
-                      "gelu_pytorch_tanh": "tanh", "gelu_fast": "tanh"}
 
 
 def check_gelu(gelu):
@@ -69,7 +63,7 @@ def gelu_from_config(config_file):
             act = json.load(f).get("hidden_act")
     except (OSError, ValueError, AttributeError):
         return None  # the PyTorch side reports a bad config with its own message
-    return GELU_BY_HIDDEN_ACT.get(str(act).lower()) if isinstance(act, str) else None
+    return GELU_OF_HIDDEN_ACT.get(str(act).lower()) if isinstance(act, str) else None
 
 
 def input_files(checkpoint, model_dir):
