@@ -24,7 +24,7 @@ from .entries import (EXTRACTED_SUFFIX, KEY_RE, cache_dir_error, entry_state, re
                       resolve_cache_dir, url_to_filename)
 from .locks import PARTIAL_MARKER, entry_lock
 from ..errors import CacheEntryNotFoundError, CacheError
-from .redact import redact_url
+from .redact import redact_url, shown_url
 
 log = logging.getLogger(__name__)
 
@@ -123,7 +123,7 @@ def select_entries(items, cache_dir=None):
             chosen[e.key] = e
     if missing:
         raise CacheEntryNotFoundError(f"not in the cache {resolve_cache_dir(cache_dir)}: "
-                                      f"{', '.join(map(redact_url, missing))} "
+                                      f"{', '.join(map(shown_url, missing))} "
                                       "(see `bertconvert cache ls`)")
     return list(chosen.values())
 

@@ -23,7 +23,7 @@ from ..errors import (CertificateError, DownloadError, MissingDependencyError,
                       RemoteChangedError, RemoteNotFoundError)
 from .headers import content_encoding, info_from_headers
 from .receive import stream_body
-from .redact import redact_url as _shown
+from .redact import shown_url as _shown
 from .redact import scrub
 from .retry import parse_retry_after, progress_bar
 

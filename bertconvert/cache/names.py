@@ -119,9 +119,9 @@ def resolve_model_dir(name_or_url, cache_dir=None, *, force_download=False, loca
     directory = cached_path(url, cache_dir, force_download=force_download,
                             local_files_only=local_files_only, extract=True, progress=progress)
     root = find_model_root(directory)
-    from .redact import redact_url
+    from .redact import shown_url
 
-    log.info("model %s resolved to %s", redact_url(source), root)
+    log.info("model %s resolved to %s", shown_url(source), root)
     return root
 
 

@@ -35,7 +35,7 @@ from .entries import (ENV_OFFLINE, EXTRACTED_SUFFIX, entry_state, is_offline, ma
                       newest_cached_entry, resolve_cache_dir, sha256_matches, touch_used,
                       url_to_filename)
 from .locks import entry_lock
-from .redact import redact_url, scrub
+from .redact import has_controls, printable, scrub, shown_url
 
 log = logging.getLogger(__name__)
 
@@ -58,7 +58,7 @@ def _finish(data_path, extract, cache_dir, limits):
 
 def _fallback(url, cache_dir, sha256, extract, error, limits):
     path = newest_cached_entry(url, cache_dir, sha256)
-    shown = redact_url(url)
+    shown = shown_url(url)
     if path is None:
         raise NetworkUnavailableError(
             f"{error}. Nothing is cached for {shown} in {cache_dir} to fall back on; retry when "
@@ -75,7 +75,7 @@ def _fetch_remote(url, cache_dir, force_download, local_files_only, sha256, extr
 
     cache_dir = resolve_cache_dir(cache_dir)
     make_cache_dir(cache_dir)
-    shown = redact_url(url)
+    shown = shown_url(url)
     if local_files_only or is_offline():
         why = "local_files_only=True" if local_files_only else f"{ENV_OFFLINE} is set"
         if force_download:
@@ -155,23 +155,27 @@ def _scheme_of(target):
     except ValueError as e:  # e.g. "http://[::1/x": a broken IPv6 host
         if os.path.exists(target):  # an odd but existing local path
             return ""
-        raise UnsupportedURLError(f"cannot parse {target!r} as a URL ({e}); expected "
+        raise UnsupportedURLError(f"cannot parse '{shown_url(target)}' as a URL ({e}); expected "
                                   "http(s)://host/path, s3://bucket/key or a local path") from e
 
 
 def _check_remote_url(url, scheme):
     """Refuse a URL with no usable host before any lock, cache entry or request exists
-    (requests would otherwise fail with its own InvalidURL, not one of ours)."""
+    (requests would otherwise fail with its own InvalidURL, not one of ours). Control
+    characters (CR, LF, NUL...) are no part of a URL (RFC 3986): refused too."""
+    if has_controls(url):
+        raise UnsupportedURLError(f"'{shown_url(url)}' holds control characters (shown escaped), "
+                                  "which no URL may contain; check how the URL was produced")
     try:
         parsed = urlparse(url)
         host = parsed.hostname if scheme != "s3" else parsed.netloc
         parsed.port  # noqa: B018 - raises ValueError for a port that is not a number
     except ValueError as e:
-        raise UnsupportedURLError(f"{url!r} is not a valid {scheme}:// URL ({e}); expected "
+        raise UnsupportedURLError(f"'{shown_url(url)}' is not a valid {scheme}:// URL ({e}); expected "
                                   f"{scheme}://host[:port]/path") from e
     if not host or any(c.isspace() for c in parsed.netloc):
         example = "s3://bucket/key" if scheme == "s3" else f"{scheme}://host[:port]/path"
-        raise UnsupportedURLError(f"{url!r} names no valid host; expected {example}")
+        raise UnsupportedURLError(f"'{shown_url(url)}' names no valid host; expected {example}")
 
 
 def cached_path(url_or_filename, cache_dir=None, *, force_download=False, local_files_only=False,
@@ -241,7 +245,7 @@ def _cached_path(target, cache_dir, force_download, local_files_only, sha256, ex
     if os.path.exists(target):
         return _local(target, cache_dir, extract, sha256, limit_args)
     if scheme in ("", "file") or re.match(r"^[A-Za-z]:[\\/]", target):
-        raise PathNotFoundError(f"file {target} not found (not a URL either: expected an "
+        raise PathNotFoundError(f"file {printable(target)} not found (not a URL either: expected an "
                                 "http(s):// or s3:// URL, or an existing path)")
-    raise UnsupportedURLError(f"cannot fetch {redact_url(target)!r}: scheme {scheme!r} is not "
+    raise UnsupportedURLError(f"cannot fetch '{shown_url(target)}': scheme {scheme!r} is not "
                               "supported; use http://, https://, s3:// or a local path")

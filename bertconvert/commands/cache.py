@@ -112,11 +112,11 @@ def run_fetch(args):
             vocab = resolve_vocab_file(item, args.cache_dir, **opts)
             print(f"{item}\t{model_dir}\t{vocab}")
         else:
-            from ..cache.redact import redact_url
+            from ..cache.redact import shown_url
 
             path = cached_path(item, args.cache_dir, force_download=args.force_download,
                                sha256=args.sha256, extract=args.extract, progress=args.progress)
-            print(f"{redact_url(item)}\t{path}")  # never a URL's password or signature
+            print(f"{shown_url(item)}\t{path}")  # never a URL's password or signature
 
 
 def _human(n):
@@ -135,11 +135,11 @@ def _when(t):
 def run_ls(args):
     from ..cache.entries import resolve_cache_dir
     from ..cache.admin import list_entries
-    from ..cache.redact import redact_url
+    from ..cache.redact import shown_url
 
     entries = list_entries(args.cache_dir)
-    for e in entries:  # entries written before redaction existed may hold a password
-        e.url = redact_url(e.url)
+    for e in entries:  # entries written by older versions may hold a password or a token
+        e.url = shown_url(e.url)
     if args.json:
         print(json.dumps([{"key": e.key, "url": e.url, "etag": e.etag, "size": e.size,
                            "last_used": e.last_used, "created": e.created, "complete": e.complete,
@@ -161,13 +161,13 @@ def run_ls(args):
 
 def run_verify(args):
     from ..cache.admin import list_entries, remove_entry, select_entries, verify_entry
-    from ..cache.redact import redact_url
+    from ..cache.redact import shown_url
 
     entries = select_entries(args.items, args.cache_dir) if args.items else list_entries(args.cache_dir)
     bad = 0
     for e in entries:
         ok, detail = verify_entry(e, progress=args.progress)
-        print(f"{'OK  ' if ok else 'FAIL'} {e.key[:16]} {redact_url(e.url) or '?'}: {detail}")
+        print(f"{'OK  ' if ok else 'FAIL'} {e.key[:16]} {shown_url(e.url) or '?'}: {detail}")
         if not ok:
             bad += 1
             if args.remove_bad:
