@@ -53,7 +53,8 @@ def _finish(data_path, extract, cache_dir, limits):
         return target
     with entry_lock(data_path):
         return extract_archive(data_path, target, max_size=limits.max_extract_size,
-                               max_ratio=limits.max_extract_ratio)
+                               max_ratio=limits.max_extract_ratio,
+                               max_members=limits.max_extract_members)
 
 
 def _fallback(url, cache_dir, sha256, extract, error, limits):
@@ -85,7 +86,8 @@ def _fetch_remote(url, cache_dir, force_download, local_files_only, sha256, extr
             raise OfflineError(f"offline ({why}) and {shown} is not in the cache {cache_dir}; "
                                f"fetch it while online (`bertconvert cache fetch {shown}`)")
         return _finish(path, extract, cache_dir, extract_limits(
-            limit_args.get("max_extract_size"), limit_args.get("max_extract_ratio")))
+            limit_args.get("max_extract_size"), limit_args.get("max_extract_ratio"),
+            limit_args.get("max_extract_members")))
 
     from .download import download
     from .transports import transport_for
@@ -136,7 +138,8 @@ def _local(path, cache_dir, extract, sha256, limit_args):
     from .archives import extract_archive
     from .limits import extract_limits
 
-    limits = extract_limits(limit_args.get("max_extract_size"), limit_args.get("max_extract_ratio"))
+    limits = extract_limits(limit_args.get("max_extract_size"), limit_args.get("max_extract_ratio"),
+                            limit_args.get("max_extract_members"))
     st = os.stat(path)
     cache_dir = resolve_cache_dir(cache_dir)
     make_cache_dir(cache_dir)
@@ -146,7 +149,8 @@ def _local(path, cache_dir, extract, sha256, limit_args):
         return target
     with entry_lock(os.path.join(cache_dir, key)):
         return extract_archive(path, target, max_size=limits.max_extract_size,
-                               max_ratio=limits.max_extract_ratio)
+                               max_ratio=limits.max_extract_ratio,
+                               max_members=limits.max_extract_members)
 
 
 def _scheme_of(target):
@@ -181,7 +185,7 @@ def _check_remote_url(url, scheme):
 def cached_path(url_or_filename, cache_dir=None, *, force_download=False, local_files_only=False,
                 sha256=None, extract=False, proxies=None, progress=True, max_download_size=None,
                 fetch_deadline=None, min_speed=None, max_extract_size=None,
-                max_extract_ratio=None):
+                max_extract_ratio=None, max_extract_members=None):
     """Local path of ``url_or_filename``, downloading it into the cache if needed.
 
     ``url_or_filename``: an http(s):// or s3:// URL, or a local path (returned as is).
@@ -194,7 +198,8 @@ def cached_path(url_or_filename, cache_dir=None, *, force_download=False, local_
     Limits (each also an environment variable; see :mod:`bertconvert.cache.limits`):
     ``max_download_size`` (bytes or "20G", default 20G), ``fetch_deadline`` (seconds or
     "6h", default 6h), ``min_speed`` (bytes/s, default 1K, judged over the read timeout),
-    ``max_extract_size`` (default 20G) and ``max_extract_ratio`` (default 100).
+    ``max_extract_size`` (default 20G), ``max_extract_ratio`` (default 100) and
+    ``max_extract_members`` (files an archive may hold, default 10000).
 
     A URL's password or signature is never written to the metadata nor shown in messages
     (the cache key is still derived from the full URL, as in 0.6.2).
@@ -213,7 +218,8 @@ def cached_path(url_or_filename, cache_dir=None, *, force_download=False, local_
     target = os.fspath(url_or_filename)
     limit_args = {"max_download_size": max_download_size, "fetch_deadline": fetch_deadline,
                   "min_speed": min_speed, "max_extract_size": max_extract_size,
-                  "max_extract_ratio": max_extract_ratio}
+                  "max_extract_ratio": max_extract_ratio,
+                  "max_extract_members": max_extract_members}
     if any(v is not None for v in limit_args.values()):
         from .limits import download_limits
         download_limits(**limit_args)  # a bad keyword is an error whatever the target

@@ -146,7 +146,12 @@ def run_ls(args):
                            "sha256": e.sha256, "extracted": e.extracted, "path": e.path}
                           for e in entries], indent=1))
         return 0
-    print(f"# cache {resolve_cache_dir(args.cache_dir)}: {len(entries)} entries")
+    from ..cache.leftovers import leftovers
+
+    stale = [item for item in leftovers(resolve_cache_dir(args.cache_dir)) if item.abandoned]
+    note = f"; {len(stale)} leftover temp(s) of killed runs (`cache prune` removes them)" \
+        if stale else ""
+    print(f"# cache {resolve_cache_dir(args.cache_dir)}: {len(entries)} entries{note}")
     if not entries:
         return 0
     rows = [("URL", "ETAG", "SIZE", "LAST USED", "COMPLETE", "KEY")]
@@ -191,14 +196,16 @@ def run_prune(args):
 
 
 def run_rm(args):
-    from ..cache.admin import list_entries, remove_entry, select_entries
+    from ..cache.admin import remove_all, remove_entry, select_entries
 
     if args.all == bool(args.items):
         raise CacheError("give ITEMs (keys, URLs or model names) or --all, not both")
-    entries = list_entries(args.cache_dir) if args.all else select_entries(args.items, args.cache_dir)
-    for e in entries:
-        for p in remove_entry(e):
-            print(f"removed {p}")
+    if args.all:  # every entry, and what killed processes left (temps of no entry included)
+        removed = remove_all(args.cache_dir)
+    else:
+        removed = [p for e in select_entries(args.items, args.cache_dir) for p in remove_entry(e)]
+    for p in removed:
+        print(f"removed {p}")
     return 0
 
 
