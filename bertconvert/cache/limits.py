@@ -141,12 +141,12 @@ _KINDS = {
 }
 
 
-def setting(keyword, value, env, default, kind):
+def setting(keyword, value, env, default, kind, allow_zero=False):
     """The validated value of one limit: ``value`` (a keyword argument) when not None, else
     the environment variable ``env`` when set, else ``default``.
 
     Raises CacheSettingError naming the keyword or the variable for anything that is not a
-    finite number above zero.
+    finite number above zero (or zero itself, with ``allow_zero``).
     """
     if value is not None:
         origin, raw = f"{keyword}=", value
@@ -160,8 +160,11 @@ def setting(keyword, value, env, default, kind):
         parsed = parse(raw)
     except (TypeError, ValueError, OverflowError):
         parsed = None
-    if parsed is None or not parsed > 0 or (isinstance(parsed, float) and math.isinf(parsed)):
-        # ("not >" also refuses NaN; a 400-digit duration is an infinite float)
+    low_enough = parsed is not None and (parsed >= 0 if allow_zero else parsed > 0)
+    if not low_enough or (isinstance(parsed, float) and math.isinf(parsed)):
+        # (a comparison is False for NaN; a 400-digit duration is an infinite float)
+        if allow_zero:
+            expected = expected.replace("a positive", "zero or a positive")
         hint = f"unset {env} or set it to" if origin == f"{env}=" else "pass"
         raise CacheSettingError(f"{origin}{raw!r} is not valid: expected {expected}; {hint} a "
                                 "valid value")
