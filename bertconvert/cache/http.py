@@ -12,14 +12,17 @@ Rules this module keeps (each one a failure seen in the wild with 0.6.2's cache)
 * what the answer's headers promise -- ETag, size, checksums -- is read by :mod:`.headers`
   (ETags are opaque, taken for an MD5 only where the server documents it so);
 * the limits of :mod:`bertconvert.cache.limits` (size, deadline, speed, expansion of an
-  encoded body) are enforced while the body arrives.
+  encoded body) are enforced while the body arrives;
+* redirects are followed to http(s):// URLs only, at most :data:`MAX_REDIRECTS` hops; any
+  other target (``file://``, ``ftp://``, ``s3://``...), a loop or a longer chain is
+  :class:`RedirectError` before the target is asked for anything.
 
 Proxies come from the environment (requests' ``trust_env``) or the ``proxies`` argument.
 """
 import logging
 import re
 
-from ..errors import (CertificateError, DownloadError, MissingDependencyError,
+from ..errors import (CertificateError, DownloadError, MissingDependencyError, RedirectError,
                       RemoteChangedError, RemoteNotFoundError)
 from .headers import content_encoding, info_from_headers
 from .receive import stream_body
@@ -31,6 +34,8 @@ log = logging.getLogger(__name__)
 
 NOT_FOUND_STATUSES = (401, 403, 404, 410)
 RETRY_STATUSES = (408, 425, 429, 500, 502, 503, 504)
+#: Redirect hops followed (S3 and release hosts use one or two; requests' default is 30).
+MAX_REDIRECTS = 10
 
 _CONTENT_RANGE = re.compile(r"bytes (\d+)-(\d+)/(\d+|\*)")
 
@@ -50,10 +55,53 @@ def make_session(proxies=None):
 
     session = requests.Session()
     session.headers["User-Agent"] = f"bertconvert/{__version__}"
+    session.max_redirects = MAX_REDIRECTS
+    follow = session.get_redirect_target
+
+    def checked_redirect_target(response):
+        # requests asks this before following each redirect: refuse a target we must not
+        # follow while nothing has been sent to it.
+        target = follow(response)
+        if target is not None:
+            _check_redirect(response.url, target)
+        return target
+
+    session.get_redirect_target = checked_redirect_target
     # Passed with every request: requests lets environment proxies override session.proxies,
     # but not per-request ones.
     session.bertconvert_proxies = dict(proxies) if proxies else None
     return session
+
+
+def _check_redirect(source, target):
+    """RedirectError unless ``target`` (a Location, maybe relative) is an http(s) URL."""
+    from urllib.parse import urljoin, urlsplit
+
+    absolute = urljoin(source, target)
+    try:
+        parts = urlsplit(absolute)
+        parts.port  # noqa: B018 - raises ValueError for a port that is not a number
+        scheme, host = parts.scheme.lower(), parts.hostname
+    except ValueError:
+        scheme, host = None, None
+    if scheme not in ("http", "https"):
+        raise RedirectError(f"{_shown(source)} redirects to {_shown(absolute)}; only http:// "
+                            "and https:// redirects are followed. Nothing was fetched from it; "
+                            "use that URL directly if you trust it")
+    if not host:
+        raise RedirectError(f"{_shown(source)} redirects to {_shown(absolute)}, which names no "
+                            "valid host; nothing was fetched from it")
+
+
+def _too_many_redirects(url, error):
+    """RedirectError for requests' TooManyRedirects: a loop, or a chain too long."""
+    chain = [r.url for r in getattr(error.response, "history", None) or []]
+    if error.response is not None:
+        chain.append(error.response.url)
+    what = "a redirect loop" if len(set(chain)) < len(chain) else "a chain too long"
+    return RedirectError(f"{_shown(url)} redirected more than {MAX_REDIRECTS} times ({what}"
+                         f"{': ' + ' -> '.join(map(_shown, chain[:3])) + ' -> ...' if chain else ''}"
+                         "); nothing was fetched. Use the final URL directly")
 
 
 def _proxies(session):
@@ -122,6 +170,8 @@ def head(url, session, policy):
                              proxies=_proxies(session),
                              headers={"Accept-Encoding": "identity",
                                       "x-amz-checksum-mode": "ENABLED"})
+        except _requests().TooManyRedirects as e:
+            raise _too_many_redirects(url, e) from e
         except errors as e:
             _raise_if_certificate_failure(url, e)
             last = e
@@ -156,8 +206,12 @@ def head(url, session, policy):
 
 
 def _probe_with_get(url, session, policy):
-    with session.get(url, stream=True, timeout=policy.timeout, proxies=_proxies(session),
-                     headers={"Range": "bytes=0-0", "Accept-Encoding": "identity"}) as r:
+    try:
+        r = session.get(url, stream=True, timeout=policy.timeout, proxies=_proxies(session),
+                        headers={"Range": "bytes=0-0", "Accept-Encoding": "identity"})
+    except _requests().TooManyRedirects as e:
+        raise _too_many_redirects(url, e) from e
+    with r:
         if r.status_code in NOT_FOUND_STATUSES:
             _raise_not_found(url, r)
         if r.status_code >= 400:
@@ -247,6 +301,8 @@ def fetch(url, info, f, hasher, session, policy, *, progress=True, desc=None, wi
                         watch.body_started(offset)
                     offset = stream_body(r, f, hasher, bar, offset, wire_hasher, watch,
                                           info.wire_size)
+            except _requests().TooManyRedirects as e:
+                raise _too_many_redirects(url, e) from e
             except errors as e:
                 _raise_if_certificate_failure(url, e)
                 last = e
