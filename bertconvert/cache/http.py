@@ -13,6 +13,11 @@ Rules this module keeps (each one a failure seen in the wild with 0.6.2's cache)
   (ETags are opaque, taken for an MD5 only where the server documents it so);
 * the limits of :mod:`bertconvert.cache.limits` (size, deadline, speed, expansion of an
   encoded body) are enforced while the body arrives;
+* a stall (no byte for the read timeout, ``BERTCONVERT_HTTP_TIMEOUT``, 20 s) is retried, but
+  only ``max_stalls`` of them (2) end a fetch -- :class:`DownloadTimeoutError` for a body
+  (the partial is kept to resume), after HEAD the DownloadError of a server that does not
+  answer -- unless 8 MiB arrived since the previous stall: a stalling server fails in
+  about 40 s, not five read timeouts;
 * redirects are followed to http(s):// URLs only, at most :data:`MAX_REDIRECTS` hops; any
   other target (``file://``, ``ftp://``, ``s3://``...), a loop or a longer chain is
   :class:`RedirectError` before the target is asked for anything.
@@ -22,13 +27,14 @@ Proxies come from the environment (requests' ``trust_env``) or the ``proxies`` a
 import logging
 import re
 
-from ..errors import (CertificateError, DownloadError, MissingDependencyError, RedirectError,
-                      RemoteChangedError, RemoteNotFoundError)
+from ..errors import (CertificateError, DownloadError, DownloadTimeoutError,
+                      MissingDependencyError, RedirectError, RemoteChangedError,
+                      RemoteNotFoundError)
 from .headers import content_encoding, info_from_headers
 from .receive import stream_body
 from .redact import shown_url as _shown
 from .redact import scrub
-from .retry import parse_retry_after, progress_bar
+from .retry import Stalls, parse_retry_after, progress_bar
 
 log = logging.getLogger(__name__)
 
@@ -162,6 +168,7 @@ def head(url, session, policy):
     """
     errors = _network_errors()
     last = None
+    stalls = Stalls(policy)
     for attempt in range(policy.attempts):
         if attempt:
             policy.sleep(attempt - 1, getattr(last, "retry_after", None))
@@ -174,6 +181,9 @@ def head(url, session, policy):
             raise _too_many_redirects(url, e) from e
         except errors as e:
             _raise_if_certificate_failure(url, e)
+            stalls.seen(e, 0, lambda seconds: DownloadError(
+                f"HEAD {_shown(url)} got no answer within {seconds:g} s, {stalls.count} times; "
+                "the server does not answer (BERTCONVERT_HTTP_TIMEOUT sets the wait)"))
             last = e
             log.info("HEAD %s failed (%s); attempt %d/%d", _shown(url), scrub(str(e), url),
                      attempt + 1, policy.attempts)
@@ -243,6 +253,7 @@ def fetch(url, info, f, hasher, session, policy, *, progress=True, desc=None, wi
     offset = f.tell()
     bar = progress_bar(info.size, desc or "download", progress, initial=offset)
     last = None
+    stalls = Stalls(policy, offset)
     try:
         for attempt in range(policy.attempts):
             if attempt:
@@ -308,6 +319,11 @@ def fetch(url, info, f, hasher, session, policy, *, progress=True, desc=None, wi
                 last = e
                 f.seek(0, 2)
                 offset = f.tell()
+                stalls.seen(e, offset, lambda seconds: DownloadTimeoutError(
+                    f"{_shown(url)} stalled: no byte for {seconds:g} s, {stalls.count} times "
+                    f"(at byte {offset}); stopped (a resumable partial download is kept for "
+                    "the next try). Raise BERTCONVERT_HTTP_TIMEOUT for a server that pauses "
+                    "this long"))
                 log.info("download of %s interrupted at %d bytes (%s); attempt %d/%d",
                          _shown(url), offset, scrub(str(e), url), attempt + 1, policy.attempts)
                 continue

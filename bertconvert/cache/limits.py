@@ -25,9 +25,10 @@ negatives, NaN, infinity and garbage are :class:`~bertconvert.errors.CacheSettin
 (exit status 2), never silently ignored.
 
 * ``min_speed`` is judged over windows of the read timeout (``BERTCONVERT_HTTP_TIMEOUT``,
-  60 s): a transfer that receives fewer than ``min_speed * timeout`` bytes in one window is
+  20 s): a transfer that receives fewer than ``min_speed * timeout`` bytes in one window is
   abandoned (``DownloadTimeoutError``; a resumable partial download is kept), so a trickle
-  is noticed in about a minute, not after the deadline.
+  is noticed within half a minute, not after the deadline; a server that goes silent is
+  given up after two read timeouts (:class:`~bertconvert.cache.retry.Stalls`).
 * The expansion ratio applies to the bytes an archive (or a ``Content-Encoding``) expands
   to beyond :data:`RATIO_GRACE` (1 MiB): small archives of a few padded files may always
   expand that far; a megabyte that unpacks to a gigabyte may not.
