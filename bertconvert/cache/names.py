@@ -47,7 +47,8 @@ def mirror_base():
     if not base:
         return DEFAULT_BASE_URL
     if urlparse(base).scheme.lower() not in ("http", "https", "s3"):
-        raise CacheError(f"{ENV_MIRROR}={base!r} must start with http://, https:// or s3://")
+        from .redact import shown_url
+        raise CacheError(f"{ENV_MIRROR}='{shown_url(base)}' must start with http://, https:// or s3://")
     return base.rstrip("/")
 
 
