@@ -153,6 +153,12 @@ class DownloadError(CacheError):
     """The download failed after retries (connection errors, 5xx, truncated body)."""
 
 
+class RedirectError(CacheError):
+    """A server redirected to something the cache does not follow: another scheme than
+    http(s) (``file://``, ``ftp://``, ``s3://``...), a URL without a host, a loop, or too
+    many hops; nothing was fetched from the target."""
+
+
 class IntegrityError(CacheError):
     """Downloaded or cached bytes do not match the expected length or checksum."""
 

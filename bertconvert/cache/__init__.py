@@ -5,7 +5,7 @@ directory, keys, metadata, completeness (``entries``) --, one download up to its
 (``download``), per-entry locks and partial markers (``locks``), listing/verifying/pruning
 (``admin``), archive extraction and creation (``archives``), the pretrained model-name table
 (``names``), size/time/expansion limits (``limits``), credentials kept out of messages
-(``redact``); and for the transports: what a download must match (``checks``), checksums
+(``redact``), temps left by killed processes (``leftovers``); and for the transports: what a download must match (``checks``), checksums
 computed while bytes arrive (``digests``), retries and progress (``retry``), the transport
 interface (``transports``), HTTP(S) requests (``http``), response headers (``headers``) and
 bodies (``receive``), and S3 (``s3``). May import the top-level leaves (``errors``,

@@ -4,6 +4,9 @@ The library side of ``bertconvert cache ls|verify|prune|rm``. Removal happens un
 entry's lock and is itself atomic per file (unlink; extracted directories are renamed away
 before being deleted), so a process reading the cache never sees half an entry. Lock files
 are never removed: deleting a lock file another process waits on would let two holders in.
+Temporary names the cache makes (partial downloads, half-written metadata, half-filled or
+half-deleted extractions) are found by :mod:`.leftovers`; ``prune``, ``rm`` and ``rm --all``
+remove those whose owner is gone.
 
 Example::
 
@@ -19,17 +22,15 @@ import shutil
 import time
 from dataclasses import dataclass
 
-from ..atomic import TEMP_MARKER, temp_name_for
+from ..atomic import temp_name_for
 from .entries import (EXTRACTED_SUFFIX, KEY_RE, cache_dir_error, entry_state, read_metadata,
                       resolve_cache_dir, url_to_filename)
-from .locks import PARTIAL_MARKER, entry_lock
+from .leftovers import leftovers
+from .locks import entry_lock
 from ..errors import CacheEntryNotFoundError, CacheError
-from .redact import redact_url
+from .redact import redact_url, shown_url
 
 log = logging.getLogger(__name__)
-
-#: Leftover temp files of atomic writes/extractions are removed by prune after this long.
-TEMP_GRACE_SECONDS = 24 * 3600
 
 
 @dataclass
@@ -123,7 +124,7 @@ def select_entries(items, cache_dir=None):
             chosen[e.key] = e
     if missing:
         raise CacheEntryNotFoundError(f"not in the cache {resolve_cache_dir(cache_dir)}: "
-                                      f"{', '.join(map(redact_url, missing))} "
+                                      f"{', '.join(map(shown_url, missing))} "
                                       "(see `bertconvert cache ls`)")
     return list(chosen.values())
 
@@ -153,7 +154,8 @@ def _remove_path(path):
 
 
 def remove_entry(entry):
-    """Delete an entry's data, metadata and extraction (its lock file stays). Returns paths."""
+    """Delete an entry's data, metadata and extraction, and the temps a killed process left
+    for it (its lock file stays). Returns the removed paths."""
     removed = []
     with entry_lock(entry.path):
         for p in (entry.path, entry.path + ".json", entry.path + EXTRACTED_SUFFIX):
@@ -163,27 +165,37 @@ def remove_entry(entry):
                 except OSError as e:
                     raise CacheError(f"cannot remove {p}: {e}") from e
                 removed.append(p)
+        removed += remove_leftovers(os.path.dirname(entry.path), {entry.key})
     return removed
 
 
-def _garbage(cache_dir, now):
-    """Abandoned partial downloads and old temp files (incomplete entries are listed entries)."""
-    from .locks import _partial_abandoned
-
-    out = []
-    for entry in os.scandir(cache_dir):
-        name = entry.name
-        try:
-            age = now - entry.stat(follow_symlinks=False).st_mtime
-        except OSError:
+def remove_leftovers(cache_dir=None, keys=None):
+    """Delete the abandoned temps in ``cache_dir`` (of the entries ``keys`` only, when given):
+    what killed downloads, metadata writes and extractions left. Returns the removed paths."""
+    removed = []
+    for item in leftovers(resolve_cache_dir(cache_dir), keys):
+        if not item.abandoned:
             continue
-        if name.startswith(".") and PARTIAL_MARKER in name:
-            prefix = name[:name.index(PARTIAL_MARKER) + len(PARTIAL_MARKER)]
-            if _partial_abandoned(entry, prefix):
-                out.append(entry.path)
-        elif name.startswith(".") and TEMP_MARKER in name and age > TEMP_GRACE_SECONDS:
-            out.append(entry.path)
-    return out
+        try:  # hidden names no reader looks at: deleted in place
+            if os.path.isdir(item.path) and not os.path.islink(item.path):
+                shutil.rmtree(item.path)
+            else:
+                os.unlink(item.path)
+        except FileNotFoundError:
+            continue  # another prune was faster
+        except OSError as e:
+            log.warning("could not remove the leftover %s: %s", item.path, e)
+            continue
+        removed.append(item.path)
+    return removed
+
+
+def remove_all(cache_dir=None):
+    """``cache rm --all``: every entry, and every abandoned temp. Returns the removed paths."""
+    removed = []
+    for e in list_entries(cache_dir):
+        removed += remove_entry(e)
+    return removed + remove_leftovers(cache_dir)
 
 
 def prune(cache_dir=None, *, max_size=None, older_than=None, dry_run=False):
@@ -193,7 +205,7 @@ def prune(cache_dir=None, *, max_size=None, older_than=None, dry_run=False):
     if not _cache_names(cache_dir):  # missing or empty; not a directory: CacheError
         return []
     now = time.time()
-    doomed_paths = _garbage(cache_dir, now)
+    doomed_paths = [item.path for item in leftovers(cache_dir) if item.abandoned]
     entries = list_entries(cache_dir)
     doomed = [e for e in entries if not e.complete and now - e.created > 60]
     keep = [e for e in entries if e not in doomed]
@@ -209,11 +221,7 @@ def prune(cache_dir=None, *, max_size=None, older_than=None, dry_run=False):
             total -= e.disk_usage()
     if dry_run:
         return doomed_paths + [e.path for e in doomed]
-    removed = []
-    for p in doomed_paths:
-        with contextlib.suppress(OSError):
-            _remove_path(p)
-            removed.append(p)
+    removed = remove_leftovers(cache_dir)
     for e in doomed:
         removed += remove_entry(e)
     return removed

@@ -5,7 +5,9 @@ links whose target leaves the extraction directory, hard links to outside names,
 device files / FIFOs are refused with :class:`~bertconvert.errors.UnsafeArchiveError`
 (0.6.2 handed archives to ``tarfile.extractall`` unfiltered). Extraction goes into a
 temporary sibling directory that is renamed into place only when complete, so a reader
-sees no directory or the whole one. Files get ``0o666 & ~umask`` (``0o777`` for
+sees no directory or the whole one; the temporary directory's name carries the extracting
+process's id and host, so ``bertconvert cache prune`` can tell one left by a killed process
+from one still being filled (:mod:`.leftovers`). Files get ``0o666 & ~umask`` (``0o777`` for
 directories and executables), so a group-shared cache stays usable.
 
 Decompression bombs are refused before anything is written (:class:`~bertconvert.errors.
@@ -13,7 +15,10 @@ ArchiveTooLargeError`): the sizes the archive declares for its members may add u
 ``max_extract_size`` (default 20 GiB) and ``max_extract_ratio`` (default 100) times the
 archive's own size (small archives may always expand to 1 MiB); see
 :mod:`bertconvert.cache.limits`. What is then written is counted as well, so a member that
-lies about its size gains nothing.
+lies about its size gains nothing. So are archives of too many members (``max_extract_members``,
+default 10000; a million empty files pass every byte limit): they are counted while the listing
+is read -- tar headers one by one, stopping at the limit; a zip's declared count before its
+directory is parsed -- and refused before anything is written.
 
 Example::
 
@@ -25,11 +30,12 @@ import os
 import re
 import shutil
 import stat
+import struct
 import tarfile
 import zipfile
 import zlib
 
-from ..atomic import current_umask, fsync_directory, make_temp_dir_beside
+from ..atomic import current_umask, fsync_directory, temp_name_for
 from ..errors import (ArchiveTooLargeError, CacheWriteError, CorruptArchiveError,
                      NotAnArchiveError, UnsafeArchiveError, option)
 
@@ -144,14 +150,25 @@ class _Budget:
     """How many bytes an extraction may still write (see the module docstring)."""
 
     def __init__(self, archive, limits):
-        from .limits import ENV_MAX_EXTRACT_RATIO, ENV_MAX_EXTRACT_SIZE, human_size
+        from .limits import (ENV_MAX_EXTRACT_MEMBERS, ENV_MAX_EXTRACT_RATIO, ENV_MAX_EXTRACT_SIZE,
+                             human_size)
 
         self.archive, self.limits = archive, limits
         self.packed = os.path.getsize(archive)
         self.allowed = limits.expansion_allowance(self.packed)
         self._human = human_size
         self._envs = (ENV_MAX_EXTRACT_SIZE, ENV_MAX_EXTRACT_RATIO)
+        self._members_env = ENV_MAX_EXTRACT_MEMBERS
         self.used = 0
+
+    def count(self, members):
+        """The archive holds (at least) ``members`` members: refuse more than the limit."""
+        limit = self.limits.max_extract_members
+        if members > limit:
+            raise ArchiveTooLargeError(
+                f"{self.archive} holds more than {limit} members (max_extract_members= / "
+                f"{self._members_env}: {limit}; a model archive holds a handful of files); "
+                "refused, nothing was extracted. Raise that limit if you trust it")
 
     def refuse(self, total):
         size_env, ratio_env = self._envs
@@ -186,11 +203,22 @@ class _Budget:
             self.refuse(self.used)
 
 
+def _tar_members(tar, path, budget):
+    """The members of ``tar``, each checked, read header by header and refused as soon as
+    there are more than the budget allows (getmembers() would read them all first)."""
+    members = []
+    while True:
+        m = tar.next()
+        if m is None:
+            return members
+        members.append(m)
+        budget.count(len(members))
+        _check_tar_member(m, path)
+
+
 def _extract_tar(path, dest, budget):
     with tarfile.open(path, "r:*") as tar:
-        members = tar.getmembers()
-        for m in members:
-            _check_tar_member(m, path)
+        members = _tar_members(tar, path, budget)
         # tarfile writes exactly the size a header declares, so this sum bounds the output.
         budget.declare(sum(m.size for m in members if m.isfile()))
         kwargs = {}
@@ -212,8 +240,28 @@ def _extract_tar(path, dest, budget):
             budget.drain(stream)
 
 
+def _declared_zip_members(path):
+    """The member count a zip's end record declares (zip64 too), or None when unreadable.
+
+    Read before ZipFile parses the whole central directory (seconds for a million entries).
+    """
+    end_record = getattr(zipfile, "_EndRecData", None)  # the stdlib's own reader
+    if end_record is None:  # pragma: no cover - every CPython since 2.x has it
+        return None
+    try:
+        with open(path, "rb") as f:
+            record = end_record(f)
+    except (OSError, ValueError, struct.error):
+        return None
+    return record[getattr(zipfile, "_ECD_ENTRIES_TOTAL", 4)] if record else None
+
+
 def _extract_zip(path, dest, budget):
+    declared = _declared_zip_members(path)
+    if declared is not None:
+        budget.count(declared)
     with zipfile.ZipFile(path) as zf:
+        budget.count(len(zf.infolist()))  # the count a lying end record hid
         # Declared sizes first: overlapping-entry bombs declare every copy they expand to.
         budget.declare(sum(info.file_size for info in zf.infolist()))
         plan = []
@@ -261,13 +309,14 @@ _CORRUPT = (tarfile.ReadError, tarfile.CompressionError, EOFError, zlib.error, l
             zipfile.BadZipFile, OSError)
 
 
-def extract_archive(archive_path, target_dir, *, max_size=None, max_ratio=None):
+def extract_archive(archive_path, target_dir, *, max_size=None, max_ratio=None, max_members=None):
     """Extract ``archive_path`` into ``target_dir`` atomically; returns ``target_dir``.
 
     If ``target_dir`` already exists it is returned untouched (extraction happens once).
     ``max_size`` (bytes) and ``max_ratio`` cap the extracted total (defaults: the
     ``BERTCONVERT_MAX_EXTRACT_SIZE`` / ``BERTCONVERT_MAX_EXTRACT_RATIO`` environment
-    variables, else 20 GiB and 100 times the archive's size).
+    variables, else 20 GiB and 100 times the archive's size), ``max_members`` the number of
+    members (``BERTCONVERT_MAX_EXTRACT_MEMBERS``, else 10000).
     Raises NotAnArchiveError for other files, UnsafeArchiveError for a dangerous member,
     ArchiveTooLargeError (an UnsafeArchiveError) beyond those caps, CorruptArchiveError for
     a truncated archive or one failing its CRC, CacheWriteError when the disk refuses the
@@ -276,7 +325,7 @@ def extract_archive(archive_path, target_dir, *, max_size=None, max_ratio=None):
     from .limits import extract_limits
 
     archive_path, target_dir = os.fspath(archive_path), os.fspath(target_dir)
-    limits = extract_limits(max_size, max_ratio)
+    limits = extract_limits(max_size, max_ratio, max_members)
     if os.path.isdir(target_dir):
         return target_dir
     kind = archive_kind(archive_path)
@@ -285,7 +334,9 @@ def extract_archive(archive_path, target_dir, *, max_size=None, max_ratio=None):
                                 f"fetch it without {option('--extract', 'extract=True')} to get "
                                 "the file itself")
     budget = _Budget(archive_path, limits)
-    tmp = make_temp_dir_beside(target_dir)
+    # Named with our pid and host (not mkdtemp's random name): prune removes it once we are gone.
+    tmp = temp_name_for(target_dir)
+    os.mkdir(tmp, 0o700)
     try:
         (_extract_zip if kind == "zip" else _extract_tar)(archive_path, tmp, budget)
         _normalise_permissions(tmp)

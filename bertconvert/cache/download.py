@@ -21,7 +21,7 @@ from .checks import Expected, check_integrity
 from .digests import StreamHasher
 from .entries import ENV_CACHE
 from .locks import _claim_partial, _release_partial
-from .redact import redact_url
+from .redact import redact_url, shown_url
 
 log = logging.getLogger(__name__)
 
@@ -120,9 +120,9 @@ def download(url, info, data_path, transport, sha256, progress, watch):
         size = transport.fetch(url, info, f, hasher, progress, desc, wire_hasher=wire_hasher)
         f.flush()
         digests = hasher.hexdigests()
-        check_integrity(redact_url(url), size, digests, info.size, expected)
+        check_integrity(shown_url(url), size, digests, info.size, expected)
         wire_digests = wire_hasher.hexdigests() if wire_hasher is not None else {}
-        check_integrity(redact_url(url), None, wire_digests, None, wire_expected)
+        check_integrity(shown_url(url), None, wire_digests, None, wire_expected)
         os.fsync(f.fileno())
         f.close()
         os.replace(tmp, data_path)  # the commit point
@@ -142,7 +142,7 @@ def download(url, info, data_path, transport, sha256, progress, watch):
             meta["content_encoding"] = info.content_encoding  # the file holds the decoded body
         with atomic_write(data_path + ".json", "w") as mf:
             json.dump(meta, mf, indent=1)
-        log.info("cached %s (%d bytes, sha256 %s)", redact_url(url), size, digests["sha256"])
+        log.info("cached %s (%d bytes, sha256 %s)", shown_url(url), size, digests["sha256"])
     except (DownloadError, DownloadTimeoutError, KeyboardInterrupt) as e:
         # What arrived so far is a sound prefix: kept for the next try when it can resume.
         keep_partial = resumable and not isinstance(e, RemoteChangedError)
@@ -152,7 +152,7 @@ def download(url, info, data_path, transport, sha256, progress, watch):
             raise
         # Network errors became DownloadError inside the transport: this is the local disk.
         raise CacheWriteError(
-            f"writing the download of {redact_url(url)} into {os.path.dirname(data_path)} failed: "
+            f"writing the download of {shown_url(url)} into {os.path.dirname(data_path)} failed: "
             f"{e.strerror or e}; the partial file was removed. Free space (or raise the quota) "
             f"there, or point {ENV_CACHE} (or cache_dir=) elsewhere, then retry") from e
     finally:

@@ -14,7 +14,7 @@ import re
 
 from .checks import (Expected, RemoteInfo, b64_to_hex, etag_md5_mode, is_multipart_etag,
                      md5_from_etag)
-from .redact import redact_url
+from .redact import shown_url
 
 log = logging.getLogger(__name__)
 
@@ -116,7 +116,7 @@ def _add_gcs_facts(info, headers):
     not describe the body sent, and are left out."""
     stored = headers.get("x-goog-stored-content-encoding", "identity").strip().lower()
     if stored not in ("", "identity") and info.content_encoding is None:
-        log.debug("%s is transcoded by GCS; its x-goog-hash is not checked", redact_url(info.url))
+        log.debug("%s is transcoded by GCS; its x-goog-hash is not checked", shown_url(info.url))
         return
     info.expected.extend(_goog_hashes(headers))
     length = headers.get("x-goog-stored-content-length", "").strip()

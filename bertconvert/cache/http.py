@@ -12,25 +12,36 @@ Rules this module keeps (each one a failure seen in the wild with 0.6.2's cache)
 * what the answer's headers promise -- ETag, size, checksums -- is read by :mod:`.headers`
   (ETags are opaque, taken for an MD5 only where the server documents it so);
 * the limits of :mod:`bertconvert.cache.limits` (size, deadline, speed, expansion of an
-  encoded body) are enforced while the body arrives.
+  encoded body) are enforced while the body arrives;
+* a stall (no byte for the read timeout, ``BERTCONVERT_HTTP_TIMEOUT``, 20 s) is retried, but
+  only ``max_stalls`` of them (2) end a fetch -- :class:`DownloadTimeoutError` for a body
+  (the partial is kept to resume), after HEAD the DownloadError of a server that does not
+  answer -- unless 8 MiB arrived since the previous stall: a stalling server fails in
+  about 40 s, not five read timeouts;
+* redirects are followed to http(s):// URLs only, at most :data:`MAX_REDIRECTS` hops; any
+  other target (``file://``, ``ftp://``, ``s3://``...), a loop or a longer chain is
+  :class:`RedirectError` before the target is asked for anything.
 
 Proxies come from the environment (requests' ``trust_env``) or the ``proxies`` argument.
 """
 import logging
 import re
 
-from ..errors import (CertificateError, DownloadError, MissingDependencyError,
-                      RemoteChangedError, RemoteNotFoundError)
+from ..errors import (CertificateError, DownloadError, DownloadTimeoutError,
+                      MissingDependencyError, RedirectError, RemoteChangedError,
+                      RemoteNotFoundError)
 from .headers import content_encoding, info_from_headers
 from .receive import stream_body
-from .redact import redact_url as _shown
+from .redact import shown_url as _shown
 from .redact import scrub
-from .retry import parse_retry_after, progress_bar
+from .retry import Stalls, parse_retry_after, progress_bar
 
 log = logging.getLogger(__name__)
 
 NOT_FOUND_STATUSES = (401, 403, 404, 410)
 RETRY_STATUSES = (408, 425, 429, 500, 502, 503, 504)
+#: Redirect hops followed (S3 and release hosts use one or two; requests' default is 30).
+MAX_REDIRECTS = 10
 
 _CONTENT_RANGE = re.compile(r"bytes (\d+)-(\d+)/(\d+|\*)")
 
@@ -50,10 +61,53 @@ def make_session(proxies=None):
 
     session = requests.Session()
     session.headers["User-Agent"] = f"bertconvert/{__version__}"
+    session.max_redirects = MAX_REDIRECTS
+    follow = session.get_redirect_target
+
+    def checked_redirect_target(response):
+        # requests asks this before following each redirect: refuse a target we must not
+        # follow while nothing has been sent to it.
+        target = follow(response)
+        if target is not None:
+            _check_redirect(response.url, target)
+        return target
+
+    session.get_redirect_target = checked_redirect_target
     # Passed with every request: requests lets environment proxies override session.proxies,
     # but not per-request ones.
     session.bertconvert_proxies = dict(proxies) if proxies else None
     return session
+
+
+def _check_redirect(source, target):
+    """RedirectError unless ``target`` (a Location, maybe relative) is an http(s) URL."""
+    from urllib.parse import urljoin, urlsplit
+
+    absolute = urljoin(source, target)
+    try:
+        parts = urlsplit(absolute)
+        parts.port  # noqa: B018 - raises ValueError for a port that is not a number
+        scheme, host = parts.scheme.lower(), parts.hostname
+    except ValueError:
+        scheme, host = None, None
+    if scheme not in ("http", "https"):
+        raise RedirectError(f"{_shown(source)} redirects to {_shown(absolute)}; only http:// "
+                            "and https:// redirects are followed. Nothing was fetched from it; "
+                            "use that URL directly if you trust it")
+    if not host:
+        raise RedirectError(f"{_shown(source)} redirects to {_shown(absolute)}, which names no "
+                            "valid host; nothing was fetched from it")
+
+
+def _too_many_redirects(url, error):
+    """RedirectError for requests' TooManyRedirects: a loop, or a chain too long."""
+    chain = [r.url for r in getattr(error.response, "history", None) or []]
+    if error.response is not None:
+        chain.append(error.response.url)
+    what = "a redirect loop" if len(set(chain)) < len(chain) else "a chain too long"
+    return RedirectError(f"{_shown(url)} redirected more than {MAX_REDIRECTS} times ({what}"
+                         f"{': ' + ' -> '.join(map(_shown, chain[:3])) + ' -> ...' if chain else ''}"
+                         "); nothing was fetched. Use the final URL directly")
 
 
 def _proxies(session):
@@ -114,6 +168,7 @@ def head(url, session, policy):
     """
     errors = _network_errors()
     last = None
+    stalls = Stalls(policy)
     for attempt in range(policy.attempts):
         if attempt:
             policy.sleep(attempt - 1, getattr(last, "retry_after", None))
@@ -122,8 +177,13 @@ def head(url, session, policy):
                              proxies=_proxies(session),
                              headers={"Accept-Encoding": "identity",
                                       "x-amz-checksum-mode": "ENABLED"})
+        except _requests().TooManyRedirects as e:
+            raise _too_many_redirects(url, e) from e
         except errors as e:
             _raise_if_certificate_failure(url, e)
+            stalls.seen(e, 0, lambda seconds: DownloadError(
+                f"HEAD {_shown(url)} got no answer within {seconds:g} s, {stalls.count} times; "
+                "the server does not answer (BERTCONVERT_HTTP_TIMEOUT sets the wait)"))
             last = e
             log.info("HEAD %s failed (%s); attempt %d/%d", _shown(url), scrub(str(e), url),
                      attempt + 1, policy.attempts)
@@ -156,8 +216,12 @@ def head(url, session, policy):
 
 
 def _probe_with_get(url, session, policy):
-    with session.get(url, stream=True, timeout=policy.timeout, proxies=_proxies(session),
-                     headers={"Range": "bytes=0-0", "Accept-Encoding": "identity"}) as r:
+    try:
+        r = session.get(url, stream=True, timeout=policy.timeout, proxies=_proxies(session),
+                        headers={"Range": "bytes=0-0", "Accept-Encoding": "identity"})
+    except _requests().TooManyRedirects as e:
+        raise _too_many_redirects(url, e) from e
+    with r:
         if r.status_code in NOT_FOUND_STATUSES:
             _raise_not_found(url, r)
         if r.status_code >= 400:
@@ -189,6 +253,7 @@ def fetch(url, info, f, hasher, session, policy, *, progress=True, desc=None, wi
     offset = f.tell()
     bar = progress_bar(info.size, desc or "download", progress, initial=offset)
     last = None
+    stalls = Stalls(policy, offset)
     try:
         for attempt in range(policy.attempts):
             if attempt:
@@ -247,11 +312,18 @@ def fetch(url, info, f, hasher, session, policy, *, progress=True, desc=None, wi
                         watch.body_started(offset)
                     offset = stream_body(r, f, hasher, bar, offset, wire_hasher, watch,
                                           info.wire_size)
+            except _requests().TooManyRedirects as e:
+                raise _too_many_redirects(url, e) from e
             except errors as e:
                 _raise_if_certificate_failure(url, e)
                 last = e
                 f.seek(0, 2)
                 offset = f.tell()
+                stalls.seen(e, offset, lambda seconds: DownloadTimeoutError(
+                    f"{_shown(url)} stalled: no byte for {seconds:g} s, {stalls.count} times "
+                    f"(at byte {offset}); stopped (a resumable partial download is kept for "
+                    "the next try). Raise BERTCONVERT_HTTP_TIMEOUT for a server that pauses "
+                    "this long"))
                 log.info("download of %s interrupted at %d bytes (%s); attempt %d/%d",
                          _shown(url), offset, scrub(str(e), url), attempt + 1, policy.attempts)
                 continue

@@ -1,33 +1,41 @@
-"""Limits of one cached fetch: how big, how long, how slow, how far an archive may expand.
+"""Limits of one cached fetch: how big, how long, how slow, how far an archive may expand,
+and how many files it may hold.
 
 Without them a hostile or broken server could fill the disk (a body with no Content-Length
 that never ends), hold a process for hours (a byte every few seconds keeps the read timeout
-happy), or hand over a small archive that extracts to gigabytes. Each limit has a default
-large enough for every released BERT archive (bert-large: 1.3 GB, extracting to about
-the same) and can be changed per call (a :func:`~bertconvert.cache.cached_path` keyword) or
+happy), or hand over a small archive that extracts to gigabytes -- or to a million empty
+files, which no byte limit notices. Each limit has a default large enough for every released
+BERT archive (bert-large: 1.3 GB, extracting to about the same; a handful of files) and can be
+changed per call (a :func:`~bertconvert.cache.cached_path` keyword) or
 per environment:
 
-=========================  ================================  ==========  =====================
-keyword                    environment variable              default     unit / syntax
-=========================  ================================  ==========  =====================
-``max_download_size``      ``BERTCONVERT_MAX_DOWNLOAD_SIZE``  20G        bytes: 20G, 500M, 1024
-``fetch_deadline``         ``BERTCONVERT_FETCH_DEADLINE``     6h         seconds: 90, 45m, 6h
-``min_speed``              ``BERTCONVERT_MIN_SPEED``          1K         bytes per second
-``max_extract_size``       ``BERTCONVERT_MAX_EXTRACT_SIZE``   20G        bytes
-``max_extract_ratio``      ``BERTCONVERT_MAX_EXTRACT_RATIO``  100         times the packed size
-=========================  ================================  ==========  =====================
+=========================  ==================================  ========  ===================
+keyword                    environment variable                default   unit / syntax
+=========================  ==================================  ========  ===================
+``max_download_size``      ``BERTCONVERT_MAX_DOWNLOAD_SIZE``    20G       bytes: 20G, 500M, 1024
+``fetch_deadline``         ``BERTCONVERT_FETCH_DEADLINE``       6h        seconds: 90, 45m, 6h
+``min_speed``              ``BERTCONVERT_MIN_SPEED``            1K        bytes per second
+``max_extract_size``       ``BERTCONVERT_MAX_EXTRACT_SIZE``     20G       bytes
+``max_extract_ratio``      ``BERTCONVERT_MAX_EXTRACT_RATIO``    100       times the packed size
+``max_extract_members``    ``BERTCONVERT_MAX_EXTRACT_MEMBERS``  10000     files, directories, links
+=========================  ==================================  ========  ===================
 
 A keyword wins over the environment. Every value must be a finite number above zero: 0,
 negatives, NaN, infinity and garbage are :class:`~bertconvert.errors.CacheSettingError`
 (exit status 2), never silently ignored.
 
 * ``min_speed`` is judged over windows of the read timeout (``BERTCONVERT_HTTP_TIMEOUT``,
-  60 s): a transfer that receives fewer than ``min_speed * timeout`` bytes in one window is
+  20 s): a transfer that receives fewer than ``min_speed * timeout`` bytes in one window is
   abandoned (``DownloadTimeoutError``; a resumable partial download is kept), so a trickle
-  is noticed in about a minute, not after the deadline.
+  is noticed within half a minute, not after the deadline; a server that goes silent is
+  given up after two read timeouts (:class:`~bertconvert.cache.retry.Stalls`).
 * The expansion ratio applies to the bytes an archive (or a ``Content-Encoding``) expands
   to beyond :data:`RATIO_GRACE` (1 MiB): small archives of a few padded files may always
   expand that far; a megabyte that unpacks to a gigabyte may not.
+* The member count is checked while the archive's listing is read (tar headers only, a zip's
+  directory), before anything is extracted: a model archive holds a handful of files, so
+  10000 leaves room for any model directory while a million empty files (a 5 MB .tar.gz)
+  is refused in well under a second.
 """
 import logging
 import math
@@ -46,12 +54,14 @@ ENV_FETCH_DEADLINE = "BERTCONVERT_FETCH_DEADLINE"
 ENV_MIN_SPEED = "BERTCONVERT_MIN_SPEED"
 ENV_MAX_EXTRACT_SIZE = "BERTCONVERT_MAX_EXTRACT_SIZE"
 ENV_MAX_EXTRACT_RATIO = "BERTCONVERT_MAX_EXTRACT_RATIO"
+ENV_MAX_EXTRACT_MEMBERS = "BERTCONVERT_MAX_EXTRACT_MEMBERS"
 
 DEFAULT_MAX_DOWNLOAD_SIZE = 20 << 30
 DEFAULT_FETCH_DEADLINE = 6 * 3600.0
 DEFAULT_MIN_SPEED = 1024
 DEFAULT_MAX_EXTRACT_SIZE = 20 << 30
 DEFAULT_MAX_EXTRACT_RATIO = 100.0
+DEFAULT_MAX_EXTRACT_MEMBERS = 10_000
 #: Bytes any archive may expand to whatever its ratio (tiny archives compress very well).
 RATIO_GRACE = 1 << 20
 
@@ -113,20 +123,31 @@ def _ratio(text):
     return value
 
 
+def _count(text):
+    if isinstance(text, bool):
+        raise ValueError("not a number")
+    if isinstance(text, float):
+        if not text.is_integer():
+            raise ValueError("not a whole number")
+        return int(text)
+    return int(text) if isinstance(text, int) else int(str(text).strip())
+
+
 _KINDS = {
     "size": (parse_size, "a positive byte count such as 20G, 500M or 1073741824"),
     "seconds": (parse_seconds, "a positive duration such as 90 (seconds), 45m or 6h"),
     "speed": (parse_size, "a positive number of bytes per second such as 1K or 100"),
     "ratio": (_ratio, "a positive number such as 100"),
+    "count": (_count, "a positive whole number such as 10000"),
 }
 
 
-def setting(keyword, value, env, default, kind):
+def setting(keyword, value, env, default, kind, allow_zero=False):
     """The validated value of one limit: ``value`` (a keyword argument) when not None, else
     the environment variable ``env`` when set, else ``default``.
 
     Raises CacheSettingError naming the keyword or the variable for anything that is not a
-    finite number above zero.
+    finite number above zero (or zero itself, with ``allow_zero``).
     """
     if value is not None:
         origin, raw = f"{keyword}=", value
@@ -140,8 +161,11 @@ def setting(keyword, value, env, default, kind):
         parsed = parse(raw)
     except (TypeError, ValueError, OverflowError):
         parsed = None
-    if parsed is None or not parsed > 0 or (isinstance(parsed, float) and math.isinf(parsed)):
-        # ("not >" also refuses NaN; a 400-digit duration is an infinite float)
+    low_enough = parsed is not None and (parsed >= 0 if allow_zero else parsed > 0)
+    if not low_enough or (isinstance(parsed, float) and math.isinf(parsed)):
+        # (a comparison is False for NaN; a 400-digit duration is an infinite float)
+        if allow_zero:
+            expected = expected.replace("a positive", "zero or a positive")
         hint = f"unset {env} or set it to" if origin == f"{env}=" else "pass"
         raise CacheSettingError(f"{origin}{raw!r} is not valid: expected {expected}; {hint} a "
                                 "valid value")
@@ -157,6 +181,7 @@ class Limits:
     min_speed: int = DEFAULT_MIN_SPEED
     max_extract_size: int = DEFAULT_MAX_EXTRACT_SIZE
     max_extract_ratio: float = DEFAULT_MAX_EXTRACT_RATIO
+    max_extract_members: int = DEFAULT_MAX_EXTRACT_MEMBERS
 
     def expansion_allowance(self, packed_bytes):
         """How many bytes ``packed_bytes`` of archive (or encoded body) may expand to."""
@@ -165,7 +190,7 @@ class Limits:
 
 
 def download_limits(max_download_size=None, fetch_deadline=None, min_speed=None,
-                    max_extract_ratio=None, max_extract_size=None):
+                    max_extract_ratio=None, max_extract_size=None, max_extract_members=None):
     """:class:`Limits` for a download: keywords, else the environment, else the defaults."""
     return Limits(
         max_download_size=setting("max_download_size", max_download_size, ENV_MAX_DOWNLOAD_SIZE,
@@ -176,16 +201,23 @@ def download_limits(max_download_size=None, fetch_deadline=None, min_speed=None,
         max_extract_size=setting("max_extract_size", max_extract_size, ENV_MAX_EXTRACT_SIZE,
                                  DEFAULT_MAX_EXTRACT_SIZE, "size"),
         max_extract_ratio=setting("max_extract_ratio", max_extract_ratio, ENV_MAX_EXTRACT_RATIO,
-                                  DEFAULT_MAX_EXTRACT_RATIO, "ratio"))
+                                  DEFAULT_MAX_EXTRACT_RATIO, "ratio"),
+        max_extract_members=_members(max_extract_members))
 
 
-def extract_limits(max_extract_size=None, max_extract_ratio=None):
+def _members(value):
+    return setting("max_extract_members", value, ENV_MAX_EXTRACT_MEMBERS,
+                   DEFAULT_MAX_EXTRACT_MEMBERS, "count")
+
+
+def extract_limits(max_extract_size=None, max_extract_ratio=None, max_extract_members=None):
     """:class:`Limits` for an extraction (the download limits are left at their defaults)."""
     return Limits(
         max_extract_size=setting("max_extract_size", max_extract_size, ENV_MAX_EXTRACT_SIZE,
                                  DEFAULT_MAX_EXTRACT_SIZE, "size"),
         max_extract_ratio=setting("max_extract_ratio", max_extract_ratio, ENV_MAX_EXTRACT_RATIO,
-                                  DEFAULT_MAX_EXTRACT_RATIO, "ratio"))
+                                  DEFAULT_MAX_EXTRACT_RATIO, "ratio"),
+        max_extract_members=_members(max_extract_members))
 
 
 def human_size(n):

@@ -21,6 +21,7 @@ import uuid
 log = logging.getLogger(__name__)
 
 ENV_LOCK_TIMEOUT = "BERTCONVERT_LOCK_TIMEOUT"
+DEFAULT_LOCK_TIMEOUT = 1800.0
 PARTIAL_MARKER = ".part-"
 #: A partial file from another host is considered abandoned after this long without writes.
 STALE_PARTIAL_SECONDS = 600
@@ -36,17 +37,17 @@ def entry_lock(data_path):
     """Hold ``<key>.lock`` (filelock) while the block runs; yields whether it is really held.
 
     If the lock file cannot be created (read-only directory, odd filesystem) or the wait
-    exceeds ``BERTCONVERT_LOCK_TIMEOUT`` seconds (default 1800), we go on without it:
-    the atomic commit keeps the cache correct, we only risk a duplicate download.
+    exceeds ``BERTCONVERT_LOCK_TIMEOUT`` seconds (default 1800; ``0``: do not wait), we go
+    on without it: the atomic commit keeps the cache correct, we only risk a duplicate
+    download. A value that is not a finite duration of zero or more (``nan``, ``-1``,
+    ``soon``) is CacheSettingError naming the variable, whether or not the lock is taken.
     """
     from filelock import FileLock, Timeout
 
-    try:
-        timeout = float(os.environ.get(ENV_LOCK_TIMEOUT) or 1800)
-    except ValueError:
-        log.warning("ignoring %s=%r (not a number of seconds)", ENV_LOCK_TIMEOUT,
-                    os.environ[ENV_LOCK_TIMEOUT])
-        timeout = 1800.0
+    from .limits import setting
+
+    timeout = setting("lock_timeout", None, ENV_LOCK_TIMEOUT, DEFAULT_LOCK_TIMEOUT, "seconds",
+                      allow_zero=True)
     lock = FileLock(data_path + ".lock")
     held = False
     try:

@@ -47,7 +47,8 @@ def mirror_base():
     if not base:
         return DEFAULT_BASE_URL
     if urlparse(base).scheme.lower() not in ("http", "https", "s3"):
-        raise CacheError(f"{ENV_MIRROR}={base!r} must start with http://, https:// or s3://")
+        from .redact import shown_url
+        raise CacheError(f"{ENV_MIRROR}='{shown_url(base)}' must start with http://, https:// or s3://")
     return base.rstrip("/")
 
 
@@ -119,9 +120,9 @@ def resolve_model_dir(name_or_url, cache_dir=None, *, force_download=False, loca
     directory = cached_path(url, cache_dir, force_download=force_download,
                             local_files_only=local_files_only, extract=True, progress=progress)
     root = find_model_root(directory)
-    from .redact import redact_url
+    from .redact import shown_url
 
-    log.info("model %s resolved to %s", redact_url(source), root)
+    log.info("model %s resolved to %s", shown_url(source), root)
     return root
 
 

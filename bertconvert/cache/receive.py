@@ -19,7 +19,7 @@ import zlib
 from ..errors import IntegrityError
 from .digests import CHUNK_SIZE
 from .headers import content_encoding
-from .redact import redact_url
+from .redact import shown_url
 
 log = logging.getLogger(__name__)
 
@@ -102,9 +102,9 @@ def stream_body(r, f, hasher, bar, offset, wire_hasher=None, watch=None, wire_si
                                 offset, watch, wire_size)
     direct = None if encoded else socket_reader(r)
     if direct is not None:
-        log.debug("receiving %s straight from the socket", redact_url(r.url))
+        log.debug("receiving %s straight from the socket", shown_url(r.url))
         return _stream_from_socket(*direct, f, hasher, bar, offset, watch)
-    log.debug("receiving %s through urllib3", redact_url(r.url))
+    log.debug("receiving %s through urllib3", shown_url(r.url))
     raw = r.raw
     # read1 returns what one socket read gave (up to CHUNK_SIZE): big blocks, few Python
     # iterations, and a stall loses nothing already received (read(n) would discard it).
@@ -161,7 +161,7 @@ def _stream_decoding(r, decoder, f, hasher, wire_hasher, bar, offset, watch=None
             if watch is not None:
                 watch.check_expansion(sent[0], offset)
     except zlib.error as e:
-        raise IntegrityError(f"the {content_encoding(r.headers)}-encoded body of {redact_url(r.url)} "
+        raise IntegrityError(f"the {content_encoding(r.headers)}-encoded body of {shown_url(r.url)} "
                              f"does not decode ({e}); nothing was kept. The server's copy is "
                              "damaged, or its Content-Encoding header is wrong") from e
     if wire_size is not None and sent[0] < wire_size:

@@ -1,14 +1,22 @@
 """Keeping secrets in URLs out of cache metadata, listings, logs and error messages.
 
-A URL may carry credentials: a password in its userinfo (``https://user:pass@host/...``) or
-a signature/token in its query (S3 and GCS presigned URLs: ``X-Amz-Signature``,
-``X-Amz-Credential``, ``X-Amz-Security-Token``, ``X-Goog-Signature``...; Azure SAS ``sig``;
-``token``, ``access_token``, ``api_key``...). The cache key is still derived from the full
-URL (as pytorch-pretrained-bert 0.6.2 did, so keys stay compatible), but whatever is
-written or shown gets :func:`redact_url`'s form, with each secret replaced by ``***``.
+A URL may carry credentials: anything in its userinfo -- a password
+(``https://user:pass@host/...``), or a token as the user name (``https://ghp_TOKEN@host/...``,
+``https://oauth2:TOKEN@host/...``) -- or a signature/token in its query (S3 and GCS
+presigned URLs: ``X-Amz-Signature``, ``X-Amz-Credential``, ``X-Amz-Security-Token``,
+``X-Goog-Signature``...; Azure SAS ``sig``; ``token``, ``access_token``, ``api_key``...). The
+cache key is still derived from the full URL (as pytorch-pretrained-bert 0.6.2 did, so keys
+stay compatible), but whatever is written or shown gets :func:`redact_url`'s form, with each
+secret replaced by ``***``: the user name as well as the password (which of the two holds the
+token differs between hosts).
+
+Messages show URLs and paths through :func:`shown_url` / :func:`printable`, which also escape
+control characters: a CR, LF or NUL in a URL must not split or forge a line of output.
 
 >>> redact_url("https://me:hunter2@host/w.bin?X-Amz-Signature=abc&v=1")
-'https://me:***@host/w.bin?X-Amz-Signature=***&v=1'
+'https://***:***@host/w.bin?X-Amz-Signature=***&v=1'
+>>> shown_url("http://ghp_abc123@host/a" + chr(13) + chr(10) + "b")
+'http://***@host/a\\\\r\\\\nb'
 """
 import re
 from urllib.parse import unquote, urlsplit
@@ -45,25 +53,36 @@ def _query_secrets(query):
     return out
 
 
+def _userinfo(netloc):
+    """``(user, colon, password)`` of a netloc's userinfo, or None when it has none."""
+    if "@" not in netloc:
+        return None
+    userinfo = netloc.rpartition("@")[0]
+    return userinfo.partition(":") if userinfo else None
+
+
+def _masked_userinfo(user, colon, password):
+    return (MASK if user else "") + colon + (MASK if password else "")
+
+
 def has_secrets(url):
-    """True when ``url`` holds a password or a secret query parameter."""
+    """True when ``url`` holds userinfo (a user name, a password) or a secret query
+    parameter."""
     return isinstance(url, str) and redact_url(url) != url
 
 
 def redact_url(url):
-    """``url`` with its password and secret query values replaced by ``***`` (a string that
-    is no URL is returned as it is)."""
+    """``url`` with its userinfo (user name and password) and secret query values replaced by
+    ``***`` (a string that is no URL is returned as it is)."""
     if not isinstance(url, str):
         return url
     parts = _split(url)
     if parts is None or not parts.scheme:
         return url
     netloc = parts.netloc
-    if "@" in netloc:
-        userinfo, _, host = netloc.rpartition("@")
-        user, colon, password = userinfo.partition(":")
-        if colon and password:
-            netloc = f"{user}:{MASK}@{host}"
+    userinfo = _userinfo(netloc)
+    if userinfo is not None:
+        netloc = f"{_masked_userinfo(*userinfo)}@{netloc.rpartition('@')[2]}"
     query = parts.query
     if query:
         pairs = []
@@ -84,7 +103,8 @@ def redact_url(url):
 def scrub(text, url):
     """``text`` (a message) with every secret of ``url`` in it replaced by ``***``.
 
-    Whole URLs, ``user:password@`` and ``name=value`` query pairs are replaced as they occur
+    Whole URLs, ``user:password@`` (or ``token@``) and ``name=value`` query pairs are replaced
+    as they occur
     (raw or percent-decoded: urllib3 quotes the request path in its own messages); a bare
     secret only when it is long enough not to be an ordinary word.
     """
@@ -95,14 +115,14 @@ def scrub(text, url):
     if parts is None:
         return text
     secrets = []
-    if "@" in parts.netloc:
-        userinfo = parts.netloc.rpartition("@")[0]
-        user, colon, password = userinfo.partition(":")
-        if colon and password:
+    userinfo = _userinfo(parts.netloc)
+    if userinfo is not None:
+        user, colon, password = userinfo
+        masked = _masked_userinfo(*userinfo) + "@"
+        for u in {user, unquote(user)}:
             for p in {password, unquote(password)}:
-                text = text.replace(f"{user}:{p}@", f"{user}:{MASK}@")
-                text = text.replace(f"{unquote(user)}:{p}@", f"{unquote(user)}:{MASK}@")
-            secrets += [password, unquote(password)]
+                text = text.replace(f"{u}{colon}{p}@", masked)
+        secrets += [s for s in (user, unquote(user), password, unquote(password)) if s]
     for name, value in _query_secrets(parts.query):
         for n in {name, unquote(name)}:
             for v in {value, unquote(value)}:
@@ -112,3 +132,30 @@ def scrub(text, url):
         if len(secret) >= 6:
             text = text.replace(secret, MASK)
     return text
+
+
+#: Characters that must not reach a message raw: C0 and C1 controls, DEL, and the Unicode
+#: line and paragraph separators (a terminal or log viewer may break lines at them).
+_CONTROL = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029]")
+_NAMED = {"\n": "\\n", "\r": "\\r", "\t": "\\t"}
+
+
+def printable(text):
+    """``text`` with control characters escaped (``\\n``, ``\\r``, ``\\x00``...), for a URL or
+    path quoted in a message: one message stays one line, and no line can be forged."""
+    if not isinstance(text, str):
+        return text
+    return _CONTROL.sub(lambda m: _NAMED.get(m.group()) or
+                        (f"\\x{ord(m.group()):02x}" if ord(m.group()) < 0x100
+                         else f"\\u{ord(m.group()):04x}"), text)
+
+
+def has_controls(text):
+    """True when ``text`` holds a character that :func:`printable` escapes."""
+    return isinstance(text, str) and _CONTROL.search(text) is not None
+
+
+def shown_url(url):
+    """``url`` as messages and listings show it: secrets redacted, control characters escaped."""
+    # Escaped first: urlsplit silently drops CR, LF and TAB, which would hide them.
+    return redact_url(printable(url))

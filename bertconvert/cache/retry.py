@@ -3,6 +3,7 @@
 * :class:`RetryPolicy` -- attempts, exponential backoff and timeouts, overridable from the
   environment (``BERTCONVERT_HTTP_RETRIES``, ``BERTCONVERT_HTTP_BACKOFF``,
   ``BERTCONVERT_HTTP_TIMEOUT``), cut to the fetch's deadline when one is watched;
+* :class:`Stalls` -- how many read timeouts (a silent server) one request may meet;
 * :func:`parse_retry_after` -- a server's ``Retry-After``;
 * :func:`progress_bar` -- the byte-counting bar both transports show.
 """
@@ -28,13 +29,21 @@ def _env_number(name, default, kind=float):
 
 @dataclass
 class RetryPolicy:
-    """How hard to try: ``attempts`` in total, sleeping ``backoff * 2**n`` (jittered) between."""
+    """How hard to try: ``attempts`` in total, sleeping ``backoff * 2**n`` (jittered) between.
+
+    A stall -- no byte for ``read_timeout`` seconds -- may happen ``max_stalls - 1`` times per
+    request before it is given up on (each stall costs a whole read timeout; five attempts
+    would make a stalled server cost minutes): with the defaults, a server that stalls
+    fails in 2 x 20 s plus a second of backoff, where a dropped connection gets all five
+    attempts.
+    """
 
     attempts: int = 5
     backoff: float = 0.5
     max_backoff: float = 10.0
     connect_timeout: float = 10.0
-    read_timeout: float = 60.0
+    read_timeout: float = 20.0
+    max_stalls: int = 2
     #: The fetch's :class:`~bertconvert.cache.limits.TransferWatch` (deadline), when set.
     watch: object = None
 
@@ -72,6 +81,51 @@ class RetryPolicy:
         time.sleep(delay)
         if self.watch is not None:
             self.watch.remaining()
+
+
+#: Bytes that must arrive between two stalls for the earlier one to be forgiven.
+STALL_FORGIVEN_BYTES = 8 << 20
+
+
+def _is_stall(error):
+    """True when ``error`` is a read timeout (the server went silent), not a refused or
+    dropped connection. ``socket.timeout`` is ``TimeoutError`` itself."""
+    import requests
+    import urllib3
+
+    if isinstance(error, requests.ConnectTimeout):
+        return False
+    if isinstance(error, (requests.ReadTimeout, urllib3.exceptions.ReadTimeoutError,
+                          TimeoutError)):
+        return True
+    seen, todo = set(), [error]
+    while todo:  # requests wraps urllib3's ReadTimeoutError in a ConnectionError mid-body
+        e = todo.pop()
+        if e is None or id(e) in seen or not isinstance(e, BaseException):
+            continue
+        seen.add(id(e))
+        if isinstance(e, (urllib3.exceptions.ReadTimeoutError, TimeoutError)):
+            return True
+        todo += [e.__cause__, e.__context__, *e.args]
+    return False
+
+
+class Stalls:
+    """Counts the stalls of one request; raises once ``policy.max_stalls`` are reached."""
+
+    def __init__(self, policy, offset=0):
+        self.policy, self.count, self.since = policy, 0, offset
+
+    def seen(self, error, offset, make_error):
+        """``error`` ended an attempt at byte ``offset``: raise ``make_error(seconds)`` when it
+        is one stall too many."""
+        if not _is_stall(error):
+            return
+        forgiven = offset - self.since >= STALL_FORGIVEN_BYTES
+        self.count = 1 if forgiven else self.count + 1
+        self.since = offset
+        if self.count >= self.policy.max_stalls:
+            raise make_error(self.policy.read_timeout) from error
 
 
 def parse_retry_after(value):

@@ -18,6 +18,7 @@ from .checks import (Expected, RemoteInfo, b64_to_hex, is_multipart_etag, md5_fr
                      multipart_md5_expectation)
 from .digests import CHUNK_SIZE, hash_file
 from .retry import progress_bar
+from .redact import shown_url
 
 log = logging.getLogger(__name__)
 
@@ -41,7 +42,7 @@ def split_s3_url(url):
     parsed = urlparse(url)
     key = parsed.path.lstrip("/")
     if parsed.scheme != "s3" or not parsed.netloc:
-        raise UnsupportedURLError(f"{url!r} is not an s3://bucket/key URL")
+        raise UnsupportedURLError(f"'{shown_url(url)}' is not an s3://bucket/key URL")
     return parsed.netloc, key
 
 
@@ -80,23 +81,25 @@ def _translate(url, e, action):
     """Map botocore exceptions to our family: missing/denied, network, configuration."""
     import botocore.exceptions as bx
 
+    shown = shown_url(url)
+
     if isinstance(e, bx.ClientError):
         code = str(e.response.get("Error", {}).get("Code", ""))
         status = str(e.response.get("ResponseMetadata", {}).get("HTTPStatusCode", ""))
         if code in _NOT_FOUND_CODES or status in ("403", "404"):
             return RemoteNotFoundError(
-                f"{url}: {code or status} on {action} — the object does not exist or access is "
+                f"{shown}: {code or status} on {action} — the object does not exist or access is "
                 "denied. Check the bucket/key, BERTCONVERT_MIRROR and your AWS credentials; "
                 "nothing was cached")
         if code in ("PreconditionFailed", "412"):
-            return RemoteChangedError(f"{url} changed during the download ({code})")
-        return DownloadError(f"{action} {url} failed: {e}")
+            return RemoteChangedError(f"{shown} changed during the download ({code})")
+        return DownloadError(f"{action} {shown} failed: {e}")
     if isinstance(e, (bx.NoCredentialsError, bx.PartialCredentialsError)):
-        return CacheError(f"{action} {url}: no AWS credentials found ({e}); set AWS_ACCESS_KEY_ID/"
+        return CacheError(f"{action} {shown}: no AWS credentials found ({e}); set AWS_ACCESS_KEY_ID/"
                           "AWS_SECRET_ACCESS_KEY, AWS_PROFILE or an instance role")
     if isinstance(e, bx.ParamValidationError):
-        return UnsupportedURLError(f"{url}: {e}")
-    return DownloadError(f"{action} {url} failed: {e}; check the network and AWS_ENDPOINT_URL_S3")
+        return UnsupportedURLError(f"{shown}: {e}")
+    return DownloadError(f"{action} {shown} failed: {e}; check the network and AWS_ENDPOINT_URL_S3")
 
 
 def _errors():
@@ -109,7 +112,7 @@ def head(url, client):
     """RemoteInfo from HeadObject with checksum mode on."""
     bucket, key = split_s3_url(url)
     if not key:
-        raise UnsupportedURLError(f"{url!r} names a bucket, not an object")
+        raise UnsupportedURLError(f"'{shown_url(url)}' names a bucket, not an object")
     try:
         meta = client.head_object(Bucket=bucket, Key=key, ChecksumMode="ENABLED")
     except _errors() as e:
@@ -236,12 +239,12 @@ def fetch(url, info, f, hasher, client, *, progress=True, desc=None, attempts=3,
                 continue
             size = f.tell()
             if info.size is not None and size < info.size:
-                last = DownloadError(f"GetObject {url} ended at byte {size} of {info.size}")
+                last = DownloadError(f"GetObject {shown_url(url)} ended at byte {size} of {info.size}")
                 continue
             return size
     finally:
         bar.close()
-    raise DownloadError(f"downloading {url} failed after {attempts} attempts: {last}; retry "
+    raise DownloadError(f"downloading {shown_url(url)} failed after {attempts} attempts: {last}; retry "
                         "later (a resumable partial download is kept)") from last
 
 
@@ -275,7 +278,7 @@ def upload_file(path, url, client, *, sha256=None, progress=True,
         raise _translate(url, e, "upload to") from e
     except Exception as e:  # boto3 wraps upload failures in S3UploadFailedError
         if type(e).__name__ == "S3UploadFailedError":
-            raise DownloadError(f"upload of {path} to {url} failed: {e}") from e
+            raise DownloadError(f"upload of {path} to {shown_url(url)} failed: {e}") from e
         raise
     finally:
         bar.close()

@@ -35,7 +35,7 @@ from .entries import (ENV_OFFLINE, EXTRACTED_SUFFIX, entry_state, is_offline, ma
                       newest_cached_entry, resolve_cache_dir, sha256_matches, touch_used,
                       url_to_filename)
 from .locks import entry_lock
-from .redact import redact_url, scrub
+from .redact import has_controls, printable, scrub, shown_url
 
 log = logging.getLogger(__name__)
 
@@ -53,12 +53,13 @@ def _finish(data_path, extract, cache_dir, limits):
         return target
     with entry_lock(data_path):
         return extract_archive(data_path, target, max_size=limits.max_extract_size,
-                               max_ratio=limits.max_extract_ratio)
+                               max_ratio=limits.max_extract_ratio,
+                               max_members=limits.max_extract_members)
 
 
 def _fallback(url, cache_dir, sha256, extract, error, limits):
     path = newest_cached_entry(url, cache_dir, sha256)
-    shown = redact_url(url)
+    shown = shown_url(url)
     if path is None:
         raise NetworkUnavailableError(
             f"{error}. Nothing is cached for {shown} in {cache_dir} to fall back on; retry when "
@@ -75,7 +76,7 @@ def _fetch_remote(url, cache_dir, force_download, local_files_only, sha256, extr
 
     cache_dir = resolve_cache_dir(cache_dir)
     make_cache_dir(cache_dir)
-    shown = redact_url(url)
+    shown = shown_url(url)
     if local_files_only or is_offline():
         why = "local_files_only=True" if local_files_only else f"{ENV_OFFLINE} is set"
         if force_download:
@@ -85,7 +86,8 @@ def _fetch_remote(url, cache_dir, force_download, local_files_only, sha256, extr
             raise OfflineError(f"offline ({why}) and {shown} is not in the cache {cache_dir}; "
                                f"fetch it while online (`bertconvert cache fetch {shown}`)")
         return _finish(path, extract, cache_dir, extract_limits(
-            limit_args.get("max_extract_size"), limit_args.get("max_extract_ratio")))
+            limit_args.get("max_extract_size"), limit_args.get("max_extract_ratio"),
+            limit_args.get("max_extract_members")))
 
     from .download import download
     from .transports import transport_for
@@ -136,7 +138,8 @@ def _local(path, cache_dir, extract, sha256, limit_args):
     from .archives import extract_archive
     from .limits import extract_limits
 
-    limits = extract_limits(limit_args.get("max_extract_size"), limit_args.get("max_extract_ratio"))
+    limits = extract_limits(limit_args.get("max_extract_size"), limit_args.get("max_extract_ratio"),
+                            limit_args.get("max_extract_members"))
     st = os.stat(path)
     cache_dir = resolve_cache_dir(cache_dir)
     make_cache_dir(cache_dir)
@@ -146,7 +149,8 @@ def _local(path, cache_dir, extract, sha256, limit_args):
         return target
     with entry_lock(os.path.join(cache_dir, key)):
         return extract_archive(path, target, max_size=limits.max_extract_size,
-                               max_ratio=limits.max_extract_ratio)
+                               max_ratio=limits.max_extract_ratio,
+                               max_members=limits.max_extract_members)
 
 
 def _scheme_of(target):
@@ -155,29 +159,33 @@ def _scheme_of(target):
     except ValueError as e:  # e.g. "http://[::1/x": a broken IPv6 host
         if os.path.exists(target):  # an odd but existing local path
             return ""
-        raise UnsupportedURLError(f"cannot parse {target!r} as a URL ({e}); expected "
+        raise UnsupportedURLError(f"cannot parse '{shown_url(target)}' as a URL ({e}); expected "
                                   "http(s)://host/path, s3://bucket/key or a local path") from e
 
 
 def _check_remote_url(url, scheme):
     """Refuse a URL with no usable host before any lock, cache entry or request exists
-    (requests would otherwise fail with its own InvalidURL, not one of ours)."""
+    (requests would otherwise fail with its own InvalidURL, not one of ours). Control
+    characters (CR, LF, NUL...) are no part of a URL (RFC 3986): refused too."""
+    if has_controls(url):
+        raise UnsupportedURLError(f"'{shown_url(url)}' holds control characters (shown escaped), "
+                                  "which no URL may contain; check how the URL was produced")
     try:
         parsed = urlparse(url)
         host = parsed.hostname if scheme != "s3" else parsed.netloc
         parsed.port  # noqa: B018 - raises ValueError for a port that is not a number
     except ValueError as e:
-        raise UnsupportedURLError(f"{url!r} is not a valid {scheme}:// URL ({e}); expected "
+        raise UnsupportedURLError(f"'{shown_url(url)}' is not a valid {scheme}:// URL ({e}); expected "
                                   f"{scheme}://host[:port]/path") from e
     if not host or any(c.isspace() for c in parsed.netloc):
         example = "s3://bucket/key" if scheme == "s3" else f"{scheme}://host[:port]/path"
-        raise UnsupportedURLError(f"{url!r} names no valid host; expected {example}")
+        raise UnsupportedURLError(f"'{shown_url(url)}' names no valid host; expected {example}")
 
 
 def cached_path(url_or_filename, cache_dir=None, *, force_download=False, local_files_only=False,
                 sha256=None, extract=False, proxies=None, progress=True, max_download_size=None,
                 fetch_deadline=None, min_speed=None, max_extract_size=None,
-                max_extract_ratio=None):
+                max_extract_ratio=None, max_extract_members=None):
     """Local path of ``url_or_filename``, downloading it into the cache if needed.
 
     ``url_or_filename``: an http(s):// or s3:// URL, or a local path (returned as is).
@@ -190,7 +198,8 @@ def cached_path(url_or_filename, cache_dir=None, *, force_download=False, local_
     Limits (each also an environment variable; see :mod:`bertconvert.cache.limits`):
     ``max_download_size`` (bytes or "20G", default 20G), ``fetch_deadline`` (seconds or
     "6h", default 6h), ``min_speed`` (bytes/s, default 1K, judged over the read timeout),
-    ``max_extract_size`` (default 20G) and ``max_extract_ratio`` (default 100).
+    ``max_extract_size`` (default 20G), ``max_extract_ratio`` (default 100) and
+    ``max_extract_members`` (files an archive may hold, default 10000).
 
     A URL's password or signature is never written to the metadata nor shown in messages
     (the cache key is still derived from the full URL, as in 0.6.2).
@@ -209,7 +218,8 @@ def cached_path(url_or_filename, cache_dir=None, *, force_download=False, local_
     target = os.fspath(url_or_filename)
     limit_args = {"max_download_size": max_download_size, "fetch_deadline": fetch_deadline,
                   "min_speed": min_speed, "max_extract_size": max_extract_size,
-                  "max_extract_ratio": max_extract_ratio}
+                  "max_extract_ratio": max_extract_ratio,
+                  "max_extract_members": max_extract_members}
     if any(v is not None for v in limit_args.values()):
         from .limits import download_limits
         download_limits(**limit_args)  # a bad keyword is an error whatever the target
@@ -241,7 +251,7 @@ def _cached_path(target, cache_dir, force_download, local_files_only, sha256, ex
     if os.path.exists(target):
         return _local(target, cache_dir, extract, sha256, limit_args)
     if scheme in ("", "file") or re.match(r"^[A-Za-z]:[\\/]", target):
-        raise PathNotFoundError(f"file {target} not found (not a URL either: expected an "
+        raise PathNotFoundError(f"file {printable(target)} not found (not a URL either: expected an "
                                 "http(s):// or s3:// URL, or an existing path)")
-    raise UnsupportedURLError(f"cannot fetch {redact_url(target)!r}: scheme {scheme!r} is not "
+    raise UnsupportedURLError(f"cannot fetch '{shown_url(target)}': scheme {scheme!r} is not "
                               "supported; use http://, https://, s3:// or a local path")

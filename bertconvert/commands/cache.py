@@ -112,11 +112,11 @@ def run_fetch(args):
             vocab = resolve_vocab_file(item, args.cache_dir, **opts)
             print(f"{item}\t{model_dir}\t{vocab}")
         else:
-            from ..cache.redact import redact_url
+            from ..cache.redact import shown_url
 
             path = cached_path(item, args.cache_dir, force_download=args.force_download,
                                sha256=args.sha256, extract=args.extract, progress=args.progress)
-            print(f"{redact_url(item)}\t{path}")  # never a URL's password or signature
+            print(f"{shown_url(item)}\t{path}")  # never a URL's password or signature
 
 
 def _human(n):
@@ -135,18 +135,23 @@ def _when(t):
 def run_ls(args):
     from ..cache.entries import resolve_cache_dir
     from ..cache.admin import list_entries
-    from ..cache.redact import redact_url
+    from ..cache.redact import shown_url
 
     entries = list_entries(args.cache_dir)
-    for e in entries:  # entries written before redaction existed may hold a password
-        e.url = redact_url(e.url)
+    for e in entries:  # entries written by older versions may hold a password or a token
+        e.url = shown_url(e.url)
     if args.json:
         print(json.dumps([{"key": e.key, "url": e.url, "etag": e.etag, "size": e.size,
                            "last_used": e.last_used, "created": e.created, "complete": e.complete,
                            "sha256": e.sha256, "extracted": e.extracted, "path": e.path}
                           for e in entries], indent=1))
         return 0
-    print(f"# cache {resolve_cache_dir(args.cache_dir)}: {len(entries)} entries")
+    from ..cache.leftovers import leftovers
+
+    stale = [item for item in leftovers(resolve_cache_dir(args.cache_dir)) if item.abandoned]
+    note = f"; {len(stale)} leftover temp(s) of killed runs (`cache prune` removes them)" \
+        if stale else ""
+    print(f"# cache {resolve_cache_dir(args.cache_dir)}: {len(entries)} entries{note}")
     if not entries:
         return 0
     rows = [("URL", "ETAG", "SIZE", "LAST USED", "COMPLETE", "KEY")]
@@ -161,13 +166,13 @@ def run_ls(args):
 
 def run_verify(args):
     from ..cache.admin import list_entries, remove_entry, select_entries, verify_entry
-    from ..cache.redact import redact_url
+    from ..cache.redact import shown_url
 
     entries = select_entries(args.items, args.cache_dir) if args.items else list_entries(args.cache_dir)
     bad = 0
     for e in entries:
         ok, detail = verify_entry(e, progress=args.progress)
-        print(f"{'OK  ' if ok else 'FAIL'} {e.key[:16]} {redact_url(e.url) or '?'}: {detail}")
+        print(f"{'OK  ' if ok else 'FAIL'} {e.key[:16]} {shown_url(e.url) or '?'}: {detail}")
         if not ok:
             bad += 1
             if args.remove_bad:
@@ -191,14 +196,16 @@ def run_prune(args):
 
 
 def run_rm(args):
-    from ..cache.admin import list_entries, remove_entry, select_entries
+    from ..cache.admin import remove_all, remove_entry, select_entries
 
     if args.all == bool(args.items):
         raise CacheError("give ITEMs (keys, URLs or model names) or --all, not both")
-    entries = list_entries(args.cache_dir) if args.all else select_entries(args.items, args.cache_dir)
-    for e in entries:
-        for p in remove_entry(e):
-            print(f"removed {p}")
+    if args.all:  # every entry, and what killed processes left (temps of no entry included)
+        removed = remove_all(args.cache_dir)
+    else:
+        removed = [p for e in select_entries(args.items, args.cache_dir) for p in remove_entry(e)]
+    for p in removed:
+        print(f"removed {p}")
     return 0
 
 

@@ -69,6 +69,8 @@ class Resource:
     stall_after: int = None          # a GET crossing this byte offset sleeps ``stall`` seconds there...
     stall: float = 0.0
     stall_times: int = 1             # ...this many times in all
+    stall_each: bool = False         # stall_after counts from each GET's first byte instead:
+                                     # every (resumed) GET stalls after sending that many bytes
     head_status: int = None          # answer HEAD with this status (405: HEAD not allowed)
     replace_after_head: bytes = None  # new content (and ETag) right after the first HEAD
     headers: dict = field(default_factory=dict)  # extra response headers
@@ -279,7 +281,10 @@ class _Handler(BaseHTTPRequestHandler):
     def _send_body(self, res, start, count, chunked=False):
         sent = 0
         # Only a GET that starts before the stall point and crosses it stalls.
-        stalled = res.stall_after is None or start >= res.stall_after
+        point = res.stall_after
+        if point is not None and res.stall_each:
+            point += start
+        stalled = point is None or start >= point
         tls = self.server.owner.scheme == "https"  # sendfile would bypass the encryption
         if res.file and not res.delay and res.stall_after is None and not chunked and not tls:
             with open(res.file, "rb") as f:
@@ -294,8 +299,8 @@ class _Handler(BaseHTTPRequestHandler):
         try:
             while sent < count:
                 n = min(res.chunk, count - sent)
-                if not stalled and start + sent + n > res.stall_after:
-                    n = res.stall_after - start - sent
+                if not stalled and start + sent + n > point:
+                    n = point - start - sent
                     if n == 0:
                         stalled = True
                         if res.take_stall():
