@@ -95,7 +95,6 @@ def test_kwargs_reach_from_pretrained(tmp_path, config):
 
 
 def test_bert_tokenizer_entry_point(tmp_path):
-    pytest.importorskip("bertconvert.tokenizer.wordpiece")
     (tmp_path / "vocab.txt").write_text("\n".join(VOCAB) + "\n", encoding="utf-8")
     tokenizer = torch.hub.load(REPO, "bertTokenizer", str(tmp_path), do_lower_case=True,
                                source="local")

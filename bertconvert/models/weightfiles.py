@@ -11,6 +11,7 @@ Example::
     >>> paths = save_state_dict(model.state_dict(), "out", format="both")
     >>> state = load_state_dict(find_weights_file("out"))
 """
+import contextlib
 import logging
 import os
 import re
@@ -20,7 +21,7 @@ import torch
 
 from ..safeio import MAX_JSON_BYTES, parse_json, read_regular_file
 from ..atomic import atomic_path
-from ..errors import WeightsError
+from ..errors import OutputWriteError, WeightsError
 from .config import describe_directory, find_config_file, first_file  # noqa: F401 (re-exported)
 from ..layout import (CONFIG_NAME, CONFIG_NAMES, GOOGLE_CONFIG_NAME, INDEX_SUFFIX,  # noqa: F401
                       PYTORCH_NAME, SAFETENSORS_NAME, WEIGHTS_NAMES)
@@ -242,6 +243,22 @@ def _dedupe_for_safetensors(state_dict):
     return out
 
 
+@contextlib.contextmanager
+def _write_failures_named(path):
+    """A full disk or I/O error while writing ``path`` as OutputWriteError. safetensors reports
+    it as its own SafetensorError and torch.save as a RuntimeError, neither an OSError."""
+    try:
+        yield
+    except (OSError, RuntimeError) as e:  # SafetensorError is an Exception subclass, see below
+        raise OutputWriteError(f"could not write {path}: {e}; the previous file, if any, is "
+                               "untouched") from e
+    except Exception as e:
+        if type(e).__name__ != "SafetensorError":
+            raise
+        raise OutputWriteError(f"could not write {path}: {e}; the previous file, if any, is "
+                               "untouched") from e
+
+
 def save_state_dict(state_dict, directory, format="safetensors"):
     """Write ``state_dict`` into ``directory`` atomically; returns the written paths.
 
@@ -259,7 +276,7 @@ def save_state_dict(state_dict, directory, format="safetensors"):
         from safetensors.torch import save_file
 
         path = os.path.join(directory, SAFETENSORS_NAME)
-        with atomic_path(path) as tmp:
+        with _write_failures_named(path), atomic_path(path) as tmp:
             save_file(_dedupe_for_safetensors(cpu), tmp, metadata={"format": "pt"})
         written.append(path)
     if format in ("pytorch", "both"):
@@ -267,7 +284,7 @@ def save_state_dict(state_dict, directory, format="safetensors"):
         if metas:
             raise WeightsError(f"cannot save {', '.join(metas)}: on the meta device (never loaded)")
         path = os.path.join(directory, PYTORCH_NAME)
-        with atomic_path(path) as tmp:
+        with _write_failures_named(path), atomic_path(path) as tmp:
             torch.save(cpu, tmp)
         written.append(path)
     logger.debug("wrote %s", ", ".join(written))

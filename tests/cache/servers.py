@@ -71,6 +71,8 @@ class Resource:
     stall_times: int = 1             # ...this many times in all
     stall_each: bool = False         # stall_after counts from each GET's first byte instead:
                                      # every (resumed) GET stalls after sending that many bytes
+    stall_until: threading.Event = None  # stall until this is set (the test sets it once the
+                                     # client has moved on) instead of for ``stall`` seconds
     head_status: int = None          # answer HEAD with this status (405: HEAD not allowed)
     replace_after_head: bytes = None  # new content (and ETag) right after the first HEAD
     headers: dict = field(default_factory=dict)  # extra response headers
@@ -304,7 +306,10 @@ class _Handler(BaseHTTPRequestHandler):
                     if n == 0:
                         stalled = True
                         if res.take_stall():
-                            time.sleep(res.stall)
+                            if res.stall_until is not None:
+                                res.stall_until.wait(60)  # bounded: a broken test cannot hang
+                            else:
+                                time.sleep(res.stall)
                         continue
                 if res.delay:
                     time.sleep(res.delay)

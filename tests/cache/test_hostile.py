@@ -8,11 +8,12 @@ import sys
 
 import pytest
 
-from bertconvert import cached_path, url_to_filename
+from bertconvert import cached_path
 from bertconvert.cli import main
 from bertconvert.errors import NetworkUnavailableError, RemoteNotFoundError
 from bertconvert.cache.redact import redact_url, scrub
 from .servers import LoopbackServer, cache_files
+from .keys import expected_key
 
 pytestmark = pytest.mark.usefixtures("cache_env")
 
@@ -133,7 +134,7 @@ def test_credentials_are_never_stored_listed_or_logged(http_server, cache_env, c
         path = cached_path(url, progress=False)
         assert cached_path(url, local_files_only=True) == path  # found by the full URL
     # The key still derives from the full URL, exactly as 0.6.2's did.
-    assert os.path.basename(path) == url_to_filename(url, res.etag_header)
+    assert os.path.basename(path) == expected_key(url, res.etag_header)
     assert http_server.log("GET")[0].headers["authorization"].startswith("Basic ")
     for name in cache_files(cache_env):
         if os.path.isfile(cache_env / name):

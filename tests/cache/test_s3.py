@@ -5,11 +5,12 @@ import os
 
 import pytest
 
-from bertconvert import cached_path, url_to_filename
+from bertconvert import cached_path
 from bertconvert.cli import main
 from bertconvert.errors import IntegrityError, OfflineError, RemoteNotFoundError
 from bertconvert.cache.names import resolve_model_dir, resolve_vocab_file
 from .servers import entry_names
+from .keys import expected_key
 
 pytestmark = pytest.mark.usefixtures("cache_env")
 
@@ -25,7 +26,7 @@ def test_fetch_verifies_and_hits(s3_env, cache_env):
     etag = client.head_object(Bucket=s3_env.bucket, Key="w/model.bin")["ETag"]
     url = s3_env.url("w/model.bin")
     path = cached_path(url, progress=False)
-    assert os.path.basename(path) == url_to_filename(url, etag)
+    assert os.path.basename(path) == expected_key(url, etag)
     with open(path, "rb") as f:
         assert f.read() == body
     meta = json.load(open(path + ".json"))
@@ -126,7 +127,7 @@ def _abandoned_partial(cache_env, url, etag, data):
     dead = subprocess.Popen(["true"])
     dead.wait()
     cache_env.mkdir(parents=True, exist_ok=True)
-    key = url_to_filename(url, etag)
+    key = expected_key(url, etag)
     partial = cache_env / f".{key}{PARTIAL_MARKER}{_HOST}-{dead.pid}-0123456789ab"
     partial.write_bytes(data)
     return partial

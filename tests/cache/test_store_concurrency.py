@@ -14,9 +14,10 @@ import time
 import pytest
 
 import bertconvert.cache.store as cache_mod
-from bertconvert import cached_path, url_to_filename
+from bertconvert import cached_path
 from bertconvert.errors import OfflineError
 from .servers import cache_files
+from .keys import expected_key
 
 pytestmark = pytest.mark.usefixtures("cache_env")
 
@@ -58,7 +59,7 @@ def test_processes_racing_on_one_url_download_it_once(http_server, tmp_path, cac
         outputs.append(out.split())
     assert http_server.count("GET") == 1
     assert http_server.count("HEAD") == n  # each process: one HEAD, then the lock, then a hit
-    key = url_to_filename(url, http_server.resources["/race.bin"].etag_header)
+    key = expected_key(url, http_server.resources["/race.bin"].etag_header)
     assert {tuple(o) for o in outputs} == {(str(cache_env / key), SHA)}
 
 
@@ -126,7 +127,7 @@ def test_process_killed_mid_download_leaves_nothing_complete_and_is_resumed(http
     proc.send_signal(signal.SIGKILL)
     proc.wait(10)
 
-    key = url_to_filename(url, res.etag_header)
+    key = expected_key(url, res.etag_header)
     assert key not in cache_files(cache_env) and key + ".json" not in cache_files(cache_env)
     with pytest.raises(OfflineError):
         cached_path(url, local_files_only=True)
@@ -144,7 +145,7 @@ def test_process_killed_mid_download_leaves_nothing_complete_and_is_resumed(http
 def test_unusable_lock_file_is_not_fatal(http_server, cache_env, caplog):
     res = http_server.add("/l.bin", DATA)
     url = http_server.url("/l.bin")
-    key = url_to_filename(url, res.etag_header)
+    key = expected_key(url, res.etag_header)
     cache_env.mkdir(parents=True)
     (cache_env / (key + ".lock")).mkdir()  # open() on the lock path fails
     path = cached_path(url, progress=False)

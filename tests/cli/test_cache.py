@@ -5,11 +5,12 @@ import time
 
 import pytest
 
-from bertconvert import cached_path, url_to_filename
+from bertconvert import cached_path
 from bertconvert.cache.locks import _HOST
 from bertconvert.cache.admin import list_entries, parse_age, parse_size
 from bertconvert.cli import main
 from ..cache.servers import cache_env, cache_files, http_server  # noqa: F401
+from ..cache.keys import expected_key
 
 pytestmark = pytest.mark.usefixtures("cache_env")
 
@@ -95,10 +96,10 @@ def test_prune_older_than_and_max_size(http_server, cache_env):
 
 def test_prune_removes_abandoned_partials_and_orphans(http_server, cache_env):
     (url,) = _fill(http_server, sizes=(100,))
-    key = url_to_filename(url, http_server.resources["/f0"].etag_header)
+    key = expected_key(url, http_server.resources["/f0"].etag_header)
     dead = cache_env / f".{key}.part-{_HOST}-999999999-abcdef"
     dead.write_bytes(b"half")
-    orphan = cache_env / (url_to_filename("http://gone/x") + ".json")
+    orphan = cache_env / (expected_key("http://gone/x") + ".json")
     orphan.write_text(json.dumps({"url": "http://gone/x", "etag": None}))
     _age(orphan, 3600)
     assert main(["cache", "prune", "-q"]) == 0
@@ -110,7 +111,7 @@ def test_rm(http_server, cache_env, capsys):
     urls = _fill(http_server)
     assert main(["cache", "rm", urls[0], "-q"]) == 0
     assert [e.url for e in list_entries()] and urls[0] not in [e.url for e in list_entries()]
-    key = url_to_filename(urls[1], http_server.resources["/f1"].etag_header)
+    key = expected_key(urls[1], http_server.resources["/f1"].etag_header)
     assert main(["cache", "rm", key[:12], "-q"]) == 0
     assert [e.url for e in list_entries()] == [urls[2]]
     assert main(["cache", "rm", "http://never/cached", "-q"]) == 2

@@ -1,5 +1,6 @@
 """The declarative rule table: every rule, every skip pattern, every transform, head detection."""
 import os
+import re
 
 import numpy as np
 import pytest
@@ -9,8 +10,9 @@ from bertconvert.convert import rules as mapping
 from bertconvert.errors import cli_spelling
 from bertconvert.convert.rules import (RULES, TF1_RULES, TF2_RULES, TF2_SUFFIX,
                                  detect_head, invert_transform, resolve, reverse_rule,
-                                 skip_reason, transformed_shape, unknown_name_hint)
-from .layouts import to_torch_layout
+                                 skip_reason, strip_tf2_suffix, transformed_shape,
+                                 unknown_name_hint)
+from . import google_names
 
 FIXTURES = os.path.join(os.path.dirname(__file__), os.pardir, os.pardir, "fixtures")
 
@@ -98,32 +100,90 @@ def test_slot_fixtures_only_add_skipped_names():
     assert json.load(open(os.path.join(FIXTURES, "checkpoints", "pretraining-lamb", "bert_config.json")))
 
 
-# --- transforms --------------------------------------------------------------------------
-def test_transpose_matches_dense_math():
+# --- transforms: the converter's output against the test's own table ------------------------
+def _shape_for(bare):
+    """A shape for a variable of this name (kernels rectangular, so orientation shows)."""
+    if re.search(r"_attention_layer/_(query|key|value)_dense/kernel$", bare):
+        return (6, 2, 3)                      # EinsumDense [hidden, heads, head_dim]
+    if re.search(r"_attention_layer/_(query|key|value)_dense/bias$", bare):
+        return (2, 3)
+    if bare.endswith("_attention_layer/_output_dense/kernel"):
+        return (2, 3, 6)                      # [heads, head_dim, hidden]
+    if bare.endswith(("kernel", "embeddings", "output_weights", "embedding_table")):
+        return (5, 6)
+    return (6,)
+
+
+def _converted_by_the_copier(tmp_path, arrays):
+    """{name: (key, array)} as the converter's rule table and TensorCopier produce them."""
+    from bertconvert.checkpoint import load_checkpoint, save_checkpoint
+    from bertconvert.convert.plan import PlannedTensor
+    from bertconvert.convert.tensors import TensorCopier
+
+    prefix = str(tmp_path / "bert_model.ckpt")
+    save_checkpoint(prefix, arrays)
+    reader = load_checkpoint(prefix)
+    out = {}
+    with TensorCopier(reader, "float32") as copier:
+        for name in arrays:
+            res = resolve(name, trunk="bert.")
+            shape = tuple(reader.entry(name).shape)
+            t = PlannedTensor(name, res.key, res.rule, shape,
+                              transformed_shape(res.rule.transform, shape), reader.entry(name).dtype.name)
+            out[name] = (res.key, copier.array(t, fresh=True))
+    return out
+
+
+def test_every_rule_converts_as_the_tests_table_says(tmp_path):
+    """Each rule's example name, converted by the rule table + TensorCopier, lands under the key
+    and in the layout the test's table of Google's names gives (bit for bit)."""
+    rng = np.random.default_rng(7)
+    arrays = {}
+    for rule in RULES:
+        name = tf_name(rule)
+        if google_names.expected_entry(name, np.zeros(1), "pretraining") is None:
+            assert rule.flavour == "tf2", f"the test's table lacks the TF1 name {name}"
+            continue  # TF2 heads other than the pretraining fixture's: covered by test_model_garden
+        arrays[name] = rng.standard_normal(_shape_for(strip_tf2_suffix(name))).astype(np.float32)
+    assert len(arrays) > len(TF1_RULES)
+    for name, (key, got) in _converted_by_the_copier(tmp_path, arrays).items():
+        want_key, want = google_names.expected_entry(name, arrays[name], "pretraining")
+        assert key == want_key, name
+        assert got.shape == want.shape and got.tobytes() == want.tobytes(), name
+
+
+def test_converted_dense_kernels_compute_the_dense_layer(tmp_path):
+    """x @ W.T with the converter's W is TF's x @ kernel (square and rectangular kernels)."""
     rng = np.random.default_rng(0)
-    x, kernel = rng.standard_normal((3, 5)), rng.standard_normal((5, 7))
-    weight = to_torch_layout("transpose", kernel)  # torch Linear: y = x @ W.T
-    assert weight.shape == (7, 5) and weight.flags.c_contiguous
-    np.testing.assert_array_equal(x @ weight.T, x @ kernel)
-    np.testing.assert_array_equal(invert_transform("transpose", weight), kernel)
+    arrays = {"bert/encoder/layer_0/attention/output/dense/kernel": rng.standard_normal((6, 6)),
+              "bert/encoder/layer_0/intermediate/dense/kernel": rng.standard_normal((6, 9)),
+              "bert/pooler/dense/kernel": rng.standard_normal((6, 6))}
+    arrays = {k: v.astype(np.float32) for k, v in arrays.items()}
+    x = rng.standard_normal((3, 6)).astype(np.float32)
+    for name, (_, weight) in _converted_by_the_copier(tmp_path, arrays).items():
+        np.testing.assert_allclose(x @ weight.T, x @ arrays[name], rtol=1e-5, atol=1e-5, err_msg=name)
+        np.testing.assert_array_equal(invert_transform("transpose", weight), arrays[name])
 
 
-def test_reshape_transforms_match_einsum_dense_math():
-    """TF2's EinsumDense attention kernels, flattened, must compute the same projections."""
+def test_converted_einsum_kernels_compute_model_gardens_projections(tmp_path):
+    """TF2's EinsumDense attention kernels, converted, compute the same projections."""
     rng = np.random.default_rng(1)
-    hidden, heads, hd = 12, 3, 4
+    hidden, heads, hd = 6, 2, 3
+    blk = "encoder/_transformer_layers/0/_attention_layer/"
+    names = {"qk": blk + "_query_dense/kernel" + TF2_SUFFIX, "qb": blk + "_query_dense/bias" + TF2_SUFFIX,
+             "ok": blk + "_output_dense/kernel" + TF2_SUFFIX}
+    arrays = {names["qk"]: rng.standard_normal((hidden, heads, hd)).astype(np.float32),
+              names["qb"]: rng.standard_normal((heads, hd)).astype(np.float32),
+              names["ok"]: rng.standard_normal((heads, hd, hidden)).astype(np.float32)}
+    got = {name: a for name, (_, a) in _converted_by_the_copier(tmp_path, arrays).items()}
     x = rng.standard_normal((2, hidden))
-    q_kernel, q_bias = rng.standard_normal((hidden, heads, hd)), rng.standard_normal((heads, hd))
-    tf_q = np.einsum("bi,ihd->bhd", x, q_kernel) + q_bias
-    w, b = to_torch_layout("reshape_out+transpose", q_kernel), to_torch_layout("reshape", q_bias)
+    tf_q = np.einsum("bi,ihd->bhd", x, arrays[names["qk"]]) + arrays[names["qb"]]
     # PyTorch splits heads as view(batch, heads, head_dim): same order as TF's [heads, hd].
-    np.testing.assert_allclose((x @ w.T + b).reshape(2, heads, hd), tf_q, rtol=1e-12)
-
+    ours_q = (x @ got[names["qk"]].T + got[names["qb"]]).reshape(2, heads, hd)
+    np.testing.assert_allclose(ours_q, tf_q, rtol=1e-5, atol=1e-5)
     ctx = rng.standard_normal((2, heads, hd))
-    o_kernel = rng.standard_normal((heads, hd, hidden))
-    tf_o = np.einsum("bhd,hdo->bo", ctx, o_kernel)
-    w = to_torch_layout("reshape_in+transpose", o_kernel)
-    np.testing.assert_allclose(ctx.reshape(2, -1) @ w.T, tf_o, rtol=1e-12)
+    tf_o = np.einsum("bhd,hdo->bo", ctx, arrays[names["ok"]])
+    np.testing.assert_allclose(ctx.reshape(2, -1) @ got[names["ok"]].T, tf_o, rtol=1e-5, atol=1e-5)
 
 
 @pytest.mark.parametrize("transform,shape,expected", [

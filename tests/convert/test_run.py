@@ -1,7 +1,7 @@
 """convert_checkpoint / load_converted_model on the TensorFlow-written fixtures.
 
-Exactness is checked against the fixture npz (values TensorFlow itself wrote), the rule
-table's numpy transforms (independent of the converter's torch fast path), TF's own reader
+Exactness is checked against the fixture npz (values TensorFlow itself wrote), the test's own
+table of Google's names and layouts (tests/convert/google_names.py, not the converter's rules), TF's own reader
 (tf-marked), and by loading the directory into our classes and into transformers'.
 """
 import errno
@@ -24,7 +24,7 @@ from bertconvert.convert.run import ConversionReport, convert_checkpoint, detect
 from bertconvert.errors import (ChecksumMismatchError, CheckpointNotFoundError, ConfigError,
                                 HeadError, MappingError, OutputExistsError, OutputWriteError)
 from bertconvert.models.heads import HEADS
-from .layouts import to_torch_layout
+from . import google_names
 
 FIXTURES = os.path.join(os.path.dirname(os.path.abspath(__file__)), os.pardir, os.pardir, "fixtures")
 CKPTS = os.path.join(FIXTURES, "checkpoints")
@@ -52,13 +52,9 @@ def npz(name):
 
 
 def expected_state(fixture, head):
-    """PyTorch state dict computed from the npz with the rule table's own numpy transforms."""
-    trunk = mapping.trunk_prefix(head)
-    out = {}
-    for name, value in npz(fixture).items():
-        res = mapping.resolve(name, trunk=trunk)
-        out[res.key] = to_torch_layout(res.rule.transform, value)
-    return out
+    """PyTorch state dict computed from the npz with the test's own table of Google's names
+    (tests/convert/google_names.py), never with the converter's rule table."""
+    return google_names.expected_state(npz(fixture), head)
 
 
 @pytest.fixture(scope="module")
@@ -171,9 +167,12 @@ def test_bit_exact_against_tensorflows_own_reader(converted, fixture):
     reader = tf.train.load_checkpoint(os.path.join(ckpt(fixture), "bert_model.ckpt"))
     out_dir, report = converted[fixture]
     safe = load_file(os.path.join(out_dir, "model.safetensors"))
+    head = LAYOUTS[fixture][0]
+    assert report.variables
     for v in report.variables:
-        value = to_torch_layout(v["transform"], reader.get_tensor(v["name"]))
-        np.testing.assert_array_equal(safe[v["key"]].numpy(), value, err_msg=v["name"])
+        key, value = google_names.expected_entry(v["name"], reader.get_tensor(v["name"]), head)
+        assert v["key"] == key
+        np.testing.assert_array_equal(safe[key].numpy(), value, err_msg=v["name"])
 
 
 # --- slots are never read -------------------------------------------------------------------
@@ -400,35 +399,19 @@ def test_reduced_precision_matches_torch_rounding(tmp_path, converted, dtype):
     assert json.load(open(tmp_path / "o" / "config.json"))["dtype"] == dtype
 
 
-def _torch_transform(transform, value):
-    """The torch-based converter's layout step (kept here as the reference)."""
-    t = torch.from_numpy(value)
-    if transform == mapping.RESHAPE_OUT_TRANSPOSE:
-        t = t.reshape(t.shape[0], -1)
-    elif transform == mapping.RESHAPE_IN_TRANSPOSE:
-        t = t.reshape(-1, t.shape[-1])
-    if transform in (mapping.TRANSPOSE, mapping.RESHAPE_OUT_TRANSPOSE, mapping.RESHAPE_IN_TRANSPOSE):
-        t = t.t()
-    elif transform == mapping.RESHAPE:
-        t = t.reshape(-1)
-    return t.contiguous()
-
-
 @pytest.mark.parametrize("dtype", ["float32", "float16", "bfloat16"])
 @pytest.mark.parametrize("fixture", ["tf2-pretraining", "sequence-classification"])
 def test_safetensors_file_is_byte_identical_to_safetensors_own_output(tmp_path, fixture, dtype):
-    """The numpy streaming path against the former torch path: layout with torch, rounding with
-    Tensor.to, the file written by safetensors itself -- byte for byte the same file."""
+    """The numpy streaming path against a reference: layout from the test's table of Google's
+    names, rounding with Tensor.to, the file written by safetensors itself -- byte for byte."""
     from safetensors import safe_open
     from safetensors.torch import save
 
     head, _ = LAYOUTS[fixture]
     convert_checkpoint(ckpt(fixture), tmp_path / "o", head=head, dtype=dtype, progress=False)
-    trunk = mapping.trunk_prefix(head)
-    reference = {}
-    for name, value in npz(fixture).items():
-        res = mapping.resolve(name, trunk=trunk)
-        reference[res.key] = _torch_transform(res.rule.transform, value).to(getattr(torch, dtype))
+    # Keys and layouts from the test's own table; rounding by torch's Tensor.to.
+    reference = {key: torch.from_numpy(value).to(getattr(torch, dtype))
+                 for key, value in expected_state(fixture, head).items()}
     path = tmp_path / "o" / "model.safetensors"
     assert path.read_bytes() == save(reference, metadata={"format": "pt"})
     with safe_open(str(path), framework="pt") as f:

@@ -1,7 +1,7 @@
 """TensorCopier: the numpy-only read / check / transpose / cast loop of the converter.
 
-References are independent of the code under test: the rule table's own numpy transforms
-(``mapping.apply_transform``) for layout, and torch's ``Tensor.to`` for rounding.
+References are independent of the code under test: the test's own table of Google's names and
+layouts (tests/convert/google_names.py) for layout, and torch's ``Tensor.to`` for rounding.
 """
 import os
 import shutil
@@ -15,7 +15,7 @@ from bertconvert.checkpoint import load_checkpoint, save_checkpoint
 from bertconvert.errors import ChecksumMismatchError, ConversionError
 from bertconvert.convert.plan import PlannedTensor
 from bertconvert.convert.tensors import TensorCopier, source_grid, storage_dtype
-from .layouts import to_torch_layout
+from . import google_names
 
 FIXTURES = os.path.join(os.path.dirname(os.path.abspath(__file__)), os.pardir, os.pardir, "fixtures")
 TORCH_DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
@@ -30,9 +30,10 @@ def planned(reader, name, rule_name=None, shape=None):
                          mapping.transformed_shape(rule.transform, source_shape), entry.dtype.name)
 
 
-def torch_reference(value, transform, dtype):
-    """What the torch-based converter produced: torch's transpose, then Tensor.to(dtype)."""
-    expected = torch.from_numpy(to_torch_layout(transform, value)).to(TORCH_DTYPES[dtype])
+def torch_reference(name, value, dtype):
+    """The test table's layout of ``name``, then torch's Tensor.to(dtype)."""
+    _, layout = google_names.expected_entry(name, value, "pretraining")
+    expected = torch.from_numpy(layout).to(TORCH_DTYPES[dtype])
     if dtype == "bfloat16":
         return expected.view(torch.int16).numpy().view(storage_dtype("bfloat16"))
     return expected.numpy()
@@ -55,7 +56,7 @@ def test_every_tf2_and_tf1_layout_matches_the_reference(dtype, chunk_bytes):
             for name in names:
                 t = planned(reader, name)
                 transforms.add(t.rule.transform)
-                expected = torch_reference(reader.get_tensor(name), t.rule.transform, dtype)
+                expected = torch_reference(name, reader.get_tensor(name), dtype)
                 assert_same_bits(copier.array(t), expected)
                 assert_same_bits(copier.array(t, fresh=True), expected)
                 streamed = b"".join(bytes(piece) for piece in copier.chunks(t))

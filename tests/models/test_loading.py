@@ -318,18 +318,41 @@ def test_save_pretrained_refuses_a_file_and_overwrites_a_directory(tmp_path, tin
     assert len(written) == 3
 
 
-def test_interrupted_save_leaves_old_files_intact(tmp_path, tiny_config, monkeypatch):
-    model = BertModel(tiny_config)
-    model.save_pretrained(tmp_path)
-    before = (tmp_path / "model.safetensors").read_bytes()
-    import safetensors.torch
+@pytest.mark.parametrize("format", ["safetensors", "pytorch"])
+def test_interrupted_save_leaves_old_files_intact(tmp_path, tiny_config, format):
+    """A real write failure: RLIMIT_FSIZE makes the kernel refuse writes past 64 KiB (EFBIG), as
+    a full disk would, in a process saving a new model over the old one (both formats)."""
+    import subprocess
+    import sys
+    import textwrap
 
-    def disk_full(*args, **kwargs):
-        raise OSError(28, "No space left on device")
-    monkeypatch.setattr(safetensors.torch, "save_file", disk_full)
-    with pytest.raises(OSError):
-        BertModel(BertConfig.from_dict(tiny_config.to_dict())).save_pretrained(tmp_path)
-    assert (tmp_path / "model.safetensors").read_bytes() == before and no_temp_files(tmp_path)
+    model = BertModel(tiny_config)
+    model.save_pretrained(tmp_path, format=format)
+    name = "model.safetensors" if format == "safetensors" else "pytorch_model.bin"
+    before = (tmp_path / name).read_bytes()
+    assert len(before) > 64 << 10
+    code = textwrap.dedent("""
+        import json, resource, sys
+        import torch
+        from bertconvert import BertConfig, BertModel
+        from bertconvert.errors import OutputWriteError
+        config = BertConfig.from_dict(json.loads(sys.argv[2]))
+        torch.manual_seed(1)
+        model = BertModel(config)
+        resource.setrlimit(resource.RLIMIT_FSIZE, (64 << 10, 64 << 10))
+        try:
+            model.save_pretrained(sys.argv[1], format=sys.argv[3])
+        except OutputWriteError as e:
+            print("OutputWriteError", sys.argv[1] in str(e))
+        else:
+            print("saved")
+        """)
+    proc = subprocess.run([sys.executable, "-c", code, str(tmp_path), json.dumps(tiny_config.to_dict()), format],
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    # A named error (safetensors' own SafetensorError is neither an OSError nor ours).
+    assert proc.stdout.strip() == "OutputWriteError True"
+    assert (tmp_path / name).read_bytes() == before and no_temp_files(tmp_path)
 
 
 def test_a_path_that_does_not_exist_is_a_named_error(tmp_path):
@@ -340,8 +363,6 @@ def test_a_path_that_does_not_exist_is_a_named_error(tmp_path):
 def test_from_tf_converts_a_google_checkpoint_in_memory():
     fixture = os.path.join(os.path.dirname(__file__), os.pardir, os.pardir, "fixtures", "checkpoints",
                            "sequence-classification")
-    if not os.path.exists(os.path.join(fixture, "bert_model.ckpt.index")):
-        pytest.skip("TF fixtures not generated (fixtures/make_fixtures.py)")
     from bertconvert.checkpoint import load_variable
 
     model = BertForSequenceClassification.from_pretrained(fixture, from_tf=True)
@@ -360,8 +381,6 @@ def test_from_tf_goes_through_convert_s_model_free_state_dict(monkeypatch):
     ConversionReport."""
     fixture = os.path.join(os.path.dirname(__file__), os.pardir, os.pardir, "fixtures", "checkpoints",
                            "sequence-classification")
-    if not os.path.exists(os.path.join(fixture, "bert_model.ckpt.index")):
-        pytest.skip("TF fixtures not generated (fixtures/make_fixtures.py)")
     from bertconvert.convert import stream
 
     converted = stream.state_dict_from_checkpoint(fixture)

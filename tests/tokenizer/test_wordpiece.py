@@ -253,7 +253,6 @@ def test_from_pretrained_warns_on_contradicting_casing(tmp_path, caplog):
 def test_from_pretrained_missing(tmp_path):
     with pytest.raises(VocabError, match="vocab.txt"):
         BertTokenizer.from_pretrained(tmp_path)                 # directory without vocab.txt
-    pytest.importorskip("bertconvert.cache.names")
     with pytest.raises(VocabError, match="not a known model name"):
         BertTokenizer.from_pretrained(tmp_path / "nope" / "vocab.txt")
 
@@ -296,7 +295,6 @@ def vocab_server():
 
 
 def test_from_pretrained_url_through_the_cache(tmp_path, caplog, vocab_server):
-    pytest.importorskip("bertconvert.cache.names", reason="the cache module is not there yet")
     url = f"{vocab_server}/models/bert-base-cased-vocab.txt"
     with caplog.at_level(logging.WARNING, logger="bertconvert.tokenizer.wordpiece"):
         tok = BertTokenizer.from_pretrained(url, cache_dir=tmp_path / "cache", do_lower_case=True)
@@ -306,7 +304,7 @@ def test_from_pretrained_url_through_the_cache(tmp_path, caplog, vocab_server):
 
 
 def test_from_pretrained_seed_name(tmp_path, caplog, vocab_server, monkeypatch):
-    pretrained = pytest.importorskip("bertconvert.cache.names", reason="the cache module is not there yet")
+    from bertconvert.cache import names as pretrained
     monkeypatch.setenv(pretrained.ENV_MIRROR, vocab_server)   # names resolve under a mirror
     cache = tmp_path / "cache"
     tok = BertTokenizer.from_pretrained("bert-base-cased", cache_dir=cache)

@@ -21,8 +21,8 @@ from bertconvert.errors import VerificationError
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 MODEL_GARDEN = os.path.join(ROOT, "fixtures", "model_garden")
-CASES = sorted(d for d in os.listdir(MODEL_GARDEN)
-               if os.path.isfile(os.path.join(MODEL_GARDEN, d, "case.json")))
+# Every case directory is committed with its case.json: a missing one fails, never drops the case.
+CASES = sorted(d for d in os.listdir(MODEL_GARDEN) if os.path.isdir(os.path.join(MODEL_GARDEN, d)))
 #: Model Garden's output arrays -> the reference's head stage names.
 HEAD_OUTPUTS = {"mlm_logits": "mlm logits", "nsp_logits": "nsp logits",
                 "classification_logits": "logits", "tagging_logits": "logits",
