@@ -82,10 +82,12 @@ def _write_json(path, data):
 def run(args):
     """Run the check, print the table, write JSON; returns the exit status."""
     from ..verify import check_outputs_spare_inputs, verify
-    # Before anything runs (and before the error path below writes --json): neither output
-    # may overwrite a file of CKPT or MODEL_DIR.
+    # Before anything runs (and before the error path below writes --json): no output may
+    # land on a file the run reads (CKPT's files, config, vocabulary, MODEL_DIR, --text,
+    # --reference) nor on the other output.
     check_outputs_spare_inputs(args.checkpoint, args.model_dir,
-                               {"--json": args.json_report, "--record": args.record})
+                               {"--json": args.json_report, "--record": args.record},
+                               text=args.text, reference=args.reference)
     try:
         report = verify(args.checkpoint, args.model_dir, head=args.head,
                         num_labels=args.num_labels, device=args.device, dtype=args.dtype,

@@ -85,6 +85,7 @@ from ..errors import BertConvertError, HeadError, VerificationError, option
 from . import golden as verify_golden
 from . import weights as verify_weights
 from .report import ParityReport, StageResult, compare_all, compare_stage  # noqa: F401
+from .sources import check_outputs_spare_inputs  # noqa: F401 - the CLI's entry point too
 from .torch_side import check_device, load_torch_model, run_torch
 
 log = logging.getLogger(__name__)
@@ -175,19 +176,6 @@ def _gelu_note(gelu, given, config_file):
                "the default for TF2/SavedModel sources: Model Garden's \"gelu\"")
     override = option("--gelu exact|tanh", "gelu='exact'|'tanh'")
     return f"reference GELU: {form}, {why}; {override} overrides"
-
-
-def check_outputs_spare_inputs(checkpoint, model_dir, outputs):
-    """Raise UnsafeOutputError (exit 2) when an output file (``{flag: path}``, e.g.
-    ``{"--record": "x.npz"}``) would overwrite a checkpoint or model-directory file."""
-    from ..atomic import check_output_spares_inputs
-    from .sources import input_files
-    outputs = {flag: path for flag, path in outputs.items() if path is not None}
-    if not outputs:
-        return
-    inputs = input_files(checkpoint, None if model_dir in (None, "-") else model_dir)
-    for flag, path in outputs.items():
-        check_output_spares_inputs(path, inputs, flag=flag, keyword=flag.lstrip("-"))
 
 
 def _open_checkpoint(checkpoint):
@@ -288,7 +276,11 @@ def verify(checkpoint, model_dir=None, *, head=None, num_labels=None, device="cp
                                 "holds the inputs it was recorded with")
     checkpoint = os.fspath(checkpoint)
     model_dir = None if model_dir in (None, "-") else os.fspath(model_dir)
-    check_outputs_spare_inputs(checkpoint, model_dir, {"--record": record})
+    # Before any work: the golden file may not land on anything this run reads.
+    check_outputs_spare_inputs(checkpoint, model_dir, {"--record": record}, text=text,
+                               reference=reference)
+    from .sources import check_inputs_are_files
+    check_inputs_are_files(checkpoint, model_dir, text=text, reference=reference)
     phases = _Phases(5 if reference is not None else 7 + (record is not None), progress)
     total_start = time.perf_counter()
     notes = []
@@ -376,6 +368,9 @@ def verify(checkpoint, model_dir=None, *, head=None, num_labels=None, device="cp
         checkpoint=checkpoint, model_dir=model_dir, head=head, num_labels=loaded.num_labels,
         device=device, dtype=dtype, atol=atol, rtol=rtol, reference=ref_name, stages=stages,
         inputs=inputs.summary(), timings=timings, notes=notes, weights=weights, gelu=gelu)
+    # ParityReport.to_json refuses to write onto what this run read.
+    report.sources = {"checkpoint": checkpoint, "model_dir": model_dir, "text": text,
+                      "reference": reference}
     log.info("%s", report.summary())
     return report
 

@@ -104,6 +104,13 @@ def save_golden(path, inputs, outputs, *, checkpoint, head, num_labels=None, con
 def load_golden(path):
     """Read a golden file written by :func:`save_golden` (no pickles are ever loaded)."""
     path = os.fspath(path)
+    if os.path.exists(path) and not os.path.isfile(path):
+        import stat
+        from ..safeio import file_kind
+        mode = os.stat(path).st_mode
+        kind = "a directory" if stat.S_ISDIR(mode) else file_kind(mode)
+        raise VerificationError(f"golden file {path} is {kind}, not a regular file; pass the "
+                                "path of a .npz written by `bertconvert verify --record`")
     if not os.path.isfile(path):
         raise VerificationError(f"golden file {path} does not exist; record one with "
                                 "`bertconvert verify CKPT MODEL_DIR --record golden.npz`")

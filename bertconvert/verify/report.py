@@ -311,7 +311,15 @@ class ParityReport:
         return d
 
     def to_json(self, path):
-        """Write :meth:`to_dict` as JSON, atomically."""
+        """Write :meth:`to_dict` as JSON, atomically; UnsafeOutputError (before writing) when
+        ``path`` is one of the files the run read (see
+        :func:`bertconvert.verify.sources.check_outputs_spare_inputs`)."""
+        sources = getattr(self, "sources", None)
+        if sources:
+            from .sources import check_outputs_spare_inputs
+            check_outputs_spare_inputs(sources["checkpoint"], sources["model_dir"],
+                                       {"--json": path}, text=sources["text"],
+                                       reference=sources["reference"])
         with atomic_write(path, "w") as f:
             json.dump(self.to_dict(), f, indent=2)
             f.write("\n")
