@@ -205,3 +205,28 @@ def test_fifo_config_or_vocabulary_says_not_a_regular_file(work, tmp_path, capsy
     os.mkfifo(ck / "vocab.txt")
     err = _refused(capsys, [ck / "bert_model.ckpt"], "vocab.txt")
     assert "vocabulary file" in err and "not a regular file" in err
+
+
+def test_saved_model_files_are_inputs(tmp_path, capsys):
+    """A SavedModel directory as CKPT: its saved_model.pb, fingerprint, variables and
+    assets/vocab.txt are all read (or may be), so none of them may be an output."""
+    saved = tmp_path / "saved"
+    (saved / "variables").mkdir(parents=True)
+    (saved / "assets").mkdir()
+    shutil.copy(os.path.join(FIXTURE, "bert_model.ckpt.index"),
+                saved / "variables" / "variables.index")
+    shutil.copy(os.path.join(FIXTURE, "bert_model.ckpt.data-00000-of-00001"),
+                saved / "variables" / "variables.data-00000-of-00001")
+    (saved / "saved_model.pb").write_bytes(b"\x08\x01")
+    (saved / "fingerprint.pb").write_bytes(b"\x08\x02")
+    shutil.copy(os.path.join(FIXTURE, "vocab.txt"), saved / "assets" / "vocab.txt")
+    shutil.copy(os.path.join(FIXTURE, "bert_config.json"), saved / "bert_config.json")
+    before = _digests(saved)
+    for target in (saved / "saved_model.pb", saved / "fingerprint.pb",
+                   saved / "assets" / "vocab.txt", saved / "bert_config.json",
+                   saved / "variables" / "variables.index",
+                   saved / "variables" / "variables.data-00000-of-00001"):
+        _refused(capsys, [saved, "--json", target], "--json")
+        _refused(capsys, [saved / "saved_model.pb", "--record", target], "--record")
+    _refused(capsys, [saved, "--json", saved], "--json")
+    assert _digests(saved) == before
