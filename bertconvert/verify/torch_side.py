@@ -100,10 +100,11 @@ _SAFETENSORS_FLOATS = {"F16": "float16", "BF16": "bfloat16", "F32": "float32",
 
 
 def stored_dtype(model_dir, config=None):
-    """The floating dtype ``model_dir``'s weights are stored in: read from the safetensors
-    headers (every tensor's dtype; the coarsest when they differ), else the config's
-    ``dtype``/``torch_dtype`` (what ``convert --dtype`` writes), else float32."""
-    from ..models.weightfiles import _sniff, find_weights_file
+    """The floating dtype ``model_dir``'s weights are stored in: every tensor's dtype as its
+    file records it (safetensors headers; a ``torch.save`` file memory-mapped, its data
+    not read), the coarsest when they differ; else the config's ``dtype``/``torch_dtype``
+    (what ``convert --dtype`` writes); else float32."""
+    from ..models.weightfiles import _load_torch, _sniff, find_weights_file
     from .tolerance import EPS
     found = set()
     try:
@@ -114,14 +115,17 @@ def stored_dtype(model_dir, config=None):
             files = ModelTensors.shard_files(model_dir, path)
         from safetensors import safe_open
         for file in files:
-            if _sniff(file) != "safetensors":
-                found = set()
-                break
-            with safe_open(file, framework="pt", device="cpu") as f:
-                found |= {_SAFETENSORS_FLOATS.get(f.get_slice(k).get_dtype()) for k in f.keys()}
+            kind = _sniff(file)
+            if kind == "safetensors":
+                with safe_open(file, framework="pt", device="cpu") as f:
+                    found |= {_SAFETENSORS_FLOATS.get(f.get_slice(k).get_dtype())
+                              for k in f.keys()}
+            else:
+                found |= {str(t.dtype).replace("torch.", "")
+                          for t in _load_torch(file, kind).values()}
     except Exception:  # noqa: BLE001 - the loader has read these files: only the dtype is unknown
         found = set()
-    found.discard(None)
+    found &= set(EPS)  # floating dtypes only (None: a safetensors integer tensor)
     if found:
         return max(found, key=EPS.get)
     stated = getattr(config, "dtype", None) or getattr(config, "torch_dtype", None)

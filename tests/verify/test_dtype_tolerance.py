@@ -94,6 +94,12 @@ def test_stored_dtype_read_from_the_weights(tmp_path):
         out = tmp_path / dtype
         convert_checkpoint(CKPT, out, dtype=dtype, progress=False)
         assert stored_dtype(str(out)) == dtype
+        bin_only = tmp_path / f"{dtype}-bin"
+        convert_checkpoint(CKPT, bin_only, dtype=dtype, format="pytorch", progress=False)
+        config = json.loads((bin_only / "config.json").read_text())
+        config.pop("dtype", None), config.pop("torch_dtype", None)
+        (bin_only / "config.json").write_text(json.dumps(config))
+        assert stored_dtype(str(bin_only)) == dtype  # from the tensors, not the config
         # The safetensors header decides, not what config.json claims.
         config = json.loads((out / "config.json").read_text())
         config["dtype"] = "float32" if dtype != "float32" else "float16"
