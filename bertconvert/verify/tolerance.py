@@ -21,9 +21,10 @@ Where the error comes from, and what each default is:
   it (1.2e-3); against the rounded reference that noise is 12x the 1e-4 tolerance.
 * **float16/bfloat16 run** (``--dtype``) -- activations are rounded at every operation:
   ``scale = K_COMPUTE * eps(dtype)``. K_COMPUTE = 16: the largest error measured on
-  faithful conversions is 2.3 eps * max|stage| (fixtures, float16 and bfloat16) and about
-  6.5 eps * max|stage| on a random BERT-base (float16 max abs error 3.2e-2 on stages up to
-  ~5; bfloat16 0.24, 6 eps), so 16 leaves a margin of ~2.5 over the worst case while a
+  faithful conversions is 2.3 eps * max|stage| on the fixtures (float16 and bfloat16, on
+  CPU); on a random BERT-base the largest errors recorded before this rule (float16 3.2e-2,
+  bfloat16 0.24 max abs) are about 6.5 eps * max|stage| if its stages reach ~5 (an
+  estimate: their magnitudes were not recorded), so 16 leaves a margin of ~2.5 while a
   wrong or transposed weight, an O(1) relative error, stays far outside (16 eps is 1.6% of
   the stage's largest value in float16, 12.5% in bfloat16).
 * **A golden file recorded over other weights** (e.g. float32 weights, verifying a
