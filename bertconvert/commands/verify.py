@@ -45,23 +45,28 @@ def register(subparsers):
     p.add_argument("--device", choices=("cpu", "cuda"), default="cpu",
                    help="where PyTorch runs (cuda: TF32 disabled); TensorFlow runs on CPU")
     p.add_argument("--dtype", choices=DTYPES, default="float32",
-                   help="PyTorch compute dtype; sets the default tolerances (float64: both "
-                        "sides in double precision, an exactness check)")
+                   help="PyTorch compute dtype (float64: both sides in double precision, an "
+                        "exactness check). A float16/bfloat16 MODEL_DIR needs no flag: "
+                        "TensorFlow computes with the checkpoint's weights rounded as the "
+                        "converter rounded them")
     p.add_argument("--gelu", choices=layout.GELU_FORMS, default=None,
                    help="GELU form of the TensorFlow reference: exact (erf; Google's TF1 "
                         "\"gelu\") or tanh (the approximation Model Garden's \"gelu\" is). "
                         "Default: MODEL_DIR's config.json (hidden_act gelu -> exact, gelu_new "
                         "-> tanh), else exact for TF1 checkpoints and tanh for TF2 ones and "
                         "SavedModels")
-    p.add_argument("--atol", type=non_negative_float, help="absolute tolerance (default: by dtype, "
-                                                   "float32 1e-4)")
-    p.add_argument("--rtol", type=non_negative_float, help="relative tolerance (default: by dtype, "
-                                                   "float32 1e-4)")
+    p.add_argument("--atol", type=non_negative_float,
+                   help="absolute tolerance (default 1e-4 (float64: 1e-10), plus 16*eps(dtype)*max|stage| for "
+                        "a float16/bfloat16 --dtype and 8*eps for a golden file recorded over "
+                        "other weights; the summary says which applied)")
+    p.add_argument("--rtol", type=non_negative_float,
+                   help="relative tolerance (default 1e-4; float64: 1e-9)")
     p.add_argument("--text", metavar="FILE",
                    help="UTF-8 text, one example per line, TAB between the texts of a pair "
-                        "(default: bundled sentences)")
+                        "(a regular file of at most 16 MiB; default: bundled sentences)")
     p.add_argument("--json", metavar="REPORT", dest="json_report",
-                   help="also write the report as JSON (wall time per phase included)")
+                   help="also write the report as JSON (wall time per phase included); "
+                        "never a file the run reads")
     p.add_argument("--verbose", "-v", action="store_true",
                    help="list every layer's sub-stages in the table (by default only those "
                         "of failing layers; --json always has them)")
@@ -82,10 +87,12 @@ def _write_json(path, data):
 def run(args):
     """Run the check, print the table, write JSON; returns the exit status."""
     from ..verify import check_outputs_spare_inputs, verify
-    # Before anything runs (and before the error path below writes --json): neither output
-    # may overwrite a file of CKPT or MODEL_DIR.
+    # Before anything runs (and before the error path below writes --json): no output may
+    # land on a file the run reads (CKPT's files, config, vocabulary, MODEL_DIR, --text,
+    # --reference) nor on the other output.
     check_outputs_spare_inputs(args.checkpoint, args.model_dir,
-                               {"--json": args.json_report, "--record": args.record})
+                               {"--json": args.json_report, "--record": args.record},
+                               text=args.text, reference=args.reference)
     try:
         report = verify(args.checkpoint, args.model_dir, head=args.head,
                         num_labels=args.num_labels, device=args.device, dtype=args.dtype,

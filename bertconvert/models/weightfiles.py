@@ -69,13 +69,15 @@ def _sniff(path):
         raise WeightsError(f"cannot read weights file {path}: {e}") from e
     if head.startswith(_ZIP_MAGIC):
         return "torch-zip"
-    if head[:1] and head[0] == _PICKLE_PROTO:
-        return "torch-legacy"
     if len(head) == 9:
-        # safetensors: little-endian u64 header length, then a JSON object.
+        # safetensors: little-endian u64 header length, then a JSON object. Checked before
+        # the pickle byte: a header length whose low byte is 0x80 (9600 bytes, say) starts
+        # the file with the same byte as a legacy torch.save pickle.
         (header_len,) = struct.unpack("<Q", head[:8])
         if 0 < header_len <= size - 8 and head[8:9] == b"{":
             return "safetensors"
+    if head[:1] and head[0] == _PICKLE_PROTO:
+        return "torch-legacy"
     if head.lstrip()[:1] == b"{" and path.endswith(INDEX_SUFFIX):
         return "index"
     return None

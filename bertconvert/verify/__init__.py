@@ -38,30 +38,29 @@ need -- while it moves its own projection by 1e-2 times an input of order one:
 layer's :class:`StageResult` holds its sub-stages (``.substages``; ``"substages"`` in JSON).
 
 **Tolerances.** A stage passes when every element satisfies
-``|torch - reference| <= atol + rtol * |reference|`` (numpy ``allclose`` semantics). The
+``|torch - reference| <= atol + scale * max|reference stage| + rtol * |reference|``. The
 report also gives, per stage, the max absolute error and the relative error
-``max|torch - reference| / max|reference|``, plus the index of the worst element. Defaults
-(:data:`DEFAULT_TOLERANCES`), from measurements of faithful conversions (tiny fixtures and a
-random-weight BERT-base, 12 layers, batch 7 x 92, against TensorFlow 2.21 on CPU; the
-figures cover every stage and sub-stage):
+``max|torch - reference| / max|reference|``, plus the index of the worst element. The
+defaults follow the precision of the model's stored weights and of the run, and the
+summary says which applied and why (:mod:`bertconvert.verify.tolerance`):
 
-=========  =====  =====  =================================================================
-dtype      atol   rtol   measured on faithful conversions / what is still caught
-=========  =====  =====  =================================================================
-float32    1e-4   1e-4   max abs error 2e-6 (fixtures), 6e-6 (BERT-base, std-0.02
-                         weights) to 1.4e-5 (std-0.05 weights, activations up to ~7): 7x
-                         to 50x below atol. One element of any of a layer's 16 tensors
-                         (kernels, biases, LayerNorms) off by 1e-2 is caught at its own
-                         sub-stage -- query/key/value at their projection, the rest at
-                         the attention output, intermediate or layer output -- by
-                         1.6e-3..4e-2, 16x to 400x atol (fixtures and BERT-base alike).
-float16    5e-2   2e-2   max abs error 1.8e-2..3.2e-2 on BERT-base: catches wrong or
-                         transposed weights, not 1e-2 nudges.
-bfloat16   3e-1   1e-1   max abs error 0.14..0.24 on BERT-base: gross errors only
-                         (elementwise ``rtol`` covers the large activations).
-float64    1e-10  1e-9   both sides in double precision (TensorFlow too; weights widened
-                         exactly): round-off ~1e-15; an exactness check.
-=========  =====  =====  =================================================================
+============================  ===========================================================
+float32 model, float32 run    atol = rtol = 1e-4: max abs error measured on faithful
+                              conversions 2e-6 (fixtures), 6e-6 (BERT-base, std-0.02
+                              weights) to 1.4e-5 (std-0.05 weights, activations up to
+                              ~7): 7x to 50x below atol. One element of any of a layer's
+                              16 tensors off by 1e-2 is caught at its own sub-stage by
+                              1.6e-3..4e-2, 16x to 400x atol.
+float16/bfloat16 model        the same 1e-4: the TensorFlow reference computes with the
+                              checkpoint's weights rounded to the stored dtype as the
+                              converter rounds them, so both sides use identical numbers.
+float16/bfloat16 run          ``scale = 16 * eps(dtype)`` on top (activation rounding).
+(``--dtype``)
+golden file over other        ``scale += 8 * eps(dtype)`` (the weights' rounding cannot
+weights                       be replayed on recorded outputs).
+float64 run                   atol 1e-10, rtol 1e-9: both sides in double precision
+                              (TensorFlow too; weights widened exactly): an exactness check.
+============================  ===========================================================
 
 Why not tighter float32 defaults: a real checkpoint's activations grow larger than these
 random ones (outlier dimensions reach tens), and float32 round-off grows with them; 1e-4
@@ -85,31 +84,13 @@ from ..errors import BertConvertError, HeadError, VerificationError, option
 from . import golden as verify_golden
 from . import weights as verify_weights
 from .report import ParityReport, StageResult, compare_all, compare_stage  # noqa: F401
+from .sources import check_outputs_spare_inputs  # noqa: F401 - the CLI's entry point too
+from .tolerance import Tolerance, resolve_tolerance, weight_rounding  # noqa: F401
 from .torch_side import check_device, load_torch_model, run_torch
 
 log = logging.getLogger(__name__)
 
-#: dtype -> (atol, rtol); documented in the module docstring.
-DEFAULT_TOLERANCES = {
-    "float32": (1e-4, 1e-4),
-    "float16": (5e-2, 2e-2),
-    "bfloat16": (3e-1, 1e-1),
-    "float64": (1e-10, 1e-9),
-}
 DEVICES = ("cpu", "cuda")
-
-
-def resolve_tolerances(dtype, atol=None, rtol=None):
-    """(atol, rtol) with the dtype's defaults for whichever is None."""
-    if dtype not in DEFAULT_TOLERANCES:
-        raise VerificationError(f"dtype must be one of {', '.join(DEFAULT_TOLERANCES)}, "
-                                f"got {dtype!r}")
-    default_atol, default_rtol = DEFAULT_TOLERANCES[dtype]
-    atol = default_atol if atol is None else float(atol)
-    rtol = default_rtol if rtol is None else float(rtol)
-    if not (atol >= 0 and rtol >= 0):
-        raise VerificationError(f"tolerances must be >= 0, got atol={atol} rtol={rtol}")
-    return atol, rtol
 
 
 class _Phases:
@@ -143,14 +124,15 @@ def _reference_dtype(dtype):
     return "float64" if dtype == "float64" else "float32"
 
 
-def _reference_outputs(checkpoint, config_file, inputs, head, dtype, gelu=None):
+def _reference_outputs(checkpoint, config_file, inputs, head, dtype, gelu=None, rounding=()):
     """TensorFlow's outputs; ``config_file`` (the model directory's) serves TF1 checkpoints
     without a config beside them only."""
     from .tf_side import TFReference, raised_by_tensorflow
     try:
         ref = TFReference(checkpoint, gelu=gelu, fallback_config=config_file)
         outputs = ref.forward(inputs.input_ids, inputs.token_type_ids, inputs.attention_mask,
-                              head=head, dtype=_reference_dtype(dtype), substages=True)
+                              head=head, dtype=_reference_dtype(dtype), substages=True,
+                              round_weights=rounding)
     except BertConvertError:
         raise
     except Exception as e:  # noqa: BLE001 - only TensorFlow's own errors are translated
@@ -175,19 +157,6 @@ def _gelu_note(gelu, given, config_file):
                "the default for TF2/SavedModel sources: Model Garden's \"gelu\"")
     override = option("--gelu exact|tanh", "gelu='exact'|'tanh'")
     return f"reference GELU: {form}, {why}; {override} overrides"
-
-
-def check_outputs_spare_inputs(checkpoint, model_dir, outputs):
-    """Raise UnsafeOutputError (exit 2) when an output file (``{flag: path}``, e.g.
-    ``{"--record": "x.npz"}``) would overwrite a checkpoint or model-directory file."""
-    from ..atomic import check_output_spares_inputs
-    from .sources import input_files
-    outputs = {flag: path for flag, path in outputs.items() if path is not None}
-    if not outputs:
-        return
-    inputs = input_files(checkpoint, None if model_dir in (None, "-") else model_dir)
-    for flag, path in outputs.items():
-        check_output_spares_inputs(path, inputs, flag=flag, keyword=flag.lstrip("-"))
 
 
 def _open_checkpoint(checkpoint):
@@ -254,9 +223,11 @@ def verify(checkpoint, model_dir=None, *, head=None, num_labels=None, device="cp
         head, num_labels: default to the model directory's ``config.json``
             (``architectures``) or, converting in memory, to what the checkpoint holds.
         device: ``"cpu"`` or ``"cuda"`` (TF32 is disabled for the comparison).
-        dtype: ``"float32"``, ``"float16"``, ``"bfloat16"``, or ``"float64"`` (both sides in
-            double precision: an exactness check); sets the default tolerances.
-        atol, rtol: override the dtype's default tolerances.
+        dtype: the PyTorch run's ``"float32"``, ``"float16"``, ``"bfloat16"``, or
+            ``"float64"`` (both sides in double precision: an exactness check). With the
+            dtype the model directory stores its weights in, it sets the default tolerances
+            (:mod:`bertconvert.verify.tolerance`).
+        atol, rtol: override the default tolerances.
         text: a text file (see :mod:`bertconvert.verify.inputs`) or a list of examples
             instead of the bundled sentences.
         record: also save the reference outputs and inputs to this ``.npz`` golden file.
@@ -276,7 +247,7 @@ def verify(checkpoint, model_dir=None, *, head=None, num_labels=None, device="cp
     """
     if device not in DEVICES:
         raise VerificationError(f"device must be one of {', '.join(DEVICES)}, got {device!r}")
-    atol, rtol = resolve_tolerances(dtype, atol, rtol)
+    resolve_tolerance(dtype, atol=atol, rtol=rtol)  # bad values are input errors, before any work
     from .sources import check_gelu
     check_gelu(gelu)
     check_device(device)  # before any expensive work
@@ -288,7 +259,11 @@ def verify(checkpoint, model_dir=None, *, head=None, num_labels=None, device="cp
                                 "holds the inputs it was recorded with")
     checkpoint = os.fspath(checkpoint)
     model_dir = None if model_dir in (None, "-") else os.fspath(model_dir)
-    check_outputs_spare_inputs(checkpoint, model_dir, {"--record": record})
+    # Before any work: the golden file may not land on anything this run reads.
+    check_outputs_spare_inputs(checkpoint, model_dir, {"--record": record}, text=text,
+                               reference=reference)
+    from .sources import check_inputs_are_files
+    check_inputs_are_files(checkpoint, model_dir, text=text, reference=reference)
     phases = _Phases(5 if reference is not None else 7 + (record is not None), progress)
     total_start = time.perf_counter()
     notes = []
@@ -330,6 +305,13 @@ def verify(checkpoint, model_dir=None, *, head=None, num_labels=None, device="cp
                 "from this checkpoint") from e
         notes += loaded.notes
         head = loaded.head
+        # The reference rounds its weights as the PyTorch side's were rounded (stored dtype,
+        # then a reduced-precision run's), so that rounding is no error; a golden file
+        # records which rounding its outputs were computed with.
+        rounding = weight_rounding(loaded.stored_dtype, dtype)
+        tolerance = resolve_tolerance(
+            dtype, loaded.stored_dtype, atol, rtol,
+            reference_rounding=None if golden is None else golden.meta.get("weights_rounding", ()))
         weights, digests = phases.run("weights", _weights_stage, reader, model_dir, golden,
                                       reference, loaded, record is not None)
         if golden is not None:
@@ -349,7 +331,7 @@ def verify(checkpoint, model_dir=None, *, head=None, num_labels=None, device="cp
             config_gelu = None if given else gelu_from_config(loaded.config_file)
             ref, ref_outputs, problem = phases.run(
                 "reference", _reference_outputs, checkpoint, loaded.config_file,
-                inputs, head, dtype, gelu or config_gelu)
+                inputs, head, dtype, gelu or config_gelu, rounding)
             gelu = ref.gelu
             notes.append(_gelu_note(gelu, given, config_gelu and loaded.config_file))
             kind = "SavedModel" if ref.saved_model else ref.layout
@@ -359,12 +341,13 @@ def verify(checkpoint, model_dir=None, *, head=None, num_labels=None, device="cp
             if record is not None:
                 phases.run("record", verify_golden.save_golden, record, inputs, ref_outputs,
                            checkpoint=ref.prefix, head=head, num_labels=loaded.num_labels,
-                           config=ref.config, weights=digests, gelu=gelu)
+                           config=ref.config, weights=digests, gelu=gelu,
+                           weights_rounding=rounding)
                 notes.append(f"recorded reference outputs, inputs and weight digests to {record}")
         torch_outputs = phases.run("pytorch forward", run_torch, loaded.model, inputs, head,
                                    device, dtype, substages=True)
         stages, compare_notes = phases.run("compare", compare_all, torch_outputs, ref_outputs,
-                                           head, atol, rtol)
+                                           head, tolerance.atol, tolerance.rtol, tolerance.scale)
         notes += compare_notes
     finally:
         phases.close()
@@ -374,8 +357,12 @@ def verify(checkpoint, model_dir=None, *, head=None, num_labels=None, device="cp
     timings["total"] = round(time.perf_counter() - total_start, 4)
     report = ParityReport(
         checkpoint=checkpoint, model_dir=model_dir, head=head, num_labels=loaded.num_labels,
-        device=device, dtype=dtype, atol=atol, rtol=rtol, reference=ref_name, stages=stages,
-        inputs=inputs.summary(), timings=timings, notes=notes, weights=weights, gelu=gelu)
+        device=device, dtype=dtype, atol=tolerance.atol, rtol=tolerance.rtol,
+        reference=ref_name, stages=stages, inputs=inputs.summary(), timings=timings,
+        notes=notes, weights=weights, gelu=gelu, tolerance=tolerance)
+    # ParityReport.to_json refuses to write onto what this run read.
+    report.sources = {"checkpoint": checkpoint, "model_dir": model_dir, "text": text,
+                      "reference": reference}
     log.info("%s", report.summary())
     return report
 

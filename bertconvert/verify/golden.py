@@ -69,12 +69,15 @@ def index_sha256(prefix):
 
 
 def save_golden(path, inputs, outputs, *, checkpoint, head, num_labels=None, config=None,
-                weights=None, gelu=None):
+                weights=None, gelu=None, weights_rounding=()):
     """Write inputs + reference outputs to ``path`` atomically; returns ``path``.
 
     ``weights``: per-tensor digests from :func:`bertconvert.verify.weights.compare_weights`
     or :func:`~bertconvert.verify.weights.checkpoint_digests`, kept in the meta record.
     ``gelu``: the GELU form the reference computed with (``"exact"``/``"tanh"``).
+    ``weights_rounding``: the dtypes the reference's weights were rounded through (a
+    float16 model's reference computes with float16-rounded weights), kept in the meta
+    record so a later run knows which rounding its outputs hold.
     """
     try:
         import tensorflow as tf
@@ -87,7 +90,8 @@ def save_golden(path, inputs, outputs, *, checkpoint, head, num_labels=None, con
         "reference_dtype": str(np.asarray(next(iter(outputs.values()))).dtype),
         "checkpoint": os.fspath(checkpoint),
         "checkpoint_index_sha256": index_sha256(checkpoint), "tensorflow": tf_version,
-        "config": config, "gelu": gelu, "inputs": inputs.summary(), "examples": inputs.examples,
+        "config": config, "gelu": gelu, "weights_rounding": list(weights_rounding),
+        "inputs": inputs.summary(), "examples": inputs.examples,
         "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
     }
     if weights:
@@ -104,6 +108,13 @@ def save_golden(path, inputs, outputs, *, checkpoint, head, num_labels=None, con
 def load_golden(path):
     """Read a golden file written by :func:`save_golden` (no pickles are ever loaded)."""
     path = os.fspath(path)
+    if os.path.exists(path) and not os.path.isfile(path):
+        import stat
+        from ..safeio import file_kind
+        mode = os.stat(path).st_mode
+        kind = "a directory" if stat.S_ISDIR(mode) else file_kind(mode)
+        raise VerificationError(f"golden file {path} is {kind}, not a regular file; pass the "
+                                "path of a .npz written by `bertconvert verify --record`")
     if not os.path.isfile(path):
         raise VerificationError(f"golden file {path} does not exist; record one with "
                                 "`bertconvert verify CKPT MODEL_DIR --record golden.npz`")

@@ -15,7 +15,10 @@ Text file format (``--text FILE``), UTF-8, one example per line, fields separate
     first sentence<TAB>second sentence             (a pair: segment A, segment B)
     context<TAB>choice 1<TAB>choice 2<TAB>...       (multiple-choice: same count every line)
 
-Blank lines and lines starting with ``#`` are skipped.
+Blank lines and lines starting with ``#`` are skipped. The file must be a regular file of at
+most :data:`MAX_TEXT_BYTES` (16 MiB: every line becomes a row of one batch, so a real
+parity check needs kilobytes; the bound stops ``/dev/zero`` or a FIFO from being read
+without end).
 """
 import dataclasses
 import importlib.resources
@@ -34,6 +37,8 @@ log = logging.getLogger(__name__)
 DEFAULT_MAX_SEQ_LENGTH = 128
 #: Multiple-choice default: this many candidate endings per example.
 DEFAULT_NUM_CHOICES = 3
+#: Largest ``--text`` file read (see the module docstring).
+MAX_TEXT_BYTES = 16 << 20
 
 
 @dataclasses.dataclass
@@ -85,9 +90,13 @@ def default_examples(head):
 
 def read_text_file(path, head):
     """Examples from a user text file (see the module docstring for the format)."""
+    from ..errors import option
+    from ..safeio import read_regular_file
     try:
-        with open(path, "r", encoding="utf-8") as f:
-            lines = _read_lines(f.read())
+        # Regular files only, bounded: /dev/zero or a FIFO must not be read without end.
+        raw = read_regular_file(path, MAX_TEXT_BYTES, VerificationError,
+                                f"{option('--text', 'text=')} file")
+        lines = _read_lines(raw.decode("utf-8"))
     except (OSError, UnicodeDecodeError) as e:
         raise VerificationError(f"cannot read --text file {path}: {e}; expected a UTF-8 text "
                                 "file with one example per line") from e

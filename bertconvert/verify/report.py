@@ -33,6 +33,8 @@ class StageResult:
     worst_index: tuple = None
     note: str = ""
     substages: list = dataclasses.field(default_factory=list)
+    #: The absolute tolerance this stage was held to (``atol + scale * max|reference|``).
+    atol: float = None
 
     @property
     def all_passed(self):
@@ -88,8 +90,11 @@ class WeightsResult(StageResult):
         return "FAIL (" + self.note + ")"
 
 
-def compare_stage(name, actual, reference, atol, rtol):
-    """Compare one stage; ``actual``/``reference`` are arrays or None (stage missing)."""
+def compare_stage(name, actual, reference, atol, rtol, scale=0.0):
+    """Compare one stage; ``actual``/``reference`` are arrays or None (stage missing).
+
+    The absolute tolerance is ``atol + scale * max|reference|`` (see
+    :mod:`bertconvert.verify.tolerance`); ``scale`` 0 is a plain ``allclose``."""
     if actual is None or reference is None:
         side = "PyTorch model" if actual is None else "reference"
         shape = tuple(np.shape(reference if actual is None else actual))
@@ -114,12 +119,14 @@ def compare_stage(name, actual, reference, atol, rtol):
         note = f"{int(bad.sum())} non-finite value(s)"
         diff[bad] = np.inf
         abs_b[~np.isfinite(abs_b)] = 0.0
-    excess = diff - (atol + rtol * abs_b)
+    largest = float(abs_b.max())
+    stage_atol = atol + scale * largest
+    excess = diff - (stage_atol + rtol * abs_b)
     worst = tuple(int(i) for i in np.unravel_index(int(np.argmax(excess)), a.shape))
     max_abs = float(diff.max())
-    scale = float(abs_b.max())
-    max_rel = max_abs / scale if scale > 0 else (0.0 if max_abs == 0 else math.inf)
-    return StageResult(name, a.shape, max_abs, max_rel, bool(excess.max() <= 0), worst, note)
+    max_rel = max_abs / largest if largest > 0 else (0.0 if max_abs == 0 else math.inf)
+    return StageResult(name, a.shape, max_abs, max_rel, bool(excess.max() <= 0), worst, note,
+                       atol=stage_atol)
 
 
 @dataclasses.dataclass
@@ -147,6 +154,9 @@ class ParityReport:
     weights: WeightsResult = None
     #: GELU form the reference computed with: "exact" (erf) or "tanh" (approximation).
     gelu: str = None
+    #: How stages were compared and why (:class:`~bertconvert.verify.tolerance.Tolerance`);
+    #: None means plain ``atol``/``rtol``.
+    tolerance: object = None
 
     def all_stages(self):
         """Every comparison, flat, in computation order: ``embeddings, layer 0 query, layer 0
@@ -211,7 +221,10 @@ class ParityReport:
     def summary(self):
         """One line: PASS, or FAIL naming the first differing tensor and/or the first stage
         over tolerance and by how much."""
-        settings = f"{self.device} {self.dtype}, atol={self.atol:g} rtol={self.rtol:g}"
+        if self.tolerance is not None:
+            settings = f"{self.device} {self.dtype}; tolerances {self.tolerance.describe()}"
+        else:
+            settings = f"{self.device} {self.dtype}, atol={self.atol:g} rtol={self.rtol:g}"
         outputs = self.output_stages()
         flat = [f for s in outputs for f in s.flat()]
         subs = len(flat) - len(outputs)
@@ -300,6 +313,7 @@ class ParityReport:
         """Everything in the report as JSON-ready data (``passed``, ``first_failure`` too)."""
         d = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
         d["stages"] = [s.to_dict() for s in self.stages]
+        d["tolerance"] = self.tolerance.to_dict() if self.tolerance is not None else None
         d["weights"] = self.weights.to_dict() if self.weights is not None else None
         d["passed"], d["first_failure"] = self.passed, self.first_failure
         d["first_failure_stage"] = self.first_failure_stage
@@ -311,7 +325,15 @@ class ParityReport:
         return d
 
     def to_json(self, path):
-        """Write :meth:`to_dict` as JSON, atomically."""
+        """Write :meth:`to_dict` as JSON, atomically; UnsafeOutputError (before writing) when
+        ``path`` is one of the files the run read (see
+        :func:`bertconvert.verify.sources.check_outputs_spare_inputs`)."""
+        sources = getattr(self, "sources", None)
+        if sources:
+            from .sources import check_outputs_spare_inputs
+            check_outputs_spare_inputs(sources["checkpoint"], sources["model_dir"],
+                                       {"--json": path}, text=sources["text"],
+                                       reference=sources["reference"])
         with atomic_write(path, "w") as f:
             json.dump(self.to_dict(), f, indent=2)
             f.write("\n")
@@ -324,8 +346,9 @@ class ParityReport:
         return self
 
 
-def compare_all(torch_outputs, ref_outputs, head, atol, rtol):
-    """Compare every stage; returns (top-level StageResults with layer sub-stages, notes)."""
+def compare_all(torch_outputs, ref_outputs, head, atol, rtol, scale=0.0):
+    """Compare every stage; returns (top-level StageResults with layer sub-stages, notes).
+    ``scale``: see :func:`compare_stage`."""
     # Reference order first (embeddings, layers with their sub-stages, pooled, head); then
     # what only PyTorch produced and the head stages neither side produced, so a missing
     # stage shows up as a failure, never a pass. One exception: a golden file recorded
@@ -341,7 +364,8 @@ def compare_all(torch_outputs, ref_outputs, head, atol, rtol):
                      "localise errors to a layer's query/key/value")
     names += extra
     names += [n for n in HEAD_STAGES.get(head, ()) if n not in names]
-    flat = [compare_stage(n, torch_outputs.get(n), ref_outputs.get(n), atol, rtol) for n in names]
+    flat = [compare_stage(n, torch_outputs.get(n), ref_outputs.get(n), atol, rtol, scale)
+            for n in names]
     return _nest(flat), notes
 
 

@@ -100,6 +100,7 @@ class TFReference:
         self.gelu = check_gelu(gelu) or ("exact" if self.layout == "tf1" else "tanh")
         self._cache = {}
         self._dtype = np.float32  # compute dtype of the running forward pass
+        self._rounding = ()  # dtypes every weight is rounded through first (see forward)
         config_file = config_file or find_checkpoint_config(self.prefix)
         if config_file is not None:
             self.config_file, self.config = config_file, _read_config(config_file)
@@ -163,13 +164,18 @@ class TFReference:
 
     def weight(self, logical, layer=None):
         """A tf constant (compute dtype) in TF1 orientation, read with TensorFlow's reader."""
-        key = (logical, layer, self._dtype)
+        key = (logical, layer, self._dtype, self._rounding)
         if key not in self._cache:
             name = self.variable_name(logical, layer)
             if name is None or name not in self.shapes:
                 raise VerificationError(
                     f"checkpoint {self.prefix} has no variable {name or logical!r}")
-            array = np.asarray(self.reader.get_tensor(name), dtype=self._dtype)
+            array = np.asarray(self.reader.get_tensor(name))
+            if array.dtype.kind == "f":  # as the converter rounds (numpy's round-to-nearest-even)
+                from ..convert.tensors import storage_dtype
+                for name_ in self._rounding:
+                    array = array.astype(storage_dtype(name_))
+            array = np.asarray(array, dtype=self._dtype)
             if self.layout == "tf2":
                 array = tf_names.reshape_tf2(logical, array)
                 if logical in tf_names.TF2_TRANSPOSED:
@@ -284,7 +290,7 @@ class TFReference:
 
     # --- forward -----------------------------------------------------------------------
     def forward(self, input_ids, token_type_ids, attention_mask, head=None, dtype="float32",
-                substages=False):
+                substages=False, round_weights=()):
         """Run the reference; returns an ordered dict stage name -> numpy array.
 
         Inputs are integer arrays [batch, seq] ([batch, choices, seq] for multiple-choice).
@@ -295,12 +301,16 @@ class TFReference:
         layer's own output), as the parity check compares them.
         ``dtype`` "float32" is Google's computation; "float64" runs the same math in double
         precision (weights widened exactly), for an exactness check with tiny tolerances.
+        ``round_weights`` (e.g. ``("float16",)``) rounds every floating weight through those
+        dtypes first, as ``convert --dtype`` does, so the reference computes with the very
+        numbers a reduced-precision model directory holds.
         """
         tf = self.tf
         head = self.detect_head() if head is None else head
         if dtype not in ("float32", "float64"):
             raise VerificationError(f"the TF reference computes in float32 or float64, not {dtype}")
         self._dtype = np.dtype(dtype).type
+        self._rounding = tuple(round_weights)
         input_ids = np.asarray(input_ids)
         choices = None
         if input_ids.ndim != (3 if head == layout.MULTIPLE_CHOICE else 2):

@@ -30,6 +30,8 @@ class LoadedModel:
     num_labels: int = None
     config_file: str = None
     notes: list = dataclasses.field(default_factory=list)
+    #: Floating dtype the weights are stored in (the coarsest, if the file mixes several).
+    stored_dtype: str = "float32"
 
 
 def _head_from_config(config, config_file, notes):
@@ -84,11 +86,51 @@ def load_torch_model(checkpoint, model_dir=None, head=None, num_labels=None, dty
                      f"{model_dir} and were freshly initialised (wrong --head?): "
                      + ", ".join(info["missing_keys"][:6])
                      + (" ..." if len(info["missing_keys"]) > 6 else ""))
-    stored = getattr(config, "dtype", None) or getattr(config, "torch_dtype", None)
-    if stored and str(stored).replace("torch.", "") not in ("float32", dtype):
-        notes.append(f"{model_dir} stores {stored} weights, compared as {dtype}: pass "
-                     f"--dtype {stored} for matching tolerances")
-    return LoadedModel(model, head, getattr(model, "num_labels", None), config_file, notes)
+    stored = stored_dtype(model_dir, config)
+    if stored != "float32":
+        notes.append(f"{model_dir} stores {stored} weights; the reference computes with the "
+                     f"checkpoint's weights rounded to {stored} the same way")
+    return LoadedModel(model, head, getattr(model, "num_labels", None), config_file, notes,
+                       stored)
+
+
+#: safetensors dtype codes of the floating dtypes a model directory may store.
+_SAFETENSORS_FLOATS = {"F16": "float16", "BF16": "bfloat16", "F32": "float32",
+                       "F64": "float64"}
+
+
+def stored_dtype(model_dir, config=None):
+    """The floating dtype ``model_dir``'s weights are stored in: every tensor's dtype as its
+    file records it (safetensors headers; a ``torch.save`` file memory-mapped, its data
+    not read), the coarsest when they differ; else the config's ``dtype``/``torch_dtype``
+    (what ``convert --dtype`` writes); else float32."""
+    from ..models.weightfiles import _load_torch, _sniff, find_weights_file
+    from .tolerance import EPS
+    found = set()
+    try:
+        path = find_weights_file(model_dir)
+        files = [path]
+        if path.endswith(layout.INDEX_SUFFIX):
+            from .weights import ModelTensors
+            files = ModelTensors.shard_files(model_dir, path)
+        from safetensors import safe_open
+        for file in files:
+            kind = _sniff(file)
+            if kind == "safetensors":
+                with safe_open(file, framework="pt", device="cpu") as f:
+                    found |= {_SAFETENSORS_FLOATS.get(f.get_slice(k).get_dtype())
+                              for k in f.keys()}
+            else:
+                found |= {str(t.dtype).replace("torch.", "")
+                          for t in _load_torch(file, kind).values()}
+    except Exception:  # noqa: BLE001 - the loader has read these files: only the dtype is unknown
+        found = set()
+    found &= set(EPS)  # floating dtypes only (None: a safetensors integer tensor)
+    if found:
+        return max(found, key=EPS.get)
+    stated = getattr(config, "dtype", None) or getattr(config, "torch_dtype", None)
+    stated = str(stated).replace("torch.", "") if stated else None
+    return stated if stated in EPS else "float32"
 
 
 #: Config fields that fix the network's shapes: a model directory and the checkpoint it was

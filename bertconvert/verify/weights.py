@@ -57,12 +57,7 @@ class ModelTensors:
         path = find_weights_file(model_dir)
         files = [path]
         if path.endswith(layout.INDEX_SUFFIX):
-            try:
-                with open(path, "r", encoding="utf-8") as f:
-                    shards = sorted(set(json.load(f)["weight_map"].values()))
-            except (OSError, ValueError, KeyError, TypeError, AttributeError) as e:
-                raise WeightsError(f"{path} is not a sharded-weights index: {e}") from e
-            files = [os.path.join(model_dir, os.path.basename(s)) for s in shards]
+            files = self.shard_files(model_dir, path)
         self.files = files
         self._where = {}
         self._open = []
@@ -71,6 +66,16 @@ class ModelTensors:
             self._open.append(handle)
             for key in handle.keys():
                 self._where[key] = handle
+
+    @staticmethod
+    def shard_files(model_dir, index):
+        """The shard files a sharded-weights ``index`` names, in ``model_dir``."""
+        try:
+            with open(index, "r", encoding="utf-8") as f:
+                shards = sorted(set(json.load(f)["weight_map"].values()))
+        except (OSError, ValueError, KeyError, TypeError, AttributeError) as e:
+            raise WeightsError(f"{index} is not a sharded-weights index: {e}") from e
+        return [os.path.join(model_dir, os.path.basename(s)) for s in shards]
 
     def _open_file(self, path):
         from ..models.weightfiles import _sniff

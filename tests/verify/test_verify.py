@@ -14,8 +14,8 @@ import torch
 
 from bertconvert.errors import HeadNotInCheckpointError, ParityError, VerificationError
 from bertconvert.verify.stages import HEAD_STAGES
-from bertconvert.verify import (DEFAULT_TOLERANCES, ParityReport, StageResult, assert_parity,
-                                compare_stage, resolve_tolerances, verify)
+from bertconvert.verify import (ParityReport, StageResult, assert_parity, compare_stage,
+                                resolve_tolerance, verify)
 from bertconvert.verify.inputs import (build_inputs, bundled_sentences, default_examples,
                                        load_inputs, make_tokenizer, read_text_file)
 
@@ -104,12 +104,14 @@ def test_report_names_first_failure_and_serialises():
 
 
 def test_tolerance_defaults_and_errors():
-    assert resolve_tolerances("float32") == DEFAULT_TOLERANCES["float32"] == (1e-4, 1e-4)
-    assert resolve_tolerances("float16", atol=0.5) == (0.5, DEFAULT_TOLERANCES["float16"][1])
+    default = resolve_tolerance("float32")
+    assert (default.atol, default.rtol, default.scale) == (1e-4, 1e-4, 0.0)
+    given = resolve_tolerance("float16", atol=0.5)
+    assert (given.atol, given.rtol, given.scale) == (0.5, 1e-4, 0.0)
     with pytest.raises(VerificationError, match="dtype"):
-        resolve_tolerances("int8")
+        resolve_tolerance("int8")
     with pytest.raises(VerificationError, match=">= 0"):
-        resolve_tolerances("float32", rtol=-1)
+        resolve_tolerance("float32", rtol=-1)
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="checks the error raised without CUDA")
@@ -340,7 +342,9 @@ def test_converted_in_memory_and_reduced_precision(tf):
     for dtype in ("float16", "bfloat16"):
         report = verify(ckpt("masked-lm"), None, dtype=dtype, progress=False)
         assert report.passed, report.format_table()
-        assert (report.atol, report.rtol) == DEFAULT_TOLERANCES[dtype]
+        expected = resolve_tolerance(dtype)
+        assert (report.atol, report.rtol) == (expected.atol, expected.rtol)
+        assert report.tolerance.scale == expected.scale > 0  # activation rounding
         assert report.stage("layer 4").max_abs > 1e-5  # really computed in reduced precision
 
 
