@@ -193,8 +193,11 @@ def run_prune(args):
 def run_rm(args):
     from ..cache.admin import list_entries, remove_entry, select_entries
 
-    if args.all == bool(args.items):
+    if args.all and args.items:
         raise CacheError("give ITEMs (keys, URLs or model names) or --all, not both")
+    if not args.all and not args.items:
+        raise CacheError("nothing to remove: give ITEMs (keys, URLs or model names), "
+                         "or --all to remove every entry")
     entries = list_entries(args.cache_dir) if args.all else select_entries(args.items, args.cache_dir)
     for e in entries:
         for p in remove_entry(e):
