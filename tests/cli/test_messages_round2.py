@@ -195,3 +195,68 @@ def test_package_metadata_builds_without_license_warnings(tmp_path):
     metadata = (info / "PKG-INFO").read_text()
     assert "License-Expression: Apache-2.0" in metadata.splitlines()
     assert "Classifier: License ::" not in metadata
+
+
+# --- paths as given -----------------------------------------------------------------------------
+def _variants(root):
+    """Copies of the base fixture in ``root``: as is, without a config, with 300 extra
+    vocabulary lines, with a config of another hidden size."""
+    import shutil
+    for name in ("ck", "nocfg", "bigvocab", "badcfg"):
+        shutil.copytree(ckpt("base"), root / name)
+    (root / "nocfg" / "bert_config.json").unlink()
+    with open(root / "bigvocab" / "vocab.txt", "a") as f:
+        f.write("".join(f"extra{i}\n" for i in range(300)))
+    (root / "badcfg" / "bert_config.json").write_text(
+        json.dumps(dict(fixture_config(), hidden_size=64)))
+
+
+@pytest.mark.parametrize("where", [".", "sub"])
+def test_messages_name_paths_as_given(tmp_path, monkeypatch, capsys, where):
+    _variants(tmp_path)
+    (tmp_path / "sub").mkdir()
+    monkeypatch.chdir(tmp_path / where)
+    up = "" if where == "." else "../"
+    assert main(["convert", f"{up}ck", "--out", f"{up}o1", "-q"]) == 0
+    capsys.readouterr()
+    cases = [
+        (["convert", f"{up}nocfg", "--out", f"{up}x"],
+         f"no model config beside the checkpoint {up}nocfg/bert_model.ckpt: expected "
+         f"bert_config.json or config.json in {up}nocfg;"),
+        (["convert", f"{up}bigvocab", "--out", f"{up}x"],
+         f"vocabulary {up}bigvocab/vocab.txt has 491 tokens but vocab_size in "
+         f"{up}bigvocab/bert_config.json is 191"),
+        (["convert", f"{up}badcfg", "--out", f"{up}x"],
+         f"  - hidden_size in {up}badcfg/bert_config.json is 64 but the checkpoint's tensors have 32"),
+        (["verify", f"{up}badcfg", f"{up}o1"],
+         f"does not describe the network of checkpoint {up}badcfg ({up}badcfg/bert_config.json)"),
+        (["convert", f"{up}ck", "--out", f"{up}x", "--vocab", f"{up}bigvocab/vocab.txt"],
+         f"vocabulary {up}bigvocab/vocab.txt has 491 tokens"),
+        # refused: --out is an input (the refusal's wording is not pinned here, its paths are)
+        (["convert", f"{up}ck", "--out", f"{up}ck/vocab.txt", "--overwrite"],
+         f"--out {up}ck/vocab.txt "),
+    ]
+    for argv, expected in cases:
+        code, out, err = run_cli(capsys, argv)
+        assert code == 2, (argv, err)
+        assert expected in err, (argv, err)
+        assert str(tmp_path) not in out + err, (argv, err)
+    assert not (tmp_path / "x").exists()
+
+
+def test_conversion_json_records_every_source_path_absolute(tmp_path, monkeypatch, capsys):
+    _variants(tmp_path)
+    monkeypatch.chdir(tmp_path)
+    runs = {"found": ["convert", "ck", "--out", "o1", "-q"],
+            "given": ["convert", "ck/bert_model.ckpt", "--config", "ck/bert_config.json",
+                      "--vocab", "./ck/vocab.txt", "--out", "o2", "-q"]}
+    for out, argv in zip(("o1", "o2"), runs.values()):
+        code, stdout, _ = run_cli(capsys, argv)
+        assert code == 0 and "converted ck/bert_model.ckpt" in stdout  # the summary: as given
+        record = json.loads((tmp_path / out / "conversion.json").read_text())
+        ck = tmp_path / "ck"
+        assert record["checkpoint"] == str(ck / "bert_model.ckpt")
+        assert record["config"] == str(ck / "bert_config.json")
+        assert [e["path"] for e in record["source_files"]] == [
+            str(ck / n) for n in ("bert_model.ckpt.index", "bert_model.ckpt.data-00000-of-00001",
+                                  "bert_config.json", "vocab.txt")]
