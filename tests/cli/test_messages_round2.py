@@ -260,3 +260,19 @@ def test_conversion_json_records_every_source_path_absolute(tmp_path, monkeypatc
         assert [e["path"] for e in record["source_files"]] == [
             str(ck / n) for n in ("bert_model.ckpt.index", "bert_model.ckpt.data-00000-of-00001",
                                   "bert_config.json", "vocab.txt")]
+
+
+def test_from_pretrained_names_a_relative_directory_as_given(tmp_path, monkeypatch):
+    from bertconvert import BertConfig, BertModel
+    from bertconvert.errors import ConfigError
+
+    monkeypatch.chdir(tmp_path)
+    BertModel(BertConfig(50, hidden_size=16, num_hidden_layers=1, num_attention_heads=2,
+                         intermediate_size=8)).save_pretrained("md")
+    for name in os.listdir("md"):
+        if name.endswith(".json"):
+            os.unlink(os.path.join("md", name))
+    with pytest.raises(ConfigError) as err:
+        BertModel.from_pretrained("md/model.safetensors")
+    assert "no model config in md: expected" in str(err.value)
+    assert str(tmp_path) not in str(err.value)
