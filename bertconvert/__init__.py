@@ -5,9 +5,15 @@ Re-exports are resolved lazily (PEP 562): ``import bertconvert`` stays cheap, an
 that never touch PyTorch (``bertconvert inspect``, ``cache ls``, converting to safetensors)
 do not pay torch's ~1 s import.
 """
+from . import errors as _errors
 from .lazy import lazy_exports as _lazy_exports
 from .models.config import BertConfig
-from .errors import *  # noqa: F401,F403  (the exception family is small and import-free)
+
+# The exception family is small and import-free: re-exported eagerly. Only the classes --
+# errors.py's own imports and CLI helpers (contextlib, option...) are not public API.
+_ERRORS = sorted(n for n, v in vars(_errors).items()
+                 if isinstance(v, type) and issubclass(v, Exception))
+globals().update((n, getattr(_errors, n)) for n in _ERRORS)
 
 __version__ = "0.1.0"
 
@@ -45,12 +51,10 @@ _LAZY_SUBMODULES = {"verify": "verify", "checkpoint": "checkpoint", "cache": "ca
                     "convert": "convert", "modeling": "modeling", "tokenization": "tokenization",
                     # attribute paths of earlier releases, now inside their pillar
                     "pretrained": "cache.names", "heads": "models.heads",
-                    "serialization": "models.weightfiles"}
+                    "serialization": "models.weightfiles",
+                    # already imported (the exceptions above); listed as the home of that family
+                    "errors": "errors"}
 
+__all__ = ["BertConfig", "__version__", *_LAZY_EXPORTS, *_ERRORS]
 
-__getattr__, __dir__ = _lazy_exports(__name__, _LAZY_EXPORTS, _LAZY_SUBMODULES)
-
-from . import errors as _errors  # noqa: E402
-
-__all__ = ["BertConfig", "__version__", *_LAZY_EXPORTS,
-           *(n for n, v in vars(_errors).items() if isinstance(v, type) and issubclass(v, Exception))]
+__getattr__, __dir__ = _lazy_exports(__name__, _LAZY_EXPORTS, _LAZY_SUBMODULES, listed=__all__)

@@ -11,14 +11,17 @@ import importlib
 import sys
 
 
-def lazy_exports(package, exports, submodules=None):
+def lazy_exports(package, exports, submodules=None, listed=None):
     """``(__getattr__, __dir__)`` for the package named ``package`` (its ``__name__``).
 
     ``exports`` maps each public name to the submodule (relative to the package) that defines
     it; ``submodules`` maps attribute names to submodules returned whole (aliases included:
     a bare import only sets the attribute of a submodule's own name). A value is stored in
     the package on first use, so later look-ups do not come back here. ``__dir__`` lists the
-    exports with what the package already holds.
+    exports and submodules with what the package already holds -- or, when ``listed`` (names
+    defined eagerly) is given, with those names and the package's dunders only, so that the
+    helpers its ``__init__`` imports and the internal submodules Python sets as attributes
+    once imported (``lazy``, ``atomic``...) do not show as its API.
 
     Example, in a package's ``__init__.py``::
 
@@ -37,6 +40,9 @@ def lazy_exports(package, exports, submodules=None):
         return value
 
     def __dir__():
-        return sorted(set(vars(sys.modules[package])) | set(exports))
+        held = set(vars(sys.modules[package]))
+        if listed is not None:
+            held = {n for n in held if n.startswith("__") and n.endswith("__")} | set(listed)
+        return sorted(held | set(exports) | set(submodules))
 
     return __getattr__, __dir__

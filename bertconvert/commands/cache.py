@@ -198,8 +198,11 @@ def run_prune(args):
 def run_rm(args):
     from ..cache.admin import remove_all, remove_entry, select_entries
 
-    if args.all == bool(args.items):
+    if args.all and args.items:
         raise CacheError("give ITEMs (keys, URLs or model names) or --all, not both")
+    if not args.all and not args.items:
+        raise CacheError("nothing to remove: give ITEMs (keys, URLs or model names), "
+                         "or --all to remove every entry")
     if args.all:  # every entry, and what killed processes left (temps of no entry included)
         removed = remove_all(args.cache_dir)
     else:

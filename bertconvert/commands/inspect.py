@@ -156,13 +156,14 @@ def run(args):
     rows = info["variables"]
     width = max([len(r["name"]) for r in rows] + [8])
     shape_w = max([len(str(r["shape"])) for r in rows] + [5])
-    print(f"{'VARIABLE':<{width}}  {'SHAPE':<{shape_w}}  {'DTYPE':<8}  TARGET")
+    dtype_w = max([len(r["dtype"]) for r in rows] + [5])  # DT_STRING, bfloat16... set it
+    print(f"{'VARIABLE':<{width}}  {'SHAPE':<{shape_w}}  {'DTYPE':<{dtype_w}}  TARGET")
     for r in rows:
         target = r["target"] if r["target"] not in ("skipped", "UNKNOWN", "dropped") \
             else f"{r['target']} ({r['detail']})"
         if r["target"] not in ("skipped", "UNKNOWN", "dropped") and r["detail"] != "none":
             target += f"  [{r['detail']}]"
-        print(f"{r['name']:<{width}}  {str(r['shape']):<{shape_w}}  {r['dtype']:<8}  {target}")
+        print(f"{r['name']:<{width}}  {str(r['shape']):<{shape_w}}  {r['dtype']:<{dtype_w}}  {target}")
     count = {kind: sum(r["target"] == kind for r in rows) for kind in ("skipped", "UNKNOWN", "dropped")}
     weights = len(rows) - sum(count.values())
     dropped = f", {count['dropped']} dropped" if count["dropped"] else ""

@@ -163,14 +163,14 @@ def vocab_source(vocab, prefix, default=None):
     """``(path, found)``: the vocabulary to copy, explicit, ``default`` (a SavedModel's
     assets/vocab.txt) or beside the checkpoint."""
     if vocab is None:
-        path = default or os.path.join(os.path.dirname(os.path.abspath(prefix)), VOCAB_NAME)
+        path = default or os.path.join(os.path.dirname(prefix), VOCAB_NAME)
         return path, os.path.isfile(path)
     path = os.fspath(vocab)
     if not os.path.isfile(path):
         what = "does not exist" if not os.path.exists(path) else "is not a file"
         raise VocabError(f"vocabulary {path} {what}; expected a vocab.txt (one WordPiece token "
                          f"per line) for {option('--vocab FILE', 'vocab=')}")
-    return os.path.abspath(path), True
+    return path, True
 
 
 def write_side_files(directory, plan, dtype, config_path, vocab, tokenizer, opener):

@@ -19,7 +19,7 @@ from .. import layout
 from . import rules as mapping
 from ..models import config as config_module
 from ..models.config import MAX_NUM_LABELS, BertConfig
-from ..models.shapehints import ShapeEvidence
+from ..models.shapehints import ShapeEvidence, every_problem, problem_report
 from .tf2 import resolve_tf2, select_poolers
 from ..errors import ConfigError, HeadError, MappingError, option
 from .rules import head_option
@@ -337,7 +337,8 @@ def plan_conversion(reader, config, head="auto", num_labels=None, allow_new_head
     templates = parameter_templates(head, listed_config)
     # What the shapes say about each config field, for hints that name the wrong field.
     evidence = ShapeEvidence(config, config_label)
-    shape_mismatch = False
+    # Problems a wrong config repeats for every tensor, by what the message calls them
+    shape_problems, layer_problems = [], []
 
     planned, dropped, filled_by = [], [], {}
     weights, dropped, pooler_notes = select_poolers(weights, model_parts)
@@ -352,8 +353,8 @@ def plan_conversion(reader, config, head="auto", num_labels=None, allow_new_head
             if rule.part in mapping.HEAD_PART_PREFIXES and rule.part not in model_parts:
                 dropped.append((name, key, f"{head} has no {rule.part} head"))
             elif _layer_of(key) is not None and _layer_of(key) >= config.num_hidden_layers:
-                problems.append(f"{name}: the checkpoint has layer {_layer_of(key)} but the model "
-                                f"has only layers 0-{config.num_hidden_layers - 1}")
+                layer_problems.append(f"{name}: the checkpoint has layer {_layer_of(key)} but the "
+                                      f"model has only layers 0-{config.num_hidden_layers - 1}")
             else:
                 problems.append(f"{name}: maps to {key}, which {model_class} does not have")
             continue
@@ -373,9 +374,8 @@ def plan_conversion(reader, config, head="auto", num_labels=None, allow_new_head
             problems.append(f"{name} {list(shapes[name])}: rank does not fit transform {rule.transform} "
                             f"(target {key} {list(want)})")
         elif have != want:
-            problems.append(f"{name} {list(shapes[name])}: gives {list(have)} for {key}, but the "
-                            f"{model_class} built from the config needs {list(want)}")
-            shape_mismatch = True
+            shape_problems.append(f"{name} {list(shapes[name])}: gives {list(have)} for {key}, "
+                                  f"but the {model_class} built from the config needs {list(want)}")
         else:
             planned.append(PlannedTensor(name, key, rule, shapes[name], want, dtype))
 
@@ -396,20 +396,18 @@ def plan_conversion(reader, config, head="auto", num_labels=None, allow_new_head
                          f"({head_option(detected or 'auto')})")
         else:
             problems.append(f"{key}: no checkpoint variable fills it")
-    problems += evidence.heads_problems()
+    grouped = {"tensors with mismatched shapes": shape_problems,
+               "tensors of layers the config does not have": layer_problems,
+               "attention tensors with another head count": evidence.heads_problems()}
     field_hints = evidence.hints()
-    if shape_mismatch and not field_hints:
+    if shape_problems and not field_hints:
         field_hints.append(f"check that {config_label} belongs to this checkpoint: its tensors "
                            "do not fit the shapes the config gives")
     hints = field_hints + hints
-    if problems:
-        lines = [f"cannot convert {prefix} to {head} ({model_class}): "
-                 f"{len(problems)} problem(s):"]
-        lines += [f"  - {p}" for p in sorted(problems)]
-        if hints:
-            lines.append("hints:")
-            lines += [f"  - {h}" for h in dict.fromkeys(hints)]
-        raise MappingError("\n".join(lines))
+    if problems or any(grouped.values()):
+        logger.debug("every problem:\n%s", "\n".join(every_problem(problems, grouped)))
+        raise MappingError(problem_report(f"cannot convert {prefix} to {head} ({model_class})",
+                                          problems, grouped, hints))
     if dropped:
         logger.warning("dropping %d variable(s) that %s does not use: %s", len(dropped), head,
                        ", ".join(n for n, _, _ in dropped))

@@ -1,4 +1,5 @@
 """What a conversion did: :class:`ConversionReport`, the content of ``conversion.json``."""
+import os
 from dataclasses import dataclass, field
 
 from .. import __version__
@@ -6,7 +7,13 @@ from .. import __version__
 
 @dataclass
 class ConversionReport:
-    """What a conversion did; ``to_dict()`` is what ``conversion.json`` holds."""
+    """What a conversion did; ``to_dict()`` is what ``conversion.json`` holds.
+
+    ``checkpoint`` and ``config_path`` are the paths as the caller gave them (the summary
+    prints them so); ``conversion.json`` records every source path -- ``checkpoint``,
+    ``config``, each ``source_files`` entry -- absolute, so the record means the same thing
+    read from any directory.
+    """
 
     checkpoint: str
     head: str
@@ -45,8 +52,8 @@ class ConversionReport:
     def to_dict(self):
         """A JSON-ready dict (the content of ``conversion.json``)."""
         return {
-            "bertconvert_version": __version__, "checkpoint": self.checkpoint,
-            "config": self.config_path, "head": self.head, "model_class": self.model_class,
+            "bertconvert_version": __version__, "checkpoint": _absolute(self.checkpoint),
+            "config": _absolute(self.config_path), "head": self.head, "model_class": self.model_class,
             "num_labels": self.num_labels, "dtype": self.dtype, "format": self.format,
             "source_files": self.source_files, "source_hash": self.source_hash,
             "files": self.files, "notes": self.notes,
@@ -54,3 +61,8 @@ class ConversionReport:
             "new_keys": self.new_keys, "tied": self.tied,
             "activation": self.activation, "config_inferred": self.config_inferred,
         }
+
+
+def _absolute(path):
+    """``path`` made absolute against the current directory (None stays None)."""
+    return None if path is None else os.path.abspath(os.fspath(path))

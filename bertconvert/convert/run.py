@@ -102,7 +102,7 @@ def convert_checkpoint(checkpoint, out_dir, *, config=None, head="auto", num_lab
         _require_torch(f"writing {PYTORCH_NAME} ({_format_option(format)})")
     weights_opener, opener = opener, opener or open
     check_output_spares_inputs(out_dir, [], keyword="out_dir")  # "" would mean the cwd
-    out_dir = os.path.abspath(os.fspath(out_dir))
+    out_dir = os.fspath(out_dir)  # as given, for messages; atomic_directory resolves it
     with load_checkpoint(checkpoint, mmap=False) as reader:
         hashing = SourceHashing(reader, source_hash)
         try:
@@ -128,7 +128,8 @@ def _convert_with_reader(reader, hashing, out_dir, config, head, num_labels, for
     plan = plan_conversion(reader, cfg, head=head, num_labels=num_labels,
                            allow_new_head=allow_new_head, config_path=config_path)
     report = ConversionReport.from_plan(plan, dtype)
-    report.format, report.output_dir, report.source_hash = format, out_dir, hashing.mode
+    report.format, report.source_hash = format, hashing.mode
+    report.output_dir = os.path.abspath(out_dir)
     report.activation, report.config_inferred = source.activation, source.config_inferred
     report.notes.extend(source.notes)
     report.notes.extend(hashing.plan_ready(plan))

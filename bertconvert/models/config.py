@@ -362,8 +362,9 @@ def find_config_file(directory, required=True, names=CONFIG_NAMES):
 def find_checkpoint_config(checkpoint):
     """The config file beside the TF checkpoint prefix ``checkpoint`` -- ``bert_config.json``,
     else ``config.json`` (:data:`~bertconvert.layout.CHECKPOINT_CONFIG_NAMES`) -- or None."""
-    directory = os.path.dirname(os.path.abspath(os.fspath(checkpoint)))
-    return first_file(directory, CHECKPOINT_CONFIG_NAMES)
+    # Relative when the checkpoint is: the path names the file in messages (paths as given).
+    directory = os.path.dirname(os.fspath(checkpoint))
+    return first_file(directory, CHECKPOINT_CONFIG_NAMES)  # "" + name: cwd
 
 
 def resolve_config(config=None, *, model_dir=None, checkpoint=None):
@@ -401,8 +402,8 @@ def resolve_config(config=None, *, model_dir=None, checkpoint=None):
         path = find_config_file(os.fspath(model_dir))
     elif checkpoint is not None:
         path = find_checkpoint_config(checkpoint)
-        if path is None:
-            directory = os.path.dirname(os.path.abspath(os.fspath(checkpoint)))
+        if path is None:  # the directory as the user gave it ("." for a bare prefix)
+            directory = os.path.dirname(os.fspath(checkpoint)) or os.curdir
             raise ConfigError(
                 f"no model config beside the checkpoint {checkpoint}: expected "
                 f"{' or '.join(CHECKPOINT_CONFIG_NAMES)} in {directory}; pass the model's config "

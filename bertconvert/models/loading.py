@@ -49,7 +49,7 @@ def _locate(path, cache_dir, force_download, local_files_only):
             # 0.6.2 loaded model archives (.tar.gz) directly; the cache extracts them safely.
             directory = _fetch(path, cache_dir, force_download, local_files_only)
         elif os.path.isfile(path):
-            directory = os.path.dirname(os.path.abspath(path))
+            directory = os.path.dirname(path) or os.curdir  # as given: messages name it
             if path.endswith(".json") and not path.endswith(INDEX_SUFFIX):
                 config_file = path
             else:

@@ -18,9 +18,14 @@ embeddings ([vocab, E] with E smaller than the hidden size, projected up inside 
 show up as embeddings narrower than encoder tensors that agree with the config, whereas a
 wrong ``hidden_size`` shows up as every tensor disagreeing with the config the same way.
 
+Such a mismatch breaks nearly every tensor the same way; :func:`problem_report` lays out the
+message with the hints first and each repetitive kind of problem cut to its first few.
+
 Pure data, no I/O, no numpy, no torch: callers feed it names and shapes.
 """
 from collections import defaultdict
+
+from ..errors import option
 
 #: Shape fields the templates use, in the order hints are given (the most telling first).
 FIELDS = ("hidden_size", "num_hidden_layers", "num_attention_heads", "intermediate_size",
@@ -191,3 +196,45 @@ def weight_shape_hints(config, mismatched, config_label="the config"):
         if field is not None and have:
             evidence.observe(key, key, None, (field,), (have[0],))
     return evidence.hints()
+
+
+#: How many problems of one repetitive kind a message shows before counting the rest.
+SHOWN_PER_KIND = 2
+
+
+def summarise(lines, what, shown=SHOWN_PER_KIND):
+    """The first ``shown`` of ``lines``, then "and N more ``what``" for the rest: a wrong
+    config breaks nearly every tensor the same way, and a hundred lines of that would bury
+    the hint that names the field."""
+    lines = list(lines)
+    if len(lines) <= shown + 1:  # "and 1 more" would take the line the problem takes
+        return lines
+    return lines[:shown] + [f"and {len(lines) - shown} more {what} "
+                            f"({option('--debug', 'DEBUG logging')} lists every one)"]
+
+
+def problem_report(title, problems, grouped=None, hints=()):
+    """A multi-line message: ``title`` with the problem count, the ``hints`` first when there
+    are any (they name what to change), then ``problems`` in full and each list of
+    ``grouped`` (``{what: [problem, ...]}``, e.g. ``{"tensors with mismatched shapes":
+    [...]}``) cut by :func:`summarise`. :func:`every_problem` gives the uncut list."""
+    grouped = {what: sorted(items) for what, items in (grouped or {}).items() if items}
+    count = len(problems) + sum(map(len, grouped.values()))
+    shown, counted = list(problems), []  # the problems, sorted; then the "and N more" lines
+    for what, items in grouped.items():
+        cut = summarise(items, what)
+        if len(cut) < len(items):
+            shown, counted = shown + cut[:-1], counted + cut[-1:]
+        else:
+            shown += cut
+    shown = sorted(shown) + counted
+    hints = list(dict.fromkeys(hints))
+    if not hints:
+        return "\n".join([f"{title}: {count} problem(s):"] + [f"  - {p}" for p in shown])
+    return "\n".join([f"{title}: {count} problem(s)", "hints:"] + [f"  - {h}" for h in hints]
+                     + ["problems:"] + [f"  - {p}" for p in shown])
+
+
+def every_problem(problems, grouped=None):
+    """All problems of a :func:`problem_report`, sorted, uncut (what ``--debug`` logs)."""
+    return sorted(list(problems) + [p for items in (grouped or {}).values() for p in items])

@@ -11,7 +11,7 @@ import re
 import torch
 
 from ..errors import WeightsError
-from .shapehints import weight_shape_hints
+from .shapehints import summarise, weight_shape_hints
 
 logger = logging.getLogger(__name__)
 
@@ -84,9 +84,12 @@ def mismatch_error(model, mismatched, source):
             hints.append(f"the weights hold {have[0]} labels; pass num_labels={have[0]}")
     hint = "; ".join(dict.fromkeys(hints)) if hints else \
         "check that the config belongs to these weights"
-    # The hint goes first: with a wrong hidden_size every tensor is listed after it.
+    # The hint goes first; with a wrong hidden_size every tensor follows it, so a few are
+    # shown and the rest counted (logged in full at DEBUG).
+    logger.debug("tensors of %s that do not fit: %s", source, "; ".join(lines))
     return WeightsError(f"{len(mismatched)} tensor(s) in {source} do not fit "
-                        f"{type(model).__name__} ({hint}): " + "; ".join(lines))
+                        f"{type(model).__name__} ({hint}): "
+                        + "; ".join(summarise(lines, "tensors that do not fit")))
 
 
 def check_layer_count(config, state_dict, source):

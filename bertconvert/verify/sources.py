@@ -33,14 +33,17 @@ def checkpoint_dirs(prefix):
     """Directories that hold a checkpoint's companions (config, vocab.txt), nearest first.
 
     For a SavedModel's ``DIR/variables/variables`` these are ``DIR``, ``DIR/assets`` (where
-    TF Hub exporters put ``vocab.txt``) and the directory above ``DIR``.
+    TF Hub exporters put ``vocab.txt``) and the directory above ``DIR``. Relative when
+    ``prefix`` is (messages name the files as the user would: paths as given).
     """
-    prefix = os.path.abspath(prefix)
-    directory = os.path.dirname(prefix)
-    if prefix.endswith(os.sep + SAVED_MODEL_VARIABLES):
+    absolute = os.path.abspath(prefix)
+    directory = os.path.dirname(absolute)
+    if absolute.endswith(os.sep + SAVED_MODEL_VARIABLES):
         saved_model = os.path.dirname(directory)
-        return [saved_model, os.path.join(saved_model, "assets"), os.path.dirname(saved_model)]
-    return [directory]
+        dirs = [saved_model, os.path.join(saved_model, "assets"), os.path.dirname(saved_model)]
+    else:
+        dirs = [directory]
+    return dirs if os.path.isabs(prefix) else [os.path.relpath(d) for d in dirs]
 
 
 def find_checkpoint_config(prefix):

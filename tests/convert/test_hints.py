@@ -39,9 +39,11 @@ def bad_config(tmp_path, fixture, **changes):
 
 
 def hints_of(text):
-    """The lines under "hints:" in a MappingError message (or a CLI's stderr)."""
+    """The lines under "hints:" in a MappingError message (or a CLI's stderr), up to the
+    "problems:" that follows them."""
     assert "hints:" in text, text
-    return [line[4:] for line in text.split("hints:", 1)[1].splitlines() if line.startswith("  - ")]
+    hints = text.split("hints:", 1)[1].split("\nproblems:", 1)[0]
+    return [line[4:] for line in hints.splitlines() if line.startswith("  - ")]
 
 
 # field, wrong value, the hint (with {path} for the config's path); the fixture's truth is
@@ -153,8 +155,11 @@ def test_tf2_head_count_is_checked(tmp_path):
     with pytest.raises(MappingError) as info:
         convert_checkpoint(ckpt("tf2-pretraining"), tmp_path / "o", config=path, progress=False)
     text = str(info.value)
-    assert (f"encoder/_transformer_layers/0/_attention_layer/_query_dense/kernel/.ATTRIBUTES/"
-            f"VARIABLE_VALUE: has 4 attention heads but num_attention_heads in {path} is 8") in text
+    # 35 attention tensors (query/key/value kernels and biases, output kernels; 5 layers): two
+    # are shown, the rest counted
+    assert (f"/_attention_layer/_key_dense/bias/.ATTRIBUTES/VARIABLE_VALUE: has 4 attention heads "
+            f"but num_attention_heads in {path} is 8") in text
+    assert "and 33 more attention tensors with another head count" in text
     assert hints_of(text) == [f"num_attention_heads in {path} is 8 but the checkpoint's tensors have 4"]
     assert not (tmp_path / "o").exists()
 

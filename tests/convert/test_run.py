@@ -286,7 +286,7 @@ def test_all_problems_reported_together_sorted_with_hints(tmp_path):
     with pytest.raises(MappingError) as info:
         convert_checkpoint(prefix, tmp_path / "o", progress=False)
     text = str(info.value)
-    problems = [line for line in text.split("hints:")[0].splitlines() if line.startswith("  - ")]
+    problems = [line for line in text.split("problems:")[1].splitlines() if line.startswith("  - ")]
     assert problems == sorted(problems) and len(problems) == 5
     assert "unknown scope 'layer_normalization_3'" in text
     assert "the checkpoint has layer 9 but the model has only layers 0-4" in text
