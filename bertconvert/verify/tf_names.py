@@ -63,6 +63,10 @@ TF1_NAMES = {
     "squad_bias": "cls/squad/output_bias",
 }
 
+#: Where Google's modeling.py builds the first layer's self-attention (its serving graph's
+#: reshapes there record the head count that 2-D TF1 kernels do not).
+TF1_ATTENTION_SCOPE = "bert/encoder/layer_0/attention/self/"
+
 TF2_SUFFIX = "/.ATTRIBUTES/VARIABLE_VALUE"
 #: The encoder's list of transformer blocks: BertEncoder V1/V2 say "_transformer_layers",
 #: EncoderScaffold "_hidden_layers".

@@ -105,6 +105,10 @@ class TFReference:
             self.config_file, self.config = config_file, _read_config(config_file)
         elif self.layout == "tf2":
             self.config_file, self.config = None, self._infer_config()
+        elif self.saved_model and self._graph_heads() is not None:
+            # A TF1 serving export: its own graph is a more independent witness of the
+            # head count than the model directory's config.json (fallback_config).
+            self.config_file, self.config = None, self._infer_tf1_config()
         elif fallback_config is not None:
             self.config_file, self.config = fallback_config, _read_config(fallback_config)
         else:
@@ -198,6 +202,61 @@ class TFReference:
         config = {"vocab_size": rows, "hidden_size": width, "num_hidden_layers": self._num_layers(),
                   "num_attention_heads": query[1], "hidden_act": "gelu", "layer_norm_eps": 1e-12}
         log.info("TF reference: no config beside %s; read off its tensors: %s", self.prefix, config)
+        return config
+
+    def _graph_heads(self):
+        """The head count a TF1 SavedModel's serving graph gives, parsed with TensorFlow's own
+        protobuf classes (not bertconvert's decoder): the ``Reshape`` under
+        ``bert/encoder/layer_0/attention/self/`` to ``[batch, seq, heads, head_size]`` (or the
+        einsum variant's ``[hidden, heads, head_size]`` kernel); None when it says nothing."""
+        if "_heads" in self.__dict__:
+            return self._heads
+        self._heads = None
+        if not self.has("word_embeddings"):
+            return None
+        import os
+        from tensorflow.core.protobuf import saved_model_pb2
+        directory = os.path.dirname(os.path.dirname(self.prefix))
+        proto = saved_model_pb2.SavedModel()
+        try:
+            with open(os.path.join(directory, "saved_model.pb"), "rb") as f:
+                proto.ParseFromString(f.read())
+        except Exception:  # noqa: BLE001 - no readable graph: the head count stays unknown
+            return None
+        hidden = int(self._shape("word_embeddings")[1])
+        graphs = sorted(proto.meta_graphs, key=lambda m: "serve" not in m.meta_info_def.tags)
+        for meta in graphs[:1]:
+            nodes = {n.name: n for n in meta.graph_def.node}
+
+            def const(name):
+                found = nodes.get(name.split(":")[0])
+                if found is None or found.op != "Const":
+                    return None
+                return self.tf.make_ndarray(found.attr["value"].tensor).reshape(-1).tolist()
+
+            heads = set()
+            for n in meta.graph_def.node:
+                if n.op != "Reshape" or not n.name.startswith(tf_names.TF1_ATTENTION_SCOPE):
+                    continue
+                shape = nodes.get(n.input[1].split(":")[0])
+                if shape is not None and shape.op == "Pack":
+                    dims = [(const(i) or [None])[0] for i in shape.input if not i.startswith("^")]
+                else:
+                    dims = const(n.input[1]) or []
+                if len(dims) in (3, 4) and all(isinstance(d, int) and d > 0 for d in dims[-2:]) \
+                        and dims[-2] * dims[-1] == hidden and (len(dims) == 4 or dims[0] == hidden):
+                    heads.add(dims[-2])
+            self._heads = heads.pop() if len(heads) == 1 else None
+        return self._heads
+
+    def _infer_tf1_config(self):
+        """A TF1 serving export's config: sizes from its tensors, heads from its graph."""
+        rows, width = self._shape("word_embeddings")
+        config = {"vocab_size": rows, "hidden_size": width, "num_hidden_layers": self._num_layers(),
+                  "num_attention_heads": self._graph_heads(), "hidden_act": "gelu",
+                  "layer_norm_eps": 1e-12}
+        log.info("TF reference: no config beside %s; read off its tensors and graph: %s",
+                 self.prefix, config)
         return config
 
     def _check_config(self):
