@@ -34,6 +34,8 @@ SAVED_MODEL_VARIABLES = os.path.join("variables", "variables")
 #: How many entries of a directory the one-level-down search looks at (a hostile or huge
 #: directory must not cost minutes); beyond that, the user names the checkpoint.
 MAX_SUBDIRECTORIES = 10_000
+#: What ``estimator.export_saved_model`` names an export in progress (``temp-1700000000``).
+TEMP_EXPORT_PREFIX = "temp-"
 
 
 def shard_path(prefix, shard_id, num_shards):
@@ -157,11 +159,16 @@ def _one_level_down(path):
             "variables/; pass the checkpoint prefix (e.g. DIR/bert_model.ckpt) or the "
             "SavedModel directory")
     versions = [name for name in subdirs if name.isdigit() and is_saved_model(os.path.join(path, name))]
-    if len(versions) == len(subdirs) and len(versions) > 1:
+    # The estimator's exporter writes temp-<time>/ first and renames it when complete; one
+    # left by an interrupted export is not a version (TF Serving ignores it too).
+    unfinished = [name for name in subdirs if name.startswith(TEMP_EXPORT_PREFIX)]
+    others = set(subdirs) - set(versions) - set(unfinished)
+    if versions and not others and (len(versions) > 1 or unfinished):
         chosen = max(versions, key=int)
-        others = ", ".join(sorted((v for v in versions if v != chosen), key=int))
-        note = (f"{path} is a TF Serving base directory: using its highest version {chosen} "
-                f"(also there: {others}); pass {os.path.join(path, '<version>')} for another")
+        also = sorted((v for v in versions if v != chosen), key=int) + unfinished
+        note = (f"{path} is a TF Serving base directory: using its highest version {chosen}"
+                f"{' (also there: ' + ', '.join(also) + ')' if also else ''}; pass "
+                f"{os.path.join(path, '<version>')} for another")
     elif len(subdirs) == 1:
         chosen = subdirs[0]
         kind = "SavedModel" if is_saved_model(os.path.join(path, chosen)) else "checkpoint"

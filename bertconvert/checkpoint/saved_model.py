@@ -37,10 +37,8 @@ MAX_NODES = 1_000_000
 _DT_INT32, _DT_INT64 = 3, 9
 
 
-def _strings(buf, start, end, number):
-    return [bytes(buf[s:e]).decode("utf-8", "replace")
-            for n, w, (s, e) in ((n, w, v) for n, w, v in iter_fields(buf, start, end)
-                                 if n == number and w == 2)]
+def _text(buf, span):
+    return bytes(buf[span[0]:span[1]]).decode("utf-8", "replace")
 
 
 def _graph_span(buf):
@@ -52,7 +50,7 @@ def _graph_span(buf):
         tags, graph = [], None
         for n, w, v in iter_fields(buf, *value):
             if n == 1 and w == 2:
-                tags = _strings(buf, v[0], v[1], 4)
+                tags = [_text(buf, t) for tn, tw, t in iter_fields(buf, *v) if tn == 4 and tw == 2]
             elif n == 2 and w == 2:
                 graph = v
         if graph is None:
@@ -63,29 +61,34 @@ def _graph_span(buf):
     return first
 
 
-def _node(buf, start, end, want_attr=False):
-    """``(name, op, inputs, value span or None)`` of a NodeDef."""
+def _node(buf, start, end, scope):
+    """``(name, op, inputs, value span or None)`` of a NodeDef; inputs and the ``value``
+    attribute are decoded only for nodes under ``scope`` (the rest need just their name)."""
     name = op = ""
-    inputs, value = [], None
+    inputs, value, attrs = [], None, []
     for n, w, v in iter_fields(buf, start, end):
         if w != 2:
             continue
         if n == 1:
-            name = bytes(buf[v[0]:v[1]]).decode("utf-8", "replace")
+            name = _text(buf, v)
         elif n == 2:
-            op = bytes(buf[v[0]:v[1]]).decode("utf-8", "replace")
+            op = _text(buf, v)
         elif n == 3:
-            inputs.append(bytes(buf[v[0]:v[1]]).decode("utf-8", "replace"))
-        elif n == 5 and want_attr:
-            key, attr = "", None
-            for an, aw, av in iter_fields(buf, *v):
-                if an == 1 and aw == 2:
-                    key = bytes(buf[av[0]:av[1]]).decode("utf-8", "replace")
-                elif an == 2 and aw == 2:
-                    attr = av
-            if key == "value" and attr is not None:
-                value = attr
-    return name, op, inputs, value
+            inputs.append(v)
+        elif n == 5:
+            attrs.append(v)
+    if not name.startswith(scope):
+        return name, op, [], None
+    for span in attrs:
+        key, attr = "", None
+        for an, aw, av in iter_fields(buf, *span):
+            if an == 1 and aw == 2:
+                key = _text(buf, av)
+            elif an == 2 and aw == 2:
+                attr = av
+        if key == "value" and attr is not None:
+            value = attr
+    return name, op, [_text(buf, i) for i in inputs], value
 
 
 def _int_tensor(buf, span):
@@ -149,11 +152,9 @@ def heads_from_graph_bytes(buf, hidden_size):
         count += 1
         if count > MAX_NODES:
             return None
-        name, op, inputs, value = _node(buf, *v, want_attr=True)
+        name, op, inputs, value = _node(buf, *v, ATTENTION_SCOPE)
         if not name.startswith(ATTENTION_SCOPE):
-            # Shape inputs of a Pack can live outside the scope only as Consts, which TF
-            # names under the scope anyway; keep the rest out of memory.
-            continue
+            continue  # TF names a reshape's shape Consts and Pack under the reshape's scope
         nodes[name] = (op, inputs, value)
         if op == "Reshape" and len(inputs) >= 2:
             reshapes.append(inputs[1])

@@ -134,3 +134,14 @@ def test_cli_several_candidates_exit_2_listing_them(tmp_path):
     assert "first" in last and "second" in last
     assert "pass the checkpoint prefix instead" not in proc.stderr
     assert not out.exists()
+
+
+def test_unfinished_estimator_export_is_not_a_version(tmp_path):
+    """estimator.export_saved_model writes temp-<time>/ and renames it when complete; one
+    left behind by an interrupted export is ignored, as TF Serving ignores it."""
+    base = tmp_path / "export"
+    shutil.copytree(SAVED_MODEL, base / "1700000000")
+    shutil.copytree(SAVED_MODEL, base / "temp-1700000500")
+    prefix, notes = resolve_checkpoint(str(base))
+    assert prefix == os.path.join(str(base), "1700000000", "variables", "variables")
+    assert "TF Serving base directory" in notes[0] and "temp-1700000500" in notes[0]

@@ -119,3 +119,14 @@ def test_non_regular_graph_file_gives_none(tmp_path):
     os.mkfifo(tmp_path / "m" / "saved_model.pb")  # must not hang
     assert read_attention_heads(str(tmp_path / "m"), 32) is None
     assert read_attention_heads(str(tmp_path / "absent"), 32) is None
+
+
+def test_node_count_is_bounded(monkeypatch):
+    """A graph of more nodes than any BERT serving graph has is not walked to its end."""
+    import bertconvert.checkpoint.saved_model as module
+    monkeypatch.setattr(module, "MAX_NODES", 10)
+    filler = [node(f"n{i}", "NoOp") for i in range(20)]
+    shape = [const(SCOPE + "Reshape/shape", [1, 2, 4, 8]),
+             node(SCOPE + "Reshape", "Reshape", "x", SCOPE + "Reshape/shape")]
+    assert heads_from_graph_bytes(saved_model(shape + filler[:5]), 32) == 4
+    assert heads_from_graph_bytes(saved_model(filler + shape), 32) is None
