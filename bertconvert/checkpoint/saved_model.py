@@ -20,6 +20,7 @@ malformed bytes, readings that disagree -- gives None: the caller then asks for 
 """
 import logging
 import mmap
+import stat
 import os
 
 from ..errors import CheckpointFormatError
@@ -189,7 +190,6 @@ def read_attention_heads(saved_model_dir, hidden_size):
         return None
     try:
         st = os.fstat(fd)
-        import stat
         if not stat.S_ISREG(st.st_mode) or not 0 < st.st_size <= MAX_GRAPH_BYTES:
             return None
         with mmap.mmap(fd, 0, access=mmap.ACCESS_READ) as buf:

@@ -153,3 +153,15 @@ def test_shard_with_small_tail_or_none_is_hashed_whole(tmp_path):
     convert_checkpoint(str(ckpt), str(out), progress=False)
     _, entry = _shard_entry(out)
     assert entry["sha256"] == hashlib.sha256((ckpt / SHARD).read_bytes()).hexdigest()
+
+
+@pytest.mark.parametrize("case", ["saver_v1", "saver_sharded", "partitioned", "object_based",
+                                  "object_sharded", "saved_model"])
+def test_tensorflow_written_shards_have_no_unreferenced_tail(case):
+    """TensorFlow writes tensors back to back, partitioned slices included: the index's
+    entries reach exactly to the end of every shard, so no real checkpoint loses its hash."""
+    from bertconvert.checkpoint import load_checkpoint
+    with load_checkpoint(os.path.join(ROOT, "fixtures", "tf_checkpoints", case)) as reader:
+        ends = reader.referenced_bytes()
+        assert set(ends) == set(reader.files[1:])
+        assert all(ends[path] == os.path.getsize(path) for path in ends)
