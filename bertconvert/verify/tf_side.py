@@ -205,48 +205,16 @@ class TFReference:
         return config
 
     def _graph_heads(self):
-        """The head count a TF1 SavedModel's serving graph gives, parsed with TensorFlow's own
-        protobuf classes (not bertconvert's decoder): the ``Reshape`` under
-        ``bert/encoder/layer_0/attention/self/`` to ``[batch, seq, heads, head_size]`` (or the
-        einsum variant's ``[hidden, heads, head_size]`` kernel); None when it says nothing."""
-        if "_heads" in self.__dict__:
-            return self._heads
-        self._heads = None
-        if not self.has("word_embeddings"):
-            return None
-        import os
-        from tensorflow.core.protobuf import saved_model_pb2
-        directory = os.path.dirname(os.path.dirname(self.prefix))
-        proto = saved_model_pb2.SavedModel()
-        try:
-            with open(os.path.join(directory, "saved_model.pb"), "rb") as f:
-                proto.ParseFromString(f.read())
-        except Exception:  # noqa: BLE001 - no readable graph: the head count stays unknown
-            return None
-        hidden = int(self._shape("word_embeddings")[1])
-        graphs = sorted(proto.meta_graphs, key=lambda m: "serve" not in m.meta_info_def.tags)
-        for meta in graphs[:1]:
-            nodes = {n.name: n for n in meta.graph_def.node}
-
-            def const(name):
-                found = nodes.get(name.split(":")[0])
-                if found is None or found.op != "Const":
-                    return None
-                return self.tf.make_ndarray(found.attr["value"].tensor).reshape(-1).tolist()
-
-            heads = set()
-            for n in meta.graph_def.node:
-                if n.op != "Reshape" or not n.name.startswith(tf_names.TF1_ATTENTION_SCOPE):
-                    continue
-                shape = nodes.get(n.input[1].split(":")[0])
-                if shape is not None and shape.op == "Pack":
-                    dims = [(const(i) or [None])[0] for i in shape.input if not i.startswith("^")]
-                else:
-                    dims = const(n.input[1]) or []
-                if len(dims) in (3, 4) and all(isinstance(d, int) and d > 0 for d in dims[-2:]) \
-                        and dims[-2] * dims[-1] == hidden and (len(dims) == 4 or dims[0] == hidden):
-                    heads.add(dims[-2])
-            self._heads = heads.pop() if len(heads) == 1 else None
+        """The head count a TF1 SavedModel's serving graph gives (parsed with TensorFlow's
+        own protobuf classes: :func:`bertconvert.verify.tf_names.graph_heads`), or None."""
+        if "_heads" not in self.__dict__:
+            self._heads = None
+            if self.has("word_embeddings"):
+                import os
+                from tensorflow.core.protobuf import saved_model_pb2
+                path = os.path.join(os.path.dirname(os.path.dirname(self.prefix)), "saved_model.pb")
+                self._heads = tf_names.graph_heads(path, int(self._shape("word_embeddings")[1]),
+                                                   saved_model_pb2, self.tf.make_ndarray)
         return self._heads
 
     def _infer_tf1_config(self):
