@@ -40,6 +40,30 @@ def test_verify_versioned_directory_against_its_conversion(tmp_path):
     assert "PASS" in proc.stdout
 
 
+def test_verify_export_without_any_vocabulary(tmp_path):
+    """A TF Serving export has no vocab.txt, and a conversion of it none either: verify
+    checks parity on a deterministic batch of pseudo-random ids instead of refusing."""
+    out = tmp_path / "model"
+    assert cli("convert", EXPORT, "--out", str(out)).returncode == 0
+    proc = cli("verify", EXPORT, str(out))
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "pseudo-random token ids" in proc.stdout and "PASS" in proc.stdout
+    text = tmp_path / "t.txt"
+    text.write_text("a sentence\n")
+    proc = cli("verify", EXPORT, str(out), "--text", str(text))  # text needs a vocabulary
+    assert proc.returncode == 2 and "vocab.txt" in proc.stderr
+
+
+def test_synthetic_inputs_are_deterministic_and_mixed():
+    from bertconvert.verify.inputs import synthetic_inputs
+    a, b = synthetic_inputs(99, max_position_embeddings=24), synthetic_inputs(99, max_position_embeddings=24)
+    assert (a.input_ids == b.input_ids).all() and a.input_ids.shape == (6, 24)
+    assert a.input_ids.max() < 99 and len(set(a.attention_mask.sum(-1).tolist())) > 1
+    assert a.token_type_ids.max() == 1 and (a.input_ids[a.attention_mask == 0] == 0).all()
+    mc = synthetic_inputs(99, head="multiple-choice", max_position_embeddings=24)
+    assert mc.input_ids.shape == (6, 3, 24)
+
+
 def test_verify_in_memory_reads_the_head_count_from_the_graph(tmp_path):
     export = tmp_path / "export"
     shutil.copytree(EXPORT, export)
