@@ -42,6 +42,11 @@ class ConfigError(BertConvertError):
     """A BERT config file is missing, unreadable, or lacks required fields."""
 
 
+class ConfigRequiredError(ConfigError):
+    """No config was given or found and the checkpoint's tensors do not determine one (a
+    TF1 SavedModel whose graph does not record the head count): ``--config`` is needed."""
+
+
 class WeightsError(BertConvertError):
     """A weights file or model directory does not hold what was expected."""
 
@@ -94,6 +99,10 @@ class CheckpointNotFoundError(CheckpointError):
 
 class SavedModelVariablesError(CheckpointNotFoundError):
     """A SavedModel directory has no ``variables/variables`` checkpoint to read weights from."""
+
+
+class AmbiguousCheckpointError(CheckpointNotFoundError):
+    """A directory holds no checkpoint itself but several in its subdirectories."""
 
 
 class CheckpointFormatError(CheckpointError):

@@ -67,6 +67,32 @@ def read_regular_file(path, limit, error, what):
         return b"".join(chunks)
 
 
+def copy_regular_file(src, dst, limit, error, what):
+    """Copy ``src`` to the new file ``dst`` if it is (or links to) a regular file of at most
+    ``limit`` bytes, checked with ``fstat`` on the opened descriptor (as
+    :func:`read_regular_file`); anything else raises ``error``. Streams in 1 MiB chunks and
+    stops at the limit, should the file grow while it is copied. Returns the bytes copied."""
+    src = os.fspath(src)
+    flags = os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_BINARY", 0)
+    with os.fdopen(os.open(src, flags), "rb", buffering=0) as f:
+        info = os.fstat(f.fileno())
+        if not stat.S_ISREG(info.st_mode):
+            raise error(f"{what} {src} is {file_kind(info.st_mode)}, not a regular file")
+        if info.st_size > limit:
+            raise error(f"{what} {src} is {info.st_size} bytes, more than the {limit} bytes "
+                        f"such a file can sensibly have; check that it is the right file")
+        total = 0
+        with open(dst, "xb") as out:
+            while True:
+                chunk = f.read(min(1 << 20, limit + 1 - total))
+                if not chunk:
+                    return total
+                total += len(chunk)
+                if total > limit:
+                    raise error(f"{what} {src} grew past {limit} bytes while being copied")
+                out.write(chunk)
+
+
 def _refuse_constant(name):
     raise ValueError(f"{name} is not valid JSON (only Python writes it); use a finite number")
 

@@ -26,7 +26,7 @@ from ..errors import (CheckpointError, CheckpointFormatError, CheckpointNotFound
                       ChecksumMismatchError, MissingShardError, TensorNotFoundError,
                       UnsupportedDtypeError)
 from . import dtypes as _dtypes
-from .paths import INDEX_SUFFIX, resolve_prefix, shard_path
+from .paths import INDEX_SUFFIX, resolve_checkpoint, shard_path
 from .proto import BundleHeader, decode_entry, decode_header
 from .shards import ShardFiles
 from .slices import check_coverage, slice_bounds, slice_key
@@ -106,6 +106,8 @@ class CheckpointReader:
 
     def __init__(self, prefix, verify_checksums=True, mmap=True):
         self.prefix = os.fspath(prefix)
+        #: Sentences saying which checkpoint a directory gave (set by load_checkpoint).
+        self.resolution_notes = []
         self.verify_checksums = bool(verify_checksums)
         self.index_path = self.prefix + INDEX_SUFFIX
         try:
@@ -174,6 +176,16 @@ class CheckpointReader:
             raise TensorNotFoundError(
                 f"tensor {name!r} is not in checkpoint {self.prefix} "
                 f"({len(self._entries)} tensors){hint}") from None
+
+    def referenced_bytes(self):
+        """``{shard path: end}``: how far into each data shard the index's entries reach
+        (the largest offset + size). TensorFlow writes shards back to back, so a shard
+        much longer than this holds bytes that no tensor is made of."""
+        ends = {}
+        for entry in list(self._entries.values()) + list(self._slice_entries.values()):
+            if entry.file is not None and not entry.slices:
+                ends[entry.file] = max(ends.get(entry.file, 0), entry.offset + entry.size)
+        return ends
 
     def has_tensor(self, name):
         """True when ``name`` is a variable of this checkpoint."""
@@ -385,7 +397,12 @@ def load_checkpoint(path, verify_checksums=True, mmap=True):
         reader = load_checkpoint("uncased_L-12_H-768_A-12/")
         shapes = reader.get_variable_to_shape_map()
     """
-    return CheckpointReader(resolve_prefix(path), verify_checksums=verify_checksums, mmap=mmap)
+    prefix, notes = resolve_checkpoint(path)
+    for note in notes:
+        log.info("%s", note)
+    reader = CheckpointReader(prefix, verify_checksums=verify_checksums, mmap=mmap)
+    reader.resolution_notes = notes  # which version / subdirectory a directory gave
+    return reader
 
 
 def list_variables(path):

@@ -40,10 +40,13 @@ def register(subparsers):
                     "published atomically.")
     p.add_argument("checkpoint", metavar="CKPT",
                    help="checkpoint prefix (dir/bert_model.ckpt), its .index file, its directory, "
-                        "or a SavedModel directory (saved_model.pb + variables/)")
+                        "a SavedModel directory (saved_model.pb + variables/), a TF Serving base "
+                        "directory (its highest numbered version is used), or a directory with "
+                        "exactly one of those in a subdirectory")
     p.add_argument("--config", metavar="JSON",
                    help="bert_config.json (default: the one beside the checkpoint; for TF2 "
-                        "checkpoints and SavedModels without one, inferred from the tensor shapes)")
+                        "checkpoints and SavedModels without one, inferred from the tensor shapes "
+                        "and, for TF1 serving exports, the head count from saved_model.pb)")
     p.add_argument("--out", required=True, metavar="DIR",
                    help="output model directory (never the checkpoint's own directory or a "
                         "directory above it)")
@@ -52,9 +55,9 @@ def register(subparsers):
                         "beside the checkpoint)")
     add_head_arguments(p)
     p.add_argument("--gelu", choices=layout.GELU_FORMS, default=None,
-                   help="GELU form the model computes: exact (erf; default for TF1 checkpoints) "
-                        "or tanh (the approximation; default for TF2 checkpoints and SavedModels, "
-                        "Model Garden's \"gelu\"). Written into config.json as hidden_act gelu / "
+                   help="GELU form the model computes: exact (erf; default for TF1 variable "
+                        "names, in checkpoints and TF1 SavedModels) or tanh (the approximation; "
+                        "default for TF2 object-graph names, Model Garden's \"gelu\"). Written into config.json as hidden_act gelu / "
                         "gelu_new; a config whose hidden_act is not plain gelu is honoured, and "
                         "contradicting it is an error")
     p.add_argument("--format", choices=("safetensors", "pytorch", "both"), default="safetensors",

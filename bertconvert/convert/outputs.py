@@ -5,9 +5,10 @@ run publishes the directory; see :mod:`bertconvert.convert.run`).
 """
 import logging
 import os
+import stat
 import shutil
 
-from ..safeio import dumps_json
+from ..safeio import MAX_VOCAB_BYTES, copy_regular_file, dumps_json, file_kind
 from ..directio import DirectFile
 from ..errors import ConversionError, VocabError, option
 from ..layout import (CONFIG_NAME, DEFAULT_NUM_LABELS, GOOGLE_CONFIG_NAME, PYTORCH_NAME,
@@ -161,16 +162,53 @@ def write_json(path, data, opener, fsync=False):
 
 def vocab_source(vocab, prefix, default=None):
     """``(path, found)``: the vocabulary to copy, explicit, ``default`` (a SavedModel's
-    assets/vocab.txt) or beside the checkpoint."""
+    assets/vocab.txt) or beside the checkpoint.
+
+    What will be copied into the model directory must be a regular file of at most
+    :data:`~bertconvert.safeio.MAX_VOCAB_BYTES`, and a SavedModel's asset must not be a
+    symlink leading out of the SavedModel (a downloaded directory must not make us copy
+    ``/etc/passwd`` into a model we publish): VocabError otherwise."""
     if vocab is None:
         path = default or os.path.join(os.path.dirname(prefix), VOCAB_NAME)
-        return path, os.path.isfile(path)
+        if not os.path.lexists(path):
+            return path, False
+        if default:
+            _check_inside(path, os.path.dirname(os.path.dirname(default)))
+        _check_copyable(path, "the vocabulary found beside the checkpoint")
+        return path, True
     path = os.fspath(vocab)
     if not os.path.isfile(path):
         what = "does not exist" if not os.path.exists(path) else "is not a file"
         raise VocabError(f"vocabulary {path} {what}; expected a vocab.txt (one WordPiece token "
                          f"per line) for {option('--vocab FILE', 'vocab=')}")
+    _check_copyable(path, "the vocabulary given")
     return path, True
+
+
+def _check_inside(path, root):
+    """VocabError when ``path`` resolves (through symlinks) to a file outside ``root``."""
+    real, real_root = os.path.realpath(path), os.path.realpath(root)
+    if os.path.commonpath([real, real_root]) != real_root:
+        raise VocabError(
+            f"{path} is a symlink to {real}, outside the SavedModel {root}; refusing to copy "
+            f"it into the model directory. Pass the vocabulary you mean with "
+            f"{option('--vocab FILE', 'vocab=')}")
+
+
+def _check_copyable(path, what):
+    """VocabError unless ``path`` is (or links to) a regular file of bounded size."""
+    try:
+        info = os.stat(path)
+    except OSError as e:
+        raise VocabError(f"cannot read {what}, {path}: {e.strerror or e}") from e
+    if not stat.S_ISREG(info.st_mode):
+        raise VocabError(f"{what}, {path}, is {file_kind(info.st_mode)}, not a regular file; "
+                         f"pass a vocab.txt with {option('--vocab FILE', 'vocab=')}")
+    if info.st_size > MAX_VOCAB_BYTES:
+        raise VocabError(
+            f"{what}, {path}, is {info.st_size} bytes, more than the {MAX_VOCAB_BYTES} bytes a "
+            f"vocabulary can sensibly have (BERT's are a few MB); pass the right vocab.txt with "
+            f"{option('--vocab FILE', 'vocab=')}")
 
 
 def write_side_files(directory, plan, dtype, config_path, vocab, tokenizer, opener):
@@ -186,7 +224,7 @@ def write_side_files(directory, plan, dtype, config_path, vocab, tokenizer, open
         write_json(side[1], plan.config.to_google_dict(), opener)
     if vocab is not None:
         side.append(os.path.join(directory, VOCAB_NAME))
-        shutil.copyfile(vocab, side[-1])
+        copy_regular_file(vocab, side[-1], MAX_VOCAB_BYTES, VocabError, "vocabulary file")
     if tokenizer is not None:
         side.append(os.path.join(directory, TOKENIZER_CONFIG_NAME))
         write_json(side[-1], tokenizer, opener)

@@ -33,6 +33,10 @@ _HASH_CHUNK = 1 << 20
 #: "index" hashes no shard.
 SOURCE_HASHES = ("auto", "full", "index")
 #: "auto" reads a shard whole for its sha256 only while its unconverted bytes stay below this.
+#: The same share bounds a shard's tail that no index entry references: TensorFlow writes
+#: tensors back to back, so a shard far longer than its entries reach (a sparse 1 TB tail)
+#: is not a checkpoint as written; "auto" then leaves it unhashed (hashing it would read
+#: the whole tail -- minutes -- for bytes conversion never uses) and says so.
 AUTO_HASH_MAX_UNCONVERTED = 0.01
 
 class SourceHasher:
@@ -122,8 +126,20 @@ class SourceHashing:
         index, shards = self.reader.files[0], self.reader.files[1:]
         notes, whole = [], [index]
         unconverted = self._unconverted_bytes(plan)
+        referenced = {os.path.abspath(k): v for k, v in self.reader.referenced_bytes().items()}
         for shard in shards:
             size = os.path.getsize(shard)
+            tail = size - referenced.get(os.path.abspath(shard), size)
+            if self.mode == "auto" and tail > AUTO_HASH_MAX_UNCONVERTED * size:
+                full = option("--source-hash full", "source_hash='full'")
+                log.warning("%s is %d bytes but its index entries reach only %d; its %d "
+                            "trailing bytes belong to no tensor", shard, size, size - tail, tail)
+                notes.append(
+                    f"{os.path.basename(shard)}: no sha256 (it is {size} bytes, but the index's "
+                    f"tensors end at byte {size - tail}: {tail / size:.0%} of it belongs to no "
+                    f"tensor and was not read; the hashed .index pins each tensor's crc32c). "
+                    f"{full} hashes it whole")
+                continue
             kinds = unconverted.get(os.path.abspath(shard), {})
             skipped = sum(kinds.values())
             if self.mode == "auto" and skipped <= AUTO_HASH_MAX_UNCONVERTED * size:

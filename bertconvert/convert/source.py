@@ -3,10 +3,13 @@
 * the kind of source: a TF1 checkpoint, a TF2 object-based checkpoint, or a SavedModel
   (``DIR`` with ``saved_model.pb`` and ``variables/``; read without TensorFlow, and
   ``saved_model.pb`` is never parsed);
+* the naming of its variables: TF1 (``bert/...``: Google's TF1 code, also in a TF1
+  SavedModel / TF Serving export) or TF2 (object-graph names: Model Garden);
 * the config: the one given, else ``bert_config.json``/``config.json`` beside the checkpoint
-  (for a SavedModel: in its directory), else -- for TF2 and SavedModel sources, which
-  Model Garden writes without one -- inferred from the tensor shapes (said in the report);
-* the GELU form (:mod:`bertconvert.convert.gelu`);
+  (for a SavedModel: in its directory), else -- for TF2 sources and SavedModels, which
+  are written without one -- inferred from the tensor shapes (said in the report; a TF1
+  SavedModel's head count comes from its serving graph, :mod:`~bertconvert.convert.tf1_infer`);
+* the GELU form (:mod:`bertconvert.convert.gelu`), by the naming, not the container;
 * a SavedModel's ``assets/vocab.txt`` and its ``do_lower_case`` variable.
 """
 import logging
@@ -18,6 +21,7 @@ import numpy as np
 from .gelu import choose_activation
 from .plan import resolve_config
 from ..layout import CHECKPOINT_CONFIG_NAMES, GOOGLE_CONFIG_NAME, VOCAB_NAME
+from .tf1_infer import infer_tf1_config
 from .tf2 import infer_config, is_tf2, resolve_tf2
 from ..errors import ConfigError
 from ..checkpoint.paths import is_saved_model
@@ -33,6 +37,7 @@ class SourceInfo:
     """What :func:`describe_source` decided."""
 
     kind: str                       # "tf1", "tf2" or "saved_model"
+    naming: str = "tf1"             # the variables' names: "tf1" (Google's) or "tf2" (object graph)
     config_inferred: bool = False
     activation: dict = field(default_factory=dict)
     config_changed: bool = False    # hidden_act differs from the config file's
@@ -73,7 +78,9 @@ def describe_source(config, reader, gelu=None):
     """``(BertConfig, config path or None, SourceInfo)`` for converting ``reader``'s checkpoint
     with ``config`` (path, dict, BertConfig or None) and ``gelu`` (None, exact, tanh)."""
     kind = source_kind(reader)
-    info = SourceInfo(kind=kind, saved_model_dir=saved_model_dir(reader.prefix))
+    naming = "tf2" if is_tf2(reader) else "tf1"
+    info = SourceInfo(kind=kind, naming=naming, saved_model_dir=saved_model_dir(reader.prefix))
+    info.notes.extend(getattr(reader, "resolution_notes", ()))  # a version / subdirectory taken
     if info.saved_model_dir:
         assets = os.path.join(info.saved_model_dir, "assets", VOCAB_NAME)
         info.vocab = assets if os.path.isfile(assets) else None
@@ -88,6 +95,12 @@ def describe_source(config, reader, gelu=None):
     except ConfigError:
         if config is not None or kind == "tf1":
             raise
+        if naming == "tf1":  # a TF1 SavedModel: a TF Serving export of Google's TF1 model
+            cfg, note = infer_tf1_config(reader.get_variable_to_shape_map(),
+                                         info.saved_model_dir, reader.prefix)
+            info.config_inferred, path = True, None
+            info.notes.append(note)
+            return _finish(cfg, path, info, gelu)
         resolved = resolve_tf2(reader)
         resolved.require_structure(reader.prefix)  # no BERT at all: say that, not "no config"
         cfg, path = infer_config(resolved.weights, reader.get_variable_to_shape_map(),
@@ -99,7 +112,12 @@ def describe_source(config, reader, gelu=None):
             f"layers, {cfg.num_attention_heads} heads, intermediate {cfg.intermediate_size}, "
             f"{cfg.max_position_embeddings} positions, type vocab {cfg.type_vocab_size}; "
             f"layer_norm_eps {cfg.layer_norm_eps} assumed, Model Garden's)")
+    return _finish(cfg, path, info, gelu)
+
+
+def _finish(cfg, path, info, gelu):
+    """Choose the GELU form (by the variables' naming) and return describe_source's triple."""
     before = cfg.hidden_act
-    info.activation = choose_activation(cfg, gelu, kind, path or "the config")
+    info.activation = choose_activation(cfg, gelu, info.naming, path or "the config")
     info.config_changed = cfg.hidden_act != before
     return cfg, path, info

@@ -369,9 +369,17 @@ def verify(checkpoint, model_dir=None, *, head=None, num_labels=None, device="cp
 
 def _make_inputs(checkpoint, model_dir, loaded, head, text):
     from .sources import checkpoint_dirs, resolve_checkpoint_prefix
-    from .inputs import find_vocab_file, load_inputs
-    vocab = find_vocab_file(*checkpoint_dirs(resolve_checkpoint_prefix(checkpoint)), model_dir)
+    from .inputs import find_vocab_file, load_inputs, synthetic_inputs
     cfg = loaded.model.config
+    try:
+        vocab = find_vocab_file(*checkpoint_dirs(resolve_checkpoint_prefix(checkpoint)), model_dir)
+    except VerificationError:
+        if text is not None:
+            raise  # the user's text needs the vocabulary
+        # No vocabulary anywhere (a TF Serving export has none): parity needs only the
+        # same ids on both sides.
+        return synthetic_inputs(cfg.vocab_size, head, cfg.max_position_embeddings,
+                                cfg.type_vocab_size)
     return load_inputs(vocab, head, max_position_embeddings=cfg.max_position_embeddings,
                        type_vocab_size=cfg.type_vocab_size, text=text)
 

@@ -200,6 +200,35 @@ def build_inputs(tokenizer, examples, max_seq_length, head=layout.BASE, type_voc
     return VerifyInputs(ids, types, mask, source=source, examples=[list(e) for e in examples])
 
 
+#: Sequence length of the batch made without a vocabulary (see :func:`synthetic_inputs`).
+SYNTHETIC_MAX_SEQ_LENGTH = 32
+
+
+def synthetic_inputs(vocab_size, head=layout.BASE, max_position_embeddings=512,
+                     type_vocab_size=2, batch=6, seed=20240601):
+    """A deterministic batch of pseudo-random token ids, for sources without a vocabulary (a
+    TF Serving export has none). Parity only needs both sides to see the same ids; the batch
+    still mixes lengths (padding and the attention mask matter) and segment B."""
+    rng = np.random.default_rng(seed)
+    seq = max(2, min(SYNTHETIC_MAX_SEQ_LENGTH, int(max_position_embeddings)))
+    choices = DEFAULT_NUM_CHOICES if head == layout.MULTIPLE_CHOICE else 1
+    rows = batch * choices
+    ids = (rng.integers(1, vocab_size, size=(rows, seq)) if vocab_size > 1
+           else np.zeros((rows, seq), dtype=np.int64)).astype(np.int64)
+    lengths = [max(2, seq - (r * seq) // (2 * rows)) for r in range(rows)]
+    mask = np.array([[1] * n + [0] * (seq - n) for n in lengths], dtype=np.int64)
+    types = np.zeros_like(mask)
+    for r, n in enumerate(lengths):
+        if r % 2 and type_vocab_size > 1:  # every other sequence a pair: segment B
+            types[r, n // 2:n] = 1
+    ids *= mask
+    if choices > 1:
+        shape = (batch, choices, seq)
+        ids, types, mask = ids.reshape(shape), types.reshape(shape), mask.reshape(shape)
+    return VerifyInputs(ids, types, mask, source="pseudo-random token ids (no vocab.txt found "
+                        "to tokenize sentences with)")
+
+
 def load_inputs(vocab_file, head=layout.BASE, max_position_embeddings=512, type_vocab_size=2,
                 text=None):
     """The verification batch: bundled sentences, or ``text`` when given.

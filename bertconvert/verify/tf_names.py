@@ -63,6 +63,10 @@ TF1_NAMES = {
     "squad_bias": "cls/squad/output_bias",
 }
 
+#: Where Google's modeling.py builds the first layer's self-attention (its serving graph's
+#: reshapes there record the head count that 2-D TF1 kernels do not).
+TF1_ATTENTION_SCOPE = "bert/encoder/layer_0/attention/self/"
+
 TF2_SUFFIX = "/.ATTRIBUTES/VARIABLE_VALUE"
 #: The encoder's list of transformer blocks: BertEncoder V1/V2 say "_transformer_layers",
 #: EncoderScaffold "_hidden_layers".
@@ -215,3 +219,41 @@ def reshape_tf2(name, array):
     if name.endswith("_bias") and array.ndim == 2:  # [heads, head_dim] -> [H]
         return array.reshape(-1)
     return array
+
+
+def graph_heads(path, hidden, saved_model_pb2, make_ndarray):
+    """The attention head count in the serving graph ``path`` (a TF1 SavedModel's
+    ``saved_model.pb``), read with TensorFlow's own ``saved_model_pb2`` (not bertconvert's
+    decoder): a ``Reshape`` under :data:`TF1_ATTENTION_SCOPE` to ``[batch, seq, heads,
+    head_size]`` (its shape a ``Const`` or a ``Pack`` of a dynamic batch and ``Const``s), or
+    the einsum variant's ``[hidden, heads, head_size]`` kernel. None when it says nothing."""
+    proto = saved_model_pb2.SavedModel()
+    try:
+        with open(path, "rb") as f:
+            proto.ParseFromString(f.read())
+    except Exception:  # noqa: BLE001 - no readable graph: the head count stays unknown
+        return None
+    graphs = sorted(proto.meta_graphs, key=lambda m: "serve" not in m.meta_info_def.tags)
+    if not graphs:
+        return None
+    nodes = {n.name: n for n in graphs[0].graph_def.node}
+
+    def const(name):
+        found = nodes.get(name.split(":")[0])
+        if found is None or found.op != "Const":
+            return None
+        return make_ndarray(found.attr["value"].tensor).reshape(-1).tolist()
+
+    heads = set()
+    for n in nodes.values():
+        if n.op != "Reshape" or not n.name.startswith(TF1_ATTENTION_SCOPE) or len(n.input) < 2:
+            continue
+        shape = nodes.get(n.input[1].split(":")[0])
+        if shape is not None and shape.op == "Pack":
+            dims = [(const(i) or [None])[0] for i in shape.input if not i.startswith("^")]
+        else:
+            dims = const(n.input[1]) or []
+        if len(dims) in (3, 4) and all(isinstance(d, int) and d > 0 for d in dims[-2:]) \
+                and dims[-2] * dims[-1] == hidden and (len(dims) == 4 or dims[0] == hidden):
+            heads.add(dims[-2])
+    return heads.pop() if len(heads) == 1 else None

@@ -106,6 +106,10 @@ class TFReference:
             self.config_file, self.config = config_file, _read_config(config_file)
         elif self.layout == "tf2":
             self.config_file, self.config = None, self._infer_config()
+        elif self.saved_model and self._graph_heads() is not None:
+            # A TF1 serving export: its own graph is a more independent witness of the
+            # head count than the model directory's config.json (fallback_config).
+            self.config_file, self.config = None, self._infer_tf1_config()
         elif fallback_config is not None:
             self.config_file, self.config = fallback_config, _read_config(fallback_config)
         else:
@@ -204,6 +208,29 @@ class TFReference:
         config = {"vocab_size": rows, "hidden_size": width, "num_hidden_layers": self._num_layers(),
                   "num_attention_heads": query[1], "hidden_act": "gelu", "layer_norm_eps": 1e-12}
         log.info("TF reference: no config beside %s; read off its tensors: %s", self.prefix, config)
+        return config
+
+    def _graph_heads(self):
+        """The head count a TF1 SavedModel's serving graph gives (parsed with TensorFlow's
+        own protobuf classes: :func:`bertconvert.verify.tf_names.graph_heads`), or None."""
+        if "_heads" not in self.__dict__:
+            self._heads = None
+            if self.has("word_embeddings"):
+                import os
+                from tensorflow.core.protobuf import saved_model_pb2
+                path = os.path.join(os.path.dirname(os.path.dirname(self.prefix)), "saved_model.pb")
+                self._heads = tf_names.graph_heads(path, int(self._shape("word_embeddings")[1]),
+                                                   saved_model_pb2, self.tf.make_ndarray)
+        return self._heads
+
+    def _infer_tf1_config(self):
+        """A TF1 serving export's config: sizes from its tensors, heads from its graph."""
+        rows, width = self._shape("word_embeddings")
+        config = {"vocab_size": rows, "hidden_size": width, "num_hidden_layers": self._num_layers(),
+                  "num_attention_heads": self._graph_heads(), "hidden_act": "gelu",
+                  "layer_norm_eps": 1e-12}
+        log.info("TF reference: no config beside %s; read off its tensors and graph: %s",
+                 self.prefix, config)
         return config
 
     def _check_config(self):
