@@ -122,13 +122,16 @@ class ConvertedState(NamedTuple):
 
 
 def state_dict_from_checkpoint(checkpoint, *, config=None, head="auto", num_labels=None,
-                               dtype="float32", allow_new_head=False, gelu=None):
+                               dtype="float32", allow_new_head=False, gelu=None,
+                               keep_pooler=True):
     """Convert the TF checkpoint in memory into a state dict, without building a model.
 
     Same planning and checks as :func:`~bertconvert.convert.run.convert_checkpoint`
     (``config``, ``head``, ``num_labels``, ``allow_new_head``, ``gelu`` mean the same); nothing is
     written. Returns a :class:`ConvertedState`; the model to load it into is
-    ``HEADS[result.report.head]`` built from ``result.config``.
+    ``HEADS[result.report.head]`` built from ``result.config``. Unlike written conversions,
+    the pooler is kept by default (``keep_pooler``): bertconvert's classes all have one, so
+    leaving it out would only swap the checkpoint's pooler for a random one.
     """
     check_dtype(dtype)
     check_gelu(gelu)
@@ -136,7 +139,8 @@ def state_dict_from_checkpoint(checkpoint, *, config=None, head="auto", num_labe
     with load_checkpoint(checkpoint, mmap=False) as reader:
         cfg, config_path, source = describe_source(config, reader, gelu)
         plan = plan_conversion(reader, cfg, head=head, num_labels=num_labels,
-                               allow_new_head=allow_new_head, config_path=config_path)
+                               allow_new_head=allow_new_head, config_path=config_path,
+                               keep_pooler=keep_pooler)
         state = {key: _to_torch(array) for key, array in
                  iter_tensors(reader, plan, dtype, reuse_buffer=False)}
     report = ConversionReport.from_plan(plan, dtype)

@@ -30,6 +30,9 @@ class LoadedModel:
     num_labels: int = None
     config_file: str = None
     notes: list = dataclasses.field(default_factory=list)
+    #: the directory holds no pooler and the head does not use one (converted without
+    #: --keep-pooler): loading initialised it, so the ``pooled`` stage means nothing
+    pooler_left_out: bool = False
 
 
 def _head_from_config(config, config_file, notes):
@@ -84,11 +87,14 @@ def load_torch_model(checkpoint, model_dir=None, head=None, num_labels=None, dty
                      f"{model_dir} and were freshly initialised (wrong --head?): "
                      + ", ".join(info["missing_keys"][:6])
                      + (" ..." if len(info["missing_keys"]) > 6 else ""))
+    # Initialised without being missing: the unused pooler of a head that does not need it.
+    left_out = bool(set(info.get("initialized_keys", ())) - set(info.get("missing_keys", ())))
     stored = getattr(config, "dtype", None) or getattr(config, "torch_dtype", None)
     if stored and str(stored).replace("torch.", "") not in ("float32", dtype):
         notes.append(f"{model_dir} stores {stored} weights, compared as {dtype}: pass "
                      f"--dtype {stored} for matching tolerances")
-    return LoadedModel(model, head, getattr(model, "num_labels", None), config_file, notes)
+    return LoadedModel(model, head, getattr(model, "num_labels", None), config_file, notes,
+                       pooler_left_out=left_out)
 
 
 #: Config fields that fix the network's shapes: a model directory and the checkpoint it was

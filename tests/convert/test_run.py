@@ -51,11 +51,17 @@ def npz(name):
         return {k: z[k] for k in z.files}
 
 
-def expected_state(fixture, head):
+#: Heads whose transformers class has no pooler: converted without keep_pooler, no pooler.
+POOLERLESS = {"masked-lm", "token-classification", "question-answering"}
+
+
+def expected_state(fixture, head, keep_pooler=False):
     """PyTorch state dict computed from the npz with the rule table's own numpy transforms."""
     trunk = mapping.trunk_prefix(head)
     out = {}
     for name, value in npz(fixture).items():
+        if name.startswith("bert/pooler/") and head in POOLERLESS and not keep_pooler:
+            continue
         res = mapping.resolve(name, trunk=trunk)
         out[res.key] = to_torch_layout(res.rule.transform, value)
     return out
