@@ -164,7 +164,9 @@ def test_inspect_flags_unknown_names(tmp_path, capsys):
 
 
 def test_export_command_round_trip(tmp_path, capsys):
-    assert main(["convert", ckpt("question-answering"), "--out", str(tmp_path / "pt"), "-q"]) == 0
+    # --keep-pooler: question-answering leaves the pooler out otherwise (tests/convert/test_pooler.py)
+    assert main(["convert", ckpt("question-answering"), "--out", str(tmp_path / "pt"), "-q",
+                 "--keep-pooler"]) == 0
     assert main(["export", str(tmp_path / "pt"), "--out", str(tmp_path / "tf" / "bert_model.ckpt"), "-q"]) == 0
     assert "bert_model.ckpt.index" in capsys.readouterr().out
     from bertconvert.checkpoint import load_checkpoint
