@@ -18,6 +18,7 @@ import numpy as np
 
 from ..checkpoint import load_checkpoint
 from ..errors import ConversionError, MissingDependencyError, option
+from ..terminal.progress import progress_bar
 from .gelu import check_gelu
 from .plan import plan_conversion
 from .source import describe_source
@@ -89,25 +90,11 @@ def iter_tensors(reader, plan, dtype, progress=False, reuse_buffer=True, order=N
             bar.update(t.nbytes)
 
 
-class _NoBar:
-    def update(self, n):
-        pass
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        pass
-
-
-def _progress(plan, enabled):
-    """A tqdm bar over the planned source bytes (tqdm is only imported when shown)."""
-    if not enabled:
-        return _NoBar()
-    from tqdm.auto import tqdm
-
-    return tqdm(total=sum(t.nbytes for t in plan.tensors), unit="B", unit_scale=True,
-                desc="converting", leave=False)
+def _progress(plan, progress):
+    """A bar over the planned source bytes (:mod:`bertconvert.terminal.progress` decides
+    whether it is drawn)."""
+    return progress_bar(progress, total=sum(t.nbytes for t in plan.tensors), desc="converting",
+                        unit="B", unit_scale=True, leave=False)
 
 
 class ConvertedState(NamedTuple):

@@ -114,15 +114,13 @@ def resolve_tolerances(dtype, atol=None, rtol=None):
 
 
 class _Phases:
-    """Wall time per phase, with a tqdm bar over the phases when ``progress``."""
+    """Wall time per phase, with a bar over the phases where a person watches (see
+    :mod:`bertconvert.terminal.progress`)."""
 
     def __init__(self, count, progress):
-        from tqdm.auto import tqdm
+        from ..terminal.progress import progress_bar
         self.timings = {}
-        # disable=None: no bar when stderr is not a terminal (CI logs, captured stderr),
-        # where its carriage returns would only garble the one-line error or summary.
-        self.bar = tqdm(total=count, desc="verify", unit="phase",
-                        disable=None if progress else True, leave=False)
+        self.bar = progress_bar(progress, total=count, desc="verify", unit="phase", leave=False)
 
     def run(self, name, fn, *args, **kwargs):
         self.bar.set_postfix_str(name)

@@ -45,8 +45,11 @@ def test_source_hash_index_flag(tmp_path, capsys):
     assert exit_info.value.code == 2
 
 
-def test_progress_bar_without_quiet(tmp_path, capsys):
+def test_progress_bar_only_on_a_terminal_or_with_progress(tmp_path, capsys):
+    # pytest's captured stderr is no terminal: no bar (tests/cli/test_progress.py has more)
     assert main(["convert", ckpt("base"), "--out", str(tmp_path / "o")]) == 0
+    assert "converting" not in capsys.readouterr().err
+    assert main(["convert", ckpt("base"), "--out", str(tmp_path / "p"), "--progress"]) == 0
     assert "converting" in capsys.readouterr().err
 
 
