@@ -13,6 +13,7 @@ import subprocess
 import sys
 import termios
 
+import numpy as np
 import pytest
 
 from bertconvert.cache.digests import hash_file
@@ -131,7 +132,7 @@ def test_library_calls_draw_nothing_on_a_captured_stderr(tmp_path, capsys):
     """Library defaults (progress=True) under pytest's capture, which is no terminal."""
     convert_checkpoint(CKPT, tmp_path / "pt", progress=True)
     save_checkpoint(str(tmp_path / "tf" / "model.ckpt"),
-                    {"a": __import__("numpy").zeros(1000, "float32")}, progress=True)
+                    {"a": np.zeros(1000, "float32")}, progress=True)
     hash_file(str(tmp_path / "pt" / "model.safetensors"), progress=True)
     assert_no_bars(capsys.readouterr().err)
     hash_file(str(tmp_path / "pt" / "model.safetensors"), progress=ALWAYS)

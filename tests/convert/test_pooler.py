@@ -219,3 +219,18 @@ def test_weights_stage_still_demands_the_pooler_of_a_head_that_has_one(tmp_path)
         result, _ = compare_weights(reader, str(out))
     assert not result.passed
     assert {d["key"] for d in result.differing} == POOLER_KEYS
+
+
+@pytest.mark.parametrize("case, class_name", [
+    ("hub_encoder_mlm", "BertForMaskedLM"), ("span_labeler", "BertForQuestionAnswering"),
+    ("task_tagging", "BertForTokenClassification")])
+def test_model_garden_sources_load_cleanly_too(tmp_path, case, class_name, transformers):
+    garden = os.path.join(FIXTURES, "model_garden", case)
+    saved = os.path.join(garden, "saved_model")
+    report = convert_checkpoint(saved if os.path.isdir(saved) else garden, tmp_path / "out",
+                                progress=False)
+    assert report.model_class == class_name and not report.pooler_written
+    assert any(d["key"] == "bert.pooler.dense.weight" for d in report.dropped)
+    _, info = getattr(transformers, class_name).from_pretrained(str(tmp_path / "out"),
+                                                                output_loading_info=True)
+    assert not any(info.values()), info
