@@ -19,6 +19,7 @@ import sys
 from . import __version__
 from .commands import COMMAND_MODULES
 from .errors import BertConvertError, cli_spelling
+from .terminal.progress import ALWAYS
 
 log = logging.getLogger("bertconvert")
 
@@ -35,6 +36,10 @@ def build_parser():
     parser.add_argument("--quiet", "-q", action="store_true",
                         help="no progress bars and no warnings on stderr (errors still print); "
                              "results and summaries still go to stdout")
+    parser.add_argument("--progress", action="store_true", dest="force_progress",
+                        help="draw progress bars on stderr even when it is not a terminal "
+                             "(by default they are drawn only on a terminal, never into "
+                             "logs or pipes)")
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
     subparsers.required = True
     for name in COMMAND_MODULES:
@@ -42,11 +47,12 @@ def build_parser():
     return parser
 
 
-_GLOBAL_FLAGS = ("--debug", "--quiet", "-q")
+_GLOBAL_FLAGS = ("--debug", "--quiet", "-q", "--progress")
 
 
 def _hoist_global_flags(argv):
-    """Accept --debug/--quiet after the sub-command too (``bertconvert convert ... --quiet``)."""
+    """Accept --debug/--quiet/--progress after the sub-command too
+    (``bertconvert convert ... --quiet``)."""
     front = [a for a in argv if a in _GLOBAL_FLAGS]
     rest = [a for a in argv if a not in _GLOBAL_FLAGS]
     return front + rest
@@ -89,7 +95,9 @@ def main(argv=None):
     parser = build_parser()
     args = parser.parse_args(_hoist_global_flags(argv))
     _configure_logging(args)
-    args.progress = not args.quiet
+    # One decision for every bar (bertconvert.terminal.progress): on a terminal unless -q;
+    # --progress draws them anywhere.
+    args.progress = ALWAYS if args.force_progress else not args.quiet
     try:
         with cli_spelling():
             code = args.func(args)

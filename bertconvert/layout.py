@@ -49,6 +49,11 @@ class HeadLayout(NamedTuple):
     output_stages: Tuple[str, ...]
     #: whether it is built from run_classifier's root output_weights/output_bias
     root_classifier: bool = False
+    #: whether transformers' class for this head has a pooler: masked-LM, token
+    #: classification and question answering are built with ``add_pooling_layer=False``, and
+    #: transformers reports a ``bert.pooler.*`` key as UNEXPECTED there. Converted weights
+    #: leave the pooler out for those heads unless ``--keep-pooler`` asks for it.
+    transformers_pooler: bool = True
 
 
 _MLM_TIED = ((TIED_DECODER_KEY, WORD_EMBEDDINGS_KEY),)
@@ -58,18 +63,20 @@ LAYOUTS = OrderedDict((layout.name, layout) for layout in (
     HeadLayout(BASE, "BertModel", None, (), True, (), ()),
     HeadLayout(PRETRAINING, "BertForPreTraining", None, ("mlm", "nsp"), True, _MLM_TIED,
                ("mlm logits", "nsp logits")),
-    HeadLayout(MASKED_LM, "BertForMaskedLM", None, ("mlm",), False, _MLM_TIED, ("mlm logits",)),
+    HeadLayout(MASKED_LM, "BertForMaskedLM", None, ("mlm",), False, _MLM_TIED, ("mlm logits",),
+               transformers_pooler=False),
     HeadLayout(NEXT_SENTENCE, "BertForNextSentencePrediction", None, ("nsp",), True, (),
                ("nsp logits",)),
     HeadLayout(SEQUENCE_CLASSIFICATION, "BertForSequenceClassification", "num_labels",
                ("classifier",), True, (), ("logits",), root_classifier=True),
     HeadLayout(TOKEN_CLASSIFICATION, "BertForTokenClassification", "num_labels",
-               ("classifier",), False, (), ("logits",), root_classifier=True),
+               ("classifier",), False, (), ("logits",), root_classifier=True,
+               transformers_pooler=False),
     # one logit per choice: the classifier has a single output row, whatever num_labels says
     HeadLayout(MULTIPLE_CHOICE, "BertForMultipleChoice", None, ("classifier",), True, (),
                ("logits",), root_classifier=True),
     HeadLayout(QUESTION_ANSWERING, "BertForQuestionAnswering", None, ("qa",), False, (),
-               ("start logits", "end logits")),
+               ("start logits", "end logits"), transformers_pooler=False),
 ))
 
 #: every head name, in CLI order
@@ -78,6 +85,17 @@ HEAD_NAMES = tuple(LAYOUTS)
 LABELLED_HEADS = tuple(n for n, layout in LAYOUTS.items() if layout.label_argument)
 #: heads that share run_classifier's root output_weights layout
 CLASSIFIER_HEADS = tuple(n for n, layout in LAYOUTS.items() if layout.root_classifier)
+#: Heads whose converted weights leave the pooler out by default (transformers' classes for
+#: them have none; see :attr:`HeadLayout.transformers_pooler`).
+POOLERLESS_HEADS = tuple(n for n, layout in LAYOUTS.items() if not layout.transformers_pooler)
+
+
+def writes_pooler(head, keep_pooler=False):
+    """Whether a conversion to ``head`` writes the pooler: always for heads whose
+    transformers class has one, else only when ``keep_pooler`` asks for it."""
+    return bool(keep_pooler) or LAYOUTS[head].transformers_pooler
+
+
 #: Heads whose outputs have a fixed width, which a label count must equal to agree with them:
 #: question-answering scores start and end (transformers' QA configs say num_labels 2), and
 #: the next-sentence classifier (alone or in pretraining) has two classes.

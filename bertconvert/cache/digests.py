@@ -244,15 +244,16 @@ class StreamHasher:
 
 
 def hash_file(path, algorithms=("sha256",), progress=False):
-    """``{algorithm: hexdigest}`` of a file on disk."""
-    from tqdm.auto import tqdm
+    """``{algorithm: hexdigest}`` of a file on disk (``progress``: see
+    :mod:`bertconvert.terminal.progress`)."""
+    from ..terminal.progress import progress_bar
 
     hasher = StreamHasher(algorithms)
     size = os.path.getsize(path)
     try:
         with open(path, "rb", buffering=0) as f, \
-                tqdm(total=size, unit="B", unit_scale=True, unit_divisor=1024,
-                     desc=os.path.basename(path)[:16], disable=not progress, leave=False) as bar:
+                progress_bar(progress, total=size, desc=os.path.basename(path)[:16], unit="B",
+                             unit_scale=True, unit_divisor=1024, leave=False) as bar:
             while True:
                 block = f.read(CHUNK_SIZE)  # fresh bytes each time: a worker may still hash it
                 if not block:

@@ -136,9 +136,10 @@ def parse_retry_after(value):
         return None
 
 
-def progress_bar(total, desc, enabled, initial=0):
-    """A byte-counting tqdm bar (disabled when ``enabled`` is false)."""
-    from tqdm.auto import tqdm
+def progress_bar(total, desc, progress, initial=0):
+    """A byte-counting bar (:mod:`bertconvert.terminal.progress` decides whether it is drawn:
+    ``progress`` requested and stderr a terminal, or forced)."""
+    from ..terminal.progress import progress_bar as bar
 
-    return tqdm(total=total, initial=initial, unit="B", unit_scale=True, unit_divisor=1024,
-                desc=desc, disable=not enabled, leave=False, mininterval=0.5)
+    return bar(progress, total=total, desc=desc, unit="B", initial=initial, unit_scale=True,
+               unit_divisor=1024, leave=False, mininterval=0.5)

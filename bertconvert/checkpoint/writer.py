@@ -19,6 +19,7 @@ import numpy as np
 
 from ..atomic import atomic_write
 from ..errors import CheckpointWriteError, UnsupportedDtypeError
+from ..terminal.progress import progress_bar
 from .crc import masked_crc32c
 from .dtypes import bfloat16_dtype, tf_dtype_for
 from .paths import INDEX_SUFFIX, shard_path
@@ -102,7 +103,8 @@ def save_checkpoint(prefix, tensors, *, progress=False):
     data_path = shard_path(prefix, 0, 1)
     index_path = prefix + INDEX_SUFFIX
     total = sum(a.nbytes for _, _, a in ordered)
-    bar = _progress_bar(total, prefix) if progress else contextlib.nullcontext()
+    bar = progress_bar(progress, total=total, desc=f"writing {os.path.basename(prefix)}",
+                       unit="B", unit_scale=True)
     with atomic_write(index_path) as index_file:
         with atomic_write(data_path, direct=True) as data_file, bar as pbar:
             items = [(b"", encode_header(num_shards=1))]
@@ -117,8 +119,7 @@ def save_checkpoint(prefix, tensors, *, progress=False):
                 items.append((key, encode_entry(tf_dtype_for(array.dtype), array.shape, 0,
                                                 offset, raw.nbytes, masked_crc32c(raw))))
                 offset += raw.nbytes
-                if pbar is not None:
-                    pbar.update(raw.nbytes)
+                pbar.update(raw.nbytes)
             index_bytes = build_table(items)
             # Never let an old index describe the new data file (see module docstring).
             with contextlib.suppress(FileNotFoundError):
@@ -127,7 +128,3 @@ def save_checkpoint(prefix, tensors, *, progress=False):
     log.debug("wrote checkpoint %s: %d tensors, %d bytes", prefix, len(ordered), offset)
     return [data_path, index_path]
 
-
-def _progress_bar(total, prefix):
-    from tqdm.auto import tqdm
-    return tqdm(total=total, unit="B", unit_scale=True, desc=f"writing {os.path.basename(prefix)}")

@@ -26,6 +26,11 @@ def add_head_arguments(p):
     p.add_argument("--allow-new-head", action="store_true",
                    help="allow a head the checkpoint lacks (e.g. pretraining -> classification); "
                         "its weights are initialised freshly and listed")
+    p.add_argument("--keep-pooler", action="store_true",
+                   help=f"also write the pooler for {', '.join(layout.POOLERLESS_HEADS)}, whose "
+                        "transformers classes have none (by default it is left out and listed "
+                        "as dropped in conversion.json, so transformers loads the files with no "
+                        "unexpected keys); needed for a complete TF checkpoint from `export`")
 
 
 def register(subparsers):
@@ -101,10 +106,15 @@ def print_summary(report, output_dir=None):
 
 
 def _dropped(report):
-    """", N dropped (...)" for variables of a head the chosen layout does not have."""
-    if not report.dropped:
-        return ""
-    return f", {len(report.dropped)} dropped (head variables {report.head} does not have)"
+    """", N dropped (...)" for variables of a head the chosen layout does not have, and for a
+    pooler left out (see ``--keep-pooler``)."""
+    from ..convert.plan import pooler_drop_reason
+    pooler = [d for d in report.dropped if d["reason"] == pooler_drop_reason(report.head)]
+    head = len(report.dropped) - len(pooler)
+    parts = ([f"{head} dropped (head variables {report.head} does not have)"] if head else []) \
+        + ([f"{len(pooler)} dropped (the pooler, unused by {report.head}; --keep-pooler keeps "
+            "it)"] if pooler else [])
+    return "".join(", " + p for p in parts)
 
 
 def _slots_unread(report):
@@ -120,6 +130,6 @@ def run(args):
         args.checkpoint, args.out, config=args.config, head=args.head, num_labels=args.num_labels,
         format=args.format, dtype=args.dtype, overwrite=args.overwrite,
         allow_new_head=args.allow_new_head, progress=args.progress, source_hash=args.source_hash,
-        vocab=args.vocab, gelu=args.gelu)
+        vocab=args.vocab, gelu=args.gelu, keep_pooler=args.keep_pooler)
     print_summary(report, args.out)
     return 0

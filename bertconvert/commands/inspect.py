@@ -23,18 +23,22 @@ def register(subparsers):
     p.add_argument("--head", choices=HEAD_CHOICES, default="auto",
                    help="show the variables as converting to this head treats them (default: "
                         "the detected head)")
+    p.add_argument("--keep-pooler", action="store_true",
+                   help="show the pooler as converting with --keep-pooler treats it (masked-lm, "
+                        "token-classification and question-answering drop it otherwise)")
     p.add_argument("--json", action="store_true", help="print JSON instead of a table")
     p.set_defaults(func=run)
 
 
-def describe(checkpoint, head="auto"):
+def describe(checkpoint, head="auto", keep_pooler=False):
     """``{"checkpoint", "head", "detected_head", "chosen", "note", "missing", "num_labels",
     "variables": [...]}`` for a checkpoint, as converting to ``head`` ("auto": the detected
     one) would treat it. ``missing`` lists the head parts the checkpoint lacks (converting
-    needs a freshly initialised head for those)."""
+    needs a freshly initialised head for those). The pooler is "dropped" for the heads that
+    leave it out unless ``keep_pooler`` (as converting does)."""
     from ..convert import rules as mapping
     from ..checkpoint import load_checkpoint
-    from ..convert.plan import FIXED_LABEL_COUNTS, HEAD_LAYOUTS
+    from ..convert.plan import FIXED_LABEL_COUNTS, HEAD_LAYOUTS, pooler_drop_reason
     from ..convert.tf2 import resolve_tf2, select_poolers
 
     with load_checkpoint(checkpoint) as reader:
@@ -60,10 +64,13 @@ def describe(checkpoint, head="auto"):
     if shown is not None:
         parts = {mapping.part_of_key(key) for key, _ in HEAD_LAYOUTS[shown][2]}
     trunk = mapping.trunk_prefix(shown or layout.PRETRAINING)
+    # The pooler's rows read "dropped" where converting leaves it out (None: it is kept).
+    pooler_dropped = None if shown is None or layout.writes_pooler(shown, keep_pooler) \
+        else pooler_drop_reason(shown)
     present = set()
     if tf2 is not None:
         return _describe_tf2(tf2, rows, prefix, shown, detected, chosen, note, parts, trunk, labels_of(
-            shown, tf2, shapes, FIXED_LABEL_COUNTS), select_poolers)
+            shown, tf2, shapes, FIXED_LABEL_COUNTS), select_poolers, pooler_dropped)
     for row in rows:
         reason = mapping.skip_reason(row["name"])
         if reason:
@@ -81,6 +88,8 @@ def describe(checkpoint, head="auto"):
         if parts is not None and res.rule.part in mapping.HEAD_PART_PREFIXES \
                 and res.rule.part != "pooler" and res.rule.part not in parts:
             row["target"], row["detail"] = "dropped", f"{shown} has no {res.rule.part} head"
+        elif res.rule.part == "pooler" and pooler_dropped:
+            row["target"], row["detail"] = "dropped", pooler_dropped
         else:
             row["target"], row["detail"] = res.key, res.rule.transform
     missing = sorted(parts - present) if parts is not None else []
@@ -117,7 +126,8 @@ def _choice_note(shown, detected, chosen, note):
         f"the variable names suggest {detected or 'no single head'}; shown as {shown}")
 
 
-def _describe_tf2(tf2, rows, prefix, shown, detected, chosen, note, parts, trunk, labels, select_poolers):
+def _describe_tf2(tf2, rows, prefix, shown, detected, chosen, note, parts, trunk, labels,
+                  select_poolers, pooler_dropped=None):
     """:func:`describe` for object-based checkpoints (resolved by object path)."""
     from ..convert import rules as mapping
 
@@ -138,6 +148,8 @@ def _describe_tf2(tf2, rows, prefix, shown, detected, chosen, note, parts, trunk
             if parts is not None and rule.part in mapping.HEAD_PART_PREFIXES \
                     and rule.part != "pooler" and rule.part not in parts:
                 row["target"], row["detail"] = "dropped", f"{shown} has no {rule.part} head"
+            elif rule.part == "pooler" and pooler_dropped:
+                row["target"], row["detail"] = "dropped", pooler_dropped
             else:
                 row["target"], row["detail"] = rule.target_key(groups, trunk), rule.transform
             row["path"] = tf2.paths.get(name)
@@ -148,7 +160,7 @@ def _describe_tf2(tf2, rows, prefix, shown, detected, chosen, note, parts, trunk
 
 
 def run(args):
-    info = describe(args.checkpoint, args.head)
+    info = describe(args.checkpoint, args.head, keep_pooler=args.keep_pooler)
     unconvertible = info["head"] is None or any(r["target"] == "UNKNOWN" for r in info["variables"])
     if args.json:
         print(json.dumps(info, indent=2))

@@ -33,7 +33,8 @@ def run(args):
 
     report = convert_to_pytorch_file(
         args.tf_checkpoint, args.tf_config, args.pytorch_dump_output, head=args.head,
-        num_labels=args.num_labels, allow_new_head=args.allow_new_head, progress=args.progress)
+        num_labels=args.num_labels, allow_new_head=args.allow_new_head, progress=args.progress,
+        keep_pooler=args.keep_pooler)
     output = args.pytorch_dump_output  # as given (relative stays relative), like convert's
     if os.path.isdir(output):
         output = os.path.join(output, report.files[0])

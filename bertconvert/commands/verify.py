@@ -28,8 +28,8 @@ def register(subparsers):
                     "model; first compare every tensor of MODEL_DIR bit for bit with the "
                     "checkpoint (the weights stage), then embeddings, every layer (and "
                     "inside it the query, key and value projections, the attention output "
-                    "and the intermediate activation), the pooled output and the head "
-                    "outputs, and name the first stage over tolerance. Exit 0 parity, 1 mismatch, 2 usage/input error.")
+                    "and the intermediate activation), the pooled output (unless MODEL_DIR "
+                    "left out a pooler its head does not use) and the head outputs, and name the first stage over tolerance. Exit 0 parity, 1 mismatch, 2 usage/input error.")
     p.add_argument("checkpoint", metavar="CKPT",
                    help="TF checkpoint: prefix (dir/bert_model.ckpt), its .index file, its "
                         "directory (a 'checkpoint' state file is followed), or a SavedModel "

@@ -8,6 +8,13 @@ the trunk, ``cls/predictions`` and ``cls/seq_relationship`` for pre-training, ro
 run_squad. The checkpoint is written with the TF-free writer; TF -> PT -> TF is bit-exact.
 ``bert_config.json`` (Google flavour) and ``vocab.txt`` are placed beside the prefix.
 
+A directory without a pooler (masked-lm, token-classification and question-answering are
+converted without one unless ``--keep-pooler``; transformers saves them so too) is exported
+as it is, without ``bert/pooler/dense``, and a warning says so: Google's run_squad.py and
+run_pretraining.py load such a checkpoint (``init_checkpoint`` restores the variables it
+has), but restoring the whole graph of ``modeling.BertModel`` (``tf.train.Saver``) needs
+them: convert with ``--keep-pooler`` for a complete TF checkpoint.
+
 Example::
 
     >>> export_model_dir("out/bert", "tf/bert_model.ckpt")
@@ -83,6 +90,19 @@ def plan_export(state_dict):
     return out
 
 
+def _warn_without_pooler(tensors, model_dir, prefix):
+    """Say that the checkpoint will lack ``bert/pooler`` (see the module's docstring)."""
+    rule = mapping.reverse_rule("bert.pooler.dense.weight")
+    pooler = rule[1].rsplit("/", 1)[0] if rule else "bert/pooler/dense"
+    if not tensors or any(name.startswith(pooler + "/") for name in tensors):
+        return
+    logger.warning(
+        "%s holds no pooler, so the checkpoint at %s has no %s variables: Google's scripts "
+        "load it with init_checkpoint (only the variables it has), but restoring BertModel's "
+        "whole graph with tf.train.Saver needs them; convert with --keep-pooler (Python: "
+        "keep_pooler=True) for a complete TF checkpoint", model_dir, prefix, pooler)
+
+
 def _side_file_needed(src_path, dst_path, overwrite, text=None):
     """Whether a side file (config, vocab) must be written; refuses to clobber a different one."""
     if not os.path.exists(dst_path) or overwrite:
@@ -134,6 +154,7 @@ def export_model_dir(model_dir, prefix, *, overwrite=False, progress=True):
     state = serialization.load_state_dict(weights_file)
     tensors = plan_export(state)
     del state
+    _warn_without_pooler(tensors, model_dir, prefix)
     if os.path.exists(prefix + ".index") and not overwrite:
         raise OutputExistsError(f"a checkpoint already exists at {prefix}; pass "
                                 f"{option('--overwrite', 'overwrite=True')} to replace it")

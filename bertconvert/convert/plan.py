@@ -64,6 +64,8 @@ class ConversionPlan:
     tied: dict = field(default_factory=dict)       # alias key -> key it shares storage with
     key_order: list = field(default_factory=list)  # the model's state-dict order
     notes: list = field(default_factory=list)
+    #: whether the pooler is written (always for heads whose transformers class has one)
+    keep_pooler: bool = True
 
 
 # --- config ------------------------------------------------------------------------------
@@ -279,10 +281,18 @@ def _layer_of(key):
     return int(m.group(1)) if m else None
 
 
+def pooler_drop_reason(head):
+    """Why a conversion to ``head`` leaves the pooler out (conversion.json's ``dropped``)."""
+    return (f"transformers' {layout.LAYOUTS[head].class_name} has no pooler "
+            f"(add_pooling_layer=False) and {head} does not use it; "
+            f"{option('--keep-pooler', 'keep_pooler=True')} writes it")
+
+
 def plan_conversion(reader, config, head="auto", num_labels=None, allow_new_head=False,
-                    config_path=None):
+                    config_path=None, keep_pooler=False):
     """Plan converting the checkpoint behind ``reader`` into ``head``; raise MappingError listing
     every problem. ``config`` is a :class:`BertConfig`. Reads metadata only, never tensor bytes.
+    Heads in :data:`~bertconvert.layout.POOLERLESS_HEADS` drop the pooler unless ``keep_pooler``.
 
     Example::
 
@@ -329,6 +339,9 @@ def plan_conversion(reader, config, head="auto", num_labels=None, allow_new_head
         listed_config = copy.deepcopy(config)
         listed_config.num_hidden_layers = layers_in_checkpoint
     state = expected_parameters(head, listed_config, num_labels)
+    keep_pooler = layout.writes_pooler(head, keep_pooler)
+    omitted = set() if keep_pooler else {k for k in state if mapping.part_of_key(k) == "pooler"}
+    state = {k: shape for k, shape in state.items() if k not in omitted}
     tied = tied_parameters(head, config)
     expected = {k: shape for k, shape in state.items() if k not in tied}
     model_class, pooler_used, _ = HEAD_LAYOUTS[head]
@@ -349,6 +362,9 @@ def plan_conversion(reader, config, head="auto", num_labels=None, allow_new_head
             evidence.observe_layer(groups["layer"])
         if rule.part == "encoder":
             evidence.observe_heads(name, rule.transform, shapes[name])
+        if key in omitted:
+            dropped.append((name, key, pooler_drop_reason(head)))
+            continue
         if key not in expected:
             if rule.part in mapping.HEAD_PART_PREFIXES and rule.part not in model_parts:
                 dropped.append((name, key, f"{head} has no {rule.part} head"))
@@ -408,9 +424,12 @@ def plan_conversion(reader, config, head="auto", num_labels=None, allow_new_head
         logger.debug("every problem:\n%s", "\n".join(every_problem(problems, grouped)))
         raise MappingError(problem_report(f"cannot convert {prefix} to {head} ({model_class})",
                                           problems, grouped, hints))
-    if dropped:
-        logger.warning("dropping %d variable(s) that %s does not use: %s", len(dropped), head,
-                       ", ".join(n for n, _, _ in dropped))
+    unused = [n for n, k, _ in dropped if k not in omitted]
+    if unused:
+        logger.warning("dropping %d variable(s) that %s does not use: %s", len(unused), head,
+                       ", ".join(unused))
+    if len(unused) < len(dropped):  # the expected case for these heads: not a warning
+        logger.info("leaving out the pooler: %s", pooler_drop_reason(head))
     if new_keys and allow_new_head:
         logger.warning("initialising %d new parameter(s) (not in the checkpoint): %s",
                        len(new_keys), ", ".join(k for k, _ in new_keys))
@@ -423,4 +442,4 @@ def plan_conversion(reader, config, head="auto", num_labels=None, allow_new_head
         prefix=prefix, head=head, num_labels=num_labels, config=config, config_path=config_path,
         model_class=model_class, tensors=sorted(planned, key=file_order),
         skipped=skipped, dropped=dropped, new_keys=new_keys, tied=tied,
-        key_order=list(state), notes=notes)
+        key_order=list(state), notes=notes, keep_pooler=keep_pooler)

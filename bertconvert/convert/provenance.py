@@ -152,7 +152,8 @@ class SourceHashing:
                 what = " and ".join(
                     label for kind, label in (
                         ("skipped", "optimizer slots and bookkeeping"),
-                        ("dropped", f"head variables that {plan.head} does not have"))
+                        ("dropped", f"head variables that {plan.head} does not have"),
+                        ("pooler", f"the pooler, which {plan.head} does not use"))
                     if kinds.get(kind))
                 notes.append(
                     f"{os.path.basename(shard)}: no sha256 ({skipped / max(size, 1):.0%} of it is "
@@ -165,7 +166,9 @@ class SourceHashing:
     def _unconverted_bytes(self, plan):
         """``{shard path: {"skipped": bytes, "dropped": bytes}}`` of variables not converted."""
         per_shard = {}
-        names = [(n, "skipped") for n, _ in plan.skipped] + [(d[0], "dropped") for d in plan.dropped]
+        names = [(n, "skipped") for n, _ in plan.skipped] + [
+            (n, "pooler" if not plan.keep_pooler and ".pooler." in k else "dropped")
+            for n, k, _ in plan.dropped]
         for name, kind in names:
             entry = self.reader.entry(name)
             if entry.file and not entry.slices:  # partitioned slices are too rare to count

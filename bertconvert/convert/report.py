@@ -33,6 +33,7 @@ class ConversionReport:
     source_hash: str = "auto"
     activation: dict = field(default_factory=dict)   # the GELU form and why (gelu.py)
     config_inferred: bool = False
+    pooler_written: bool = True   # False: the pooler was left out (listed in ``dropped``)
     files: list = field(default_factory=list)
 
     @classmethod
@@ -47,7 +48,8 @@ class ConversionReport:
                        for t in sorted(plan.tensors, key=lambda t: t.name)],
             skipped=[{"name": n, "reason": r} for n, r in plan.skipped],
             dropped=[{"name": n, "key": k, "reason": r} for n, k, r in plan.dropped],
-            new_keys=[k for k, _ in plan.new_keys], tied=dict(plan.tied), notes=list(plan.notes))
+            new_keys=[k for k, _ in plan.new_keys], tied=dict(plan.tied), notes=list(plan.notes),
+            pooler_written=plan.keep_pooler)
 
     def to_dict(self):
         """A JSON-ready dict (the content of ``conversion.json``)."""
@@ -60,6 +62,7 @@ class ConversionReport:
             "variables": self.variables, "skipped": self.skipped, "dropped": self.dropped,
             "new_keys": self.new_keys, "tied": self.tied,
             "activation": self.activation, "config_inferred": self.config_inferred,
+            "pooler_written": self.pooler_written,
         }
 
 

@@ -67,7 +67,7 @@ def _check_options(format, dtype, source_hash="auto"):
 def convert_checkpoint(checkpoint, out_dir, *, config=None, head="auto", num_labels=None,
                        format="safetensors", dtype="float32", overwrite=False,
                        allow_new_head=False, progress=True, opener=None, source_hash="auto",
-                       vocab=None, gelu=None):
+                       vocab=None, gelu=None, keep_pooler=False):
     """Convert a TF checkpoint (prefix, ``.index`` file or directory, or a SavedModel
     directory) into model directory ``out_dir``.
 
@@ -82,6 +82,9 @@ def convert_checkpoint(checkpoint, out_dir, *, config=None, head="auto", num_lab
     float32, float16 or bfloat16. ``overwrite`` replaces an existing directory (only once the
     new one is complete). ``allow_new_head`` lets a checkpoint without the head's variables
     be converted; those keys get a fresh initialisation and are listed in the report.
+    ``keep_pooler``: masked-lm, token-classification and question-answering leave
+    ``bert.pooler.*`` out by default (transformers' classes for them have no pooler, and would
+    report it as unexpected; ``conversion.json`` lists it under ``dropped``); True writes it.
     ``source_hash``: which source files conversion.json gives a sha256 (see
     :data:`SOURCE_HASHES`): by default ("auto") all of them, except data shards that are
     mostly optimizer slots, which are never read; "full" hashes those too (for
@@ -108,7 +111,7 @@ def convert_checkpoint(checkpoint, out_dir, *, config=None, head="auto", num_lab
         try:
             report = _convert_with_reader(reader, hashing, out_dir, config, head, num_labels,
                                           format, dtype, overwrite, allow_new_head, progress,
-                                          weights_opener, opener, vocab, gelu)
+                                          weights_opener, opener, vocab, gelu, keep_pooler)
         finally:
             hashing.cancel()  # after a failure, do not keep reading gigabytes for nothing
     logger.info("converted %s (%s, %d tensors, %d skipped) into %s", report.checkpoint,
@@ -118,7 +121,7 @@ def convert_checkpoint(checkpoint, out_dir, *, config=None, head="auto", num_lab
 
 def _convert_with_reader(reader, hashing, out_dir, config, head, num_labels, format, dtype,
                          overwrite, allow_new_head, progress, weights_opener, opener,
-                         vocab=None, gelu=None):
+                         vocab=None, gelu=None, keep_pooler=False):
     """The body of :func:`convert_checkpoint`, once the checkpoint is open."""
     cfg, config_path, source = describe_source(config, reader, gelu)
     vocab, has_vocab = vocab_source(vocab, reader.prefix, source.vocab)
@@ -126,7 +129,8 @@ def _convert_with_reader(reader, hashing, out_dir, config, head, num_labels, for
     check_output_spares_inputs(out_dir, list(reader.files) + [config_path]
                                + [vocab if has_vocab else None], keyword="out_dir")
     plan = plan_conversion(reader, cfg, head=head, num_labels=num_labels,
-                           allow_new_head=allow_new_head, config_path=config_path)
+                           allow_new_head=allow_new_head, config_path=config_path,
+                           keep_pooler=keep_pooler)
     report = ConversionReport.from_plan(plan, dtype)
     report.format, report.source_hash = format, hashing.mode
     report.output_dir = os.path.abspath(out_dir)
@@ -171,8 +175,9 @@ def _convert_with_reader(reader, hashing, out_dir, config, head, num_labels, for
 
 
 def convert_to_pytorch_file(checkpoint, config_file, output_file, *, head="auto", num_labels=None,
-                            allow_new_head=False, progress=True):
+                            allow_new_head=False, progress=True, keep_pooler=False):
     """The 0.6.2 form: write a single ``pytorch_model.bin`` state dict to ``output_file``.
+    ``keep_pooler`` as for :func:`convert_checkpoint`.
 
     An existing directory gets ``pytorch_model.bin`` inside it; an existing file is replaced
     (atomically), as pytorch-pretrained-bert's script did -- unless it is one of the inputs
@@ -189,7 +194,8 @@ def convert_to_pytorch_file(checkpoint, config_file, output_file, *, head="auto"
         check_output_spares_inputs(output_file, list(reader.files) + [config_path],
                                    "PYTORCH_DUMP_OUTPUT", "output_file")
         plan = plan_conversion(reader, cfg, head=head, num_labels=num_labels,
-                               allow_new_head=allow_new_head, config_path=config_path)
+                               allow_new_head=allow_new_head, config_path=config_path,
+                               keep_pooler=keep_pooler)
         report = ConversionReport.from_plan(plan, "float32")
         report.format, report.output_dir = "pytorch", os.path.dirname(os.path.abspath(output_file))
         remove_stale_temps(output_file)  # what killed runs to the same file left behind
@@ -212,17 +218,19 @@ def convert_to_pytorch_file(checkpoint, config_file, output_file, *, head="auto"
 
 
 def load_converted_model(checkpoint, *, config=None, head="auto", num_labels=None,
-                         dtype="float32", allow_new_head=False, gelu=None):
+                         dtype="float32", allow_new_head=False, gelu=None, keep_pooler=True):
     """Convert in memory: ``(model, ConversionReport)`` with the model in eval mode.
 
-    Same planning and checks as :func:`convert_checkpoint`; nothing is written to disk.
+    Same planning and checks as :func:`convert_checkpoint`; nothing is written to disk. The
+    pooler is kept by default (``keep_pooler``): the model is bertconvert's, which has one.
     """
     from ..models.heads import HEADS
 
     _check_options(None, dtype)
     converted = state_dict_from_checkpoint(checkpoint, config=config, head=head,
                                            num_labels=num_labels, dtype=dtype,
-                                           allow_new_head=allow_new_head, gelu=gelu)
+                                           allow_new_head=allow_new_head, gelu=gelu,
+                                           keep_pooler=keep_pooler)
     model = HEADS[converted.report.head].from_converted_state(
         converted.state_dict, converted.config, converted.report.num_labels)
     return model, converted.report

@@ -18,6 +18,7 @@ import numpy as np
 
 from ..checkpoint import load_checkpoint
 from ..errors import ConversionError, MissingDependencyError, option
+from ..terminal.progress import progress_bar
 from .gelu import check_gelu
 from .plan import plan_conversion
 from .source import describe_source
@@ -89,25 +90,11 @@ def iter_tensors(reader, plan, dtype, progress=False, reuse_buffer=True, order=N
             bar.update(t.nbytes)
 
 
-class _NoBar:
-    def update(self, n):
-        pass
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        pass
-
-
-def _progress(plan, enabled):
-    """A tqdm bar over the planned source bytes (tqdm is only imported when shown)."""
-    if not enabled:
-        return _NoBar()
-    from tqdm.auto import tqdm
-
-    return tqdm(total=sum(t.nbytes for t in plan.tensors), unit="B", unit_scale=True,
-                desc="converting", leave=False)
+def _progress(plan, progress):
+    """A bar over the planned source bytes (:mod:`bertconvert.terminal.progress` decides
+    whether it is drawn)."""
+    return progress_bar(progress, total=sum(t.nbytes for t in plan.tensors), desc="converting",
+                        unit="B", unit_scale=True, leave=False)
 
 
 class ConvertedState(NamedTuple):
@@ -122,13 +109,16 @@ class ConvertedState(NamedTuple):
 
 
 def state_dict_from_checkpoint(checkpoint, *, config=None, head="auto", num_labels=None,
-                               dtype="float32", allow_new_head=False, gelu=None):
+                               dtype="float32", allow_new_head=False, gelu=None,
+                               keep_pooler=True):
     """Convert the TF checkpoint in memory into a state dict, without building a model.
 
     Same planning and checks as :func:`~bertconvert.convert.run.convert_checkpoint`
     (``config``, ``head``, ``num_labels``, ``allow_new_head``, ``gelu`` mean the same); nothing is
     written. Returns a :class:`ConvertedState`; the model to load it into is
-    ``HEADS[result.report.head]`` built from ``result.config``.
+    ``HEADS[result.report.head]`` built from ``result.config``. Unlike written conversions,
+    the pooler is kept by default (``keep_pooler``): bertconvert's classes all have one, so
+    leaving it out would only swap the checkpoint's pooler for a random one.
     """
     check_dtype(dtype)
     check_gelu(gelu)
@@ -136,7 +126,8 @@ def state_dict_from_checkpoint(checkpoint, *, config=None, head="auto", num_labe
     with load_checkpoint(checkpoint, mmap=False) as reader:
         cfg, config_path, source = describe_source(config, reader, gelu)
         plan = plan_conversion(reader, cfg, head=head, num_labels=num_labels,
-                               allow_new_head=allow_new_head, config_path=config_path)
+                               allow_new_head=allow_new_head, config_path=config_path,
+                               keep_pooler=keep_pooler)
         state = {key: _to_torch(array) for key, array in
                  iter_tensors(reader, plan, dtype, reuse_buffer=False)}
     report = ConversionReport.from_plan(plan, dtype)

@@ -273,9 +273,11 @@ class PretrainedLoadingMixin:
         self.load_state_dict(load, strict=False, assign=True)
         self._initialise_meta(target)
         self.tie_weights()
-        if unused_pooler:
-            logger.info("%s has no %s (this head does not use the pooler); initialised it",
-                        source, ", ".join(unused_pooler))
+        if unused_pooler:  # one line for the whole pooler, at INFO: nothing is wrong
+            logger.info("%s holds no pooler (%s): %s does not use it, so it was initialised; "
+                        "convert with `bertconvert convert --keep-pooler` (Python: "
+                        "keep_pooler=True) to keep the checkpoint's", source,
+                        ", ".join(unused_pooler), type(self).__name__)
         if missing:
             logger.warning(
                 "%d weight(s) of %s were not in %s and were freshly initialised "

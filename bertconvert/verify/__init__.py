@@ -83,6 +83,7 @@ import types
 from ..errors import BertConvertError, HeadError, VerificationError, option
 from . import golden as verify_golden
 from . import weights as verify_weights
+from .pooler import drop_pooled_stage, not_compared_note
 from .report import ParityReport, StageResult, compare_all, compare_stage  # noqa: F401
 from .sources import check_outputs_spare_inputs  # noqa: F401 - the CLI's entry point too
 from .tolerance import Tolerance, resolve_tolerance, weight_rounding  # noqa: F401
@@ -94,15 +95,13 @@ DEVICES = ("cpu", "cuda")
 
 
 class _Phases:
-    """Wall time per phase, with a tqdm bar over the phases when ``progress``."""
+    """Wall time per phase, with a bar over the phases where a person watches (see
+    :mod:`bertconvert.terminal.progress`)."""
 
     def __init__(self, count, progress):
-        from tqdm.auto import tqdm
+        from ..terminal.progress import progress_bar
         self.timings = {}
-        # disable=None: no bar when stderr is not a terminal (CI logs, captured stderr),
-        # where its carriage returns would only garble the one-line error or summary.
-        self.bar = tqdm(total=count, desc="verify", unit="phase",
-                        disable=None if progress else True, leave=False)
+        self.bar = progress_bar(progress, total=count, desc="verify", unit="phase", leave=False)
 
     def run(self, name, fn, *args, **kwargs):
         self.bar.set_postfix_str(name)
@@ -203,7 +202,8 @@ def _plan_for_head(reader, model_dir, loaded):
     from ..models.config import resolve_config
     config, config_path = resolve_config(model_dir=model_dir, checkpoint=reader.prefix)
     return plan_conversion(reader, config, head=loaded.head, num_labels=loaded.num_labels,
-                           allow_new_head=True, config_path=config_path)
+                           allow_new_head=True, config_path=config_path,
+                           keep_pooler=not loaded.pooler_left_out)
 
 
 def verify(checkpoint, model_dir=None, *, head=None, num_labels=None, device="cpu",
@@ -346,6 +346,9 @@ def verify(checkpoint, model_dir=None, *, head=None, num_labels=None, device="cp
                 notes.append(f"recorded reference outputs, inputs and weight digests to {record}")
         torch_outputs = phases.run("pytorch forward", run_torch, loaded.model, inputs, head,
                                    device, dtype, substages=True)
+        if loaded.pooler_left_out:  # initialised at load: its output is no conversion's
+            torch_outputs, ref_outputs = drop_pooled_stage(torch_outputs, ref_outputs)
+            notes.append(not_compared_note(model_dir, head))
         stages, compare_notes = phases.run("compare", compare_all, torch_outputs, ref_outputs,
                                            head, tolerance.atol, tolerance.rtol, tolerance.scale)
         notes += compare_notes

@@ -32,6 +32,9 @@ class LoadedModel:
     notes: list = dataclasses.field(default_factory=list)
     #: Floating dtype the weights are stored in (the coarsest, if the file mixes several).
     stored_dtype: str = "float32"
+    #: the directory holds no pooler and the head does not use one (converted without
+    #: --keep-pooler): loading initialised it, so the ``pooled`` stage means nothing
+    pooler_left_out: bool = False
 
 
 def _head_from_config(config, config_file, notes):
@@ -86,12 +89,14 @@ def load_torch_model(checkpoint, model_dir=None, head=None, num_labels=None, dty
                      f"{model_dir} and were freshly initialised (wrong --head?): "
                      + ", ".join(info["missing_keys"][:6])
                      + (" ..." if len(info["missing_keys"]) > 6 else ""))
+    # Initialised without being missing: the unused pooler of a head that does not need it.
+    left_out = bool(set(info.get("initialized_keys", ())) - set(info.get("missing_keys", ())))
     stored = stored_dtype(model_dir, config)
     if stored != "float32":
         notes.append(f"{model_dir} stores {stored} weights; the reference computes with the "
                      f"checkpoint's weights rounded to {stored} the same way")
     return LoadedModel(model, head, getattr(model, "num_labels", None), config_file, notes,
-                       stored)
+                       stored, pooler_left_out=left_out)
 
 
 #: safetensors dtype codes of the floating dtypes a model directory may store.

@@ -21,6 +21,7 @@ Also here: :func:`check_model_source` (was the model directory converted from th
 checkpoint? its ``conversion.json`` records the ``.index`` sha256) and
 :func:`check_head_in_checkpoint` (does the checkpoint hold the ``--head`` asked for?).
 """
+import contextlib
 import hashlib
 import json
 import logging
@@ -33,6 +34,7 @@ import numpy as np
 from .. import layout
 from ..errors import (CheckpointFormatError, ChecksumMismatchError, HeadNotInCheckpointError,
                      ModelSourceMismatchError, WeightsError)
+from . import pooler
 from .golden import DIGEST_FORMAT, index_sha256
 from .report import WeightsResult
 
@@ -155,13 +157,14 @@ def _directory_head(model_dir, config):
 
 def plan_for_directory(reader, model_dir):
     """The converter's plan for the checkpoint behind ``reader`` into the head (and label
-    count) ``model_dir`` was converted as, with its own config."""
+    count) ``model_dir`` was converted as, with its own config (and pooler, if it has one)."""
     from ..convert.plan import plan_conversion
     from ..models.config import resolve_config
     config, config_file = resolve_config(model_dir=model_dir)
     head, num_labels = _directory_head(model_dir, config)
     return plan_conversion(reader, config, head=head, num_labels=num_labels,
-                           allow_new_head=True, config_path=config_file)
+                           allow_new_head=True, config_path=config_file,
+                           keep_pooler=pooler.holds_pooler(ModelTensors(model_dir)))
 
 
 def check_entries(reader):
@@ -335,7 +338,11 @@ def compare_digests(model_dir, digests, where):
     """Compare every tensor of ``model_dir`` with the digests a golden file recorded
     (``where`` names it). Returns a WeightsResult."""
     files = ModelTensors(model_dir)
-    differing, covered = [], set()
+    differing, covered, notes = [], set(), []
+    head = _directory_head(model_dir, _config_or_none(model_dir))[0]
+    if pooler.left_out(head, files):  # left out on purpose: not demanded
+        digests = {k: v for k, v in digests.items() if not pooler.is_pooler_key(k)}
+        notes.append(pooler.not_compared_note(model_dir, head))
     for key, rec in digests.items():
         found = files.resolve(key)
         if found is None:
@@ -354,13 +361,18 @@ def compare_digests(model_dir, digests, where):
         else:
             continue
         differing.append({"key": found, "name": rec.get("name"), "max_abs": None, "reason": reason})
-    notes = []
     extra = [k for k in files.keys() if k not in covered]
     if extra:
         notes.append(f"{len(extra)} tensor(s) of the model directory have no recorded digest "
                      f"(not from the checkpoint): {', '.join(sorted(extra)[:4])}"
                      f"{' ...' if len(extra) > 4 else ''}")
     return _result(len(digests), differing, notes, f"digests in {where}")
+
+
+def _config_or_none(model_dir):
+    from ..models.config import resolve_config
+    with contextlib.suppress(Exception):  # unreadable: conversion.json may still say (else None)
+        return resolve_config(model_dir=model_dir)[0]
 
 
 def skipped(reason):

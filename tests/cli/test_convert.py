@@ -45,8 +45,11 @@ def test_source_hash_index_flag(tmp_path, capsys):
     assert exit_info.value.code == 2
 
 
-def test_progress_bar_without_quiet(tmp_path, capsys):
+def test_progress_bar_only_on_a_terminal_or_with_progress(tmp_path, capsys):
+    # pytest's captured stderr is no terminal: no bar (tests/cli/test_progress.py has more)
     assert main(["convert", ckpt("base"), "--out", str(tmp_path / "o")]) == 0
+    assert "converting" not in capsys.readouterr().err
+    assert main(["convert", ckpt("base"), "--out", str(tmp_path / "p"), "--progress"]) == 0
     assert "converting" in capsys.readouterr().err
 
 
@@ -164,7 +167,9 @@ def test_inspect_flags_unknown_names(tmp_path, capsys):
 
 
 def test_export_command_round_trip(tmp_path, capsys):
-    assert main(["convert", ckpt("question-answering"), "--out", str(tmp_path / "pt"), "-q"]) == 0
+    # --keep-pooler: question-answering leaves the pooler out otherwise (tests/convert/test_pooler.py)
+    assert main(["convert", ckpt("question-answering"), "--out", str(tmp_path / "pt"), "-q",
+                 "--keep-pooler"]) == 0
     assert main(["export", str(tmp_path / "pt"), "--out", str(tmp_path / "tf" / "bert_model.ckpt"), "-q"]) == 0
     assert "bert_model.ckpt.index" in capsys.readouterr().out
     from bertconvert.checkpoint import load_checkpoint

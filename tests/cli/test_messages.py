@@ -70,6 +70,9 @@ def test_quiet_help_matches_what_quiet_does(tmp_path, capsys):
                               text=True, timeout=120, cwd=REPO)
 
     loud = run("convert", str(src), "--out", str(tmp_path / "loud"))
+    # stderr is a pipe here: warnings, but bars only with --progress (tests/cli/test_progress.py)
+    assert loud.returncode == 0 and "WARNING" in loud.stderr and "converting" not in loud.stderr
+    loud = run("--progress", "convert", str(src), "--out", str(tmp_path / "bars"))
     assert loud.returncode == 0 and "WARNING" in loud.stderr and "converting" in loud.stderr
     quiet = run("convert", str(src), "--out", str(tmp_path / "quiet"), "-q")
     assert quiet.returncode == 0 and quiet.stderr == ""   # no warning, no progress bar

@@ -40,19 +40,55 @@ def assert_same_variables(prefix, expected):
         assert got.tobytes() == value.tobytes(), name  # bit-exact, not just numerically equal
 
 
+#: Heads whose transformers class has no pooler (add_pooling_layer=False): converted without
+#: --keep-pooler, their directories hold none, so the exported checkpoint has no bert/pooler.
+POOLERLESS = {"masked-lm", "token-classification", "question-answering"}
+
+
+def without_pooler(variables):
+    return {k: v for k, v in variables.items() if not k.startswith("bert/pooler/")}
+
+
 @pytest.mark.parametrize("fixture", sorted(TF1_FIXTURES))
 @pytest.mark.parametrize("format", ["safetensors", "pytorch"])
-def test_round_trip_tf_pt_tf_is_bit_exact(tmp_path, fixture, format):
+def test_round_trip_tf_pt_tf_is_bit_exact(tmp_path, fixture, format, caplog):
     convert_checkpoint(ckpt(fixture), tmp_path / "pt", head=TF1_FIXTURES[fixture], format=format,
                        progress=False)
     written = export_model_dir(tmp_path / "pt", tmp_path / "tf" / "bert_model.ckpt", progress=False)
     assert sorted(os.path.basename(p) for p in written) == [
         "bert_config.json", "bert_model.ckpt.data-00000-of-00001", "bert_model.ckpt.index", "vocab.txt"]
-    # Optimizer slots do not survive (they were never converted); every weight does, exactly.
-    assert_same_variables(str(tmp_path / "tf" / "bert_model.ckpt"), npz(fixture))
+    # Optimizer slots do not survive (they were never converted); every weight does, exactly
+    # (the pooler only where the head keeps it; a warning says when the checkpoint lacks it).
+    expected = npz(fixture)
+    pooler_left_out = TF1_FIXTURES[fixture] in POOLERLESS
+    if pooler_left_out:
+        expected = without_pooler(expected)
+    assert_same_variables(str(tmp_path / "tf" / "bert_model.ckpt"), expected)
+    warned = [r.getMessage() for r in caplog.records if "holds no pooler" in r.getMessage()]
+    assert bool(warned) == pooler_left_out
+    if warned:
+        assert "--keep-pooler" in warned[0] and "bert/pooler/dense" in warned[0]
     config = json.load(open(tmp_path / "tf" / "bert_config.json"))
     assert config == json.load(open(os.path.join(ckpt(fixture), "bert_config.json")))
     assert open(tmp_path / "tf" / "vocab.txt").read() == open(os.path.join(ckpt(fixture), "vocab.txt")).read()
+
+
+@pytest.mark.parametrize("head", sorted(POOLERLESS))
+def test_keep_pooler_gives_a_complete_tf_checkpoint(tmp_path, head, caplog):
+    fixture = head
+    convert_checkpoint(ckpt(fixture), tmp_path / "pt", head=head, keep_pooler=True, progress=False)
+    export_model_dir(tmp_path / "pt", tmp_path / "tf" / "bert_model.ckpt", progress=False)
+    assert_same_variables(str(tmp_path / "tf" / "bert_model.ckpt"), npz(fixture))
+    assert not [r for r in caplog.records if "holds no pooler" in r.getMessage()]
+
+
+def test_a_checkpoint_exported_without_pooler_converts_again(tmp_path):
+    convert_checkpoint(ckpt("question-answering"), tmp_path / "pt", progress=False)
+    export_model_dir(tmp_path / "pt", tmp_path / "tf" / "bert_model.ckpt", progress=False)
+    report = convert_checkpoint(tmp_path / "tf", tmp_path / "again", progress=False)
+    assert report.head == "question-answering" and not report.new_keys and not report.dropped
+    assert_same_variables(str(tmp_path / "tf" / "bert_model.ckpt"),
+                          without_pooler(npz("question-answering")))
 
 
 def test_tf2_checkpoint_exports_with_google_tf1_names(tmp_path):
@@ -73,9 +109,8 @@ def test_transformers_save_pretrained_directory_exports(tmp_path):
     hf = transformers.BertForQuestionAnswering.from_pretrained(str(tmp_path / "pt"))
     hf.save_pretrained(str(tmp_path / "hf"))
     export_model_dir(tmp_path / "hf", tmp_path / "tf" / "model.ckpt", progress=False)
-    expected = npz("question-answering")
     # transformers' QA model has no pooler: everything else comes back bit-exact.
-    expected = {k: v for k, v in expected.items() if not k.startswith("bert/pooler/")}
+    expected = without_pooler(npz("question-answering"))
     assert_same_variables(str(tmp_path / "tf" / "model.ckpt"), expected)
 
 

@@ -44,20 +44,21 @@ def source(case):
 
 @pytest.fixture(scope="module")
 def converted(tmp_path_factory):
-    """case -> (output directory, conversion.json), each case converted once."""
+    """(case, keep_pooler) -> (output directory, conversion.json), each converted once."""
     root = tmp_path_factory.mktemp("model-garden")
     done = {}
 
-    def get(case):
-        if case not in done:
-            out = root / case
+    def get(case, keep_pooler=False):
+        if (case, keep_pooler) not in done:
+            out = root / (case + ("-keep-pooler" if keep_pooler else ""))
             if case in CLI_CASES:
-                assert main(["convert", source(case), "--out", str(out), "--quiet"]) == 0
+                assert main(["convert", source(case), "--out", str(out), "--quiet"]
+                            + ["--keep-pooler"] * keep_pooler) == 0
             else:
-                convert_checkpoint(source(case), out, progress=False)
+                convert_checkpoint(source(case), out, progress=False, keep_pooler=keep_pooler)
             with open(out / "conversion.json") as f:
-                done[case] = (out, json.load(f))
-        return done[case]
+                done[case, keep_pooler] = (out, json.load(f))
+        return done[case, keep_pooler]
     return get
 
 
@@ -97,6 +98,9 @@ def test_case_converts_and_matches_model_garden(case, converted):
             for n, (ours, theirs) in enumerate(zip(layers, z["encoder_outputs"])):
                 errors[f"layer {n}"] = max_err(ours, theirs)
         if not meta.get("head_has_own_pooler"):  # else bert.pooler is the head's own pooler
+            if not report["pooler_written"]:  # left out (the head does not use it): keep it
+                kept = run_model(converted(case, keep_pooler=True)[0], report["head"])
+                pooled = getattr(kept, "bert", kept)(ids, types, mask)[1]
             errors["pooled_output"] = max_err(pooled, z["pooled_output"])
         logits = model(ids, types, mask)
         head = report["head"]

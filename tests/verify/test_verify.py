@@ -322,7 +322,12 @@ def test_every_layout_passes(tf, converted, layout):
     head = layout if layout in LAYOUTS else "pretraining"
     assert report.head == head and report.first_failure is None
     names = [s.name for s in report.stages]
-    assert names[:2] == ["embeddings", "layer 0"] and "layer 4" in names and "pooled" in names
+    assert names[:2] == ["embeddings", "layer 0"] and "layer 4" in names
+    # A pooler left out of the directory on purpose (its transformers class has none) is not
+    # compared: loading initialised it afresh. Every other head's pooled output is.
+    pooler_left_out = head in ("masked-lm", "token-classification", "question-answering")
+    assert ("pooled" in names) != pooler_left_out
+    assert any("pooler not compared" in n for n in report.notes) == pooler_left_out
     assert names[len(names) - len(HEAD_STAGES[head]):] == list(HEAD_STAGES[head])
     assert max(s.max_abs for s in report.stages) < 1e-5  # faithful: float32 round-off only
     # Every layer's sub-stages were compared too, and pass.
@@ -333,6 +338,16 @@ def test_every_layout_passes(tf, converted, layout):
     if layout in ("sequence-classification", "token-classification"):
         expected = {"sequence-classification": 3, "token-classification": 5}[layout]
         assert report.num_labels == expected
+
+
+@pytest.mark.tf
+def test_a_kept_pooler_is_compared(tf, tmp_path):
+    from bertconvert.convert.run import convert_checkpoint
+    convert_checkpoint(ckpt("question-answering"), tmp_path / "kept", keep_pooler=True,
+                       progress=False)
+    report = verify(ckpt("question-answering"), str(tmp_path / "kept"), progress=False)
+    assert report.passed and report.stage("pooled").max_abs < 1e-5, report.format_table()
+    assert report.weights.tensors == 89 and not any("pooler not" in n for n in report.notes)
 
 
 @pytest.mark.tf
