@@ -100,6 +100,15 @@ class CheckpointFormatError(CheckpointError):
     """The .index table or a protobuf inside it is malformed (bad magic, bad block...)."""
 
 
+class ObjectGraphTooLargeError(CheckpointFormatError):
+    """A TF2 checkpoint's object graph exceeds a budget (its size, node count, paths or path
+    text; see :class:`bertconvert.checkpoint.graph_paths.GraphLimits`): corrupt or hostile."""
+
+
+class GraphLimitSettingError(CheckpointError, ValueError):
+    """An object-graph budget set in the environment is not a positive whole number."""
+
+
 class ChecksumMismatchError(CheckpointError):
     """Tensor bytes or an index block do not match their stored crc32c."""
 
