@@ -145,6 +145,11 @@ class HeadError(ConversionError):
     """The requested head layout is unknown or does not fit the checkpoint."""
 
 
+class DtypeRangeError(ConversionError):
+    """A weight's value does not fit the output dtype (``--dtype float16``: beyond 65504);
+    it would have been written as infinity. Nothing was published."""
+
+
 class OutputWriteError(ConversionError):
     """Writing the converted output failed (disk full, I/O error); nothing was published."""
 
