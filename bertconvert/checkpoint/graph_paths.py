@@ -15,9 +15,11 @@ memory is spent:
 * path text: the characters of the ``/``-joined paths are summed from the records before
   any string is built.
 
-The defaults leave a wide margin over every Model Garden checkpoint and TF Hub SavedModel
-(a 2-layer Hub encoder with its MLM sub-model: 714 nodes, 132,000 paths, 3.6 MB of path
-text; a 24-layer one about twelve times that) and bound memory to a few hundred MB. Each
+The defaults leave a wide margin over the Model Garden checkpoints and TF Hub SavedModels
+of fixtures/model_garden (the largest, a 2-layer Hub encoder with its MLM sub-model: 714
+nodes, 1,610 references, 132,000 paths, 3.6 MB of path text; paths grow about linearly
+with the layers, so a 24-layer one should need about twelve times that) and bound memory to
+a few hundred MB and time to seconds. Each
 can be raised through the environment (``BERTCONVERT_GRAPH_MAX_BYTES`` ...; see
 :data:`ENV`), or passed to :class:`~bertconvert.checkpoint.object_graph.ObjectGraph`.
 """
@@ -32,7 +34,7 @@ from ..errors import GraphLimitSettingError, ObjectGraphTooLargeError
 #: and leaves cost time too); Hub SavedModels need about 1.
 WORK_PER_PATH = 8
 #: References (children, attributes, slot variables) allowed per allowed node.
-REFERENCES_PER_NODE = 10
+REFERENCES_PER_NODE = 4
 
 
 @dataclass(frozen=True)
@@ -42,11 +44,11 @@ class GraphLimits:
     #: bytes of the serialized ``_CHECKPOINTABLE_OBJECT_GRAPH`` tensor
     max_bytes: int = 16 << 20
     #: nodes (saved objects); references may number :data:`REFERENCES_PER_NODE` times this
-    max_nodes: int = 200_000
+    max_nodes: int = 100_000
     #: object paths enumerated (every node's, optimizer slot paths included)
     max_paths: int = 4_000_000
     #: characters of path text built (the ``/``-joined paths of every variable)
-    max_path_text: int = 64 << 20
+    max_path_text: int = 128 << 20
     #: components of one path (real models nest about ten deep)
     max_depth: int = 100
 
