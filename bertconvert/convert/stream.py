@@ -17,7 +17,7 @@ from typing import NamedTuple
 import numpy as np
 
 from ..checkpoint import load_checkpoint
-from ..errors import ConfigError, ConversionError, DtypeRangeError, MissingDependencyError, option
+from ..errors import ConversionError, DtypeRangeError, MissingDependencyError, option
 from .gelu import check_gelu
 from .plan import plan_conversion
 from .source import describe_source
@@ -68,12 +68,8 @@ def _fresh(key, shape, config, dtype):
     from ..models.initialise import init_, kind_of_key
 
     spread = config.initializer_range
-    value = init_(torch.empty(shape), kind_of_key(key), spread)
-    # A fresh head of infinities would convert "fine" and train to NaN: refuse it here.
-    if not bool(torch.isfinite(value).all()):
-        raise ConfigError(f"config field initializer_range ({spread:g}) is too large: the fresh "
-                          f"{key} drawn from normal(0, {spread:g}) overflows float32")
-    value = value.to(getattr(torch, dtype))
+    # init_ refuses a spread that overflows float32; the output dtype may be narrower.
+    value = init_(torch.empty(shape), kind_of_key(key), spread).to(getattr(torch, dtype))
     if not bool(torch.isfinite(value).all()):
         raise DtypeRangeError(
             f"the freshly initialised {key} (normal(0, initializer_range={spread:g})) holds "

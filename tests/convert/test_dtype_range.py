@@ -137,7 +137,7 @@ def test_fresh_head_that_overflows_is_refused(tmp_path, capsys):
     torch.manual_seed(0)
     code, err = convert(capsys, ckpt, tmp_path / "o", "--head", "sequence-classification",
                         "--allow-new-head")
-    assert code == 2 and "initializer_range" in err and "overflows float32" in err, err
+    assert code == 2 and "initializer_range" in err and "overflow torch.float32" in err, err
     assert not (tmp_path / "o").exists()
     # 1e5 fits float32 but not float16: the fresh classifier is named
     ckpt2 = edited_checkpoint(tmp_path, {}, {"initializer_range": 1e5}, where="ckpt2")
@@ -151,3 +151,15 @@ def test_fresh_head_that_overflows_is_refused(tmp_path, capsys):
     assert code == 0, err
     weight = load_file(str(tmp_path / "o" / "model.safetensors"))["classifier.weight"]
     assert np.isfinite(weight.astype(np.float32)).all()
+
+
+def test_model_classes_refuse_an_initializer_range_that_overflows():
+    from bertconvert import BertConfig, BertModel
+    from bertconvert.errors import ConfigError
+    sizes = dict(vocab_size=50, hidden_size=8, num_hidden_layers=1, num_attention_heads=2,
+                 intermediate_size=8)
+    torch.manual_seed(0)
+    with pytest.raises(ConfigError, match="initializer_range .*overflow torch.float32"):
+        BertModel(BertConfig.from_dict(dict(sizes, initializer_range=3.4e38)))
+    model = BertModel(BertConfig.from_dict(dict(sizes, initializer_range=1e30)))  # fits
+    assert all(torch.isfinite(p).all() for p in model.parameters())
