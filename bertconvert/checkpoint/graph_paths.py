@@ -45,7 +45,8 @@ class GraphLimits:
     max_bytes: int = 16 << 20
     #: nodes (saved objects); references may number :data:`REFERENCES_PER_NODE` times this
     max_nodes: int = 100_000
-    #: object paths enumerated (every node's, optimizer slot paths included)
+    #: object paths enumerated (every node's), and path strings built (every variable's,
+    #: optimizer slot paths included), each
     max_paths: int = 4_000_000
     #: characters of path text built (the ``/``-joined paths of every variable)
     max_path_text: int = 128 << 20

@@ -307,7 +307,9 @@ class ObjectGraph:
         self.optimizer_nodes = frozenset(optimizers)
         self._table = None  # graph_paths.PathTable: every path, as records
         self._variable_paths = None
-        self._text = 0  # characters of path text built so far (budget: limits.max_path_text)
+        # path strings and their characters built so far (budgets: limits.max_paths, and
+        # limits.max_path_text); counted before they are built
+        self._built = self._text = 0
 
     def __len__(self):
         return len(self.nodes)
@@ -333,8 +335,12 @@ class ObjectGraph:
                                     self.max_work)
         return self._table
 
-    def _spend_text(self, chars):
-        """Count ``chars`` characters of path text about to be built against the budget."""
+    def _spend(self, paths, chars):
+        """Count ``paths`` path strings of ``chars`` characters about to be built."""
+        self._built += paths
+        if self._built > self.limits.max_paths:
+            raise too_large(f"names its variables by more than {self.limits.max_paths} paths",
+                            self.limits.max_paths, "max_paths")
         self._text += chars
         if self._text > self.limits.max_path_text:
             raise too_large(f"names objects by more than {self.limits.max_path_text} "
@@ -344,7 +350,7 @@ class ObjectGraph:
     def node_paths(self, node_id):
         """Every object path from the root to ``node_id``: shortest first, then sorted."""
         table = self._enumerate()
-        self._spend_text(table.text_of(node_id))
+        self._spend(len(table.of_node[node_id]), table.text_of(node_id))
         return _ordered((table.text(r), table.depth[r]) for r in table.of_node[node_id])
 
     def variable_paths(self):
@@ -363,10 +369,10 @@ class ObjectGraph:
             items = sorted(self._key_node.items())
             # Everything is counted first: a graph over budget costs no strings at all.
             for key, node_id in items:
-                self._spend_text(table.text_of(node_id))
+                self._spend(len(table.of_node[node_id]), table.text_of(node_id))
                 slot = self._slots.get(key)
                 if slot is not None:
-                    self._spend_text(self._slot_text(slot, table))
+                    self._spend(*self._slot_cost(slot, table))
             result = {}
             for key, node_id in items:
                 paths = [(table.text(r), table.depth[r]) for r in table.of_node[node_id]]
@@ -377,8 +383,8 @@ class ObjectGraph:
             self._variable_paths = result
         return {key: list(paths) for key, paths in self._variable_paths.items()}
 
-    def _slot_text(self, slot, table):
-        """Characters of the slot paths of ``slot`` (refused beyond ``max_paths`` paths)."""
+    def _slot_cost(self, slot, table):
+        """``(paths, characters)`` of the slot paths of ``slot``."""
         variables = table.of_node[slot.original_node]
         optimizers = table.of_node[slot.optimizer_node]
         count = len(variables) * len(optimizers)
@@ -386,8 +392,8 @@ class ObjectGraph:
             raise too_large(f"has too many paths to optimizer slot variables ({count})",
                             self.limits.max_paths, "max_paths")
         extra = len(SLOT_MARKER) + len(escape_local_name(slot.slot_name))
-        return (table.text_of(slot.original_node) * len(optimizers)
-                + table.text_of(slot.optimizer_node) * len(variables) + extra * count)
+        return count, (table.text_of(slot.original_node) * len(optimizers)
+                       + table.text_of(slot.optimizer_node) * len(variables) + extra * count)
 
     def _slot_paths(self, slot, table):
         name = escape_local_name(slot.slot_name)

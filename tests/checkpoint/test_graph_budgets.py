@@ -29,15 +29,15 @@ VARIABLE = "v/.ATTRIBUTES/VARIABLE_VALUE"
 ADDRESS_SPACE = 1 << 30
 
 
-def diamonds(count, name_length, key=VARIABLE):
+def diamonds(count, name_length, keys=(VARIABLE,)):
     """``count`` diamonds in a row, every edge named by ``name_length`` characters: 2**count
-    paths to the last node, which holds ``key``."""
+    paths to the last node, which holds ``keys``."""
     nodes = []
     for i in range(count):
         left, right, down = ("l" * name_length, "r" * name_length, "x" * name_length)
         nodes.append(_node([(2 * i + 1, left), (2 * i + 2, right)]))
         nodes.append(_node([(2 * i + 2, down)]))
-    nodes.append(_node(keys=[key]))
+    nodes.append(_node(keys=list(keys)))
     return _graph(*nodes)
 
 
@@ -68,6 +68,16 @@ def test_exponentially_many_paths_stop_at_the_path_budget():
     with pytest.raises(ObjectGraphTooLargeError, match="more than 10000 over 61 nodes"):
         graph.variable_paths()
     # (the default budget: test_cli_refuses_hostile_graphs_in_bounded_memory)
+
+
+def test_path_strings_of_every_key_count_against_the_path_budget():
+    # 2**6 paths to one node holding many keys: each key gets its own list of 64 strings
+    limits = GraphLimits(max_paths=1000)
+    ten = parse_object_graph(diamonds(6, 1, [f"k{i}" for i in range(10)]), limits)
+    assert len(ten.variable_paths()) == 10                              # 640 strings
+    twenty = parse_object_graph(diamonds(6, 1, [f"k{i}" for i in range(20)]), limits)
+    with pytest.raises(ObjectGraphTooLargeError, match="by more than 1000 paths"):
+        twenty.variable_paths()                                         # 1280
 
 
 def test_node_and_reference_counts_are_bounded_while_parsing():
