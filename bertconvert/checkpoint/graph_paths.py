@@ -84,12 +84,12 @@ def _parse_count(name, raw):
     return value
 
 
-def too_large(what, limit, setting=None):
-    """The error for a graph over budget ``what`` (``setting``: the limit's field name)."""
+def too_large(what, setting=None):
+    """The error for a graph that ``what`` (``setting``: the exceeded limit's field name)."""
     hint = f"; if the checkpoint is trusted, raise {ENV[setting]}" if setting in ENV else ""
     return ObjectGraphTooLargeError(
-        f"the checkpoint's object graph (_CHECKPOINTABLE_OBJECT_GRAPH) {what} (the limit is "
-        f"{limit}): corrupt or hostile{hint}")
+        f"the checkpoint's object graph (_CHECKPOINTABLE_OBJECT_GRAPH) {what}: corrupt or "
+        f"hostile{hint}")
 
 
 class ParseBudget:
@@ -102,15 +102,14 @@ class ParseBudget:
     def node(self):
         self.nodes += 1
         if self.nodes > self.limits.max_nodes:
-            raise too_large(f"has more than {self.limits.max_nodes} nodes",
-                            self.limits.max_nodes, "max_nodes")
+            raise too_large(f"has more than {self.limits.max_nodes} nodes", "max_nodes")
 
     def reference(self):
         self.references += 1
         limit = REFERENCES_PER_NODE * self.limits.max_nodes
         if self.references > limit:
             raise too_large(f"has more than {limit} references (children, attributes, slots)",
-                            limit, "max_nodes")
+                            "max_nodes")
 
 
 def components(children):
@@ -186,7 +185,7 @@ class PathTable:
             work += len(kids)
             if work > max_work:
                 raise too_large(f"has too many paths to enumerate (more than {max_work} edges "
-                                f"examined over {len(children)} nodes)", max_work, "max_paths")
+                                f"examined over {len(children)} nodes)", "max_paths")
             for k, t in enumerate(kids):
                 if comp[t] == comp[u]:  # t may lie on this path: walk up it
                     p, cyclic = r, False
@@ -199,12 +198,11 @@ class PathTable:
                     if cyclic:  # TensorFlow allows cycles: paths stay simple
                         continue
                 if d >= limits.max_depth:
-                    raise too_large(f"nests deeper than {limits.max_depth} levels",
-                                    limits.max_depth)
+                    raise too_large(f"nests deeper than {limits.max_depth} levels")
                 if len(node) >= limits.max_paths:
                     raise too_large(f"has too many paths to enumerate (more than "
                                     f"{limits.max_paths} over {len(children)} nodes)",
-                                    limits.max_paths, "max_paths")
+                                    "max_paths")
                 self.of_node[t].append(len(node))
                 node.append(t)
                 parent.append(r)

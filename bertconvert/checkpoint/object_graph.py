@@ -212,7 +212,7 @@ def parse_object_graph(data, limits=None):
         raise CheckpointFormatError(f"the object graph must be bytes, got {type(data).__name__}")
     limits = GraphLimits.from_env() if limits is None else limits
     if len(data) > limits.max_bytes:
-        raise too_large(f"is {len(data)} bytes", f"{limits.max_bytes} bytes", "max_bytes")
+        raise too_large(f"is {len(data)} bytes, more than {limits.max_bytes}", "max_bytes")
     buf = bytes(data)
     budget = ParseBudget(limits)
     try:
@@ -249,7 +249,7 @@ def read_object_graph(reader, limits=None):
     size = getattr(entry, "size", 0)
     try:
         if size > limits.max_bytes + 16:  # + the string tensor's length varint and checksum
-            raise too_large(f"takes {size} bytes", f"{limits.max_bytes} bytes", "max_bytes")
+            raise too_large(f"takes {size} bytes, more than {limits.max_bytes}", "max_bytes")
         return parse_object_graph(reader.get_tensor(OBJECT_GRAPH_KEY), limits)
     except CheckpointFormatError as e:
         raise type(e)(f"checkpoint {reader.prefix}: {e}") from e  # the subclass too
@@ -340,12 +340,11 @@ class ObjectGraph:
         self._built += paths
         if self._built > self.limits.max_paths:
             raise too_large(f"names its variables by more than {self.limits.max_paths} paths",
-                            self.limits.max_paths, "max_paths")
+                            "max_paths")
         self._text += chars
         if self._text > self.limits.max_path_text:
             raise too_large(f"names objects by more than {self.limits.max_path_text} "
-                            "characters of path text", f"{self.limits.max_path_text} characters",
-                            "max_path_text")
+                            "characters of path text", "max_path_text")
 
     def node_paths(self, node_id):
         """Every object path from the root to ``node_id``: shortest first, then sorted."""
@@ -389,8 +388,8 @@ class ObjectGraph:
         optimizers = table.of_node[slot.optimizer_node]
         count = len(variables) * len(optimizers)
         if count > self.limits.max_paths:
-            raise too_large(f"has too many paths to optimizer slot variables ({count})",
-                            self.limits.max_paths, "max_paths")
+            raise too_large(f"has {count} paths to an optimizer slot variable, more than "
+                            f"{self.limits.max_paths}", "max_paths")
         extra = len(SLOT_MARKER) + len(escape_local_name(slot.slot_name))
         return count, (table.text_of(slot.original_node) * len(optimizers)
                        + table.text_of(slot.optimizer_node) * len(variables) + extra * count)

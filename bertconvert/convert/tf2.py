@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 
 from . import rules as mapping
 from ..checkpoint.object_graph import object_path_of_key, read_object_graph
-from ..errors import ConfigError, MappingError, option
+from ..errors import CheckpointFormatError, ConfigError, MappingError, option
 from ..models.config import BertConfig
 
 logger = logging.getLogger(__name__)
@@ -97,7 +97,10 @@ def resolve_tf2(reader, shapes=None):
     graph = read_object_graph(reader)
     if graph is None and not any(n.endswith(mapping.TF2_SUFFIX) for n in shapes):
         return None
-    paths = graph.variable_paths() if graph is not None else {}
+    try:
+        paths = graph.variable_paths() if graph is not None else {}
+    except CheckpointFormatError as e:  # a budget exceeded: say which checkpoint
+        raise type(e)(f"checkpoint {reader.prefix}: {e}") from e
     out = Tf2Resolution()
     memo = {}
     for name in sorted(shapes):
