@@ -174,16 +174,17 @@ class _Source:
         return view
 
     def finish(self):
-        """Check the crc once every byte has been read (and report NaN or infinity)."""
-        if self.nonfinite:
-            log.warning("tensor %r (-> %s) holds %d NaN or infinite value(s) in the "
-                        "checkpoint; converted as they are", self.name, self.key, self.nonfinite)
-            self.nonfinite = 0
+        """Check the crc once every byte has been read (then report NaN or infinity: of
+        corrupt bytes, the checksum error is the news)."""
         if self._crc_expected is not None and mask(self._crc) != self._crc_expected:
             raise ChecksumMismatchError(
                 f"tensor {self.name!r} in {self._path} (offset {self._offset}, {self.size} bytes) "
                 f"fails its crc32c check (stored {self._crc_expected:#010x}, computed "
                 f"{mask(self._crc):#010x}): the data shard is corrupt; copy or download it again")
+        if self.nonfinite:
+            log.warning("tensor %r (-> %s) holds %d NaN or infinite value(s) in the "
+                        "checkpoint; converted as they are", self.name, self.key, self.nonfinite)
+            self.nonfinite = 0
 
 
 class TensorCopier:
