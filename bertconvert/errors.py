@@ -109,6 +109,15 @@ class CheckpointFormatError(CheckpointError):
     """The .index table or a protobuf inside it is malformed (bad magic, bad block...)."""
 
 
+class ObjectGraphTooLargeError(CheckpointFormatError):
+    """A TF2 checkpoint's object graph exceeds a budget (its size, node count, paths or path
+    text; see :class:`bertconvert.checkpoint.graph_paths.GraphLimits`): corrupt or hostile."""
+
+
+class GraphLimitSettingError(CheckpointError, ValueError):
+    """An object-graph budget set in the environment is not a positive whole number."""
+
+
 class ChecksumMismatchError(CheckpointError):
     """Tensor bytes or an index block do not match their stored crc32c."""
 
@@ -143,6 +152,11 @@ class MappingError(ConversionError):
 
 class HeadError(ConversionError):
     """The requested head layout is unknown or does not fit the checkpoint."""
+
+
+class DtypeRangeError(ConversionError):
+    """A weight's value does not fit the output dtype (``--dtype float16``: beyond 65504);
+    it would have been written as infinity. Nothing was published."""
 
 
 class OutputWriteError(ConversionError):

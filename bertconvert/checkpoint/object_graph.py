@@ -35,16 +35,16 @@ Paths are made of local names escaped as TensorFlow escapes them in checkpoint k
 (``.`` -> ``..``, ``/`` -> ``.S``) and joined with ``/``, so a key's own path is
 ``key[:key.index("/.ATTRIBUTES/")]``. The graph comes from the checkpoint file, so it is
 treated as hostile: malformed protobuf, out-of-range node ids and graphs whose paths would
-take too long to enumerate raise CheckpointFormatError; cycles (legal in TensorFlow) are
-walked around.
+take too much time or memory to enumerate raise CheckpointFormatError (budgets:
+:mod:`bertconvert.checkpoint.graph_paths`); cycles (legal in TensorFlow) are walked around.
 """
 import logging
-from collections import deque
 from dataclasses import dataclass
 from typing import Optional, Tuple
 
 from ..errors import CheckpointFormatError
 from .dtypes import DT_STRING
+from .graph_paths import WORK_PER_PATH, GraphLimits, ParseBudget, PathTable, too_large
 from .proto import _BYTES, _VARINT, ProtoError, _expect, _signed, iter_fields
 
 log = logging.getLogger(__name__)
@@ -61,20 +61,17 @@ OPTIMIZER_NAME = "optimizer"
 
 #: Longest object path followed. Real models nest about ten deep; a deeper simple path means
 #: a hostile graph (a long chain would make path enumeration quadratic).
-MAX_DEPTH = 100
-#: Budget for enumerating paths, in path components built. A diamond-shaped graph has
-#: exponentially many paths; a BERT-large checkpoint needs well under 1% of this.
-MAX_PATH_WORK = 5_000_000
+MAX_DEPTH = GraphLimits.max_depth
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)  # slots: a graph may hold millions of them
 class ObjectReference:
     """An edge of the graph: ``node_id`` is reachable from its parent as ``local_name``."""
     node_id: int
     local_name: str
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class SerializedTensor:
     """An attribute saved for a node: ``checkpoint_key`` names its tensor in the bundle."""
     name: str
@@ -82,7 +79,7 @@ class SerializedTensor:
     checkpoint_key: str
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class SlotVariableReference:
     """Listed on an optimizer's node: ``slot_variable_node_id`` holds the optimizer's
     ``slot_name`` slot (Adam's ``m``, ``v``...) for ``original_variable_node_id``."""
@@ -91,7 +88,7 @@ class SlotVariableReference:
     slot_variable_node_id: int
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class TrackableObject:
     """One node (a Python object that was saved)."""
     children: Tuple[ObjectReference, ...] = ()
@@ -101,7 +98,7 @@ class TrackableObject:
     has_checkpoint_values: Optional[bool] = None
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class SlotVariable:
     """An optimizer slot variable: what it is a slot of, and for which optimizer."""
     checkpoint_key: str
@@ -175,12 +172,14 @@ def _decode_slot(buf, span):
     return SlotVariableReference(original, name, slot)
 
 
-def _decode_node(buf, span):
+def _decode_node(buf, span, budget):
     children, attributes, slots = [], [], []
     saver = has_values = None
     for number, wire, value in iter_fields(buf, *span):
         if number in (1, 2, 3, 4, 5):
             _expect(number, wire, _BYTES, "TrackableObject")
+        if number in (1, 2, 3):
+            budget.reference()
         if number == 1:
             children.append(_decode_reference(buf, value))
         elif number == 2:
@@ -202,29 +201,38 @@ def _decode_node(buf, span):
     return TrackableObject(tuple(children), tuple(attributes), tuple(slots), saver, has_values)
 
 
-def parse_object_graph(data):
+def parse_object_graph(data, limits=None):
     """Decode the bytes of a serialized TrackableObjectGraph into an :class:`ObjectGraph`.
 
-    Pure: any input gives an ObjectGraph or raises CheckpointFormatError.
+    Pure: any input gives an ObjectGraph or raises CheckpointFormatError (its subclass
+    ObjectGraphTooLargeError beyond ``limits``, a :class:`GraphLimits`; default: the
+    environment's, see :meth:`GraphLimits.from_env`).
     """
     if not isinstance(data, (bytes, bytearray, memoryview)):
         raise CheckpointFormatError(f"the object graph must be bytes, got {type(data).__name__}")
+    limits = GraphLimits.from_env() if limits is None else limits
+    if len(data) > limits.max_bytes:
+        raise too_large(f"is {len(data)} bytes, more than {limits.max_bytes}", "max_bytes")
     buf = bytes(data)
+    budget = ParseBudget(limits)
     try:
         nodes = []
         for number, wire, value in iter_fields(buf):
             if number == 1:
                 _expect(number, wire, _BYTES, "TrackableObjectGraph")
-                nodes.append(_decode_node(buf, value))
+                budget.node()  # before decoding: the count bounds the memory
+                nodes.append(_decode_node(buf, value, budget))
     except ProtoError as e:
         raise CheckpointFormatError(f"the checkpoint's object graph ({OBJECT_GRAPH_KEY}) is "
                                     f"not a valid TrackableObjectGraph protobuf: {e}") from e
-    return ObjectGraph(nodes)
+    return ObjectGraph(nodes, limits=limits)
 
 
-def read_object_graph(reader):
+def read_object_graph(reader, limits=None):
     """The :class:`ObjectGraph` of an open checkpoint (a :class:`CheckpointReader`), or None
-    when it has no ``_CHECKPOINTABLE_OBJECT_GRAPH`` (TF1 ``Saver`` checkpoints).
+    when it has no ``_CHECKPOINTABLE_OBJECT_GRAPH`` (TF1 ``Saver`` checkpoints). A graph
+    beyond ``limits`` (default: :meth:`GraphLimits.from_env`) is ObjectGraphTooLargeError;
+    its size is checked before it is read.
 
     Example::
 
@@ -237,26 +245,30 @@ def read_object_graph(reader):
         raise CheckpointFormatError(
             f"checkpoint {reader.prefix}: {OBJECT_GRAPH_KEY} is a {entry.dtype_name} "
             f"{list(entry.shape)} tensor; TensorFlow stores it as a scalar string")
-    data = reader.get_tensor(OBJECT_GRAPH_KEY)
+    limits = GraphLimits.from_env() if limits is None else limits
+    size = getattr(entry, "size", 0)
     try:
-        return parse_object_graph(data)
+        if size > limits.max_bytes + 16:  # + the string tensor's length varint and checksum
+            raise too_large(f"takes {size} bytes, more than {limits.max_bytes}", "max_bytes")
+        return parse_object_graph(reader.get_tensor(OBJECT_GRAPH_KEY), limits)
     except CheckpointFormatError as e:
-        raise CheckpointFormatError(f"checkpoint {reader.prefix}: {e}") from e
+        raise type(e)(f"checkpoint {reader.prefix}: {e}") from e  # the subclass too
 
 
 # --- the graph ------------------------------------------------------------------------
 class ObjectGraph:
     """A decoded TrackableObjectGraph (``nodes[0]`` is the root) and the paths through it.
 
-    Construction validates node ids and checkpoint keys; paths are enumerated on first use
-    (bounded by ``max_work`` path components and ``max_depth`` levels, else
-    CheckpointFormatError).
+    Construction validates node ids and checkpoint keys; paths are enumerated on first use,
+    within ``limits`` (a :class:`GraphLimits`; default :meth:`GraphLimits.from_env`) and
+    ``max_work`` edges examined (default :data:`WORK_PER_PATH` per allowed path), else
+    ObjectGraphTooLargeError, a CheckpointFormatError.
     """
 
-    def __init__(self, nodes, max_work=MAX_PATH_WORK, max_depth=MAX_DEPTH):
+    def __init__(self, nodes, max_work=None, limits=None):
         self.nodes = tuple(nodes)
-        self.max_work = max_work
-        self.max_depth = max_depth
+        self.limits = GraphLimits.from_env() if limits is None else limits
+        self.max_work = WORK_PER_PATH * self.limits.max_paths if max_work is None else max_work
         count = len(self.nodes)
         if not count:
             raise CheckpointFormatError(f"the checkpoint's object graph ({OBJECT_GRAPH_KEY}) "
@@ -293,8 +305,11 @@ class ObjectGraph:
                         attr.checkpoint_key, slot.slot_variable_node_id,
                         slot.original_variable_node_id, slot.slot_name, i)
         self.optimizer_nodes = frozenset(optimizers)
-        self._node_paths = None  # node -> [(names tuple, only via an optimizer)]
+        self._table = None  # graph_paths.PathTable: every path, as records
         self._variable_paths = None
+        # path strings and their characters built so far (budgets: limits.max_paths, and
+        # limits.max_path_text); counted before they are built
+        self._built = self._text = 0
 
     def __len__(self):
         return len(self.nodes)
@@ -311,40 +326,31 @@ class ObjectGraph:
         return self._key_node[key]
 
     def _enumerate(self):
-        """Every simple path from the root to every node, breadth-first (shortest first)."""
-        if self._node_paths is not None:
-            return self._node_paths
-        found = [[] for _ in self.nodes]
-        found[0].append(((), False))
-        queue = deque([((0,), (), False)])
-        work = 0
-        while queue:
-            ids, names, via_optimizer = queue.popleft()
-            for ref in self.nodes[ids[-1]].children:
-                target = ref.node_id
-                # Counted before the cycle check: skipped edges cost time too.
-                work += len(ids)
-                if work > self.max_work:
-                    raise CheckpointFormatError(
-                        f"the checkpoint's object graph has too many paths to enumerate "
-                        f"(more than {self.max_work} path components over "
-                        f"{len(self.nodes)} nodes): corrupt or hostile")
-                if target in ids:  # a cycle (TensorFlow allows them): paths stay simple
-                    continue
-                if len(ids) > self.max_depth:
-                    raise CheckpointFormatError(
-                        f"the checkpoint's object graph nests deeper than {self.max_depth} "
-                        "levels: corrupt or hostile")
-                step = (ids + (target,), names + (escape_local_name(ref.local_name),),
-                        via_optimizer or target in self.optimizer_nodes)
-                found[target].append(step[1:])
-                queue.append(step)
-        self._node_paths = found
-        return found
+        """The :class:`PathTable` of every simple path from the root (built once)."""
+        if self._table is None:
+            children = [tuple(ref.node_id for ref in node.children) for node in self.nodes]
+            names = [tuple(escape_local_name(ref.local_name) for ref in node.children)
+                     for node in self.nodes]
+            self._table = PathTable(children, names, self.optimizer_nodes, self.limits,
+                                    self.max_work)
+        return self._table
+
+    def _spend(self, paths, chars):
+        """Count ``paths`` path strings of ``chars`` characters about to be built."""
+        self._built += paths
+        if self._built > self.limits.max_paths:
+            raise too_large(f"names its variables by more than {self.limits.max_paths} paths",
+                            "max_paths")
+        self._text += chars
+        if self._text > self.limits.max_path_text:
+            raise too_large(f"names objects by more than {self.limits.max_path_text} "
+                            "characters of path text", "max_path_text")
 
     def node_paths(self, node_id):
         """Every object path from the root to ``node_id``: shortest first, then sorted."""
-        return _ordered(names for names, _ in self._enumerate()[node_id])
+        table = self._enumerate()
+        self._spend(len(table.of_node[node_id]), table.text_of(node_id))
+        return _ordered((table.text(r), table.depth[r]) for r in table.of_node[node_id])
 
     def variable_paths(self):
         """``{checkpoint_key: [object path, ...]}`` for every attribute in the graph.
@@ -354,32 +360,50 @@ class ObjectGraph:
         slot variables are not children of anything; they get the paths TensorFlow names
         slots by, ``<variable path>/.OPTIMIZER_SLOT/<optimizer path>/<slot name>``, one
         per combination (see :meth:`slot_variables`). A key whose node is unreachable
-        gets an empty list.
+        gets an empty list. The text is counted against ``limits.max_path_text`` (and slot
+        paths against ``limits.max_paths``) before it is built.
         """
         if self._variable_paths is None:
-            found = self._enumerate()
-            result = {}
-            budget = [0]
-            for key, node_id in sorted(self._key_node.items()):
-                paths = [names for names, _ in found[node_id]]
+            table = self._enumerate()
+            items = sorted(self._key_node.items())
+            # Everything is counted first: a graph over budget costs no strings at all.
+            for key, node_id in items:
+                self._spend(len(table.of_node[node_id]), table.text_of(node_id))
                 slot = self._slots.get(key)
                 if slot is not None:
-                    paths += self._slot_paths(slot, found, budget)
+                    self._spend(*self._slot_cost(slot, table))
+            result = {}
+            for key, node_id in items:
+                paths = [(table.text(r), table.depth[r]) for r in table.of_node[node_id]]
+                slot = self._slots.get(key)
+                if slot is not None:
+                    paths += self._slot_paths(slot, table)
                 result[key] = _ordered(paths)
             self._variable_paths = result
         return {key: list(paths) for key, paths in self._variable_paths.items()}
 
-    def _slot_paths(self, slot, found, budget):
-        out = []
+    def _slot_cost(self, slot, table):
+        """``(paths, characters)`` of the slot paths of ``slot``."""
+        variables = table.of_node[slot.original_node]
+        optimizers = table.of_node[slot.optimizer_node]
+        count = len(variables) * len(optimizers)
+        if count > self.limits.max_paths:
+            raise too_large(f"has {count} paths to an optimizer slot variable, more than "
+                            f"{self.limits.max_paths}", "max_paths")
+        extra = len(SLOT_MARKER) + len(escape_local_name(slot.slot_name))
+        return count, (table.text_of(slot.original_node) * len(optimizers)
+                       + table.text_of(slot.optimizer_node) * len(variables) + extra * count)
+
+    def _slot_paths(self, slot, table):
         name = escape_local_name(slot.slot_name)
-        for variable, _ in found[slot.original_node]:
-            for optimizer, _ in found[slot.optimizer_node]:
-                budget[0] += len(variable) + len(optimizer) + 2
-                if budget[0] > self.max_work:
-                    raise CheckpointFormatError(
-                        "the checkpoint's object graph has too many paths to optimizer slot "
-                        "variables to enumerate: corrupt or hostile")
-                out.append(variable + (SLOT_MARKER.strip("/"),) + optimizer + (name,))
+        marker = SLOT_MARKER.strip("/")
+        out = []
+        for v in table.of_node[slot.original_node]:
+            head = [table.text(v)] if table.depth[v] else []  # the root's path is empty
+            for o in table.of_node[slot.optimizer_node]:
+                tail = [table.text(o)] if table.depth[o] else []
+                out.append(("/".join(head + [marker] + tail + [name]),
+                            table.depth[v] + table.depth[o] + 2))
         return out
 
     def paths(self, key):
@@ -410,10 +434,12 @@ class ObjectGraph:
         node_id = self._key_node.get(key)
         if node_id is None:
             return False
-        found = self._enumerate()[node_id]
-        return bool(found) and all(via for _, via in found)
+        table = self._enumerate()
+        found = table.of_node[node_id]
+        return bool(found) and all(table.via[r] for r in found)
 
 
 def _ordered(paths):
-    joined = {"/".join(names): len(names) for names in paths}
+    """``(text, components)`` pairs -> distinct texts, fewest components first, then sorted."""
+    joined = dict(paths)
     return sorted(joined, key=lambda path: (joined[path], path))

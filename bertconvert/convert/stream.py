@@ -17,13 +17,13 @@ from typing import NamedTuple
 import numpy as np
 
 from ..checkpoint import load_checkpoint
-from ..errors import ConversionError, MissingDependencyError, option
+from ..errors import ConversionError, DtypeRangeError, MissingDependencyError, option
 from ..terminal.progress import progress_bar
 from .gelu import check_gelu
 from .plan import plan_conversion
 from .source import describe_source
 from .report import ConversionReport
-from .tensors import TensorCopier, storage_dtype
+from .tensors import TensorCopier, storage_dtype, wider_dtype_hint
 
 logger = logging.getLogger(__name__)
 
@@ -68,10 +68,17 @@ def _fresh(key, shape, config, dtype):
     torch = _require_torch(f"initialising {key} (not in the checkpoint)")
     from ..models.initialise import init_, kind_of_key
 
-    value = init_(torch.empty(shape), kind_of_key(key), config.initializer_range)
+    spread = config.initializer_range
+    # init_ refuses a spread that overflows float32; the output dtype may be narrower.
+    value = init_(torch.empty(shape), kind_of_key(key), spread).to(getattr(torch, dtype))
+    if not bool(torch.isfinite(value).all()):
+        raise DtypeRangeError(
+            f"the freshly initialised {key} (normal(0, initializer_range={spread:g})) holds "
+            f"values beyond the largest {dtype}: they would be written as infinity. "
+            f"{wider_dtype_hint(dtype)}, or lower initializer_range")
     if dtype == "bfloat16":
-        return value.to(torch.bfloat16).view(torch.int16).numpy().view(storage_dtype(dtype))
-    return value.to(getattr(torch, dtype)).numpy()
+        return value.view(torch.int16).numpy().view(storage_dtype(dtype))
+    return value.numpy()
 
 
 def iter_tensors(reader, plan, dtype, progress=False, reuse_buffer=True, order=None):

@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 
 from . import rules as mapping
 from ..checkpoint.object_graph import object_path_of_key, read_object_graph
-from ..errors import ConfigError, MappingError, option
+from ..errors import CheckpointFormatError, ConfigError, MappingError, option
 from ..models.config import BertConfig
 
 logger = logging.getLogger(__name__)
@@ -32,6 +32,10 @@ logger = logging.getLogger(__name__)
 DEFAULT_NORM_EPSILON = 1e-12
 #: How many unknown objects an error lists before summarising the rest.
 MAX_UNKNOWN_GROUPS = 20
+#: Components of the longest TF2 rule template. The rules match relative to any root and
+#: no placeholder value holds a ``/``, so a path's last this-many components decide which
+#: rules match it: Hub SavedModels reach each variable by hundreds of paths that share them.
+_SUFFIX_COMPONENTS = max(rule.source.count("/") + 1 for rule in mapping.TF2_RULES)
 
 
 @dataclass
@@ -66,6 +70,20 @@ def _skip(name, graph, paths):
     return reason
 
 
+def _rule_matches(path, memo):
+    """``[(target, rule, groups)]`` of every TF2 rule ``path`` matches (memoised by suffix)."""
+    suffix = "/".join(path.rsplit("/", _SUFFIX_COMPONENTS)[-_SUFFIX_COMPONENTS:])
+    found = memo.get(suffix)
+    if found is None:
+        found = memo[suffix] = []
+        for rule in mapping.TF2_RULES:
+            groups = rule.match(suffix)
+            if groups is not None:
+                found.append(((rule.target_key(groups, "bert."), rule.part, rule.pooler_of),
+                              rule, groups))
+    return found
+
+
 def _owner(path):
     """The object a variable belongs to and its attribute: ``a/b/kernel`` -> (a/b, kernel)."""
     head, _, tail = path.rpartition("/")
@@ -79,8 +97,12 @@ def resolve_tf2(reader, shapes=None):
     graph = read_object_graph(reader)
     if graph is None and not any(n.endswith(mapping.TF2_SUFFIX) for n in shapes):
         return None
-    paths = graph.variable_paths() if graph is not None else {}
+    try:
+        paths = graph.variable_paths() if graph is not None else {}
+    except CheckpointFormatError as e:  # a budget exceeded: say which checkpoint
+        raise type(e)(f"checkpoint {reader.prefix}: {e}") from e
     out = Tf2Resolution()
+    memo = {}
     for name in sorted(shapes):
         reason = _skip(name, graph, paths)
         if reason:
@@ -90,14 +112,11 @@ def resolve_tf2(reader, shapes=None):
         candidates = paths.get(name) or [own]
         found = {}  # (target, part, pooler_of) -> (rule, groups, path): the first path wins
         for path in candidates:
-            for rule in mapping.TF2_RULES:
-                groups = rule.match(path)
-                if groups is not None:
-                    target = (rule.target_key(groups, "bert."), rule.part, rule.pooler_of)
-                    found.setdefault(target, (rule, groups, path))
+            for target, rule, groups in _rule_matches(path, memo):
+                found.setdefault(target, (rule, groups, path))
         if len(found) == 1:
             rule, groups, path = next(iter(found.values()))
-            out.weights.append((name, rule, groups))
+            out.weights.append((name, rule, dict(groups)))  # memoised: not to be shared
             out.paths[name] = path
         elif found:
             which = "; ".join(f"{p} -> {t[0]}" for t, (_, _, p) in found.items())

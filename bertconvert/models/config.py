@@ -18,6 +18,7 @@ import copy
 import inspect
 import math
 import os
+import struct
 
 from ..safeio import MAX_JSON_BYTES, dumps_json, parse_json, read_regular_file
 from ..atomic import atomic_write
@@ -59,6 +60,19 @@ MAX_NUM_LABELS = 10 ** 6
 
 #: Constructor parameters that cannot also be config keys.
 _RESERVED_KEYS = ("self", "vocab_size_or_config_json_file")
+
+
+#: The largest finite float32 and its smallest positive (subnormal) value.
+FLOAT32_MAX = struct.unpack("<f", b"\xff\xff\x7f\x7f")[0]
+FLOAT32_TINY = struct.unpack("<f", b"\x01\x00\x00\x00")[0]
+
+
+def _as_float32(value):
+    """``value`` rounded to float32 (to nearest, overflowing to infinity)."""
+    try:
+        return struct.unpack("<f", struct.pack("<f", float(value)))[0]
+    except OverflowError:  # beyond float64 (an int), or a float that rounds to infinity
+        return math.inf if value > 0 else -math.inf
 
 
 def _is_number(value):
@@ -210,9 +224,17 @@ class BertConfig:
             value = getattr(self, key)
             # NaN or infinity here converts "fine" and then gives non-finite outputs or
             # weights; eps 0 divides by zero on constant inputs.
-            if not _is_number(value) or not math.isfinite(value) or value <= 0:
+            if not _is_number(value) or isinstance(value, float) and not math.isfinite(value) \
+                    or value <= 0:
                 raise ConfigError(f"config field {key} must be a positive number (finite: not "
                                   f"NaN or infinity), got {value!r}")
+            # The model computes in float32: 1e39 there is infinity, 1e-46 is zero.
+            single = _as_float32(value)
+            if not math.isfinite(single) or single == 0.0:
+                raise ConfigError(
+                    f"config field {key} is {value!r}, which float32 (the model's precision) "
+                    f"holds as {single!r}: it must lie between {FLOAT32_TINY:.4g} and "
+                    f"{FLOAT32_MAX:.6g}")
         labels = self.__dict__.get("num_labels")
         if labels is not None:
             id2label = self.__dict__.get("id2label")

@@ -19,8 +19,13 @@ import torch
 from torch import nn
 from torch.overrides import TorchFunctionMode
 
+from ..errors import ConfigError
+
 #: the three ways a parameter starts
 NORMAL, ONES, ZEROS = "normal", "ones", "zeros"
+#: More than any |z| torch's normal draws reach (Box-Muller from 53-bit uniforms: < 39):
+#: below ``finfo.max / this`` an initializer_range cannot overflow, so nothing is checked.
+_MAX_NORMAL_Z = 64.0
 
 
 def kind_of_key(key):
@@ -44,13 +49,23 @@ def kind_of_module_tensor(module, attr):
 
 def init_(tensor, kind, initializer_range):
     """Fill ``tensor`` in place as Google does for a parameter of ``kind``; returns it.
-    Random draws come from torch's global RNG (``torch.manual_seed`` makes them repeatable)."""
+    Random draws come from torch's global RNG (``torch.manual_seed`` makes them repeatable).
+    An ``initializer_range`` so large that draws overflow ``tensor``'s dtype is ConfigError,
+    not a parameter of infinities."""
     with torch.no_grad():
         if kind == ONES:
             return tensor.fill_(1.0)
         if kind == ZEROS:
             return tensor.zero_()
-        return tensor.normal_(mean=0.0, std=initializer_range)
+        tensor.normal_(mean=0.0, std=initializer_range)
+        largest = torch.finfo(tensor.dtype).max
+        if initializer_range * _MAX_NORMAL_Z > largest and not tensor.is_meta \
+                and not bool(torch.isfinite(tensor).all()):
+            raise ConfigError(
+                f"config field initializer_range ({initializer_range:g}) is too large: weights "
+                f"drawn from normal(0, {initializer_range:g}) overflow {tensor.dtype} "
+                f"(largest {largest:g})")
+        return tensor
 
 
 class _SkipRandomInitOnMeta(TorchFunctionMode):

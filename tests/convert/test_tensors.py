@@ -81,7 +81,9 @@ def test_rounding_matches_torch_on_special_values(tmp_path):
     assert nan.any()
     for dtype in ("float16", "bfloat16"):
         expected = torch.from_numpy(values.T.copy()).to(TORCH_DTYPES[dtype]).view(torch.int16).numpy()
-        with TensorCopier(reader, dtype) as copier:
+        # The unchecked cast (verify's digests use it): conversion refuses the overflow
+        # (tests/convert/test_dtype_range.py), everything else rounds the same.
+        with TensorCopier(reader, dtype, check_values=False) as copier:
             got = copier.array(planned(reader, name), fresh=True)
         np.testing.assert_array_equal(got.view(np.int16)[~nan], expected[~nan])
         assert np.isnan(got.astype(np.float32)[nan]).all()
