@@ -83,6 +83,7 @@ import types
 from ..errors import BertConvertError, HeadError, VerificationError, option
 from . import golden as verify_golden
 from . import weights as verify_weights
+from . import model_source
 from .pooler import drop_pooled_stage, not_compared_note
 from .report import ParityReport, StageResult, compare_all, compare_stage  # noqa: F401
 from .sources import check_outputs_spare_inputs  # noqa: F401 - the CLI's entry point too
@@ -289,8 +290,8 @@ def verify(checkpoint, model_dir=None, *, head=None, num_labels=None, device="cp
             # was converted from, and it holds the head asked for (all input errors, exit 2).
             reader = phases.run("check checkpoint", _open_checkpoint, checkpoint)
             if model_dir is not None:
-                notes += verify_weights.check_model_source(model_dir, reader.prefix, checkpoint)
-            verify_weights.check_head_in_checkpoint(reader, head, checkpoint)
+                notes += model_source.check_model_source(model_dir, reader.prefix, checkpoint)
+            model_source.check_head_in_checkpoint(reader, head, checkpoint)
         try:
             loaded = phases.run("load pytorch", load_torch_model, checkpoint, model_dir, head,
                                 num_labels, dtype, progress, gelu)

@@ -16,8 +16,8 @@ from bertconvert.cli import main
 from bertconvert.convert.run import convert_checkpoint
 from bertconvert.errors import (ChecksumMismatchError, HeadNotInCheckpointError,
                                 ModelSourceMismatchError, TFReferenceError)
-from bertconvert.verify.weights import (check_model_source, compare_weights, heads_in_checkpoint,
-                                        plan_for_directory)
+from bertconvert.verify.model_source import check_model_source, heads_in_checkpoint
+from bertconvert.verify.weights import compare_weights, plan_for_directory
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 FIXTURES = os.path.join(ROOT, "fixtures", "checkpoints")
