@@ -9,6 +9,10 @@ import pytest
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 PACKAGE = os.path.join(ROOT, "bertconvert")
 MAX_TOP_LEVEL_MODULES = 12
+#: Import paths of pytorch-pretrained-bert 0.6.2 (and Google's ``tokenization``) that ported code
+#: imports from: they must exist at the top level, so they are not counted against the dozen,
+#: but they hold no code of their own -- only re-exports from the pillars.
+COMPAT_SHIMS = {"modeling.py", "tokenization.py", "file_utils.py", "optimization.py"}
 MAX_LINES = 450
 #: Modules still over the budget, with their length when the package was restructured: they
 #: are due to be split by job, and may only shrink until then.
@@ -152,8 +156,19 @@ def test_no_import_cycles():
 
 
 def test_at_most_a_dozen_modules_sit_directly_in_the_package():
-    top = sorted(n for n in os.listdir(PACKAGE) if n.endswith(".py"))
+    top = sorted(n for n in os.listdir(PACKAGE) if n.endswith(".py") and n not in COMPAT_SHIMS)
     assert len(top) <= MAX_TOP_LEVEL_MODULES, f"{len(top)} modules in bertconvert/: {top}"
+
+
+@pytest.mark.parametrize("shim", sorted(COMPAT_SHIMS))
+def test_compatibility_shims_only_re_export(shim):
+    path = os.path.join(PACKAGE, shim)
+    if not os.path.exists(path):
+        pytest.skip(f"bertconvert/{shim} is not there (yet)")
+    tree = ast.parse(open(path, encoding="utf-8").read())
+    defined = [n.name for n in tree.body if isinstance(n, (ast.FunctionDef, ast.ClassDef,
+                                                           ast.AsyncFunctionDef))]
+    assert not defined, f"bertconvert/{shim} defines {defined}: define them in a pillar, re-export here"
 
 
 def test_no_module_is_over_the_line_budget():
