@@ -77,8 +77,18 @@ class TokenizerInputError(TokenizerError, TypeError):
     """The tokenizer was given something that is not text (bytes, None, a number...)."""
 
 
+class TextTypeError(TokenizerInputError, ValueError):
+    """Google's ``convert_to_unicode`` (and ``FullTokenizer``) got neither str nor bytes: a
+    ValueError as in Google's module, and a TypeError like the other input errors."""
+
+
 class TokenizerArgumentError(TokenizerError, ValueError):
     """An option of the tokenizer (padding, max_length, return_tensors...) is invalid."""
+
+
+class CasingMismatchError(TokenizerError, ValueError):
+    """``do_lower_case`` contradicts the casing of a known Google checkpoint
+    (``validate_case_matches_checkpoint``)."""
 
 
 class UnknownTokenError(TokenizerError, KeyError):

@@ -38,6 +38,9 @@ PRETRAINED_NAMES = (
 PRETRAINED_MODEL_ARCHIVE_MAP = {n: f"{DEFAULT_BASE_URL}/{n}.tar.gz" for n in PRETRAINED_NAMES}
 #: name -> vocabulary URL (0.6.2's; :func:`vocab_url` applies the mirror).
 PRETRAINED_VOCAB_ARCHIVE_MAP = {n: f"{DEFAULT_BASE_URL}/{n}-vocab.txt" for n in PRETRAINED_NAMES}
+#: name -> position embeddings of the model, the longest input its tokenizer should allow
+#: (0.6.2's map: ``BertTokenizer.from_pretrained`` caps ``max_len`` with it).
+PRETRAINED_VOCAB_POSITIONAL_EMBEDDINGS_SIZE_MAP = dict.fromkeys(PRETRAINED_NAMES, 512)
 
 
 

@@ -2,6 +2,7 @@
 
 Owns ``BertTokenizer`` (``wordpiece``), ``BasicTokenizer``/``WordpieceTokenizer`` (``basic``,
 re-exported by ``wordpiece``), the vocabulary file and casing detection (``vocab``), sequence
-encoding -- pairs, truncation, special tokens (``encode``) -- and the Unicode character classes (``charclass``). May import the top-level
+encoding -- pairs, truncation, special tokens (``encode``) -- the Unicode character classes (``charclass``),
+and Google's ``FullTokenizer`` with its module functions (``google``). May import the top-level
 leaves; fetching a vocabulary by model name goes through ``cache.names``.
 """

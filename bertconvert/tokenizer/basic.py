@@ -3,10 +3,15 @@
 words. :class:`~bertconvert.tokenizer.wordpiece.BertTokenizer` joins them; see
 :mod:`bertconvert.tokenizer.wordpiece` for what is reproduced and how it is kept fast.
 """
+import re
+
 from . import charclass as cc
 from ..errors import TokenizerInputError
 
 NEVER_SPLIT = ("[UNK]", "[SEP]", "[PAD]", "[CLS]", "[MASK]")
+#: Google's ``_UNUSED_TOKEN_RE``: the words ``preserve_unused_tokens`` keeps whole (``search``
+#: with ``^...$``, exactly as Google applies it; ``\d`` is any Unicode digit).
+UNUSED_TOKEN_RE = re.compile("^\\[unused\\d+\\]$")
 #: Google's cap on characters per word; longer words become the unknown token.
 MAX_INPUT_CHARS_PER_WORD = 200
 #: Cached words per tokenizer before the cache is dropped and refilled (bounds memory).
@@ -23,6 +28,18 @@ def _check_text(text, what="text"):
     raise TokenizerInputError(f"{what} must be a str, got {type(text).__name__}{hint}")
 
 
+def _size(container):
+    """len() of a vocabulary, or None for a container that only answers ``in``."""
+    return len(container) if hasattr(container, "__len__") else None
+
+
+def preserve_token(token, vocab, preserve_unused_tokens=False):
+    """Google's ``preserve_token``: whether ``token`` skips lower-casing, punctuation splitting
+    and WordPiece -- only with ``preserve_unused_tokens`` on (Google reads that from its absl
+    flag, default off), only for ``[unusedN]`` tokens that are in ``vocab``."""
+    return bool(preserve_unused_tokens and token in vocab and UNUSED_TOKEN_RE.search(token))
+
+
 def whitespace_tokenize(text):
     """Split on runs of whitespace (``str.split()``); an empty or blank text gives []."""
     return text.split()
@@ -32,14 +49,22 @@ class BasicTokenizer:
     """Cleaning, CJK/punctuation/whitespace splitting and optional lower-casing.
 
     Identical to Google's ``BasicTokenizer`` when ``never_split`` is empty; words listed in
-    ``never_split`` are neither lower-cased nor split (0.6.2 behaviour).
+    ``never_split`` are neither lower-cased nor split (0.6.2 behaviour, and 0.6.2's default).
+
+    ``vocab`` and ``preserve_unused_tokens`` are Google's (keyword-only here: the second
+    positional argument is 0.6.2's ``never_split``): with the flag on, ``[unusedN]`` words
+    that are in ``vocab`` are kept exactly as written. After editing ``vocab`` in place
+    without changing its size, call :meth:`clear_cache`.
     """
 
-    def __init__(self, do_lower_case=True, never_split=NEVER_SPLIT):
+    def __init__(self, do_lower_case=True, never_split=NEVER_SPLIT, *, vocab=(),
+                 preserve_unused_tokens=False):
         self._do_lower_case = bool(do_lower_case)
         self._never_split = frozenset(never_split or ())
+        self._vocab = vocab
+        self._preserve = bool(preserve_unused_tokens)
         self.generation = 0  # bumped on every option change so owners drop their caches
-        self._cache = {}
+        self.clear_cache()
 
     @property
     def do_lower_case(self):
@@ -59,14 +84,36 @@ class BasicTokenizer:
         self._never_split = frozenset(value or ())
         self.clear_cache()
 
+    @property
+    def vocab(self):
+        return self._vocab
+
+    @vocab.setter
+    def vocab(self, value):
+        self._vocab = value
+        self.clear_cache()
+
+    @property
+    def preserve_unused_tokens(self):
+        return self._preserve
+
+    @preserve_unused_tokens.setter
+    def preserve_unused_tokens(self, value):
+        self._preserve = bool(value)
+        self.clear_cache()
+
     def clear_cache(self):
-        """Forget cached words (done automatically when an option changes)."""
+        """Forget cached words (done automatically when an option or the vocabulary's size
+        changes)."""
         self._cache = {}
+        self._vocab_len = _size(self._vocab)
         self.generation += 1
 
     def tokenize(self, text):
         """Split ``text`` into basic tokens (words and single punctuation characters)."""
         text = cc.clean_text(_check_text(text))
+        if self._preserve and _size(self._vocab) != self._vocab_len:
+            self.clear_cache()  # which [unusedN] words are kept depends on the vocabulary
         out = []
         cache = self._cache
         for word in text.split():
@@ -88,13 +135,17 @@ class BasicTokenizer:
 
     def _split_word(self, word):
         never_split = self._never_split
+        # Google checks preservation on each word after CJK splitting, before lower-casing.
+        preserve = self._preserve
         if word.isascii():  # most words: no CJK, no accents, ASCII punctuation only
+            if preserve and preserve_token(word, self._vocab, True):
+                return [word]
             if word not in never_split and self._do_lower_case:
                 word = word.lower()
             return [word] if word in never_split else cc.ASCII_PIECE_RE.findall(word)
         out = []
         for piece in cc.split_cjk(word):
-            if piece in never_split:
+            if piece in never_split or (preserve and preserve_token(piece, self._vocab, True)):
                 out.append(piece)
                 continue
             if self._do_lower_case:

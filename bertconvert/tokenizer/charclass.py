@@ -132,3 +132,35 @@ def split_cjk(text):
     if text.isascii() or not CJK_RE.search(text):
         return [text]
     return CJK_PIECE_RE.findall(text)
+
+
+# --- Google's per-character predicates, for code ported from tokenization.py ----------
+#: The four characters Google counts as whitespace besides category Zs.
+_WHITESPACE_CHARS = (" ", "\t", "\n", "\r")
+#: Control characters Google's ``_is_control`` does not count (they are whitespace).
+_NOT_CONTROL = ("\t", "\n", "\r")
+
+
+def is_whitespace(char):
+    """Google's ``_is_whitespace``: space, tab, newline, carriage return, or category Zs.
+
+    ``char`` is one character (anything else raises TypeError, as Google's does).
+    """
+    return char in _WHITESPACE_CHARS or unicodedata.category(char) == "Zs"
+
+
+def is_control(char):
+    """Google's ``_is_control``: categories Cc and Cf, tab/newline/carriage return excepted.
+
+    pytorch-pretrained-BERT 0.6.2 counted every ``C*`` category (private use, surrogates,
+    unassigned code points too); we keep Google's definition, the one the tokenizer applies.
+    """
+    return char not in _NOT_CONTROL and unicodedata.category(char) in ("Cc", "Cf")
+
+
+def is_punctuation(char):
+    """Google's ``_is_punctuation``: ASCII 33-47, 58-64, 91-96, 123-126, or category ``P*``."""
+    cp = ord(char)
+    if any(lo <= cp <= hi for lo, hi in ASCII_PUNCT_RANGES):
+        return True
+    return unicodedata.category(char).startswith("P")

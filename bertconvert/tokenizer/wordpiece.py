@@ -49,8 +49,6 @@ logger = logging.getLogger(__name__)
 
 #: Stand-in for "no limit", as in 0.6.2.
 NO_MAX_LEN = int(1e12)
-#: Position-embedding size of the seven seed models.
-PRETRAINED_MAX_LEN = 512
 
 
 def _saved_options(directory):
@@ -271,7 +269,9 @@ class BertTokenizer(EncodeMixin):
                 casing = casing_from_name(os.path.dirname(os.path.abspath(source)))
             cls._apply_casing(kwargs, casing, source, name_wins=False)
         else:
-            from ..cache.names import PRETRAINED_VOCAB_ARCHIVE_MAP, resolve_vocab_file
+            from ..cache.names import (PRETRAINED_VOCAB_ARCHIVE_MAP,
+                                       PRETRAINED_VOCAB_POSITIONAL_EMBEDDINGS_SIZE_MAP,
+                                       resolve_vocab_file)
             is_name = source in PRETRAINED_VOCAB_ARCHIVE_MAP
             if not is_name and "://" not in source:
                 raise VocabError(f"no vocabulary at {source!r}: it is not a file, not a directory "
@@ -284,7 +284,8 @@ class BertTokenizer(EncodeMixin):
             if is_name:
                 cls._apply_casing(kwargs, "-cased" not in source, source, name_wins=True)
                 limit = kwargs.get("max_len")
-                kwargs["max_len"] = min(PRETRAINED_MAX_LEN, NO_MAX_LEN if limit is None else limit)
+                kwargs["max_len"] = min(PRETRAINED_VOCAB_POSITIONAL_EMBEDDINGS_SIZE_MAP[source],
+                                        NO_MAX_LEN if limit is None else limit)
             else:
                 path = source.split("?")[0].rstrip("/")
                 casing = casing_from_name(path)
