@@ -2,10 +2,19 @@
 learning rates, with pytorch-pretrained-bert 0.6.2's rules and messages."""
 import math
 
+import torch
 from torch.optim.optimizer import required
 
 from ..errors import OptimizerArgumentError
+from . import schedules
 from .schedules import SCHEDULES, _LRSchedule, resolve_schedule
+
+# An optimizer's state_dict holds its schedule object (as 0.6.2's did). Our schedules are
+# plain data (a few numbers), so torch.load's default safe unpickler (weights_only=True) may
+# rebuild them: a saved optimizer state reloads without weights_only=False.
+torch.serialization.add_safe_globals(
+    [kind for kind in vars(schedules).values()
+     if isinstance(kind, type) and issubclass(kind, _LRSchedule) and kind is not _LRSchedule])
 
 
 def _is_number(value):
