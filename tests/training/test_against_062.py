@@ -247,3 +247,22 @@ def test_bertadam_without_lr_is_refused_like_062s():
     for cls in (ref_opt.BertAdam, our_opt.BertAdam):
         with pytest.raises(ValueError, match="lr"):
             cls([torch.zeros(2, requires_grad=True)])
+
+
+@pytest.mark.parametrize("name", ["BertAdam", "ConstantLR", "WarmupConstantSchedule",
+                                  "WarmupLinearSchedule", "WarmupCosineSchedule",
+                                  "WarmupCosineWithHardRestartsSchedule",
+                                  "WarmupCosineWithWarmupRestartsSchedule", "OpenAIAdam"])
+def test_arguments_order_and_defaults_are_062s(name):
+    """Ported code passes these positionally and relies on the defaults."""
+    import inspect
+
+    theirs = getattr(ref_openai if name == "OpenAIAdam" else ref_opt, name)
+    ours = getattr(our_opt, name)
+
+    def shape(cls):
+        return [(p.name, p.kind, p.default) for p in inspect.signature(cls.__init__).parameters.values()]
+
+    assert shape(ours) == shape(theirs)
+    assert [n for n in dir(theirs) if not n.startswith("__")] == \
+        [n for n in dir(ours) if not n.startswith("__") and n != "_update"]
