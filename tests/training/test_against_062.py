@@ -58,7 +58,7 @@ SCHEDULE_CASES = {
         lambda m: m.WarmupLinearSchedule(warmup=0.1, t_total=T_TOTAL), dict(warmup=0.5, t_total=7)),
 }
 
-SHAPES = [(6, 5), (5,), (3, 2, 2), ()]  # matrices, a vector (a "bias"), a scalar
+SHAPES = [(6, 5), (5,), (3, 2, 2), (), (4,)]  # matrices, vectors ("biases"), a scalar
 
 
 def _initial_params():
@@ -83,7 +83,8 @@ def _gradients():
 
 def _groups(params):
     # the fine-tuning scripts' two groups: decayed weights, and biases/norms without decay
-    return [{"params": [params[0], params[2], params[3]]},
+    # (a decayed vector too: OpenAIAdam decays vectors only with vector_l2)
+    return [{"params": [params[0], params[2], params[3], params[4]]},
             {"params": [params[1]], "weight_decay": 0.0}]
 
 
