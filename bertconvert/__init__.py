@@ -41,6 +41,9 @@ _LAZY_EXPORTS = {
     # The function stays bertconvert.verify.verify: re-exporting it would shadow the module.
     "ParityReport": "verify",
     "assert_parity": "verify",
+    # 0.6.2 exported its two optimizers at the top level (the schedules: bertconvert.optimization)
+    "BertAdam": "training.bertadam",
+    "OpenAIAdam": "training.openai_adam",
 }
 
 
@@ -49,6 +52,7 @@ _LAZY_EXPORTS = {
 #: ``bertconvert.checkpoint.load_checkpoint(path)``.
 _LAZY_SUBMODULES = {"verify": "verify", "checkpoint": "checkpoint", "cache": "cache",
                     "convert": "convert", "modeling": "modeling", "tokenization": "tokenization",
+                    "optimization": "optimization", "training": "training",
                     # attribute paths of earlier releases, now inside their pillar
                     "pretrained": "cache.names", "heads": "models.heads",
                     "serialization": "models.weightfiles",

@@ -98,6 +98,17 @@ class UnknownTokenError(TokenizerError, KeyError):
         return Exception.__str__(self)
 
 
+# --- training (optimizers, learning-rate schedules) ----------------------------------
+class OptimizerArgumentError(BertConvertError, ValueError):
+    """An optimizer or learning-rate schedule was given an invalid setting (a negative
+    learning rate, a warmup fraction outside [0, 1), an unknown schedule name...). A
+    ``ValueError``, as pytorch-pretrained-bert 0.6.2 raised for the same settings."""
+
+
+class SparseGradientError(BertConvertError, RuntimeError):
+    """An optimizer that keeps dense moment estimates was given a sparse gradient."""
+
+
 # --- TensorFlow checkpoints ----------------------------------------------------------
 class CheckpointError(BertConvertError):
     """A TensorFlow checkpoint cannot be found or read."""
