@@ -38,6 +38,7 @@ _LAZY_EXPORTS = {
     "ConversionReport": "convert.run",
     "convert_checkpoint": "convert.run",
     "load_converted_model": "convert.run",
+    "resume_from_tf": "training.resume",
     # The function stays bertconvert.verify.verify: re-exporting it would shadow the module.
     "ParityReport": "verify",
     "assert_parity": "verify",
@@ -48,7 +49,8 @@ _LAZY_EXPORTS = {
 #: use), e.g. ``bertconvert.verify(ckpt, model_dir)`` -- that module is callable -- and
 #: ``bertconvert.checkpoint.load_checkpoint(path)``.
 _LAZY_SUBMODULES = {"verify": "verify", "checkpoint": "checkpoint", "cache": "cache",
-                    "convert": "convert", "modeling": "modeling", "tokenization": "tokenization",
+                    "convert": "convert", "modeling": "modeling",
+                    "training": "training", "optimization": "optimization", "tokenization": "tokenization",
                     # attribute paths of earlier releases, now inside their pillar
                     "pretrained": "cache.names", "heads": "models.heads",
                     "serialization": "models.weightfiles",
