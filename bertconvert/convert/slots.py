@@ -50,7 +50,9 @@ def describe_optimizer_state(names):
     return adam, others
 
 
-def _require_adam(reader):
+def require_adam(reader):
+    """Raise :class:`UnsupportedOptimizerError` unless ``reader`` holds Google's Adam slots
+    (names only: nothing is read)."""
     names = list(reader.get_variable_to_shape_map())
     adam, others = describe_optimizer_state(names)
     if adam:
@@ -84,7 +86,7 @@ def plan_slots(reader, plan):
     :class:`~bertconvert.convert.plan.PlannedTensor` of the variable's key and rule. Raises
     :class:`UnsupportedOptimizerError` (no Adam slots), :class:`SlotsMissingError` (planned
     or freshly initialised parameters without slots), :class:`SlotShapeError`."""
-    _require_adam(reader)
+    require_adam(reader)
     shapes = {n: tuple(int(d) for d in s) for n, s in reader.get_variable_to_shape_map().items()}
     dtypes = reader.get_variable_to_dtype_map()
     out, missing, bad = {}, [], []

@@ -126,7 +126,8 @@ class AdamWeightDecay(torch.optim.Optimizer):
                 if p.grad is None:
                     continue
                 rows = self._lookup_rows.get(p)
-                squares.append(rows if rows is not None else (p.grad.float() * p.grad.float()).sum())
+                g = _at_least_float32(p.grad)
+                squares.append(rows if rows is not None else (g * g).sum())
         total = torch.stack(squares).sum().sqrt()
         for p in self._lookup_rows:
             self._lookup_rows[p] = None
@@ -151,7 +152,8 @@ class AdamWeightDecay(torch.optim.Optimizer):
         self._lookup_rows[param] = None
 
         def add_rows(grad):
-            squares = (grad.float() * grad.float()).sum()
+            grad = _at_least_float32(grad)
+            squares = (grad * grad).sum()
             have = self._lookup_rows.get(param)
             self._lookup_rows[param] = squares if have is None else have + squares
 
@@ -165,6 +167,11 @@ class AdamWeightDecay(torch.optim.Optimizer):
     def global_step(self):
         """Google's ``global_step``: updates applied since the run began."""
         return self.param_groups[0]["global_step"] if self.param_groups else self.defaults["global_step"]
+
+
+def _at_least_float32(t):
+    """``t`` in float32, or wider when it is (the norm of half-precision gradients)."""
+    return t.to(torch.promote_types(t.dtype, torch.float32))
 
 
 def _groups_by_decay(named, weight_decay_rate, patterns, tf_names):

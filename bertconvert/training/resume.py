@@ -92,13 +92,14 @@ def _from_checkpoint(source, head, num_labels, config, gelu):
     from ..checkpoint import load_checkpoint
     from ..convert.gelu import check_gelu
     from ..convert.plan import plan_conversion
-    from ..convert.slots import iter_slots, plan_slots, read_global_step
+    from ..convert.slots import iter_slots, plan_slots, read_global_step, require_adam
     from ..convert.source import describe_source
     from ..convert.stream import iter_tensors
     from ..models.heads import HEADS
 
     check_gelu(gelu)
     with load_checkpoint(source, mmap=False) as reader:
+        require_adam(reader)  # before planning: another optimizer's names may not even plan
         cfg, config_path, _ = describe_source(config, reader, gelu)
         plan = plan_conversion(reader, cfg, head=head, num_labels=num_labels,
                                config_path=config_path, keep_pooler=True)
