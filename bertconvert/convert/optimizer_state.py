@@ -14,6 +14,7 @@ import os
 
 import numpy as np
 
+from ..layout import OPTIMIZER_NAME
 from ..errors import SlotShapeError, UnsupportedOptimizerError, WeightsError
 from .slots import ADAM_SLOTS, GLOBAL_STEP
 from .tensors import TensorCopier
@@ -25,6 +26,12 @@ OPTIMIZER = "AdamWeightDecay"
 def slot_key(key, slot):
     """The file's tensor name of parameter ``key``'s ``slot`` (``adam_m`` / ``adam_v``)."""
     return f"{key}/{slot}"
+
+
+def optimizer_record(slots, global_step):
+    """What ``conversion.json`` records under ``optimizer_state``."""
+    return {"file": OPTIMIZER_NAME, "optimizer": OPTIMIZER, "global_step": int(global_step),
+            "slots": {key: [m.name, v.name] for key, (m, v) in sorted(slots.items())}}
 
 
 def write_optimizer_file(raw, reader, slots, global_step):
