@@ -51,6 +51,24 @@ def write_optimizer_file(raw, reader, slots, global_step):
     writer.close()
 
 
+def save_optimizer_arrays(path, slots, global_step):
+    """Write ``{key: (adam_m, adam_v)}`` (numpy) and the step as an ``optimizer.safetensors``
+    at ``path``, atomically."""
+    from ..atomic import atomic_write
+
+    arrays = {slot_key(k, s): np.ascontiguousarray(a, dtype=np.float32)
+              for k, pair in slots.items() for s, a in zip(ADAM_SLOTS, pair)}
+    arrays[GLOBAL_STEP] = np.asarray(global_step, dtype=np.int64)
+    specs = safetensors_order([TensorSpec(n, a.dtype.name, a.shape) for n, a in arrays.items()])
+    with atomic_write(path) as f:
+        writer = SafetensorsStreamWriter(f, specs, metadata={"optimizer": OPTIMIZER,
+                                                             "global_step": int(global_step)})
+        for spec in specs:
+            writer.write(spec.name, arrays[spec.name])
+        writer.close()
+    return path
+
+
 def read_optimizer_file(path):
     """``({key: (adam_m, adam_v)}, global_step)`` from an ``optimizer.safetensors``."""
     from safetensors import safe_open
@@ -80,3 +98,33 @@ def read_optimizer_file(path):
                                  + ", ".join(f"{s} {list(a.shape)}" for s, a in sorted(pair.items())))
         out[key] = (pair["adam_m"], pair["adam_v"])
     return out, int(step)
+
+
+def export_slots(path, exported):
+    """The slot variables and ``global_step`` of the ``optimizer.safetensors`` at ``path`` in
+    Google's names and layout (``{"<var>/adam_m": array, ..., "global_step": int64}``), for
+    the variables ``exported`` (``{tf name: array}`` from the weights). Every slot must
+    belong to an exported variable and have its shape."""
+    from .rules import reverse_rule
+    from .transforms import invert_transform
+
+    slots, step = read_optimizer_file(path)
+    out, unknown, bad = {}, [], []
+    for key, (m, v) in sorted(slots.items()):
+        found = reverse_rule(key)
+        if found is None or found[1] not in exported:
+            unknown.append(key)
+            continue
+        rule, name = found
+        m, v = (invert_transform(rule.transform, a.astype(np.float32, copy=False)) for a in (m, v))
+        if m.shape != exported[name].shape:
+            bad.append(f"{key}: slots {list(m.shape)} in TF layout, {name} {list(exported[name].shape)}")
+            continue
+        out[f"{name}/adam_m"], out[f"{name}/adam_v"] = m, v
+    if bad:
+        raise SlotShapeError(f"{path}: slot shapes differ from their variables: " + "; ".join(bad))
+    if unknown:
+        raise SlotShapeError(f"{path} holds slots of parameters the weights do not have: "
+                             + ", ".join(unknown))
+    out[GLOBAL_STEP] = np.asarray(step, dtype=np.int64)
+    return out

@@ -15,6 +15,7 @@ _EXPORTS = {
     "google_schedule": "google_adam",
     "GOOGLE_EXCLUDE": "google_adam",
     "resume_from_tf": "resume",
+    "save_optimizer_state": "resume",
 }
 
 __getattr__, __dir__ = _lazy_exports(__name__, _EXPORTS)

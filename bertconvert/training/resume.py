@@ -70,6 +70,28 @@ def resume_from_tf(source, head="auto", num_labels=None, learning_rate=None, num
     return model, optimizer, scheduler
 
 
+def save_optimizer_state(optimizer, model, directory):
+    """Write ``optimizer``'s Adam slots (keyed by ``model``'s parameter names) and global step
+    into ``directory`` as ``optimizer.safetensors``, beside ``model.save_pretrained(directory)``:
+    ``bertconvert export`` then writes a TF1 checkpoint that Google's scripts continue from.
+    Returns the path written."""
+    from ..convert.optimizer_state import save_optimizer_arrays
+
+    slots = {}
+    for key, p in model.named_parameters():
+        state = optimizer.state.get(p)
+        if state and "adam_m" in state:
+            slots[key] = (state["adam_m"].detach().cpu().float().numpy(),
+                          state["adam_v"].detach().cpu().float().numpy())
+    if not slots:
+        raise UnsupportedOptimizerError("the optimizer holds no adam_m/adam_v slots for the "
+                                        "model's parameters (is it an AdamWeightDecay that has "
+                                        "taken a step?)")
+    os.makedirs(directory, exist_ok=True)
+    return save_optimizer_arrays(os.path.join(directory, OPTIMIZER_NAME), slots,
+                                 getattr(optimizer, "global_step", 0))
+
+
 def _word_embeddings(model):
     """The model's word-embedding ``nn.Embedding`` (the trunk's, whatever the head)."""
     trunk = getattr(model, "bert", model)

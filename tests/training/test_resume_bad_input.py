@@ -73,3 +73,30 @@ def test_a_model_directory_converted_without_the_slots_is_refused(tmp_path):
     bertconvert.convert_checkpoint(checkpoint(), out, progress=False)
     with pytest.raises(UnsupportedOptimizerError, match="--optimizer-state"):
         bertconvert.resume_from_tf(str(out), **resume_kwargs())
+
+
+def test_a_model_directorys_slots_shaped_unlike_the_model_are_named(tmp_path):
+    from bertconvert.convert.optimizer_state import read_optimizer_file, save_optimizer_arrays
+    from bertconvert.layout import OPTIMIZER_NAME
+
+    out = tmp_path / "model"
+    bertconvert.convert_checkpoint(checkpoint(), out, optimizer_state=True, progress=False)
+    slots, step = read_optimizer_file(out / OPTIMIZER_NAME)
+    m, v = slots["classifier.weight"]
+    slots["classifier.weight"] = (m[:2], v[:2])
+    save_optimizer_arrays(str(out / OPTIMIZER_NAME), slots, step)
+    with pytest.raises(SlotShapeError, match=r"classifier\.weight: slots \[2, 32\], parameter \[3, 32\]"):
+        bertconvert.resume_from_tf(str(out), **resume_kwargs())
+
+
+def test_a_model_directory_whose_slots_miss_the_head_is_named(tmp_path):
+    from bertconvert.convert.optimizer_state import read_optimizer_file, save_optimizer_arrays
+    from bertconvert.layout import OPTIMIZER_NAME
+
+    out = tmp_path / "model"
+    bertconvert.convert_checkpoint(checkpoint(), out, optimizer_state=True, progress=False)
+    slots, step = read_optimizer_file(out / OPTIMIZER_NAME)
+    del slots["classifier.weight"], slots["classifier.bias"]
+    save_optimizer_arrays(str(out / OPTIMIZER_NAME), slots, step)
+    with pytest.raises(SlotsMissingError, match=r"classifier\.bias, classifier\.weight"):
+        bertconvert.resume_from_tf(str(out), **resume_kwargs())
