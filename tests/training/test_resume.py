@@ -82,3 +82,12 @@ def test_a_schedule_that_does_not_fit_the_step_is_a_named_error(steps, warmup, m
     with pytest.raises(ScheduleError, match=match):
         bertconvert.resume_from_tf(checkpoint(), **resume_kwargs(num_train_steps=steps,
                                                                  num_warmup_steps=warmup))
+
+
+def test_the_gelu_form_is_chosen_as_convert_chooses_it():
+    # The fixture computes the exact (erf) GELU, convert's default for TF1 names (its small
+    # activations cannot tell the forms apart); a run made with bert-tensorflow 1.0.4's own
+    # modeling.py (tanh form) resumes with gelu="tanh".
+    for gelu, hidden_act in ((None, "gelu"), ("tanh", "gelu_new")):
+        model, _, _ = bertconvert.resume_from_tf(checkpoint(), gelu=gelu, **resume_kwargs())
+        assert model.config.hidden_act == hidden_act
