@@ -38,6 +38,7 @@ _LAZY_EXPORTS = {
     "ConversionReport": "convert.run",
     "convert_checkpoint": "convert.run",
     "load_converted_model": "convert.run",
+    "resume_from_tf": "training.resume",
     # The function stays bertconvert.verify.verify: re-exporting it would shadow the module.
     "ParityReport": "verify",
     "assert_parity": "verify",

@@ -184,6 +184,29 @@ class OutputWriteError(ConversionError):
     """Writing the converted output failed (disk full, I/O error); nothing was published."""
 
 
+class OptimizerStateError(ConversionError):
+    """A checkpoint's optimizer state (Adam slots, global_step) cannot be carried over."""
+
+
+class UnsupportedOptimizerError(OptimizerStateError):
+    """The checkpoint holds no AdamWeightDecay slots (``<var>/adam_m``, ``<var>/adam_v``):
+    none at all, or another optimizer's (LAMB, Keras ``.OPTIMIZER_SLOT``)."""
+
+
+class SlotShapeError(OptimizerStateError):
+    """An optimizer slot's shape or dtype differs from its variable's."""
+
+
+class SlotsMissingError(OptimizerStateError):
+    """Parameters of the chosen head have no slots in the checkpoint (a head the slots do
+    not cover)."""
+
+
+class ScheduleError(OptimizerStateError, ValueError):
+    """num_train_steps / num_warmup_steps do not fit the checkpoint's global_step (the run is
+    past its end, or the numbers are not a schedule)."""
+
+
 # --- cache ---------------------------------------------------------------------------
 class CacheError(BertConvertError):
     """A cached fetch failed."""

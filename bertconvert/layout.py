@@ -156,7 +156,9 @@ VOCAB_NAME = "vocab.txt"
 TOKENIZER_CONFIG_NAME = "tokenizer_config.json"
 #: the conversion's provenance record, written by convert and read by verify
 REPORT_NAME = "conversion.json"
+#: the Adam slots and global_step of the run (``convert --optimizer-state``)
+OPTIMIZER_NAME = "optimizer.safetensors"
 #: every file name above: spelled in this module only (tests/test_architecture.py)
 FILE_NAMES = (CONFIG_NAME, GOOGLE_CONFIG_NAME, SAFETENSORS_NAME, PYTORCH_NAME,
               SAFETENSORS_INDEX_NAME, PYTORCH_INDEX_NAME, VOCAB_NAME, TOKENIZER_CONFIG_NAME,
-              REPORT_NAME)
+              REPORT_NAME, OPTIMIZER_NAME)

@@ -72,6 +72,12 @@ def register(subparsers):
                    help="dtype of the written weights (default float32: bit-exact)")
     p.add_argument("--overwrite", action="store_true",
                    help="replace an existing output directory (only once the new one is complete)")
+    p.add_argument("--optimizer-state", action="store_true",
+                   help=f"also write {layout.OPTIMIZER_NAME}: the Adam slots (<var>/adam_m, "
+                        "<var>/adam_v, in their parameters' layout, keyed by parameter name) "
+                        "and global_step of Google's AdamWeightDecayOptimizer, to continue the "
+                        "run (bertconvert.resume_from_tf) or export it back. A checkpoint "
+                        "without those slots (none, LAMB's, Keras') is an error")
     p.add_argument("--source-hash", choices=("auto", "full", "index"), default="auto",
                    help="which source files conversion.json gives a sha256: auto (default) all "
                         "but data shards that are mostly variables not converted (optimizer "
@@ -100,6 +106,10 @@ def print_summary(report, output_dir=None):
         print("  config      inferred from the tensor shapes (no bert_config.json)")
     if report.new_keys:
         print(f"  new keys    {len(report.new_keys)} freshly initialised: {', '.join(report.new_keys)}")
+    if report.optimizer_state:
+        state = report.optimizer_state
+        print(f"  optimizer   {state['optimizer']} slots of {len(state['slots'])} parameters, "
+              f"global_step {state['global_step']}")
     for note in report.notes:
         print(f"  note        {note}")
     print(f"  written     {output_dir or report.output_dir}: {', '.join(report.files)}")
@@ -130,6 +140,7 @@ def run(args):
         args.checkpoint, args.out, config=args.config, head=args.head, num_labels=args.num_labels,
         format=args.format, dtype=args.dtype, overwrite=args.overwrite,
         allow_new_head=args.allow_new_head, progress=args.progress, source_hash=args.source_hash,
-        vocab=args.vocab, gelu=args.gelu, keep_pooler=args.keep_pooler)
+        vocab=args.vocab, gelu=args.gelu, keep_pooler=args.keep_pooler,
+        optimizer_state=args.optimizer_state)
     print_summary(report, args.out)
     return 0

@@ -7,6 +7,9 @@ the trunk, ``cls/predictions`` and ``cls/seq_relationship`` for pre-training, ro
 ``output_weights``/``output_bias`` for run_classifier-style heads, ``cls/squad/...`` for
 run_squad. The checkpoint is written with the TF-free writer; TF -> PT -> TF is bit-exact.
 ``bert_config.json`` (Google flavour) and ``vocab.txt`` are placed beside the prefix.
+A directory with ``optimizer.safetensors`` (``convert --optimizer-state``) also gives the
+checkpoint its Adam slots (``<var>/adam_m``, ``<var>/adam_v``, back in the TF layout) and
+``global_step``, so Google's scripts continue the run from where PyTorch left it.
 
 A directory without a pooler (masked-lm, token-classification and question-answering are
 converted without one unless ``--keep-pooler``; transformers saves them so too) is exported
@@ -32,7 +35,7 @@ from ..checkpoint import save_checkpoint
 from ..checkpoint.paths import shard_path
 from ..models.config import BertConfig
 from ..models.statedict import BUFFER_KEYS, modern_key
-from ..layout import GOOGLE_CONFIG_NAME, VOCAB_NAME
+from ..layout import GOOGLE_CONFIG_NAME, OPTIMIZER_NAME, VOCAB_NAME
 from ..errors import MappingError, OutputExistsError, option
 
 logger = logging.getLogger(__name__)
@@ -147,13 +150,18 @@ def export_model_dir(model_dir, prefix, *, overwrite=False, progress=True):
     directory = os.path.dirname(prefix)  # as given, so every printed path reads alike
     outputs = [prefix, prefix + ".index", shard_path(prefix, 0, 1),
                os.path.join(directory, GOOGLE_CONFIG_NAME), os.path.join(directory, VOCAB_NAME)]
-    sources = [config_file, weights_file, vocab if has_vocab else None]
+    optimizer = os.path.join(model_dir, OPTIMIZER_NAME)
+    sources = [config_file, weights_file, vocab if has_vocab else None,
+               optimizer if os.path.isfile(optimizer) else None]
     for path in outputs:  # before anything is read in full or written
         check_output_spares_inputs(path, sources, keyword="prefix")
     config = BertConfig.from_json_file(config_file)
     state = serialization.load_state_dict(weights_file)
     tensors = plan_export(state)
     del state
+    if os.path.isfile(optimizer):
+        from .optimizer_state import export_slots
+        tensors.update(export_slots(optimizer, tensors))
     _warn_without_pooler(tensors, model_dir, prefix)
     if os.path.exists(prefix + ".index") and not overwrite:
         raise OutputExistsError(f"a checkpoint already exists at {prefix}; pass "

@@ -11,8 +11,9 @@ import shutil
 from ..safeio import MAX_VOCAB_BYTES, copy_regular_file, dumps_json, file_kind
 from ..directio import DirectFile
 from ..errors import ConversionError, VocabError, option
-from ..layout import (CONFIG_NAME, DEFAULT_NUM_LABELS, GOOGLE_CONFIG_NAME, PYTORCH_NAME,
-                      SAFETENSORS_NAME, TOKENIZER_CONFIG_NAME, VOCAB_NAME)
+from ..layout import (CONFIG_NAME, DEFAULT_NUM_LABELS, GOOGLE_CONFIG_NAME, OPTIMIZER_NAME,
+                      PYTORCH_NAME, SAFETENSORS_NAME, TOKENIZER_CONFIG_NAME, VOCAB_NAME)
+from .optimizer_state import write_optimizer_file
 from .stream import _format_option, _fresh, _progress, _require_torch, iter_tensors
 from .tensors import TensorCopier
 from .writers import SafetensorsStreamWriter, TensorSpec, safetensors_order, torch_zip_writer
@@ -77,6 +78,16 @@ def _write_safetensors(path, plan, reader, dtype, progress, opener):
             bar.update(t.nbytes)
         writer.close()
         _fsync(raw)  # durable before the directory is renamed into place
+
+
+def write_optimizer(directory, reader, slots, global_step, opener):
+    """optimizer.safetensors (:mod:`~bertconvert.convert.optimizer_state`), fsynced; returns
+    its file name."""
+    path = os.path.join(directory, OPTIMIZER_NAME)
+    with _open_weights(path, opener) as raw:
+        write_optimizer_file(raw, reader, slots, global_step)
+        _fsync(raw)
+    return OPTIMIZER_NAME
 
 
 def _write_with_torch(directory, plan, reader, format, dtype, progress, opener):

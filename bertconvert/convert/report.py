@@ -35,6 +35,8 @@ class ConversionReport:
     config_inferred: bool = False
     pooler_written: bool = True   # False: the pooler was left out (listed in ``dropped``)
     files: list = field(default_factory=list)
+    #: ``convert --optimizer-state``: file, optimizer, global_step, slot names per key
+    optimizer_state: dict = None
 
     @classmethod
     def from_plan(cls, plan, dtype):
@@ -53,7 +55,7 @@ class ConversionReport:
 
     def to_dict(self):
         """A JSON-ready dict (the content of ``conversion.json``)."""
-        return {
+        out = {
             "bertconvert_version": __version__, "checkpoint": _absolute(self.checkpoint),
             "config": _absolute(self.config_path), "head": self.head, "model_class": self.model_class,
             "num_labels": self.num_labels, "dtype": self.dtype, "format": self.format,
@@ -64,6 +66,9 @@ class ConversionReport:
             "activation": self.activation, "config_inferred": self.config_inferred,
             "pooler_written": self.pooler_written,
         }
+        if self.optimizer_state is not None:  # only with --optimizer-state
+            out["optimizer_state"] = self.optimizer_state
+        return out
 
 
 def _absolute(path):

@@ -46,7 +46,9 @@ from .source import describe_source
 from .outputs import FORMATS, tokenizer_config, vocab_source, write_json  # noqa: F401
 from .plan import plan_conversion, resolve_config
 from .provenance import AUTO_HASH_MAX_UNCONVERTED, SOURCE_HASHES, SourceHashing  # noqa: F401
+from .optimizer_state import optimizer_record
 from .report import ConversionReport
+from .slots import plan_slots, read_global_step, require_adam
 from .rules import detect_head  # noqa: F401  (part of this module's public API)
 from .stream import (DTYPES, ConvertedState, _format_option, _require_torch,  # noqa: F401
                      check_dtype, iter_tensors, state_dict_from_checkpoint)
@@ -67,7 +69,7 @@ def _check_options(format, dtype, source_hash="auto"):
 def convert_checkpoint(checkpoint, out_dir, *, config=None, head="auto", num_labels=None,
                        format="safetensors", dtype="float32", overwrite=False,
                        allow_new_head=False, progress=True, opener=None, source_hash="auto",
-                       vocab=None, gelu=None, keep_pooler=False):
+                       vocab=None, gelu=None, keep_pooler=False, optimizer_state=False):
     """Convert a TF checkpoint (prefix, ``.index`` file or directory, or a SavedModel
     directory) into model directory ``out_dir``.
 
@@ -85,6 +87,12 @@ def convert_checkpoint(checkpoint, out_dir, *, config=None, head="auto", num_lab
     ``keep_pooler``: masked-lm, token-classification and question-answering leave
     ``bert.pooler.*`` out by default (transformers' classes for them have no pooler, and would
     report it as unexpected; ``conversion.json`` lists it under ``dropped``); True writes it.
+    ``optimizer_state``: also write ``optimizer.safetensors``: the Adam slots
+    (``<var>/adam_m``, ``<var>/adam_v``, each in its parameter's PyTorch layout, keyed by the
+    parameter's name) and ``global_step``, recorded in ``conversion.json`` under
+    ``optimizer_state`` (for :func:`bertconvert.resume_from_tf` and ``export``). A checkpoint
+    without those slots (none, or LAMB's / Keras') is
+    :class:`~bertconvert.errors.UnsupportedOptimizerError`.
     ``source_hash``: which source files conversion.json gives a sha256 (see
     :data:`SOURCE_HASHES`): by default ("auto") all of them, except data shards that are
     mostly optimizer slots, which are never read; "full" hashes those too (for
@@ -106,12 +114,15 @@ def convert_checkpoint(checkpoint, out_dir, *, config=None, head="auto", num_lab
     weights_opener, opener = opener, opener or open
     check_output_spares_inputs(out_dir, [], keyword="out_dir")  # "" would mean the cwd
     out_dir = os.fspath(out_dir)  # as given, for messages; atomic_directory resolves it
+    if optimizer_state and source_hash == "auto":
+        source_hash = "full"  # the slots are read anyway: every shard gets its sha256
     with load_checkpoint(checkpoint, mmap=False) as reader:
         hashing = SourceHashing(reader, source_hash)
         try:
             report = _convert_with_reader(reader, hashing, out_dir, config, head, num_labels,
                                           format, dtype, overwrite, allow_new_head, progress,
-                                          weights_opener, opener, vocab, gelu, keep_pooler)
+                                          weights_opener, opener, vocab, gelu, keep_pooler,
+                                          optimizer_state)
         finally:
             hashing.cancel()  # after a failure, do not keep reading gigabytes for nothing
     logger.info("converted %s (%s, %d tensors, %d skipped) into %s", report.checkpoint,
@@ -121,8 +132,10 @@ def convert_checkpoint(checkpoint, out_dir, *, config=None, head="auto", num_lab
 
 def _convert_with_reader(reader, hashing, out_dir, config, head, num_labels, format, dtype,
                          overwrite, allow_new_head, progress, weights_opener, opener,
-                         vocab=None, gelu=None, keep_pooler=False):
+                         vocab=None, gelu=None, keep_pooler=False, optimizer_state=False):
     """The body of :func:`convert_checkpoint`, once the checkpoint is open."""
+    if optimizer_state:  # by names, before anything else: another optimizer may not plan
+        require_adam(reader)
     cfg, config_path, source = describe_source(config, reader, gelu)
     vocab, has_vocab = vocab_source(vocab, reader.prefix, source.vocab)
     # Before anything is planned or written: --out must not be (or hold) what is read.
@@ -131,7 +144,10 @@ def _convert_with_reader(reader, hashing, out_dir, config, head, num_labels, for
     plan = plan_conversion(reader, cfg, head=head, num_labels=num_labels,
                            allow_new_head=allow_new_head, config_path=config_path,
                            keep_pooler=keep_pooler)
+    slots = plan_slots(reader, plan) if optimizer_state else None
     report = ConversionReport.from_plan(plan, dtype)
+    if slots is not None:
+        report.optimizer_state = optimizer_record(slots, read_global_step(reader))
     report.format, report.source_hash = format, hashing.mode
     report.output_dir = os.path.abspath(out_dir)
     report.activation, report.config_inferred = source.activation, source.config_inferred
@@ -160,6 +176,10 @@ def _convert_with_reader(reader, hashing, out_dir, config, head, num_labels, for
                                             vocab if has_vocab else None, tokenizer, opener)
             files = outputs.write_weights(tmp, plan, reader, format, dtype, progress,
                                           weights_opener)
+            if slots is not None:
+                files.append(outputs.write_optimizer(tmp, reader, slots,
+                                                     report.optimizer_state["global_step"],
+                                                     weights_opener))
             for path in side:
                 outputs.fsync_path(path)
             report.files = sorted(files + [os.path.basename(p) for p in side] + [REPORT_NAME])
