@@ -41,6 +41,11 @@ _LAZY_EXPORTS = {
     # The function stays bertconvert.verify.verify: re-exporting it would shadow the module.
     "ParityReport": "verify",
     "assert_parity": "verify",
+    # pytorch-pretrained-bert 0.6.2's top-level names (modeling and file_utils)
+    "load_tf_weights_in_bert": "convert.tf_weights",
+    "PYTORCH_PRETRAINED_BERT_CACHE": "cache.compat",
+    "WEIGHTS_NAME": "file_utils",
+    "CONFIG_NAME": "file_utils",
 }
 
 
@@ -49,6 +54,7 @@ _LAZY_EXPORTS = {
 #: ``bertconvert.checkpoint.load_checkpoint(path)``.
 _LAZY_SUBMODULES = {"verify": "verify", "checkpoint": "checkpoint", "cache": "cache",
                     "convert": "convert", "modeling": "modeling", "tokenization": "tokenization",
+                    "file_utils": "file_utils",
                     # attribute paths of earlier releases, now inside their pillar
                     "pretrained": "cache.names", "heads": "models.heads",
                     "serialization": "models.weightfiles",

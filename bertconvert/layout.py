@@ -154,9 +154,11 @@ PYTORCH_INDEX_NAME = PYTORCH_NAME + INDEX_SUFFIX
 WEIGHTS_NAMES = (SAFETENSORS_NAME, SAFETENSORS_INDEX_NAME, PYTORCH_NAME, PYTORCH_INDEX_NAME)
 VOCAB_NAME = "vocab.txt"
 TOKENIZER_CONFIG_NAME = "tokenizer_config.json"
+#: pytorch-pretrained-bert 0.6.2's TF checkpoint prefix in a model archive (``from_tf=True``)
+TF_WEIGHTS_NAME = "model.ckpt"
 #: the conversion's provenance record, written by convert and read by verify
 REPORT_NAME = "conversion.json"
 #: every file name above: spelled in this module only (tests/test_architecture.py)
 FILE_NAMES = (CONFIG_NAME, GOOGLE_CONFIG_NAME, SAFETENSORS_NAME, PYTORCH_NAME,
               SAFETENSORS_INDEX_NAME, PYTORCH_INDEX_NAME, VOCAB_NAME, TOKENIZER_CONFIG_NAME,
-              REPORT_NAME)
+              REPORT_NAME, TF_WEIGHTS_NAME)
