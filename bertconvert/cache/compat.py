@@ -11,6 +11,7 @@ import functools
 import hashlib
 import os
 from pathlib import Path
+from urllib.parse import urlparse
 
 from ..errors import UnsupportedURLError
 from .entries import default_cache_dir
@@ -24,15 +25,16 @@ PYTORCH_PRETRAINED_BERT_CACHE = Path(default_cache_dir())
 
 
 def split_s3_path(url):
-    """``s3://bucket/some/key`` -> ``("bucket", "some/key")``; UnsupportedURLError (a
-    ValueError, as 0.6.2's) when the URL has no bucket or no key."""
-    from .s3 import split_s3_url
-
-    bucket, key = split_s3_url(url)
-    if not key:
-        raise UnsupportedURLError(f"bad s3 path '{shown_url(url)}': it names a bucket, not "
-                                  "an object (expected s3://bucket/key)")
-    return bucket, key
+    """``s3://bucket/some/key`` -> ``("bucket", "some/key")``: one leading slash is removed
+    from the key, as 0.6.2 did (``s3://b//k`` names the key ``/k``). UnsupportedURLError (a
+    ValueError, as 0.6.2's) for a URL that is not s3:// or names no bucket or no object."""
+    scheme = urlparse(url).scheme if isinstance(url, str) else None
+    parsed = urlparse(url) if scheme == "s3" else None
+    key = parsed.path[1:] if parsed is not None and parsed.path.startswith("/") else ""
+    if parsed is None or not parsed.netloc or not key:
+        raise UnsupportedURLError(f"bad s3 path '{shown_url(str(url))}': expected "
+                                  "s3://bucket/key")
+    return parsed.netloc, key
 
 
 def s3_request(func):
