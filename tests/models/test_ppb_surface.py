@@ -275,3 +275,25 @@ def test_a_subclass_written_against_0_6_2_works():
         assert bool((norm.weight == 1).all()) and bool((norm.bias == 0).all())
     with pytest.raises(ConfigError, match="needs a bertconvert BertConfig"):
         Tagger(object(), num_tags=2)
+
+
+def test_run_classifier_save_and_reload_flow_both_ways(tmp_path):
+    """0.6.2's run_classifier.py saves ``state_dict()`` as WEIGHTS_NAME and
+    ``config.to_json_file(CONFIG_NAME)``, then reloads with ``from_pretrained(dir,
+    num_labels=...)``: such a directory loads in both libraries to the same outputs."""
+    from bertconvert.file_utils import CONFIG_NAME, WEIGHTS_NAME
+
+    theirs, ours = _pair("BertForSequenceClassification", num_labels=LABELS)
+    x = _inputs()
+    args = (x["input_ids"], x["token_type_ids"], x["input_mask"])
+    for model, directory in ((ours, tmp_path / "ours"), (theirs, tmp_path / "theirs")):
+        directory.mkdir()
+        torch.save(model.state_dict(), str(directory / WEIGHTS_NAME))
+        model.config.to_json_file(str(directory / CONFIG_NAME))
+    with torch.no_grad():
+        expected = theirs(*args)
+        for directory in (tmp_path / "ours", tmp_path / "theirs"):
+            for library in (modeling, ppb):
+                model = library.BertForSequenceClassification.from_pretrained(
+                    str(directory), num_labels=LABELS).eval()
+                assert_fp32_close(model(*args), expected)
