@@ -96,3 +96,20 @@ def test_no_tensorflow_is_imported():
                          env=dict(os.environ, PYTHONPATH=ROOT))
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == "False"
+
+
+def test_from_tf_reads_0_6_2s_archive_layout(tmp_path):
+    """0.6.2's ``from_pretrained(dir, from_tf=True)`` read ``<dir>/model.ckpt``
+    (TF_WEIGHTS_NAME) beside ``bert_config.json``."""
+    import shutil
+
+    source = fixture_checkpoint("pretraining")
+    for name in os.listdir(source):
+        target = name.replace("bert_model.ckpt", modeling.TF_WEIGHTS_NAME)
+        shutil.copy(os.path.join(source, name), tmp_path / target)
+    assert (tmp_path / f"{modeling.TF_WEIGHTS_NAME}.index").exists()
+    model = modeling.BertForPreTraining.from_pretrained(str(tmp_path), from_tf=True)
+    reference = modeling.BertForPreTraining(_config("pretraining"))
+    modeling.load_tf_weights_in_bert(reference, _prefix("pretraining"))
+    for key, value in reference.state_dict().items():
+        assert torch.equal(model.state_dict()[key], value), key
