@@ -88,6 +88,11 @@ class BertLayerNorm(nn.LayerNorm):
     def __init__(self, hidden_size, eps=1e-12):
         super().__init__(hidden_size, eps=eps)
 
+    @property
+    def variance_epsilon(self):
+        """0.6.2's name for :attr:`eps`."""
+        return self.eps
+
 
 class BertEmbeddings(nn.Module):
     """Word + token-type + position embeddings, then LayerNorm and dropout."""

@@ -201,7 +201,7 @@ def test_multiple_choice_takes_0_6_2s_constructor_and_matches_it():
 def test_layer_norm_is_0_6_2s_class_with_0_6_2s_math():
     torch.manual_seed(1)
     ours, theirs = modeling.BertLayerNorm(HIDDEN), ppb.BertLayerNorm(HIDDEN)
-    assert ours.eps == theirs.variance_epsilon == 1e-12
+    assert ours.eps == ours.variance_epsilon == theirs.variance_epsilon == 1e-12
     with torch.no_grad():
         for p in (ours.weight, ours.bias):
             p.normal_()
