@@ -71,6 +71,9 @@ def check_num_labels(value, what="num_labels", limit=MAX_NUM_LABELS):
 def check_attention_heads(config):
     """Raise AttentionHeadsError (a ValueError) unless ``num_attention_heads`` divides
     ``hidden_size``; the message is pytorch-pretrained-bert 0.6.2's."""
+    if not all(_is_count(getattr(config, k, None)) and getattr(config, k) > 0
+               for k in ("hidden_size", "num_attention_heads")):
+        _check_counts(config)  # a ConfigError naming the field (not a ZeroDivisionError)
     if config.hidden_size % config.num_attention_heads:
         raise AttentionHeadsError(
             f"The hidden size ({config.hidden_size}) is not a multiple of the number of "

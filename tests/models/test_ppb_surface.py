@@ -85,6 +85,9 @@ def test_config_takes_any_numbers_and_the_attention_layer_refuses_them():
     assert str(ours.value) == str(theirs.value)
     with pytest.raises(ValueError, match=r"hidden size \(37\)"):
         modeling.BertModel(config)
+    for bad in ({"num_attention_heads": 0}, {"hidden_size": "32"}):  # named, not ZeroDivision
+        with pytest.raises(ConfigError, match=f"{next(iter(bad))} must be a positive integer"):
+            modeling.BertSelfAttention(modeling.BertConfig(99, **bad))
 
 
 def test_config_json_file_round_trips_to_dict_exactly(tmp_path):
