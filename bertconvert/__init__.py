@@ -45,6 +45,11 @@ _LAZY_EXPORTS = {
     # 0.6.2 exported its two optimizers at the top level (the schedules: bertconvert.optimization)
     "BertAdam": "training.bertadam",
     "OpenAIAdam": "training.openai_adam",
+    # pytorch-pretrained-bert 0.6.2's top-level names (modeling and file_utils)
+    "load_tf_weights_in_bert": "convert.tf_weights",
+    "PYTORCH_PRETRAINED_BERT_CACHE": "cache.compat",
+    "WEIGHTS_NAME": "file_utils",
+    "CONFIG_NAME": "file_utils",
 }
 
 
@@ -54,6 +59,7 @@ _LAZY_EXPORTS = {
 _LAZY_SUBMODULES = {"verify": "verify", "checkpoint": "checkpoint", "cache": "cache",
                     "convert": "convert", "modeling": "modeling", "tokenization": "tokenization",
                     "optimization": "optimization", "training": "training",
+                    "file_utils": "file_utils",
                     # attribute paths of earlier releases, now inside their pillar
                     "pretrained": "cache.names", "heads": "models.heads",
                     "serialization": "models.weightfiles",

@@ -42,6 +42,12 @@ class ConfigError(BertConvertError):
     """A BERT config file is missing, unreadable, or lacks required fields."""
 
 
+class AttentionHeadsError(ConfigError, ValueError):
+    """``hidden_size`` is not a multiple of ``num_attention_heads``: raised where the attention
+    layer is built (a ValueError, as pytorch-pretrained-bert 0.6.2's), and by the checks of
+    configs read for a conversion or a load."""
+
+
 class ConfigRequiredError(ConfigError):
     """No config was given or found and the checkpoint's tensors do not determine one (a
     TF1 SavedModel whose graph does not record the head count): ``--config`` is needed."""

@@ -154,6 +154,8 @@ PYTORCH_INDEX_NAME = PYTORCH_NAME + INDEX_SUFFIX
 WEIGHTS_NAMES = (SAFETENSORS_NAME, SAFETENSORS_INDEX_NAME, PYTORCH_NAME, PYTORCH_INDEX_NAME)
 VOCAB_NAME = "vocab.txt"
 TOKENIZER_CONFIG_NAME = "tokenizer_config.json"
+#: pytorch-pretrained-bert 0.6.2's TF checkpoint prefix in a model archive (``from_tf=True``)
+TF_WEIGHTS_NAME = "model.ckpt"
 #: the conversion's provenance record, written by convert and read by verify
 REPORT_NAME = "conversion.json"
 #: the Adam slots and global_step of the run (``convert --optimizer-state``)
@@ -161,4 +163,4 @@ OPTIMIZER_NAME = "optimizer.safetensors"
 #: every file name above: spelled in this module only (tests/test_architecture.py)
 FILE_NAMES = (CONFIG_NAME, GOOGLE_CONFIG_NAME, SAFETENSORS_NAME, PYTORCH_NAME,
               SAFETENSORS_INDEX_NAME, PYTORCH_INDEX_NAME, VOCAB_NAME, TOKENIZER_CONFIG_NAME,
-              REPORT_NAME, OPTIMIZER_NAME)
+              REPORT_NAME, OPTIMIZER_NAME, TF_WEIGHTS_NAME)

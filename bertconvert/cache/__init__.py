@@ -4,7 +4,7 @@ Owns ``cached_path`` and its decide-then-act flow (``store``), entries on disk -
 directory, keys, metadata, completeness (``entries``) --, one download up to its commit
 (``download``), per-entry locks and partial markers (``locks``), listing/verifying/pruning
 (``admin``), archive extraction and creation (``archives``), the pretrained model-name table
-(``names``), size/time/expansion limits (``limits``), credentials kept out of messages
+(``names``), pytorch-pretrained-bert 0.6.2's ``file_utils`` helpers (``compat``), size/time/expansion limits (``limits``), credentials kept out of messages
 (``redact``), temps left by killed processes (``leftovers``); and for the transports: what a download must match (``checks``), checksums
 computed while bytes arrive (``digests``), retries and progress (``retry``), the transport
 interface (``transports``), HTTP(S) requests (``http``), response headers (``headers``) and

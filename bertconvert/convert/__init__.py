@@ -3,8 +3,8 @@
 Owns the name-mapping rules (``rules``), the conversion plan (``plan``), reading and laying
 out checkpoint tensors (``tensors``), every planned tensor in turn and the in-memory state dict
 (``stream``), the output directory's files (``outputs``) and streaming writers (``writers``),
-source hashing (``provenance``), the report (``report``), the run itself (``run``) and
-PyTorch -> TF export (``export``). May import ``models``, ``tokenizer``, ``checkpoint`` and the top-level leaves;
+source hashing (``provenance``), the report (``report``), the run itself (``run``),
+0.6.2's ``load_tf_weights_in_bert`` (``tf_weights``) and PyTorch -> TF export (``export``). May import ``models``, ``tokenizer``, ``checkpoint`` and the top-level leaves;
 never ``cli``/``commands``, ``verify`` or ``cache``.
 
 The public functions are re-exported here and resolved lazily (PEP 562), so that importing

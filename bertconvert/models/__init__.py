@@ -1,6 +1,7 @@
 """The PyTorch BERT models.
 
-Owns the configuration and which config file is used (``config``), the trunk (``trunk``:
+Owns the configuration and which config file is used (``config``), what a config must hold
+to build a model from it (``config_checks``), the trunk (``trunk``:
 embeddings, encoder, pooler, ``BertModel``), the eight task heads (``heads``),
 ``from_pretrained``/``save_pretrained`` (``loading``), state-dict dialects and fit checks
 (``statedict``), Google's initialisation (``initialise``), shape-mismatch hints

@@ -9,30 +9,23 @@ Example::
     >>> cfg = BertConfig.from_json_file("uncased_L-12_H-768_A-12/bert_config.json")
     >>> cfg.hidden_size, cfg.layer_norm_eps
     (768, 1e-12)
-    >>> cfg.to_json_file("out/config.json")            # transformers flavour
+    >>> cfg.to_json_file("out/config.json")            # every key, as it is
+    >>> cfg.to_json_file("out/config.json", flavour="hf")  # + model_type, pad_token_id...
     >>> cfg.to_json_file("out/bert_config.json", flavour="google")
 
 Which config a model or a conversion uses is decided in one place, :func:`resolve_config`.
 """
 import copy
 import inspect
-import math
 import os
-import struct
 
 from ..safeio import MAX_JSON_BYTES, dumps_json, parse_json, read_regular_file
 from ..atomic import atomic_write
 from ..errors import ConfigError, option
 from ..layout import CHECKPOINT_CONFIG_NAMES, CONFIG_NAMES
-
-#: Keys every BERT config must carry; there is no sensible default for them.
-REQUIRED_KEYS = (
-    "vocab_size",
-    "hidden_size",
-    "num_hidden_layers",
-    "num_attention_heads",
-    "intermediate_size",
-)
+from .config_checks import (FLOAT32_MAX, FLOAT32_TINY, MAX_NUM_LABELS,  # noqa: F401 (re-exported)
+                            REQUIRED_KEYS, SUPPORTED_ACTIVATIONS, check_num_labels,
+                            validate_config)
 
 #: Optional keys of Google's bert_config.json, with the defaults of google-research/bert.
 DEFAULTS = {
@@ -48,51 +41,8 @@ DEFAULTS = {
 
 GOOGLE_KEYS = REQUIRED_KEYS + tuple(k for k in DEFAULTS if k != "layer_norm_eps")
 
-# transformers flags that turn the encoder into something Google's BERT is not.
-_UNSUPPORTED_FLAGS = ("is_decoder", "add_cross_attention")
-
-
-#: Largest label count accepted without a tensor or an ``id2label`` map of that size to back
-#: it: building the label maps (and the classifier) is proportional to it, so an absurd
-#: number from a config file or an argument must stop here rather than hang or exhaust
-#: memory. A checkpoint whose classifier really has more rows is still converted.
-MAX_NUM_LABELS = 10 ** 6
-
 #: Constructor parameters that cannot also be config keys.
 _RESERVED_KEYS = ("self", "vocab_size_or_config_json_file")
-
-
-#: The largest finite float32 and its smallest positive (subnormal) value.
-FLOAT32_MAX = struct.unpack("<f", b"\xff\xff\x7f\x7f")[0]
-FLOAT32_TINY = struct.unpack("<f", b"\x01\x00\x00\x00")[0]
-
-
-def _as_float32(value):
-    """``value`` rounded to float32 (to nearest, overflowing to infinity)."""
-    try:
-        return struct.unpack("<f", struct.pack("<f", float(value)))[0]
-    except OverflowError:  # beyond float64 (an int), or a float that rounds to infinity
-        return math.inf if value > 0 else -math.inf
-
-
-def _is_number(value):
-    return isinstance(value, (int, float)) and not isinstance(value, bool)
-
-
-def _is_count(value):
-    return isinstance(value, int) and not isinstance(value, bool)
-
-
-def check_num_labels(value, what="num_labels", limit=MAX_NUM_LABELS):
-    """Raise ConfigError unless ``value`` is an int in ``1..limit`` (see :data:`MAX_NUM_LABELS`)."""
-    if not _is_count(value) or value < 1:
-        raise ConfigError(f"{what} must be a positive integer, got {value!r}")
-    if value > limit:
-        raise ConfigError(f"{what} is {value}, more than the {limit} labels bertconvert accepts "
-                          "when no classifier tensor of that size backs it; check the value")
-
-
-SUPPORTED_ACTIVATIONS = ("gelu", "gelu_new", "relu", "tanh", "swish", "silu", "gelu_python")
 
 
 class BertConfig:
@@ -101,6 +51,11 @@ class BertConfig:
     Accepts the 0.6.2 call forms ``BertConfig(vocab_size, hidden_size=..., ...)`` and
     ``BertConfig("path/to/bert_config.json")``; extra keyword arguments are kept as
     attributes and written back out.
+
+    As in 0.6.2, the constructor takes any numbers: the config is checked
+    (:meth:`validate`) where something is built from it -- a model, a conversion, a load --
+    and the fields of a config file are checked when it is read (see
+    :mod:`bertconvert.models.config_checks`).
     """
 
     def __init__(self, vocab_size_or_config_json_file=None, hidden_size=768,
@@ -136,7 +91,6 @@ class BertConfig:
         for key, value in sorted(extra.items(), key=lambda kv: kv[0] == "num_labels"):
             self._check_key(key)
             setattr(self, key, value)
-        self._validate()
 
     # --- construction ------------------------------------------------------------------
     @classmethod
@@ -157,7 +111,9 @@ class BertConfig:
         if not isinstance(vocab_size, int) or isinstance(vocab_size, bool) or vocab_size <= 0:
             # checked here: a string would otherwise be taken for a path by __init__
             raise ConfigError(f"config field vocab_size must be a positive integer, got {vocab_size!r}")
-        return cls(vocab_size, **data)
+        # Every field is checked but the head count, which 0.6.2 checked in the attention
+        # layer only: a config it wrote (hidden_size 37, 12 heads) reads back as it was.
+        return cls(vocab_size, **data).validate(heads=False)
 
     @classmethod
     def from_json_file(cls, json_file):
@@ -196,77 +152,13 @@ class BertConfig:
                 raise ConfigError(f"config key {key!r} collides with {cls.__name__}.{key} "
                                   "(a method or attribute of the config class); remove it")
 
-    def _validate(self):
-        for key in REQUIRED_KEYS:
-            value = getattr(self, key)
-            if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
-                raise ConfigError(f"config field {key} must be a positive integer, got {value!r}")
-        if self.hidden_size % self.num_attention_heads:
-            raise ConfigError(
-                f"hidden_size ({self.hidden_size}) is not a multiple of num_attention_heads "
-                f"({self.num_attention_heads})")
-        act = self.hidden_act
-        if isinstance(act, str) and act not in SUPPORTED_ACTIVATIONS or \
-                not isinstance(act, str) and not callable(act):
-            raise ConfigError(
-                f"unsupported hidden_act {act!r}; supported: {', '.join(SUPPORTED_ACTIVATIONS)}")
-        for key in ("max_position_embeddings", "type_vocab_size"):
-            value = getattr(self, key)
-            if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
-                raise ConfigError(f"config field {key} must be a positive integer, got {value!r}")
-        for key in ("hidden_dropout_prob", "attention_probs_dropout_prob", "classifier_dropout"):
-            value = getattr(self, key, None)
-            if key == "classifier_dropout" and value is None:
-                continue
-            if not _is_number(value) or not 0.0 <= value < 1.0:
-                raise ConfigError(f"config field {key} must be a probability in [0, 1), got {value!r}")
-        for key in ("layer_norm_eps", "initializer_range"):
-            value = getattr(self, key)
-            # NaN or infinity here converts "fine" and then gives non-finite outputs or
-            # weights; eps 0 divides by zero on constant inputs.
-            if not _is_number(value) or isinstance(value, float) and not math.isfinite(value) \
-                    or value <= 0:
-                raise ConfigError(f"config field {key} must be a positive number (finite: not "
-                                  f"NaN or infinity), got {value!r}")
-            # The model computes in float32: 1e39 there is infinity, 1e-46 is zero.
-            single = _as_float32(value)
-            if not math.isfinite(single) or single == 0.0:
-                raise ConfigError(
-                    f"config field {key} is {value!r}, which float32 (the model's precision) "
-                    f"holds as {single!r}: it must lie between {FLOAT32_TINY:.4g} and "
-                    f"{FLOAT32_MAX:.6g}")
-        labels = self.__dict__.get("num_labels")
-        if labels is not None:
-            id2label = self.__dict__.get("id2label")
-            backed = len(id2label) if isinstance(id2label, dict) else 0
-            check_num_labels(labels, "config field num_labels", max(MAX_NUM_LABELS, backed))
-        architectures = getattr(self, "architectures", None)
-        if architectures is not None and (not isinstance(architectures, list) or not all(
-                isinstance(a, str) for a in architectures)):
-            raise ConfigError(f"config field architectures must be a list of class names, "
-                              f"got {architectures!r}")
-        # transformers variants whose math differs from Google's encoder: refuse rather than
-        # silently compute something else.
-        position_type = getattr(self, "position_embedding_type", None)
-        if position_type not in (None, "absolute"):
-            raise ConfigError(
-                f"position_embedding_type {position_type!r} is not supported; only Google's "
-                "learned absolute position embeddings (\"absolute\") are")
-        model_type = getattr(self, "model_type", None)
-        if model_type not in (None, "bert"):
-            raise ConfigError(
-                f"config has model_type {model_type!r}; only BERT (\"bert\") configs are "
-                "supported (other families use different embeddings or layers)")
-        for key in _UNSUPPORTED_FLAGS:
-            if getattr(self, key, False):
-                raise ConfigError(
-                    f"config sets {key}=true (a decoder / cross-attention BERT); only the "
-                    "bidirectional encoder of Google's BERT is supported")
-        embedding_size = getattr(self, "embedding_size", None)
-        if embedding_size not in (None, self.hidden_size):
-            raise ConfigError(
-                f"factorized embeddings (embedding_size={embedding_size} != hidden_size="
-                f"{self.hidden_size}) are ALBERT-style and not supported")
+    def validate(self, heads=True):
+        """Raise ConfigError naming the first field no model can be built from (NaN or
+        infinite numbers, counts that are not positive integers, unsupported variants...).
+        ``heads=False`` leaves out the check that ``num_attention_heads`` divides
+        ``hidden_size``, which 0.6.2 made only in the attention layer. Returns the config."""
+        validate_config(self, heads=heads)
+        return self
 
     # --- derived values ----------------------------------------------------------------
     @property
@@ -333,8 +225,11 @@ class BertConfig:
             raise ValueError(f"flavour must be None, 'hf' or 'google', got {flavour!r}")
         return dumps_json(data, ConfigError, "the config", indent=2) + "\n"
 
-    def to_json_file(self, json_file, flavour="hf"):
-        """Write the config atomically (see :meth:`to_json_string` for ``flavour``)."""
+    def to_json_file(self, json_file, flavour=None):
+        """Write the config atomically: by default every key as it is (what
+        :meth:`from_json_file` reads back into an equal :meth:`to_dict`, as in 0.6.2);
+        ``flavour="hf"`` adds transformers' bookkeeping, ``"google"`` keeps Google's keys
+        (see :meth:`to_json_string`)."""
         with atomic_write(json_file, "w") as f:
             f.write(self.to_json_string(flavour))
 
@@ -404,8 +299,21 @@ def resolve_config(config=None, *, model_dir=None, checkpoint=None):
        else ``config.json`` (:data:`~bertconvert.layout.CHECKPOINT_CONFIG_NAMES`): Google
        ships ``bert_config.json`` with every checkpoint.
 
-    Raises ConfigError when none of them gives a config (or the file is not a valid one).
+    The config is checked whole (:meth:`BertConfig.validate`, the head count too): raises
+    ConfigError, naming the file, when none of them gives a config or it is not a valid one.
     """
+    config, path = _find_config(config, model_dir, checkpoint)
+    try:
+        config.validate()
+    except ConfigError as e:
+        if path is None:
+            raise
+        raise type(e)(f"{path}: {e}") from None
+    return config, path
+
+
+def _find_config(config, model_dir, checkpoint):
+    """``(BertConfig, path or None)`` by :func:`resolve_config`'s precedence, unchecked."""
     if isinstance(config, BertConfig):
         return copy.deepcopy(config), None
     if isinstance(config, dict):

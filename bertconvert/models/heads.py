@@ -23,7 +23,7 @@ from ..layout import (LABELLED_HEADS, LAYOUTS, MASKED_LM, MULTIPLE_CHOICE,  # no
                       NEXT_SENTENCE, PRETRAINING, QUESTION_ANSWERING, SEQUENCE_CLASSIFICATION,
                       TOKEN_CLASSIFICATION, TIED_DECODER_KEY, head_for_class, label_count)
 from .initialise import on_meta_device
-from .trunk import BertModel, BertPreTrainedModel, get_activation
+from .trunk import BertLayerNorm, BertModel, BertPreTrainedModel, get_activation
 
 #: 0.6.2 ignores MLM/NSP label -1; transformers uses -100. Both are treated as "ignore".
 IGNORE_INDEX = -1
@@ -45,29 +45,39 @@ class BertPredictionHeadTransform(nn.Module):
         super().__init__()
         self.dense = nn.Linear(config.hidden_size, config.hidden_size)
         self.transform_act_fn = get_activation(config.hidden_act)
-        self.LayerNorm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
+        self.LayerNorm = BertLayerNorm(config.hidden_size, eps=config.layer_norm_eps)
 
     def forward(self, hidden_states):
         return self.LayerNorm(self.transform_act_fn(self.dense(hidden_states)))
 
 
 class BertLMPredictionHead(nn.Module):
-    """transform, then logits = h . word_embeddings^T + bias (decoder weight tied by the model)."""
+    """transform, then logits = h . word_embeddings^T + bias (decoder weight tied by the model).
 
-    def __init__(self, config):
+    ``bert_model_embedding_weights`` (0.6.2's second argument, optional here): the word
+    embedding matrix to tie the decoder to, and to size it by; the model classes tie it in
+    ``tie_weights`` instead.
+    """
+
+    def __init__(self, config, bert_model_embedding_weights=None):
         super().__init__()
         self.transform = BertPredictionHeadTransform(config)
-        self.decoder = nn.Linear(config.hidden_size, config.vocab_size, bias=False)
-        self.bias = nn.Parameter(torch.zeros(config.vocab_size))
+        vocab_size, hidden_size = config.vocab_size, config.hidden_size
+        if bert_model_embedding_weights is not None:
+            vocab_size, hidden_size = bert_model_embedding_weights.shape
+        self.decoder = nn.Linear(hidden_size, vocab_size, bias=False)
+        if bert_model_embedding_weights is not None:
+            self.decoder.weight = bert_model_embedding_weights
+        self.bias = nn.Parameter(torch.zeros(vocab_size))
 
     def forward(self, hidden_states):
         return self.decoder(self.transform(hidden_states)) + self.bias
 
 
 class BertOnlyMLMHead(nn.Module):
-    def __init__(self, config):
+    def __init__(self, config, bert_model_embedding_weights=None):
         super().__init__()
-        self.predictions = BertLMPredictionHead(config)
+        self.predictions = BertLMPredictionHead(config, bert_model_embedding_weights)
 
     def forward(self, sequence_output):
         return self.predictions(sequence_output)
@@ -83,9 +93,9 @@ class BertOnlyNSPHead(nn.Module):
 
 
 class BertPreTrainingHeads(nn.Module):
-    def __init__(self, config):
+    def __init__(self, config, bert_model_embedding_weights=None):
         super().__init__()
-        self.predictions = BertLMPredictionHead(config)
+        self.predictions = BertLMPredictionHead(config, bert_model_embedding_weights)
         self.seq_relationship = nn.Linear(config.hidden_size, 2)
 
     def forward(self, sequence_output, pooled_output):

@@ -22,6 +22,7 @@ from torch import nn
 
 from .. import layout
 from .config import BertConfig
+from .config_checks import check_attention_heads
 from .initialise import init_, kind_of_module_tensor
 from ..errors import ConfigError
 from .loading import PretrainedLoadingMixin
@@ -41,14 +42,19 @@ def gelu_new(x):
     return 0.5 * x * (1.0 + torch.tanh(math.sqrt(2.0 / math.pi) * (x + 0.044715 * torch.pow(x, 3.0))))
 
 
+def swish(x):
+    """x * sigmoid(x) ("swish", also called SiLU)."""
+    return F.silu(x)
+
+
 ACT2FN = {
     "gelu": gelu,
     "gelu_python": gelu,
     "gelu_new": gelu_new,
     "relu": F.relu,
     "tanh": torch.tanh,
-    "swish": F.silu,
-    "silu": F.silu,
+    "swish": swish,
+    "silu": swish,
 }
 
 
@@ -71,6 +77,23 @@ def extended_attention_mask(attention_mask, dtype):
     return (1.0 - mask) * -10000.0
 
 
+class BertLayerNorm(nn.LayerNorm):
+    """LayerNorm in the TF style (epsilon inside the square root, biased variance), with
+    pytorch-pretrained-bert 0.6.2's signature ``BertLayerNorm(hidden_size, eps=1e-12)``.
+
+    torch's LayerNorm computes exactly that; this subclass gives every LayerNorm of the model
+    0.6.2's class, so ``isinstance(module, BertLayerNorm)`` in ported code finds them.
+    """
+
+    def __init__(self, hidden_size, eps=1e-12):
+        super().__init__(hidden_size, eps=eps)
+
+    @property
+    def variance_epsilon(self):
+        """0.6.2's name for :attr:`eps`."""
+        return self.eps
+
+
 class BertEmbeddings(nn.Module):
     """Word + token-type + position embeddings, then LayerNorm and dropout."""
 
@@ -79,7 +102,7 @@ class BertEmbeddings(nn.Module):
         self.word_embeddings = nn.Embedding(config.vocab_size, config.hidden_size, padding_idx=0)
         self.position_embeddings = nn.Embedding(config.max_position_embeddings, config.hidden_size)
         self.token_type_embeddings = nn.Embedding(config.type_vocab_size, config.hidden_size)
-        self.LayerNorm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
+        self.LayerNorm = BertLayerNorm(config.hidden_size, eps=config.layer_norm_eps)
         self.dropout = nn.Dropout(config.hidden_dropout_prob)
 
     def forward(self, input_ids, token_type_ids=None):
@@ -102,9 +125,7 @@ class BertSelfAttention(nn.Module):
 
     def __init__(self, config):
         super().__init__()
-        if config.hidden_size % config.num_attention_heads:
-            raise ConfigError(f"hidden_size {config.hidden_size} is not a multiple of "
-                              f"num_attention_heads {config.num_attention_heads}")
+        check_attention_heads(config)  # a ValueError, as 0.6.2's
         self.num_attention_heads = config.num_attention_heads
         self.attention_head_size = config.hidden_size // config.num_attention_heads
         self.all_head_size = self.num_attention_heads * self.attention_head_size
@@ -143,7 +164,7 @@ class BertSelfOutput(nn.Module):
     def __init__(self, config):
         super().__init__()
         self.dense = nn.Linear(config.hidden_size, config.hidden_size)
-        self.LayerNorm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
+        self.LayerNorm = BertLayerNorm(config.hidden_size, eps=config.layer_norm_eps)
         self.dropout = nn.Dropout(config.hidden_dropout_prob)
 
     def forward(self, hidden_states, input_tensor):
@@ -174,7 +195,7 @@ class BertOutput(nn.Module):
     def __init__(self, config):
         super().__init__()
         self.dense = nn.Linear(config.intermediate_size, config.hidden_size)
-        self.LayerNorm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
+        self.LayerNorm = BertLayerNorm(config.hidden_size, eps=config.layer_norm_eps)
         self.dropout = nn.Dropout(config.hidden_dropout_prob)
 
     def forward(self, hidden_states, input_tensor):
@@ -248,7 +269,8 @@ class BertPreTrainedModel(PretrainedLoadingMixin, nn.Module):
                 f"{type(self).__name__}(config) needs a bertconvert BertConfig, got "
                 f"{type(config).__name__}; to load weights use "
                 f"{type(self).__name__}.from_pretrained(path_or_name)")
-        self.config = config
+        # The config took any numbers (0.6.2's); a model is built only from sane ones.
+        self.config = config.validate()
 
     def init_bert_weights(self, module):
         """Initialise one module as Google does: normal(0, initializer_range) weights, zero

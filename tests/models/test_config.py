@@ -89,7 +89,6 @@ def test_num_labels_setter_keeps_label_maps_consistent():
     ("{not json", "not valid JSON"),
     ("[1, 2]", "JSON object"),
     (json.dumps({"vocab_size": 99, "hidden_size": 32}), "num_hidden_layers, num_attention_heads, intermediate_size"),
-    (json.dumps(dict(GOOGLE, hidden_size=100)), "not a multiple of num_attention_heads"),
     (json.dumps(dict(GOOGLE, vocab_size="30522")), "vocab_size must be a positive integer"),
     (json.dumps(dict(GOOGLE, num_hidden_layers=0)), "num_hidden_layers must be a positive integer"),
     (json.dumps(dict(GOOGLE, hidden_act="mish")), "unsupported hidden_act"),
@@ -163,10 +162,35 @@ def test_non_standard_or_absurdly_nested_json(tmp_path, text, message):
 
 
 def test_non_finite_floats_refused_in_code_too():
+    """0.6.2's constructor takes any numbers; no model, load or conversion is built from them."""
+    from bertconvert import BertModel
+    from bertconvert.models.config import resolve_config
+
     for key in ("layer_norm_eps", "initializer_range"):
         for bad in (float("nan"), float("inf")):
-            with pytest.raises(ConfigError, match=key):
-                BertConfig(99, **{key: bad})
+            config = BertConfig(99, hidden_size=32, num_attention_heads=4, **{key: bad})
+            for build in (config.validate, lambda: BertModel(config),
+                          lambda: resolve_config(config)):
+                with pytest.raises(ConfigError, match=key):
+                    build()
+
+
+def test_head_count_is_checked_where_a_model_or_a_load_is_built(tmp_path):
+    """0.6.2 writes and reads back hidden_size 100 with 12 heads; its attention layer (and our
+    choice of config for a load or a conversion) refuses it, naming the file."""
+    from bertconvert import BertModel
+    from bertconvert.errors import AttentionHeadsError
+    from bertconvert.models.config import resolve_config
+
+    path = write(tmp_path / "bert_config.json", dict(GOOGLE, hidden_size=100))
+    config = BertConfig.from_json_file(path)
+    assert config.hidden_size == 100
+    message = r"The hidden size \(100\) is not a multiple of the number of attention heads \(12\)"
+    with pytest.raises(AttentionHeadsError, match=message) as err:
+        resolve_config(path)
+    assert str(path) in str(err.value) and isinstance(err.value, ValueError)
+    with pytest.raises(AttentionHeadsError, match=message):
+        BertModel(config)
 
 
 def test_json_written_never_holds_nan(tmp_path):
