@@ -111,10 +111,13 @@ class _Interrupts:
         self.published = False
         self.previous = {}
         self.process_exit = process_exit
+        self.ignored = []  # noted, and reported after the command (no I/O in a handler)
 
     def __enter__(self):
         if threading.current_thread() is threading.main_thread():
-            self.previous = {sig: signal.signal(sig, self.handle) for sig in INTERRUPT_SIGNALS}
+            # A signal the caller ignores (a background job's SIGINT) stays ignored.
+            self.previous = {sig: signal.signal(sig, self.handle) for sig in INTERRUPT_SIGNALS
+                             if signal.getsignal(sig) is not signal.SIG_IGN}
         return self
 
     def __exit__(self, *exc):
@@ -128,8 +131,7 @@ class _Interrupts:
 
     def handle(self, signum, frame):
         if self.published:
-            log.warning("%s ignored: the output is already published; finishing",
-                        signal.Signals(signum).name)
+            self.ignored.append(signal.Signals(signum).name)
             return
         raise Interrupted(signum)
 
@@ -143,9 +145,13 @@ def main(argv=None):
     _configure_logging(args)
     args.progress = not args.quiet
     try:
-        with _Interrupts(process_exit=argv_given is False) as interrupts, on_publish(interrupts.mark_published), cli_spelling():
+        with _Interrupts(process_exit=not argv_given) as interrupts, \
+                on_publish(interrupts.mark_published), cli_spelling():
             code = args.func(args)
             sys.stdout.flush()  # a closed pipe shows here, not at interpreter exit
+        if interrupts.ignored:
+            log.warning("%s came after the output was published; the command completed",
+                        " and ".join(dict.fromkeys(interrupts.ignored)))
     except BrokenPipeError:
         _silence_stdout()
         return EXIT_BROKEN_PIPE

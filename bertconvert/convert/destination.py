@@ -39,7 +39,9 @@ def _describe(path, st):
         return f"a symbolic link (to {os.readlink(path)})"
     if stat.S_ISREG(st.st_mode):
         return "a regular file"
-    return file_kind(st.st_mode) or "not a directory"
+    if stat.S_ISDIR(st.st_mode):
+        return "a directory"
+    return file_kind(st.st_mode) or "a special file"
 
 
 def _same(a, b):
