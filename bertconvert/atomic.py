@@ -51,14 +51,14 @@ def interrupts_deferred():
     if threading.current_thread() is not threading.main_thread():
         yield
         return
-    caught = []
+    caught = []  # (a handler set outside Python cannot be restored: left alone; so is SIG_IGN)
     previous = {sig: signal.signal(sig, lambda signum, frame: caught.append(signum))
-                for sig in INTERRUPT_SIGNALS}
+                for sig in INTERRUPT_SIGNALS if signal.getsignal(sig) not in (None, signal.SIG_IGN)}
     try:
         yield
     finally:
         for sig, handler in previous.items():
-            signal.signal(sig, signal.SIG_DFL if handler is None else handler)
+            signal.signal(sig, handler)
         for sig in dict.fromkeys(caught):
             signal.raise_signal(sig)
 

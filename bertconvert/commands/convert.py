@@ -63,7 +63,10 @@ def register(subparsers):
     p.add_argument("--dtype", choices=("float32", "float16", "bfloat16"), default="float32",
                    help="dtype of the written weights (default float32: bit-exact)")
     p.add_argument("--overwrite", action="store_true",
-                   help="replace an existing output directory (only once the new one is complete)")
+                   help="replace a previous model directory at DIR (one holding "
+                        "conversion.json, or a config and weights, and nothing else), only once "
+                        "the new one is complete; other files, links, the current or home "
+                        "directory are never replaced")
     p.add_argument("--source-hash", choices=("auto", "full", "index"), default="auto",
                    help="which source files conversion.json gives a sha256: auto (default) all "
                         "but data shards that are mostly variables not converted (optimizer "
