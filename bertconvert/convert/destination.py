@@ -92,8 +92,10 @@ def _entry_is_ours(directory, entry):
     name = temp_target(entry) or entry
     if name not in MODEL_DIR_FILES:
         return False
-    st = os.lstat(os.path.join(directory, entry))
-    return stat.S_ISREG(st.st_mode)
+    try:
+        return stat.S_ISREG(os.lstat(os.path.join(directory, entry)).st_mode)
+    except OSError:  # gone meanwhile, or unreadable: not known to be ours
+        return False
 
 
 def check_replaceable_model_dir(path, given=None, flag="--out", keyword="out_dir"):
@@ -106,7 +108,10 @@ def check_replaceable_model_dir(path, given=None, flag="--out", keyword="out_dir
     given = os.fspath(path) if given is None else os.fspath(given)
     name, hint = f"{option(flag, keyword)} {given}", option(flag, keyword)
     new = os.path.join(given, "bert-model")
-    st = os.lstat(path)
+    try:
+        st = os.lstat(path)
+    except FileNotFoundError:
+        return  # nothing there (any more): nothing to replace
     if stat.S_ISLNK(st.st_mode):
         _refuse(f"{name} is {_describe(path, st)}; {option('--overwrite', 'overwrite=True')} "
                 f"never replaces a link or what it points to. Give {hint} the directory itself "
@@ -119,7 +124,12 @@ def check_replaceable_model_dir(path, given=None, flag="--out", keyword="out_dir
     if why:
         _refuse(f"{name} {why}; {option('--overwrite', 'overwrite=True')} never replaces it. "
                 f"Give {hint} a new directory, e.g. {new}")
-    entries = sorted(os.listdir(path))
+    try:
+        entries = sorted(os.listdir(path))
+    except OSError as e:
+        _refuse(f"{name} cannot be listed ({e.strerror}), so what it holds is unknown and "
+                f"{option('--overwrite', 'overwrite=True')} does not replace it. Give {hint} "
+                "a new directory")
     foreign = [e + ("/" if os.path.isdir(os.path.join(path, e))
                     and not os.path.islink(os.path.join(path, e)) else "")
                for e in entries if not _entry_is_ours(path, e)]
@@ -172,7 +182,10 @@ def check_replaceable_files(files, given, flag, keyword, what):
     for path, kind in files:
         if not os.path.lexists(path):
             continue
-        problem = _kind_problem(path, kind)
+        try:
+            problem = _kind_problem(path, kind)
+        except OSError as e:
+            problem = f"cannot be read ({e.strerror})"
         if problem:
             which = "" if os.fspath(path) == os.fspath(given) else \
                 f": {path}, which it would write,"
