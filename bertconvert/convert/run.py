@@ -37,7 +37,8 @@ import os
 from ..atomic import (atomic_directory, atomic_write, check_output_spares_inputs,
                       published_together, remove_stale_temps)
 from ..checkpoint import load_checkpoint
-from ..errors import ConversionError, OutputWriteError, option  # noqa: F401 (public name)
+from ..errors import (ConversionError, OutputExistsError,  # noqa: F401 (public names)
+                      OutputWriteError, option)
 from ..layout import (CONFIG_NAME, GOOGLE_CONFIG_NAME, PYTORCH_NAME,  # noqa: F401 (public names)
                       REPORT_NAME, SAFETENSORS_NAME, TOKENIZER_CONFIG_NAME, VOCAB_NAME)
 from . import destination, outputs
@@ -132,6 +133,11 @@ def _convert_with_reader(reader, hashing, out_dir, config, head, num_labels, for
     may_replace = functools.partial(destination.check_replaceable_model_dir, given=given)
     if os.path.lexists(out_dir):
         may_replace(out_dir)
+        if not overwrite:  # said before any work, with the path as the caller gave it
+            what = "a previous model directory" if os.listdir(out_dir) else "empty"
+            raise OutputExistsError(f"{option('--out', 'out_dir')} {given} already exists "
+                                    f"({what}); pass "
+                                    f"{option('--overwrite', 'overwrite=True')} to replace it")
     plan = plan_conversion(reader, cfg, head=head, num_labels=num_labels,
                            allow_new_head=allow_new_head, config_path=config_path)
     report = ConversionReport.from_plan(plan, dtype)
