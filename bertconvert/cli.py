@@ -9,14 +9,21 @@ message on stderr and the error's exit code (2 for bad input, 1 for a parity mis
 Output that nobody reads any more (``bertconvert inspect CKPT | head``) ends the command
 quietly with exit status 141, as for a program killed by SIGPIPE: no traceback, and a
 ``set -o pipefail`` script still sees that the output was cut short.
+
+Interrupts (see :class:`_Interrupts`): SIGINT (Ctrl-C) or SIGTERM before the command's
+output is published removes what the run had written and exits with 130 or 143; once the
+output is published, they are ignored and the command finishes normally.
 """
 import argparse
 import importlib
 import logging
 import os
+import signal
 import sys
+import threading
 
 from . import __version__
+from .atomic import INTERRUPT_SIGNALS, on_publish
 from .commands import COMMAND_MODULES
 from .errors import BertConvertError, cli_spelling
 from .terminal.progress import ALWAYS
@@ -89,8 +96,55 @@ def _silence_stdout():
         os.close(devnull)
 
 
+class Interrupted(KeyboardInterrupt):
+    """SIGINT or SIGTERM, raised where the command is, so that its cleanup runs."""
+
+    def __init__(self, signum):
+        super().__init__(signal.Signals(signum).name)
+        self.signum = signum
+
+
+class _Interrupts:
+    """The CLI's SIGINT/SIGTERM handlers, installed for one command.
+
+    Before the command's output is published, a signal raises :class:`Interrupted` (the
+    library removes its temp files on the way out; exit 128 + the signal: 130 or 143).
+    Once published (:func:`bertconvert.atomic.on_publish`), undoing is impossible and
+    reporting a failure would be false: the signal is noted and the command completes.
+    """
+
+    def __init__(self, process_exit):
+        self.published = False
+        self.previous = {}
+        self.process_exit = process_exit
+        self.ignored = []  # noted, and reported after the command (no I/O in a handler)
+
+    def __enter__(self):
+        if threading.current_thread() is threading.main_thread():
+            # A signal the caller ignores (a background job's SIGINT) stays ignored.
+            self.previous = {sig: signal.signal(sig, self.handle) for sig in INTERRUPT_SIGNALS
+                             if signal.getsignal(sig) is not signal.SIG_IGN}
+        return self
+
+    def __exit__(self, *exc):
+        if self.published and self.process_exit:
+            return  # the process ends next: a late signal must not turn success into failure
+        for sig, handler in self.previous.items():
+            signal.signal(sig, signal.SIG_DFL if handler is None else handler)
+
+    def mark_published(self):
+        self.published = True
+
+    def handle(self, signum, frame):
+        if self.published:
+            self.ignored.append(signal.Signals(signum).name)
+            return
+        raise Interrupted(signum)
+
+
 def main(argv=None):
     """Run the CLI; returns the process exit code."""
+    argv_given = argv is not None  # else this is the process's entry point
     argv = list(sys.argv[1:] if argv is None else argv)
     parser = build_parser()
     args = parser.parse_args(_hoist_global_flags(argv))
@@ -99,9 +153,13 @@ def main(argv=None):
     # --progress draws them anywhere.
     args.progress = ALWAYS if args.force_progress else not args.quiet
     try:
-        with cli_spelling():
+        with _Interrupts(process_exit=not argv_given) as interrupts, \
+                on_publish(interrupts.mark_published), cli_spelling():
             code = args.func(args)
             sys.stdout.flush()  # a closed pipe shows here, not at interpreter exit
+        if interrupts.ignored:
+            log.warning("%s came after the output was published; the command completed",
+                        " and ".join(dict.fromkeys(interrupts.ignored)))
     except BrokenPipeError:
         _silence_stdout()
         return EXIT_BROKEN_PIPE
@@ -110,9 +168,10 @@ def main(argv=None):
             raise
         print(f"bertconvert {args.command}: error: {e}", file=sys.stderr)
         return e.exit_code
-    except KeyboardInterrupt:
-        print("bertconvert: interrupted", file=sys.stderr)
-        return 130
+    except KeyboardInterrupt as e:
+        signum = getattr(e, "signum", signal.SIGINT)
+        print(f"bertconvert: interrupted ({signal.Signals(signum).name})", file=sys.stderr)
+        return 128 + signum
     return 0 if code is None else int(code)
 
 

@@ -61,6 +61,11 @@ class OutputExistsError(BertConvertError):
     """An output path already exists and overwriting was not requested."""
 
 
+class OutputNotReplaceableError(OutputExistsError):
+    """An output path holds something bertconvert did not write (a directory of other files,
+    a regular file, the current or home directory, a link): even ``--overwrite`` leaves it."""
+
+
 class UnsafeOutputError(BertConvertError):
     """An output path is empty, or is, contains or lies inside an input file: writing it
     would destroy the input. Nothing was written or deleted."""

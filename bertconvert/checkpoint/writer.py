@@ -17,7 +17,7 @@ import os
 
 import numpy as np
 
-from ..atomic import atomic_write
+from ..atomic import atomic_write, remove_before_publish
 from ..errors import CheckpointWriteError, UnsupportedDtypeError
 from ..terminal.progress import progress_bar
 from .crc import masked_crc32c
@@ -122,8 +122,7 @@ def save_checkpoint(prefix, tensors, *, progress=False):
                 pbar.update(raw.nbytes)
             index_bytes = build_table(items)
             # Never let an old index describe the new data file (see module docstring).
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(index_path)
+            remove_before_publish(index_path)
         index_file.write(index_bytes)
     log.debug("wrote checkpoint %s: %d tensors, %d bytes", prefix, len(ordered), offset)
     return [data_path, index_path]

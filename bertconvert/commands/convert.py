@@ -71,7 +71,10 @@ def register(subparsers):
     p.add_argument("--dtype", choices=("float32", "float16", "bfloat16"), default="float32",
                    help="dtype of the written weights (default float32: bit-exact)")
     p.add_argument("--overwrite", action="store_true",
-                   help="replace an existing output directory (only once the new one is complete)")
+                   help="replace a previous model directory at DIR (one holding "
+                        "conversion.json, or a config and weights, and nothing else), only once "
+                        "the new one is complete; other files, links, the current or home "
+                        "directory are never replaced")
     p.add_argument("--optimizer-state", action="store_true",
                    help=f"also write {layout.OPTIMIZER_NAME}: the Adam slots (<var>/adam_m, "
                         "<var>/adam_v, in their parameters' layout, keyed by parameter name) "

@@ -18,7 +18,8 @@ def register(subparsers):
                    help="checkpoint prefix to write, e.g. tf/bert_model.ckpt (outside "
                         "MODEL_DIR's files)")
     p.add_argument("--overwrite", action="store_true",
-                   help="replace an existing checkpoint / side files at PREFIX")
+                   help="replace a previous export at PREFIX (its checkpoint and side "
+                        "files); other files there are never replaced")
     p.set_defaults(func=run)
 
 

@@ -2,7 +2,8 @@
 
 pytorch-pretrained-bert 0.6.2's command line, kept for users' scripts: it writes one
 ``pytorch_model.bin`` state dict at PYTORCH_DUMP_OUTPUT (inside it, when that is an existing
-directory), replacing an existing file atomically. Unlike 0.6.2 it needs no TensorFlow, skips
+directory), replacing an existing file atomically -- only a previous state dict: any other
+file, or a link, is refused with exit status 2. Unlike 0.6.2 it needs no TensorFlow, skips
 optimizer slots unread, and converts fine-tuned heads too (``--head``, default auto).
 """
 import os
@@ -23,7 +24,8 @@ def register(subparsers):
     p.add_argument("tf_checkpoint", metavar="TF_CHECKPOINT", help="checkpoint prefix, .index or directory")
     p.add_argument("tf_config", metavar="TF_CONFIG", help=GOOGLE_CONFIG_NAME)
     p.add_argument("pytorch_dump_output", metavar="PYTORCH_DUMP_OUTPUT",
-                   help="output file (pytorch_model.bin), or an existing directory to write it into")
+                   help="output file (pytorch_model.bin; an existing one must be a previous "
+                        "state dict), or an existing directory to write it into")
     add_head_arguments(p)
     p.set_defaults(func=run)
 

@@ -30,13 +30,15 @@ import shutil
 
 from . import rules as mapping
 from ..models import weightfiles as serialization
-from ..atomic import atomic_write, check_output_spares_inputs, remove_stale_temps
+from ..atomic import (atomic_write, check_output_spares_inputs, published_together,
+                      remove_stale_temps)
 from ..checkpoint import save_checkpoint
 from ..checkpoint.paths import shard_path
 from ..models.config import BertConfig
 from ..models.statedict import BUFFER_KEYS, modern_key
 from ..layout import GOOGLE_CONFIG_NAME, OPTIMIZER_NAME, VOCAB_NAME
 from ..errors import MappingError, OutputExistsError, option
+from .destination import check_export_prefix, check_replaceable_files, write_error
 
 logger = logging.getLogger(__name__)
 
@@ -106,8 +108,9 @@ def _warn_without_pooler(tensors, model_dir, prefix):
         "keep_pooler=True) for a complete TF checkpoint", model_dir, prefix, pooler)
 
 
-def _side_file_needed(src_path, dst_path, overwrite, text=None):
-    """Whether a side file (config, vocab) must be written; refuses to clobber a different one."""
+def _side_file_needed(src_path, dst_path, overwrite, text=None, prefix=None):
+    """Whether a side file (config, vocab) must be written; refuses to clobber a different one
+    (the message names the ``prefix`` the user gave, and the side file)."""
     if not os.path.exists(dst_path) or overwrite:
         return True
     if src_path:
@@ -117,7 +120,8 @@ def _side_file_needed(src_path, dst_path, overwrite, text=None):
             same = f.read() == text
     if same:
         return False
-    raise OutputExistsError(f"{dst_path} exists with different content; pass "
+    raise OutputExistsError(f"{option('--out', 'prefix')} {prefix}: the side file {dst_path} "
+                            f"written beside it exists with different content; pass "
                             f"{option('--overwrite', 'overwrite=True')} to replace it")
 
 
@@ -138,8 +142,11 @@ def export_model_dir(model_dir, prefix, *, overwrite=False, progress=True):
     one) beside the prefix. An existing checkpoint at ``prefix`` is refused unless
     ``overwrite``; a ``prefix`` that is empty, or any output that is, contains or lies inside
     one of the model directory's files, is refused even then
-    (:class:`~bertconvert.errors.UnsafeOutputError`). Returns the written paths, spelt as
-    ``prefix`` is (relative stays relative).
+    (:class:`~bertconvert.errors.UnsafeOutputError`), and so are a prefix naming no file
+    stem and existing files a previous export did not write
+    (:class:`~bertconvert.errors.OutputNotReplaceableError`). The files are published
+    together at the end: an interrupt before that leaves nothing. Returns the written
+    paths, spelt as ``prefix`` is (relative stays relative).
     """
     check_output_spares_inputs(prefix, [], keyword="prefix")  # "" would mean the cwd
     model_dir, prefix = os.fspath(model_dir), os.fspath(prefix)
@@ -153,8 +160,15 @@ def export_model_dir(model_dir, prefix, *, overwrite=False, progress=True):
     optimizer = os.path.join(model_dir, OPTIMIZER_NAME)
     sources = [config_file, weights_file, vocab if has_vocab else None,
                optimizer if os.path.isfile(optimizer) else None]
-    for path in outputs:  # before anything is read in full or written
-        check_output_spares_inputs(path, sources, keyword="prefix")
+    roles = ("", "index file", "data file", "side file", "side file")
+    for path, role in zip(outputs, roles):  # before anything is read in full or written
+        what = None if not role else f"{option('--out', 'prefix')} {prefix} (its {role} {path})"
+        check_output_spares_inputs(path, sources, keyword="prefix", what=what)
+    check_export_prefix(prefix)  # "." would write files named "..index"
+    # Only what a previous export wrote may be replaced, whatever overwrite says.
+    check_replaceable_files([(outputs[1], "index"), (outputs[2], "data"), (outputs[3], "config")]
+                            + ([(outputs[4], "vocab")] if has_vocab else []),
+                            prefix, "--out", "prefix", "export")
     config = BertConfig.from_json_file(config_file)
     state = serialization.load_state_dict(weights_file)
     tensors = plan_export(state)
@@ -172,11 +186,15 @@ def export_model_dir(model_dir, prefix, *, overwrite=False, progress=True):
         side.append((vocab, outputs[4], None))
     else:
         logger.warning("%s has no vocab.txt; the exported checkpoint has none beside it", model_dir)
-    side = [s for s in side if _side_file_needed(s[0], s[1], overwrite, s[2])]
-    os.makedirs(directory or ".", exist_ok=True)
-    for path in outputs[1:]:
-        remove_stale_temps(path)  # what killed exports to the same place left behind
-    written = list(save_checkpoint(prefix, tensors, progress=progress))
-    written += [_write_side_file(src, dst, text) for src, dst, text in side]
+    side = [s for s in side if _side_file_needed(s[0], s[1], overwrite, s[2], prefix)]
+    try:
+        os.makedirs(directory or ".", exist_ok=True)
+        for path in outputs[1:]:
+            remove_stale_temps(path)  # what killed exports to the same place left behind
+        with published_together():  # all files or none: an interrupt leaves nothing
+            written = list(save_checkpoint(prefix, tensors, progress=progress))
+            written += [_write_side_file(src, dst, text) for src, dst, text in side]
+    except OSError as e:
+        raise write_error(e, prefix, keyword="prefix") from e
     logger.info("exported %d variables from %s to %s", len(tensors), model_dir, prefix)
     return written

@@ -30,17 +30,18 @@ Example::
     ('pretraining', 0)
     >>> model, report = load_converted_model("fine_tuned/model.ckpt-1000", head="auto")
 """
-import errno
+import functools
 import logging
 import os
 
 from ..atomic import (atomic_directory, atomic_write, check_output_spares_inputs,
-                      remove_stale_temps)
+                      published_together, remove_stale_temps)
 from ..checkpoint import load_checkpoint
-from ..errors import ConversionError, OutputWriteError, option
+from ..errors import (ConversionError, OutputExistsError,  # noqa: F401 (public names)
+                      OutputWriteError, option)
 from ..layout import (CONFIG_NAME, GOOGLE_CONFIG_NAME, PYTORCH_NAME,  # noqa: F401 (public names)
                       REPORT_NAME, SAFETENSORS_NAME, TOKENIZER_CONFIG_NAME, VOCAB_NAME)
-from . import outputs
+from . import destination, outputs
 from .gelu import check_gelu
 from .source import describe_source
 from .outputs import FORMATS, tokenizer_config, vocab_source, write_json  # noqa: F401
@@ -105,7 +106,9 @@ def convert_checkpoint(checkpoint, out_dir, *, config=None, head="auto", num_lab
     disk) a named :class:`~bertconvert.errors.BertConvertError` is raised and ``out_dir`` is
     left as it was. An ``out_dir`` that is empty, or is, contains or lies inside one of the
     source files (checkpoint, config, vocabulary) is refused with
-    :class:`~bertconvert.errors.UnsafeOutputError`, even with ``overwrite``.
+    :class:`~bertconvert.errors.UnsafeOutputError`, even with ``overwrite``; so is (with
+    :class:`~bertconvert.errors.OutputNotReplaceableError`) an existing ``out_dir`` that is
+    not a previous model directory (see :mod:`bertconvert.convert.destination`).
     """
     _check_options(format, dtype, source_hash)
     check_gelu(gelu)
@@ -113,7 +116,8 @@ def convert_checkpoint(checkpoint, out_dir, *, config=None, head="auto", num_lab
         _require_torch(f"writing {PYTORCH_NAME} ({_format_option(format)})")
     weights_opener, opener = opener, opener or open
     check_output_spares_inputs(out_dir, [], keyword="out_dir")  # "" would mean the cwd
-    out_dir = os.fspath(out_dir)  # as given, for messages; atomic_directory resolves it
+    # As given, for messages (``given``); atomic_directory and the checks resolve it.
+    given = out_dir = os.fspath(out_dir)
     if optimizer_state and source_hash == "auto":
         source_hash = "full"  # the slots are read anyway: every shard gets its sha256
     with load_checkpoint(checkpoint, mmap=False) as reader:
@@ -122,7 +126,7 @@ def convert_checkpoint(checkpoint, out_dir, *, config=None, head="auto", num_lab
             report = _convert_with_reader(reader, hashing, out_dir, config, head, num_labels,
                                           format, dtype, overwrite, allow_new_head, progress,
                                           weights_opener, opener, vocab, gelu, keep_pooler,
-                                          optimizer_state)
+                                          optimizer_state, given)
         finally:
             hashing.cancel()  # after a failure, do not keep reading gigabytes for nothing
     logger.info("converted %s (%s, %d tensors, %d skipped) into %s", report.checkpoint,
@@ -132,8 +136,10 @@ def convert_checkpoint(checkpoint, out_dir, *, config=None, head="auto", num_lab
 
 def _convert_with_reader(reader, hashing, out_dir, config, head, num_labels, format, dtype,
                          overwrite, allow_new_head, progress, weights_opener, opener,
-                         vocab=None, gelu=None, keep_pooler=False, optimizer_state=False):
-    """The body of :func:`convert_checkpoint`, once the checkpoint is open."""
+                         vocab=None, gelu=None, keep_pooler=False, optimizer_state=False,
+                         given=None):
+    """The body of :func:`convert_checkpoint`, once the checkpoint is open; ``given`` is
+    ``out_dir`` as the caller spelt it (for messages)."""
     if optimizer_state:  # by names, before anything else: another optimizer may not plan
         require_adam(reader)
     cfg, config_path, source = describe_source(config, reader, gelu)
@@ -141,6 +147,15 @@ def _convert_with_reader(reader, hashing, out_dir, config, head, num_labels, for
     # Before anything is planned or written: --out must not be (or hold) what is read.
     check_output_spares_inputs(out_dir, list(reader.files) + [config_path]
                                + [vocab if has_vocab else None], keyword="out_dir")
+    # ... nor anything but a previous model directory, whatever overwrite says.
+    may_replace = functools.partial(destination.check_replaceable_model_dir, given=given)
+    if os.path.lexists(out_dir):
+        may_replace(out_dir)
+        if not overwrite:  # said before any work, with the path as the caller gave it
+            what = "a previous model directory" if os.listdir(out_dir) else "empty"
+            raise OutputExistsError(f"{option('--out', 'out_dir')} {given} already exists "
+                                    f"({what}); pass "
+                                    f"{option('--overwrite', 'overwrite=True')} to replace it")
     plan = plan_conversion(reader, cfg, head=head, num_labels=num_labels,
                            allow_new_head=allow_new_head, config_path=config_path,
                            keep_pooler=keep_pooler)
@@ -168,7 +183,7 @@ def _convert_with_reader(reader, hashing, out_dir, config, head, num_labels, for
                             f"{TOKENIZER_CONFIG_NAME} was written")
     side_sources = [p for p in (config_path, vocab if has_vocab else None) if p]
     try:
-        with atomic_directory(out_dir, overwrite=overwrite) as tmp:
+        with atomic_directory(out_dir, overwrite=overwrite, may_replace=may_replace) as tmp:
             # Small files first: their writeback overlaps the weights, so their single
             # fsync each (below, before publishing) has nothing left to wait for.
             source_config = None if source.config_changed else config_path
@@ -186,11 +201,7 @@ def _convert_with_reader(reader, hashing, out_dir, config, head, num_labels, for
             report.source_files = hashing.entries(side_sources)
             write_json(os.path.join(tmp, REPORT_NAME), report.to_dict(), opener, fsync=True)
     except OSError as e:
-        what = "the disk is full" if e.errno == errno.ENOSPC else "an I/O error"
-        raise OutputWriteError(
-            f"writing {out_dir} failed with {what} ({e}); nothing was published there. "
-            f"Free space or choose another {option('--out', 'out_dir')}, then run the "
-            "conversion again") from e
+        raise destination.write_error(e, given or out_dir) from e
     return report
 
 
@@ -201,18 +212,21 @@ def convert_to_pytorch_file(checkpoint, config_file, output_file, *, head="auto"
 
     An existing directory gets ``pytorch_model.bin`` inside it; an existing file is replaced
     (atomically), as pytorch-pretrained-bert's script did -- unless it is one of the inputs
-    (checkpoint files, config): that is :class:`~bertconvert.errors.UnsafeOutputError`.
-    Returns the ConversionReport.
+    (checkpoint files, config): that is :class:`~bertconvert.errors.UnsafeOutputError` -- or
+    anything but a previous state dict (a link, a text file...):
+    :class:`~bertconvert.errors.OutputNotReplaceableError`. Returns the ConversionReport.
     """
     _require_torch(f"writing {PYTORCH_NAME}")
     check_output_spares_inputs(output_file, [], "PYTORCH_DUMP_OUTPUT", "output_file")
-    output_file = os.fspath(output_file)
+    given = output_file = os.fspath(output_file)
     if os.path.isdir(output_file):
         output_file = os.path.join(output_file, PYTORCH_NAME)
     with load_checkpoint(checkpoint, mmap=False) as reader:
         cfg, config_path, _ = describe_source(config_file, reader)
         check_output_spares_inputs(output_file, list(reader.files) + [config_path],
                                    "PYTORCH_DUMP_OUTPUT", "output_file")
+        destination.check_replaceable_files([(output_file, "state dict")], given,
+                                            "PYTORCH_DUMP_OUTPUT", "output_file", "conversion")
         plan = plan_conversion(reader, cfg, head=head, num_labels=num_labels,
                                allow_new_head=allow_new_head, config_path=config_path,
                                keep_pooler=keep_pooler)
@@ -220,7 +234,7 @@ def convert_to_pytorch_file(checkpoint, config_file, output_file, *, head="auto"
         report.format, report.output_dir = "pytorch", os.path.dirname(os.path.abspath(output_file))
         remove_stale_temps(output_file)  # what killed runs to the same file left behind
         try:
-            with atomic_write(output_file, direct=True) as f:
+            with published_together(), atomic_write(output_file, direct=True) as f:
                 specs = outputs.tensor_specs(plan, "float32", order="model")
                 writer = torch_zip_writer(f, specs, aliases=plan.tied)
                 try:
@@ -231,8 +245,8 @@ def convert_to_pytorch_file(checkpoint, config_file, output_file, *, head="auto"
                 finally:
                     writer.abort()
         except OSError as e:
-            raise OutputWriteError(f"writing {output_file} failed ({e}); it was not created or "
-                                   "replaced") from e
+            raise destination.write_error(e, output_file, "PYTORCH_DUMP_OUTPUT",
+                                          "output_file") from e
     report.files = [os.path.basename(output_file)]
     return report
 

@@ -22,7 +22,8 @@ from bertconvert.convert import rules as mapping
 from bertconvert.checkpoint import load_checkpoint, save_checkpoint
 from bertconvert.convert.run import ConversionReport, convert_checkpoint, detect_head, load_converted_model
 from bertconvert.errors import (ChecksumMismatchError, CheckpointNotFoundError, ConfigError,
-                                HeadError, MappingError, OutputExistsError, OutputWriteError)
+                                HeadError, MappingError, OutputExistsError,
+                                OutputNotReplaceableError, OutputWriteError)
 from bertconvert.models.heads import HEADS
 from . import google_names
 
@@ -337,8 +338,17 @@ def test_existing_output_refused_unless_overwrite(tmp_path):
     with pytest.raises(OutputExistsError):
         convert_checkpoint(ckpt("base"), out, progress=False)
     assert os.listdir(out) == ["keep.txt"]
+    # A file a conversion does not write: not a previous model directory, kept even then.
+    with pytest.raises(OutputNotReplaceableError, match="keep.txt"):
+        convert_checkpoint(ckpt("base"), out, overwrite=True, progress=False)
+    assert os.listdir(out) == ["keep.txt"]
+    (out / "keep.txt").unlink()
+    convert_checkpoint(ckpt("base"), out, progress=False, overwrite=True)
+    with pytest.raises(OutputExistsError):  # a previous model directory: overwrite needed
+        convert_checkpoint(ckpt("base"), out, progress=False)
+    (out / "model.safetensors").write_bytes(b"stale")
     convert_checkpoint(ckpt("base"), out, overwrite=True, progress=False)
-    assert "keep.txt" not in os.listdir(out) and "model.safetensors" in os.listdir(out)
+    assert (out / "model.safetensors").read_bytes() != b"stale"
 
 
 class _FullDisk:
