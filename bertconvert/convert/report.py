@@ -35,6 +35,8 @@ class ConversionReport:
     config_inferred: bool = False
     pooler_written: bool = True   # False: the pooler was left out (listed in ``dropped``)
     files: list = field(default_factory=list)
+    #: a KerasHub preset's task, tokenizer settings and (text embedder) pooling, else None
+    keras_hub: dict = None
 
     @classmethod
     def from_plan(cls, plan, dtype):
@@ -63,6 +65,7 @@ class ConversionReport:
             "new_keys": self.new_keys, "tied": self.tied,
             "activation": self.activation, "config_inferred": self.config_inferred,
             "pooler_written": self.pooler_written,
+            **({"keras_hub": self.keras_hub} if self.keras_hub is not None else {}),
         }
 
 
