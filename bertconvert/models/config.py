@@ -220,8 +220,14 @@ class BertConfig:
                 continue
             if not _is_number(value) or not 0.0 <= value < 1.0:
                 raise ConfigError(f"config field {key} must be a probability in [0, 1), got {value!r}")
-        for key in ("layer_norm_eps", "initializer_range"):
-            value = getattr(self, key)
+        head_act = getattr(self, "mlm_head_act", None)
+        if head_act is not None and head_act not in SUPPORTED_ACTIVATIONS:
+            raise ConfigError(f"unsupported mlm_head_act {head_act!r}; supported: "
+                              f"{', '.join(SUPPORTED_ACTIVATIONS)}")
+        for key in ("layer_norm_eps", "initializer_range", "mlm_head_layer_norm_eps"):
+            value = getattr(self, key, None)
+            if key == "mlm_head_layer_norm_eps" and value is None:
+                continue
             # NaN or infinity here converts "fine" and then gives non-finite outputs or
             # weights; eps 0 divides by zero on constant inputs.
             if not _is_number(value) or isinstance(value, float) and not math.isfinite(value) \
