@@ -163,3 +163,45 @@ def _fields(config):
             f"{config.num_attention_heads}, intermediate_dim {config.intermediate_size}, "
             f"max_sequence_length {config.max_position_embeddings}, num_segments "
             f"{config.type_vocab_size}")
+
+
+def describe_preset(directory, head="auto", keep_pooler=False):
+    """``bertconvert inspect`` for a preset: every h5 dataset (name, shape, dtype) with the
+    key it fills, "skipped" (optimizer state), "dropped" (the pooler a head leaves out) or
+    "UNKNOWN"; the same dict as for a TF checkpoint, plus ``problems`` (what converting would
+    refuse: shapes config.json disagrees with, parameters nothing fills)."""
+    from ..checkpoint.h5 import H5WeightsReader
+    from .keras_preset import read_preset
+
+    preset = read_preset(directory, head)
+    trunk = mapping.trunk_prefix(preset.head)
+    pooler_dropped = None if layout.writes_pooler(preset.head, keep_pooler) \
+        else pooler_drop_reason(preset.head)
+    rows, problems = [], []
+    with H5WeightsReader(preset.weight_files, prefix=preset.directory) as reader:
+        order = encoder_order(reader.names)
+        for name in reader.names:
+            entry = reader.entry(name)
+            row = {"name": name, "shape": list(entry.shape), "dtype": entry.dtype_name}
+            rule, key = resolve(name, order, trunk)
+            if rule is None:
+                row["target"], row["detail"] = ("skipped", key) if key else \
+                    ("UNKNOWN", "matches no rule of a KerasHub BERT preset")
+            elif mapping.part_of_key(key) == "pooler" and pooler_dropped:
+                row["target"], row["detail"] = "dropped", pooler_dropped
+            else:
+                row["target"], row["detail"] = key, rule.transform
+            rows.append(row)
+        rows.sort(key=lambda r: _natural(canonical(r["name"], order)))  # _2 before _10
+        try:
+            plan_preset(reader, preset, keep_pooler)
+        except MappingError as e:
+            problems = str(e).split("\n  ")[1:]
+    return {"checkpoint": preset.directory, "head": preset.head, "detected_head": preset.head,
+            "chosen": head not in (None, "auto"), "note": "; ".join(preset.notes),
+            "missing": [], "num_labels": preset.num_labels, "variables": rows,
+            "problems": problems, "keras_hub": {"task": preset.task, "pooling": preset.pooling}}
+
+
+def _natural(text):
+    return [int(t) if t.isdigit() else t for t in re.split(r"(\d+)", text)]
