@@ -21,8 +21,7 @@ from . import rules as mapping
 from .keras_preset import MODEL_WEIGHTS, TASK_WEIGHTS
 from .plan import (ConversionPlan, PlannedTensor, expected_parameters, pooler_drop_reason,
                    tied_parameters)
-from .transforms import (NONE, RESHAPE, RESHAPE_IN_TRANSPOSE, RESHAPE_OUT_TRANSPOSE, TRANSPOSE,
-                         transformed_shape)
+from .transforms import NONE, RESHAPE, RESHAPE_IN_TRANSPOSE, RESHAPE_OUT_TRANSPOSE, TRANSPOSE
 
 _M = MODEL_WEIGHTS + "/layers/"
 _T = TASK_WEIGHTS + "/layers/"
@@ -103,6 +102,21 @@ def resolve(name, order, trunk):
     return None, None
 
 
+def source_shape(transform, shape, heads):
+    """The dataset shape that gives PyTorch ``shape`` through ``transform``: the attention
+    kernels keep the head count as a dimension of its own (``[hidden, heads, head_dim]``), so
+    a ``num_heads`` that disagrees with the file is caught, not silently reshaped away."""
+    if transform == RESHAPE_OUT_TRANSPOSE:
+        return (shape[1], heads, shape[0] // heads)
+    if transform == RESHAPE:
+        return (heads, shape[0] // heads)
+    if transform == RESHAPE_IN_TRANSPOSE:
+        return (heads, shape[1] // heads, shape[0])
+    if transform == TRANSPOSE:
+        return tuple(reversed(shape))
+    return tuple(shape)
+
+
 def plan_preset(reader, preset, keep_pooler=None):
     """The :class:`ConversionPlan` for ``preset`` read through ``reader`` (an
     :class:`~bertconvert.checkpoint.h5.H5WeightsReader`). Every problem -- a dataset no rule
@@ -136,11 +150,12 @@ def plan_preset(reader, preset, keep_pooler=None):
                             + (f" (config.json: num_layers {config.num_hidden_layers})"
                                if ".layer." in key else ""))
             continue
-        have = transformed_shape(rule.transform, entry.shape)
         want = tuple(state[key])
-        if have != want:
+        if tuple(entry.shape) != source_shape(rule.transform, want, config.num_attention_heads):
             problems.append(f"{name} has shape {list(entry.shape)}, but config.json "
-                            f"({_fields(config)}) needs {key} {list(want)}")
+                            f"({_fields(config)}) needs "
+                            f"{list(source_shape(rule.transform, want, config.num_attention_heads))} "
+                            f"for {key}")
             continue
         if entry.dtype_name not in ("float16", "float32", "float64", "bfloat16"):
             problems.append(f"{name} is {entry.dtype_name}, not a floating-point tensor")
