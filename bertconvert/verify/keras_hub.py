@@ -84,41 +84,46 @@ def default_batches(preset, head):
 
 
 def _model_weights(model_dir):
-    from safetensors.numpy import load_file
+    """MODEL_DIR's tensors as torch tensors, stored dtype kept (bfloat16 included)."""
+    import torch
     path = os.path.join(model_dir, layout.SAFETENSORS_NAME)
     if os.path.isfile(path):
+        from safetensors.torch import load_file
         return load_file(path)
+    return torch.load(os.path.join(model_dir, layout.PYTORCH_NAME), map_location="cpu",
+                      weights_only=True)
+
+
+def _bits(tensor):
+    """The tensor's bit patterns (an integer view), for a bit-for-bit comparison."""
     import torch
-    state = torch.load(os.path.join(model_dir, layout.PYTORCH_NAME), map_location="cpu",
-                       weights_only=True)
-    return {k: v.float().numpy() if v.dtype == torch.bfloat16 else v.numpy()
-            for k, v in state.items()}
+    ints = {2: torch.int16, 4: torch.int32, 8: torch.int64}
+    return tensor.contiguous().view(ints[tensor.element_size()])
 
 
 def weights_stage(preset_dir, model_dir):
-    """The weights stage: every model-directory tensor against the preset's h5, bit for bit."""
+    """The weights stage: every model-directory tensor against the preset's h5, bit for bit
+    (the preset converted in memory at the model's stored dtype)."""
     from ..convert.keras_run import preset_state_dict
 
     have = _model_weights(model_dir)
-    stored = {str(v.dtype) for v in have.values()}
-    dtype = "float32" if stored <= {"float32"} else stored.pop()
-    want, _, _, _ = preset_state_dict(preset_dir, dtype="float32" if dtype not in
-                                      ("float16", "bfloat16") else dtype)
+    stored = {str(v.dtype).replace("torch.", "") for v in have.values()}
+    dtype = stored.pop() if len(stored) == 1 and stored <= {"float16", "bfloat16"} else "float32"
+    want, _, _, _ = preset_state_dict(preset_dir, dtype=dtype)
     differing = []
     for key in sorted(have):
-        ref = want.get(key)
+        got, ref = have[key], want.get(key)
         if ref is None:
             differing.append({"key": key, "name": None, "reason": "not in the preset",
                               "max_abs": None})
-            continue
-        ref = ref.float().numpy() if str(ref.dtype) == "torch.bfloat16" else ref.numpy()
-        got = np.asarray(have[key])
-        if got.shape != ref.shape or got.tobytes() != ref.astype(got.dtype).tobytes():
-            diff = float(np.abs(got.astype(np.float64) - ref.astype(np.float64)).max()) \
-                if got.shape == ref.shape else None
-            differing.append({"key": key, "name": None, "reason": "values differ"
-                              if diff is not None else f"shape {list(got.shape)} vs "
-                              f"{list(ref.shape)}", "max_abs": diff})
+        elif got.shape != ref.shape or got.dtype != ref.dtype:
+            differing.append({"key": key, "name": None, "max_abs": None,
+                              "reason": f"{got.dtype} {list(got.shape)} vs the preset's "
+                                        f"{ref.dtype} {list(ref.shape)}"})
+        elif not bool((_bits(got) == _bits(ref)).all()):
+            diff = float((got.double() - ref.double()).abs().max())
+            differing.append({"key": key, "name": None, "reason": "values differ",
+                              "max_abs": diff})
     return _result(len(have), differing, [], "KerasHub preset")
 
 

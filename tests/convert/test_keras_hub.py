@@ -282,3 +282,20 @@ def test_bf16_backbone_matches_within_bfloat16_rounding(converted, batch):
         seq, _ = model(*_inputs(npz, batch), output_all_encoded_layers=False)
     want = npz[f"{batch}.sequence_output"]
     _close(seq, want, tol=8 * 2.0 ** -8 * float(np.abs(want).max()))
+
+
+def test_bf16_preset_written_as_bfloat16_is_the_h5_bytes(tmp_path):
+    from safetensors.torch import load_file as load_torch
+    from bertconvert.convert.run import convert_checkpoint
+    convert_checkpoint(os.path.join(KH, "backbone_bf16"), tmp_path / "o", dtype="bfloat16",
+                       progress=False)
+    got = load_torch(str(tmp_path / "o" / layout.SAFETENSORS_NAME))
+    with h5py.File(os.path.join(KH, "backbone_bf16", "model.weights.h5"), "r") as f:
+        raw = np.asarray(f["layers/position_embedding/vars/0"][()]).view(np.uint16)
+        q = np.asarray(f["layers/transformer_encoder_1/_self_attention_layer/query_dense/vars/0"][()])
+    mine = got["embeddings.position_embeddings.weight"]
+    assert mine.dtype == torch.bfloat16
+    assert np.array_equal(mine.view(torch.int16).numpy().view(np.uint16), raw)
+    q = q.view(np.uint16).reshape(q.shape[0], -1).T  # [hidden, heads, head_dim] -> [H*D, hidden]
+    assert np.array_equal(got["encoder.layer.1.attention.self.query.weight"].view(torch.int16)
+                          .numpy().view(np.uint16), q)
