@@ -15,7 +15,8 @@ and the outputs ``BATCH.sequence_output``, ``BATCH.pooled_output``, ``BATCH.logi
 ``BATCH.mlm_logits``, ``BATCH.embedding``. Without any of these the outputs cannot be
 compared: :class:`~bertconvert.errors.MissingDependencyError` (exit 2).
 
-Stages, per batch: ``BATCH sequence_output``, ``BATCH pooled_output`` (not for a model
+Stages, per batch: ``BATCH embeddings``, ``BATCH layer N`` for every block (where the
+reference has them), ``BATCH sequence_output``, ``BATCH pooled_output`` (not for a model
 directory that left the pooler out), and the head's output. Tolerances as for TF checkpoints
 (1e-4 for float32); a preset whose dtype policy is bfloat16 was computed by KerasHub in
 bfloat16, which adds 16*eps(bfloat16) of the stage's largest value.
@@ -141,7 +142,11 @@ def _torch_outputs(model_dir, head, batches, pooling, pooled):
     with torch.no_grad():
         for batch, x in batches.items():
             ids, seg, mask = t(x["token_ids"]), t(x["segment_ids"]), t(x["padding_mask"])
-            seq, pool = trunk(ids, seg, mask, output_all_encoded_layers=False)
+            out[f"{batch}.embeddings"] = trunk.embeddings(ids, seg).float().numpy()
+            layers, pool = trunk(ids, seg, mask, output_all_encoded_layers=True)
+            for i, layer in enumerate(layers):
+                out[f"{batch}.layer_{i}"] = layer.float().numpy()
+            seq = layers[-1]
             out[f"{batch}.sequence_output"] = seq.float().numpy()
             if pooled:
                 out[f"{batch}.pooled_output"] = pool.float().numpy()
@@ -245,7 +250,7 @@ def verify_preset(preset_dir, model_dir, *, atol=None, rtol=None, reference=None
     batch_rank = {b: i for i, b in enumerate(batches)}
     compared = [k for k in ref if _order(k) is not None and k in mine]
     for key in sorted(compared, key=lambda k: (batch_rank.get(k.partition(".")[0], 0), _order(k))):
-        stages.append(compare_stage(key.replace(".", " ", 1), mine[key], ref[key], tol.atol,
+        stages.append(compare_stage(_stage_name(key), mine[key], ref[key], tol.atol,
                                     tol.rtol, tol.scale))
     timings["pytorch"] = time.perf_counter() - start - sum(timings.values())
     first = next(iter(batches.values()))
@@ -257,9 +262,18 @@ def verify_preset(preset_dir, model_dir, *, atol=None, rtol=None, reference=None
         gelu="tanh (KerasHub's encoder)", tolerance=tol)
 
 
-_OUTPUT_ORDER = ("sequence_output", "pooled_output", "logits", "mlm_logits", "embedding")
+_OUTPUT_ORDER = ("embeddings", "layer_", "sequence_output", "pooled_output", "logits",
+                 "mlm_logits", "embedding")
 
 
 def _order(key):
+    """Where stage ``BATCH.WHAT`` comes in the computation (None: not an output)."""
     what = key.partition(".")[2]
-    return _OUTPUT_ORDER.index(what) if what in _OUTPUT_ORDER else None
+    if what.startswith("layer_") and what[6:].isdigit():
+        return (1, int(what[6:]))
+    return (_OUTPUT_ORDER.index(what), 0) if what in _OUTPUT_ORDER else None
+
+
+def _stage_name(key):
+    batch, _, what = key.partition(".")
+    return f"{batch} {what.replace('_', ' ') if what.startswith('layer_') else what}"

@@ -40,7 +40,8 @@ def _import_keras_hub():
 def keras_outputs(preset_dir, task, batches):
     """``{BATCH.WHAT: float32 array}``: KerasHub's outputs for each batch of ``batches``
     (``{batch: {token_ids, segment_ids, padding_mask[, mask_positions, masked_token_ids]}}``):
-    the backbone's ``sequence_output`` and ``pooled_output``, and the task's ``logits``,
+    the backbone's ``embeddings`` (after their LayerNorm), every block's ``layer_N``,
+    ``sequence_output`` and ``pooled_output``, and the task's ``logits``,
     ``mlm_logits`` (over ``masked_token_ids`` at ``mask_positions``) or ``embedding``."""
     keras, keras_hub = _import_keras_hub()
     model = None
@@ -54,12 +55,18 @@ def keras_outputs(preset_dir, task, batches):
     def f32(t):
         return np.asarray(keras.ops.convert_to_numpy(keras.ops.cast(t, "float32")))
 
+    stages = {"embeddings": backbone.get_layer("embeddings_layer_norm").output}
+    for i in range(backbone.num_layers):
+        stages[f"layer_{i}"] = backbone.get_layer(f"transformer_layer_{i}").output
+    staged = keras.Model(backbone.input, stages)
     out = {}
     for batch, x in batches.items():
         feed = {"token_ids": x["token_ids"].astype(np.int32),
                 "segment_ids": x["segment_ids"].astype(np.int32),
                 "padding_mask": x["padding_mask"].astype(bool)}
         got = backbone(feed, training=False)
+        for stage, value in staged(feed, training=False).items():
+            out[f"{batch}.{stage}"] = f32(value)
         out[f"{batch}.sequence_output"] = f32(got["sequence_output"])
         out[f"{batch}.pooled_output"] = f32(got["pooled_output"])
         if task == "keras_hub>BertTextClassifier":

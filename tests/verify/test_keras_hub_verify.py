@@ -24,6 +24,11 @@ no_keras_hub = pytest.mark.skipif(keras_hub_available(), reason="keras-hub is in
                                   "is the reference then, not the golden file")
 
 
+def read_layers(name):
+    with open(os.path.join(KH, name, "config.json")) as f:
+        return json.load(f)["config"]["num_layers"]
+
+
 @pytest.fixture(scope="module")
 def converted(tmp_path_factory):
     root = tmp_path_factory.mktemp("kh-verify")
@@ -49,7 +54,9 @@ def test_converted_presets_verify(converted, name, tmp_path, capsys):
     assert report["weights"]["passed"] and report["weights"]["tensors"] > 0
     assert "golden file" in report["reference"]
     names = [s["name"] for s in report["stages"]]
-    assert "full sequence_output" in names
+    assert "full sequence_output" in names and "full embeddings" in names
+    layers = read_layers(name)
+    assert [f"single layer {i}" for i in range(layers)] == [n for n in names if n.startswith("single layer")]
     head_output = {"classifier": "logits", "masked_lm": "mlm_logits",
                    "text_embedder": "embedding"}.get(name)
     if head_output:
@@ -110,3 +117,16 @@ def test_keras_hub_is_the_reference_when_installed(converted):
     pytest.importorskip("keras_hub")
     report = verify(os.path.join(KH, "masked_lm"), str(converted("masked_lm")))
     assert report.passed and "KerasHub" in report.reference
+
+
+def test_a_wrong_layer_is_named_by_its_stage(converted, tmp_path):
+    model = tmp_path / "m"
+    shutil.copytree(converted("classifier"), model)
+    state = load_file(str(model / layout.SAFETENSORS_NAME))
+    key = "bert.encoder.layer.5.intermediate.dense.weight"
+    state[key] = state[key] + np.float32(0.5)
+    save_file(state, str(model / layout.SAFETENSORS_NAME), metadata={"format": "pt"})
+    report = verify(os.path.join(KH, "classifier"), str(model),
+                    reference=os.path.join(KH, "classifier.outputs.npz"))
+    assert report.first_differing_tensor == key
+    assert report.first_output_failure == "single layer 5"
