@@ -70,7 +70,7 @@ def convert_preset(directory, out_dir, *, head="auto", format="safetensors", dty
     out_dir = os.fspath(out_dir)
     preset = read_preset(directory, head)
     inputs = list(preset.weight_files) + [os.path.join(preset.directory, n) for n in preset.json_files]
-    check_output_spares_inputs(out_dir, inputs + [preset.vocab, preset.directory], keyword="out_dir")
+    check_output_spares_inputs(out_dir, inputs + [preset.vocab], keyword="out_dir")
     with H5WeightsReader(preset.weight_files, prefix=preset.directory) as reader:
         plan = plan_preset(reader, preset, keep_pooler)
         report = preset_report(preset, plan, dtype)

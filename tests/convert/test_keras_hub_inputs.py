@@ -226,3 +226,13 @@ def test_transformers_loads_the_models(tmp_path):
             assert err <= 1e-5
         else:
             assert 1e-4 < err < 1e-2
+
+
+def test_output_may_not_replace_the_preset(tmp_path, capsys):
+    preset = copy_preset(tmp_path, "backbone_uncased")
+    before = sorted(os.listdir(preset))
+    for out in (preset, tmp_path, preset / "assets" / "tokenizer"):
+        assert main(["convert", str(preset), "--out", str(out), "--overwrite"]) == 2
+        assert "input" in capsys.readouterr().err
+    assert sorted(os.listdir(preset)) == before
+    assert main(["convert", str(preset), "--out", str(preset / "converted")]) == 0
