@@ -89,11 +89,17 @@ class H5WeightsReader:
                 found.append((name, obj))
         try:
             handle.visititems(visit)
-        except (OSError, RuntimeError, KeyError) as e:
+        except (OSError, RuntimeError, KeyError, ValueError, TypeError) as e:
             raise PresetFormatError(f"{path}: the HDF5 structure cannot be read ({e}); the "
                                     "file is truncated or corrupt") from e
         for name, ds in found:
             full = f"{base}/{name}"
+            # Data kept in other files (external storage, virtual datasets) would have us read
+            # and publish bytes from anywhere on the machine: a weights file never needs it.
+            if ds.external or ds.is_virtual:
+                raise PresetFormatError(f"dataset {name} of {path} keeps its data in other "
+                                        "files (HDF5 external or virtual storage); a Keras "
+                                        ".weights.h5 holds its own bytes")
             self._entries[full] = H5Entry(full, tuple(int(d) for d in ds.shape),
                                           self._dtype_name(full, ds))
 
@@ -129,7 +135,7 @@ class H5WeightsReader:
         base, path = name.split("/", 1)
         try:
             raw = self._handles[base][path][()]
-        except (OSError, RuntimeError) as e:
+        except (OSError, RuntimeError, KeyError, ValueError, TypeError) as e:
             raise PresetFormatError(f"cannot read dataset {path} of {base} ({e}): the file "
                                     "is truncated or corrupt; copy or download it again") from e
         raw = np.asarray(raw)

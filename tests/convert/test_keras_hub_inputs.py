@@ -236,3 +236,16 @@ def test_output_may_not_replace_the_preset(tmp_path, capsys):
         assert "input" in capsys.readouterr().err
     assert sorted(os.listdir(preset)) == before
     assert main(["convert", str(preset), "--out", str(preset / "converted")]) == 0
+
+
+def test_a_dataset_stored_in_another_file_is_refused(tmp_path, capsys):
+    """HDF5 external storage would make the converter read (and publish) any file's bytes."""
+    import h5py
+    preset = copy_preset(tmp_path, "backbone_uncased")
+    secret = tmp_path / "secret.bin"
+    secret.write_bytes(b"\x00" * (2 * 8 * 4))
+    with h5py.File(preset / "model.weights.h5", "a") as f:
+        del f["layers/embedding/vars/0"]
+        f.create_dataset("layers/embedding/vars/0", shape=(2, 8), dtype="float32",
+                         external=[(str(secret), 0, h5py.h5f.UNLIMITED)])
+    refused(capsys, preset, tmp_path / "out", PresetFormatError, "other files")
