@@ -32,6 +32,8 @@ MODEL_WEIGHTS = "model.weights.h5"
 TASK_WEIGHTS = "task.weights.h5"
 VOCABULARY = os.path.join("assets", "tokenizer", "vocabulary.txt")
 BERT_BACKBONE = "keras_hub>BertBackbone"
+#: the same classes under KerasNLP's package name (presets saved before keras-hub took over)
+_PACKAGES = ("keras_hub>", "keras_nlp>")
 _JSON_LIMIT = 1 << 20
 
 #: KerasHub's arithmetic (its code, not its files)
@@ -50,6 +52,10 @@ TASKS = {
     "keras_hub>BertMaskedLM": (layout.MASKED_LM, True),
     "keras_hub>BertTextEmbedder": (layout.BASE, False),
 }
+# Earlier names of the same tasks: KerasNLP's, and BertClassifier before its rename.
+TASKS.update({"keras_hub>BertClassifier": TASKS["keras_hub>BertTextClassifier"],
+              "keras_nlp>BertClassifier": TASKS["keras_hub>BertTextClassifier"],
+              "keras_nlp>BertMaskedLM": TASKS["keras_hub>BertMaskedLM"]})
 
 
 @dataclass
@@ -75,7 +81,10 @@ class KerasPreset:
         return os.path.join(self.directory, BACKBONE_CONFIG)
 
     def tokenizer_config(self):
-        """tokenizer_config.json for the converted directory: KerasHub's casing and accents."""
+        """tokenizer_config.json for the converted directory: KerasHub's casing and accents
+        (None without a vocabulary: there is no tokenizer to configure)."""
+        if self.vocab is None:
+            return None
         return {"do_lower_case": self.lowercase, "strip_accents": self.strip_accents,
                 "model_max_length": self.config.max_position_embeddings,
                 "tokenizer_class": "BertTokenizer"}
@@ -109,7 +118,7 @@ def registered_name(directory):
     except PresetFormatError:
         return None
     name = data.get("registered_name")
-    return name if isinstance(name, str) and name.startswith("keras_hub>") else None
+    return name if isinstance(name, str) and name.startswith(_PACKAGES) else None
 
 
 def is_keras_preset(path):
@@ -165,7 +174,7 @@ def read_preset(directory, head=None):
     directory = os.fspath(directory)
     data = _load(directory, BACKBONE_CONFIG)
     name = data.get("registered_name")
-    if name != BERT_BACKBONE:
+    if name not in (BERT_BACKBONE, "keras_nlp>BertBackbone"):
         raise UnsupportedPresetError(
             f"{directory} is a KerasHub preset of {name or data.get('class_name')!r}, not "
             f"{BERT_BACKBONE!r}: bertconvert converts BERT presets only")

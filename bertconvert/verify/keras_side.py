@@ -12,10 +12,12 @@ import numpy as np
 
 from ..errors import MissingDependencyError
 
-#: task registered name -> the keras_hub.models class that loads it
-TASK_CLASSES = {"keras_hub>BertTextClassifier": "BertTextClassifier",
-                "keras_hub>BertMaskedLM": "BertMaskedLM",
-                "keras_hub>BertTextEmbedder": "BertTextEmbedder"}
+#: task class (registered name after the package, KerasNLP's older names too) -> the
+#: keras_hub.models class that loads it and what it outputs
+TASK_CLASSES = {"BertTextClassifier": ("BertTextClassifier", "logits"),
+                "BertClassifier": ("BertTextClassifier", "logits"),
+                "BertMaskedLM": ("BertMaskedLM", "mlm_logits"),
+                "BertTextEmbedder": ("BertTextEmbedder", "embedding")}
 
 
 def keras_hub_available():
@@ -44,10 +46,10 @@ def keras_outputs(preset_dir, task, batches):
     ``sequence_output`` and ``pooled_output``, and the task's ``logits``,
     ``mlm_logits`` (over ``masked_token_ids`` at ``mask_positions``) or ``embedding``."""
     keras, keras_hub = _import_keras_hub()
-    model = None
+    model, output = None, None
     if task is not None:
-        cls = getattr(keras_hub.models, TASK_CLASSES[task])
-        model = cls.from_preset(preset_dir, preprocessor=None)
+        name, output = TASK_CLASSES[task.partition(">")[2]]
+        model = getattr(keras_hub.models, name).from_preset(preset_dir, preprocessor=None)
         backbone = model.backbone
     else:
         backbone = keras_hub.models.BertBackbone.from_preset(preset_dir)
@@ -69,11 +71,9 @@ def keras_outputs(preset_dir, task, batches):
             out[f"{batch}.{stage}"] = f32(value)
         out[f"{batch}.sequence_output"] = f32(got["sequence_output"])
         out[f"{batch}.pooled_output"] = f32(got["pooled_output"])
-        if task == "keras_hub>BertTextClassifier":
-            out[f"{batch}.logits"] = f32(model(feed, training=False))
-        elif task == "keras_hub>BertTextEmbedder":
-            out[f"{batch}.embedding"] = f32(model(feed, training=False))
-        elif task == "keras_hub>BertMaskedLM":
+        if output in ("logits", "embedding"):
+            out[f"{batch}.{output}"] = f32(model(feed, training=False))
+        elif output == "mlm_logits":
             masked = dict(feed, token_ids=x["masked_token_ids"].astype(np.int32),
                           mask_positions=x["mask_positions"].astype(np.int32))
             out[f"{batch}.mlm_logits"] = f32(model(masked, training=False))

@@ -249,3 +249,23 @@ def test_a_dataset_stored_in_another_file_is_refused(tmp_path, capsys):
         f.create_dataset("layers/embedding/vars/0", shape=(2, 8), dtype="float32",
                          external=[(str(secret), 0, h5py.h5f.UNLIMITED)])
     refused(capsys, preset, tmp_path / "out", PresetFormatError, "other files")
+
+
+def test_keras_nlp_names_of_the_same_classes(tmp_path):
+    """Presets saved by KerasNLP (before keras-hub) register the same classes under
+    keras_nlp>, and the classifier as BertClassifier."""
+    preset = copy_preset(tmp_path, "classifier")
+    edit_json(preset / "config.json", lambda d: d.update(registered_name="keras_nlp>BertBackbone"))
+    edit_json(preset / "task.json", lambda d: d.update(registered_name="keras_nlp>BertClassifier"))
+    report = convert_checkpoint(preset, tmp_path / "o", progress=False)
+    assert report.head == layout.SEQUENCE_CLASSIFICATION and report.num_labels == 3
+
+
+def test_a_preset_without_a_tokenizer(tmp_path):
+    preset = copy_preset(tmp_path, "backbone_uncased")
+    shutil.rmtree(preset / "assets")
+    os.remove(preset / "tokenizer.json")
+    report = convert_checkpoint(preset, tmp_path / "o", progress=False)
+    assert sorted(os.listdir(tmp_path / "o")) == sorted([
+        layout.CONFIG_NAME, layout.GOOGLE_CONFIG_NAME, layout.SAFETENSORS_NAME, layout.REPORT_NAME])
+    assert any("no assets" in n for n in report.notes)
