@@ -167,7 +167,9 @@ def _describe_tf2(tf2, rows, prefix, shown, detected, chosen, note, parts, trunk
 
 def run(args):
     info = describe(args.checkpoint, args.head, keep_pooler=args.keep_pooler)
-    unconvertible = info["head"] is None or bool(info.get("problems")) or \
+    # A preset's problems (shapes its config.json disagrees with) stop a conversion too.
+    unconvertible = info["head"] is None or \
+        ("keras_hub" in info and bool(info.get("problems"))) or \
         any(r["target"] == "UNKNOWN" for r in info["variables"])
     if args.json:
         print(json.dumps(info, indent=2))
