@@ -122,7 +122,14 @@ def run(args):
 def _run_preset(args, verify):
     """A KerasHub preset: weights against its h5, outputs against KerasHub (or a golden file)."""
     import os
-    from ..errors import UnsafeOutputError
+    from ..errors import UnsafeOutputError, VerificationError
+    given = [flag for flag, value in (("--head", args.head), ("--num-labels", args.num_labels),
+                                      ("--gelu", args.gelu), ("--text", args.text)) if value]
+    if given:
+        raise VerificationError(
+            f"{args.checkpoint} is a KerasHub preset: its head, labels and GELU come from its "
+            f"own files and its inputs from KerasHub or the golden file; {', '.join(given)} "
+            "cannot be given for it")
     for out in (args.json_report, args.record):
         if out is None:
             continue

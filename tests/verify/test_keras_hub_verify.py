@@ -130,3 +130,9 @@ def test_a_wrong_layer_is_named_by_its_stage(converted, tmp_path):
                     reference=os.path.join(KH, "classifier.outputs.npz"))
     assert report.first_differing_tensor == key
     assert report.first_output_failure == "single layer 5"
+
+
+def test_tf_only_flags_are_refused_for_a_preset(converted, capsys):
+    assert main(["verify", os.path.join(KH, "classifier"), str(converted("classifier")),
+                 "--gelu", "exact"]) == 2
+    assert "--gelu" in capsys.readouterr().err
