@@ -141,6 +141,21 @@ class CheckpointFormatError(CheckpointError):
     """The .index table or a protobuf inside it is malformed (bad magic, bad block...)."""
 
 
+class PresetFormatError(CheckpointFormatError):
+    """A KerasHub preset's file is unreadable: a ``.weights.h5`` that is not HDF5 or is
+    truncated, a JSON file that is not the config it should be."""
+
+
+class UnsupportedPresetError(CheckpointError):
+    """A KerasHub preset of an architecture or task bertconvert does not convert (a
+    ``keras_hub>GemmaBackbone``, ...)."""
+
+
+class PresetFileMissingError(CheckpointNotFoundError):
+    """A KerasHub preset lacks a file its JSON names (``task.weights.h5`` for a task with
+    weights of its own, the vocabulary, ``model.weights.h5``)."""
+
+
 class ObjectGraphTooLargeError(CheckpointFormatError):
     """A TF2 checkpoint's object graph exceeds a budget (its size, node count, paths or path
     text; see :class:`bertconvert.checkpoint.graph_paths.GraphLimits`): corrupt or hostile."""

@@ -95,6 +95,14 @@ def print_summary(report, output_dir=None):
     user spelt it (default: the report's absolute path)."""
     labels = f", num_labels {report.num_labels}" if report.num_labels is not None else ""
     print(f"converted {report.checkpoint}")
+    kh = getattr(report, "keras_hub", None)
+    if kh is not None:
+        tok = kh["tokenizer"]
+        print(f"  source      KerasHub preset ({kh['task'] or 'BertBackbone'}); tokenizer "
+              f"lowercase {tok['lowercase']}, strip_accents {tok['strip_accents']}")
+        if kh.get("embedding_pooling"):
+            print(f"  embedding   {kh['embedding_pooling']['description']} (not part of the "
+                  "model: apply it to the sequence output)")
     print(f"  head        {report.head} ({report.model_class}{labels})")
     print(f"  tensors     {len(report.variables)} converted, {len(report.skipped)} skipped"
           f"{' (never read)' if report.skipped and _slots_unread(report) else ''}"

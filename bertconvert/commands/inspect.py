@@ -19,7 +19,9 @@ def register(subparsers):
                     "PyTorch key it converts to, 'dropped' (a head the chosen layout does "
                     "not have), 'skipped' (optimizer slots, bookkeeping) or 'UNKNOWN' with a "
                     "hint; then the head. Reads the index only.")
-    p.add_argument("checkpoint", metavar="CKPT", help="checkpoint prefix, .index file or directory")
+    p.add_argument("checkpoint", metavar="CKPT",
+                   help="checkpoint prefix, .index file or directory, or a KerasHub preset "
+                        "directory (its .weights.h5 datasets are listed)")
     p.add_argument("--head", choices=HEAD_CHOICES, default="auto",
                    help="show the variables as converting to this head treats them (default: "
                         "the detected head)")
@@ -40,7 +42,11 @@ def describe(checkpoint, head="auto", keep_pooler=False):
     from ..checkpoint import load_checkpoint
     from ..convert.plan import FIXED_LABEL_COUNTS, HEAD_LAYOUTS, pooler_drop_reason
     from ..convert.tf2 import resolve_tf2, select_poolers
+    from ..convert.keras_preset import is_keras_preset
 
+    if is_keras_preset(checkpoint):  # a KerasHub preset directory: its h5 datasets
+        from ..convert.keras_rules import describe_preset
+        return describe_preset(checkpoint, head, keep_pooler)
     with load_checkpoint(checkpoint) as reader:
         shapes = reader.get_variable_to_shape_map()
         rows = []
@@ -161,7 +167,10 @@ def _describe_tf2(tf2, rows, prefix, shown, detected, chosen, note, parts, trunk
 
 def run(args):
     info = describe(args.checkpoint, args.head, keep_pooler=args.keep_pooler)
-    unconvertible = info["head"] is None or any(r["target"] == "UNKNOWN" for r in info["variables"])
+    # A preset's problems (shapes its config.json disagrees with) stop a conversion too.
+    unconvertible = info["head"] is None or \
+        ("keras_hub" in info and bool(info.get("problems"))) or \
+        any(r["target"] == "UNKNOWN" for r in info["variables"])
     if args.json:
         print(json.dumps(info, indent=2))
         return 2 if unconvertible else 0

@@ -33,7 +33,10 @@ def register(subparsers):
     p.add_argument("checkpoint", metavar="CKPT",
                    help="TF checkpoint: prefix (dir/bert_model.ckpt), its .index file, its "
                         "directory (a 'checkpoint' state file is followed), or a SavedModel "
-                        "directory; vocab.txt and bert_config.json are read from beside it")
+                        "directory; vocab.txt and bert_config.json are read from beside it. "
+                        "Or a KerasHub preset directory: the reference is then KerasHub's own "
+                        "forward pass when keras-hub is installed, else --reference or the "
+                        "golden file PRESET_DIR.outputs.npz")
     p.add_argument("model_dir", metavar="MODEL_DIR", nargs="?", default=None,
                    help="converted model directory; omit it (or pass '-') to convert CKPT in "
                         "memory")
@@ -87,6 +90,9 @@ def _write_json(path, data):
 def run(args):
     """Run the check, print the table, write JSON; returns the exit status."""
     from ..verify import check_outputs_spare_inputs, verify
+    from ..convert.keras_preset import is_keras_preset
+    if is_keras_preset(args.checkpoint):
+        return _run_preset(args, verify)
     # Before anything runs (and before the error path below writes --json): no output may
     # land on a file the run reads (CKPT's files, config, vocabulary, MODEL_DIR, --text,
     # --reference) nor on the other output.
@@ -104,6 +110,38 @@ def run(args):
                                            "error": str(e), "error_type": type(e).__name__,
                                            "exit_code": e.exit_code})
         raise
+    print(report.format_table(verbose=args.verbose))
+    if args.json_report:
+        report.to_json(args.json_report)
+    if not report.passed:
+        print(f"bertconvert verify: {report.summary()}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def _run_preset(args, verify):
+    """A KerasHub preset: weights against its h5, outputs against KerasHub (or a golden file)."""
+    import os
+    from ..errors import UnsafeOutputError, VerificationError
+    given = [flag for flag, value in (("--head", args.head), ("--num-labels", args.num_labels),
+                                      ("--gelu", args.gelu), ("--text", args.text)) if value]
+    if given:
+        raise VerificationError(
+            f"{args.checkpoint} is a KerasHub preset: its head, labels and GELU come from its "
+            f"own files and its inputs from KerasHub or the golden file; {', '.join(given)} "
+            "cannot be given for it")
+    for out in (args.json_report, args.record):
+        if out is None:
+            continue
+        real = os.path.realpath(out)
+        for inside in (args.checkpoint, args.model_dir, args.reference):
+            if inside and (real == os.path.realpath(inside) or
+                           real.startswith(os.path.realpath(inside) + os.sep)):
+                raise UnsafeOutputError(f"{out} would overwrite or land inside {inside}, "
+                                        "which this run reads; write it elsewhere")
+    report = verify(args.checkpoint, args.model_dir, device=args.device, dtype=args.dtype,
+                    atol=args.atol, rtol=args.rtol, record=args.record,
+                    reference=args.reference)
     print(report.format_table(verbose=args.verbose))
     if args.json_report:
         report.to_json(args.json_report)

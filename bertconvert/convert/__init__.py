@@ -4,7 +4,9 @@ Owns the name-mapping rules (``rules``), the conversion plan (``plan``), reading
 out checkpoint tensors (``tensors``), every planned tensor in turn and the in-memory state dict
 (``stream``), the output directory's files (``outputs``) and streaming writers (``writers``),
 source hashing (``provenance``), the report (``report``), the run itself (``run``),
-0.6.2's ``load_tf_weights_in_bert`` (``tf_weights``) and PyTorch -> TF export (``export``). May import ``models``, ``tokenizer``, ``checkpoint`` and the top-level leaves;
+0.6.2's ``load_tf_weights_in_bert`` (``tf_weights``), KerasHub presets (``keras_preset``,
+``keras_rules``, ``keras_run``) and PyTorch -> TF export (``export``). May import ``models``,
+``tokenizer``, ``checkpoint`` and the top-level leaves;
 never ``cli``/``commands``, ``verify`` or ``cache``.
 
 The public functions are re-exported here and resolved lazily (PEP 562), so that importing
@@ -18,9 +20,10 @@ _EXPORTS = dict.fromkeys(
      "detect_head", "iter_tensors", "tokenizer_config", "FORMATS", "DTYPES", "SOURCE_HASHES",
      "SAFETENSORS_NAME", "PYTORCH_NAME", "REPORT_NAME", "VOCAB_NAME", "TOKENIZER_CONFIG_NAME"),
     "run")
+_EXPORTS.update(dict.fromkeys(("convert_preset", "preset_state_dict"), "keras_run"))
 
 
 __getattr__, __dir__ = _lazy_exports(__name__, _EXPORTS)
 
 __all__ = ["ConversionReport", "convert_checkpoint", "convert_to_pytorch_file",
-           "load_converted_model", "detect_head"]
+           "load_converted_model", "detect_head", "convert_preset", "preset_state_dict"]

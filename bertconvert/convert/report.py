@@ -37,6 +37,8 @@ class ConversionReport:
     files: list = field(default_factory=list)
     #: ``convert --optimizer-state``: file, optimizer, global_step, slot names per key
     optimizer_state: dict = None
+    #: a KerasHub preset's task, tokenizer settings and (text embedder) pooling, else None
+    keras_hub: dict = None
 
     @classmethod
     def from_plan(cls, plan, dtype):
@@ -65,6 +67,7 @@ class ConversionReport:
             "new_keys": self.new_keys, "tied": self.tied,
             "activation": self.activation, "config_inferred": self.config_inferred,
             "pooler_written": self.pooler_written,
+            **({"keras_hub": self.keras_hub} if self.keras_hub is not None else {}),
         }
         if self.optimizer_state is not None:  # only with --optimizer-state
             out["optimizer_state"] = self.optimizer_state

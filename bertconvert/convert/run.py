@@ -43,6 +43,7 @@ from ..layout import (CONFIG_NAME, GOOGLE_CONFIG_NAME, PYTORCH_NAME,  # noqa: F4
                       REPORT_NAME, SAFETENSORS_NAME, TOKENIZER_CONFIG_NAME, VOCAB_NAME)
 from . import destination, outputs
 from .gelu import check_gelu
+from .keras_preset import is_keras_preset
 from .source import describe_source
 from .outputs import FORMATS, tokenizer_config, vocab_source, write_json  # noqa: F401
 from .plan import plan_conversion, resolve_config
@@ -114,6 +115,13 @@ def convert_checkpoint(checkpoint, out_dir, *, config=None, head="auto", num_lab
     check_gelu(gelu)
     if format != "safetensors":  # before anything is read or written
         _require_torch(f"writing {PYTORCH_NAME} ({_format_option(format)})")
+    if is_keras_preset(checkpoint):
+        _refuse_tf_options(checkpoint, config=config, vocab=vocab, gelu=gelu,
+                           num_labels=num_labels, allow_new_head=allow_new_head or None)
+        from .keras_run import convert_preset
+        return convert_preset(checkpoint, out_dir, head=head, format=format, dtype=dtype,
+                              overwrite=overwrite, progress=progress, opener=opener,
+                              keep_pooler=keep_pooler)
     weights_opener, opener = opener, opener or open
     check_output_spares_inputs(out_dir, [], keyword="out_dir")  # "" would mean the cwd
     # As given, for messages (``given``); atomic_directory and the checks resolve it.
@@ -132,6 +140,16 @@ def convert_checkpoint(checkpoint, out_dir, *, config=None, head="auto", num_lab
     logger.info("converted %s (%s, %d tensors, %d skipped) into %s", report.checkpoint,
                 report.head, len(report.variables), len(report.skipped), out_dir)
     return report
+
+
+def _refuse_tf_options(preset, **given):
+    """A KerasHub preset says its own config, vocabulary, GELU and labels: options that would
+    override them are refused rather than silently ignored."""
+    used = [name for name, value in given.items() if value is not None]
+    if used:
+        raise ConversionError(
+            f"{preset} is a KerasHub preset, which carries its own config, vocabulary, GELU "
+            f"form and label count; {', '.join(used)} cannot be given for it")
 
 
 def _convert_with_reader(reader, hashing, out_dir, config, head, num_labels, format, dtype,

@@ -93,14 +93,20 @@ def _check_numbers(config):
             not isinstance(act, str) and not callable(act):
         raise ConfigError(
             f"unsupported hidden_act {act!r}; supported: {', '.join(SUPPORTED_ACTIVATIONS)}")
+    head_act = getattr(config, "mlm_head_act", None)  # KerasHub's MLM head has its own
+    if head_act is not None and head_act not in SUPPORTED_ACTIVATIONS:
+        raise ConfigError(f"unsupported mlm_head_act {head_act!r}; supported: "
+                          f"{', '.join(SUPPORTED_ACTIVATIONS)}")
     for key in ("hidden_dropout_prob", "attention_probs_dropout_prob", "classifier_dropout"):
         value = getattr(config, key, None)
         if key == "classifier_dropout" and value is None:
             continue
         if not _is_number(value) or not 0.0 <= value < 1.0:
             raise ConfigError(f"config field {key} must be a probability in [0, 1), got {value!r}")
-    for key in ("layer_norm_eps", "initializer_range"):
+    for key in ("layer_norm_eps", "initializer_range", "mlm_head_layer_norm_eps"):
         value = getattr(config, key, None)
+        if key == "mlm_head_layer_norm_eps" and value is None:
+            continue
         # NaN or infinity here converts "fine" and then gives non-finite outputs or
         # weights; eps 0 divides by zero on constant inputs.
         if not _is_number(value) or isinstance(value, float) and not math.isfinite(value) \

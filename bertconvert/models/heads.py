@@ -41,11 +41,18 @@ def _classifier_dropout(config):
 
 # --- the prediction heads (module names follow Google's cls/ scopes) ---------------------
 class BertPredictionHeadTransform(nn.Module):
+    """dense -> activation -> LayerNorm. The activation and eps are the trunk's unless the
+    config gives the head its own (``mlm_head_act``, ``mlm_head_layer_norm_eps``: KerasHub's
+    masked-LM head computes the exact GELU with eps 1e-5 over a tanh-GELU encoder;
+    transformers ignores these keys)."""
+
     def __init__(self, config):
         super().__init__()
+        act = getattr(config, "mlm_head_act", None) or config.hidden_act
+        eps = getattr(config, "mlm_head_layer_norm_eps", None) or config.layer_norm_eps
         self.dense = nn.Linear(config.hidden_size, config.hidden_size)
-        self.transform_act_fn = get_activation(config.hidden_act)
-        self.LayerNorm = BertLayerNorm(config.hidden_size, eps=config.layer_norm_eps)
+        self.transform_act_fn = get_activation(act)
+        self.LayerNorm = BertLayerNorm(config.hidden_size, eps=eps)
 
     def forward(self, hidden_states):
         return self.LayerNorm(self.transform_act_fn(self.dense(hidden_states)))

@@ -51,15 +51,20 @@ class BasicTokenizer:
     Identical to Google's ``BasicTokenizer`` when ``never_split`` is empty; words listed in
     ``never_split`` are neither lower-cased nor split (0.6.2 behaviour, and 0.6.2's default).
 
+    ``strip_accents``: None (the default) strips accents exactly when lower-casing, as
+    Google's tokenizer does; False never strips them (KerasHub's BERT presets lower-case
+    "Café" to "café"); True always strips them. transformers' ``strip_accents`` means the same.
+
     ``vocab`` and ``preserve_unused_tokens`` are Google's (keyword-only here: the second
     positional argument is 0.6.2's ``never_split``): with the flag on, ``[unusedN]`` words
     that are in ``vocab`` are kept exactly as written. After editing ``vocab`` in place
     without changing its size, call :meth:`clear_cache`.
     """
 
-    def __init__(self, do_lower_case=True, never_split=NEVER_SPLIT, *, vocab=(),
-                 preserve_unused_tokens=False):
+    def __init__(self, do_lower_case=True, never_split=NEVER_SPLIT, strip_accents=None, *,
+                 vocab=(), preserve_unused_tokens=False):
         self._do_lower_case = bool(do_lower_case)
+        self._strip_accents = None if strip_accents is None else bool(strip_accents)
         self._never_split = frozenset(never_split or ())
         self._vocab = vocab
         self._preserve = bool(preserve_unused_tokens)
@@ -73,6 +78,15 @@ class BasicTokenizer:
     @do_lower_case.setter
     def do_lower_case(self, value):
         self._do_lower_case = bool(value)
+        self.clear_cache()
+
+    @property
+    def strip_accents(self):
+        return self._strip_accents
+
+    @strip_accents.setter
+    def strip_accents(self, value):
+        self._strip_accents = None if value is None else bool(value)
         self.clear_cache()
 
     @property
@@ -148,8 +162,10 @@ class BasicTokenizer:
             if piece in never_split or (preserve and preserve_token(piece, self._vocab, True)):
                 out.append(piece)
                 continue
-            if self._do_lower_case:
-                piece = cc.strip_accents(piece.lower())
+            strip = self._do_lower_case if self._strip_accents is None else self._strip_accents
+            if self._do_lower_case or strip:
+                piece = piece.lower() if self._do_lower_case else piece
+                piece = cc.strip_accents(piece) if strip else piece
                 if piece in never_split:  # 0.6.2 checks again after lower-casing
                     out.append(piece)
                     continue

@@ -57,6 +57,8 @@ def _saved_options(directory):
     options = {}
     if isinstance(saved.get("do_lower_case"), bool):
         options["do_lower_case"] = saved["do_lower_case"]
+    if isinstance(saved.get("strip_accents"), bool):  # null (transformers' default) = unset
+        options["strip_accents"] = saved["strip_accents"]
     limit = saved.get("model_max_length")
     if isinstance(limit, int) and not isinstance(limit, bool) and 0 < limit < NO_MAX_LEN:
         options["max_len"] = limit
@@ -69,6 +71,9 @@ class BertTokenizer(EncodeMixin):
     Args:
         vocab_file: path of a one-wordpiece-per-line ``vocab.txt``.
         do_lower_case: lower-case and strip accents (uncased models).
+        strip_accents: None (default: strip when lower-casing, Google's behaviour), False
+            (keep accents: KerasHub's presets) or True (always strip); a directory's
+            ``tokenizer_config.json`` supplies it in :meth:`from_pretrained`.
         max_len: longest id sequence the model accepts; ``convert_tokens_to_ids`` warns
             beyond it and ``encode`` truncates to it by default. None means no limit.
         do_basic_tokenize: run :class:`BasicTokenizer` first (else WordPiece only on
@@ -80,7 +85,7 @@ class BertTokenizer(EncodeMixin):
 
     def __init__(self, vocab_file, do_lower_case=True, max_len=None, do_basic_tokenize=True,
                  never_split=NEVER_SPLIT, *, unk_token="[UNK]", cls_token="[CLS]",
-                 sep_token="[SEP]", pad_token="[PAD]"):
+                 sep_token="[SEP]", pad_token="[PAD]", strip_accents=None):
         self.vocab = load_vocab(vocab_file)
         self.vocab_file = os.fspath(vocab_file)
         if unk_token not in self.vocab:
@@ -90,7 +95,8 @@ class BertTokenizer(EncodeMixin):
                              "spells it differently")
         self.ids_to_tokens = collections.OrderedDict((i, t) for t, i in self.vocab.items())
         self.do_basic_tokenize = do_basic_tokenize
-        self.basic_tokenizer = BasicTokenizer(do_lower_case=do_lower_case, never_split=never_split)
+        self.basic_tokenizer = BasicTokenizer(do_lower_case=do_lower_case, never_split=never_split,
+                                              strip_accents=strip_accents)
         self.wordpiece_tokenizer = WordpieceTokenizer(self.vocab, unk_token=unk_token)
         self.max_len = max_len if max_len is not None else NO_MAX_LEN
         self.unk_token, self.cls_token, self.sep_token, self.pad_token = (
@@ -102,6 +108,10 @@ class BertTokenizer(EncodeMixin):
     @property
     def do_lower_case(self):
         return self.basic_tokenizer.do_lower_case
+
+    @property
+    def strip_accents(self):
+        return self.basic_tokenizer.strip_accents
 
     @property
     def vocab_size(self):
@@ -227,7 +237,8 @@ class BertTokenizer(EncodeMixin):
         the seven seed model names (e.g. ``bert-base-uncased``) or a URL.
 
         A directory's ``tokenizer_config.json`` (written by transformers) supplies
-        ``do_lower_case`` and ``max_len`` (``model_max_length``) unless passed explicitly.
+        ``do_lower_case``, ``strip_accents`` and ``max_len`` (``model_max_length``) unless
+        passed explicitly.
         Names and URLs are fetched through :mod:`bertconvert.cache.names` (``cache_dir``,
         ``force_download=`` and ``local_files_only=`` are passed on). For seed names
         ``max_len`` is capped at 512 and ``do_lower_case`` follows the name (``-cased`` is

@@ -249,6 +249,11 @@ def verify(checkpoint, model_dir=None, *, head=None, num_labels=None, device="cp
     if device not in DEVICES:
         raise VerificationError(f"device must be one of {', '.join(DEVICES)}, got {device!r}")
     resolve_tolerance(dtype, atol=atol, rtol=rtol)  # bad values are input errors, before any work
+    from ..convert.keras_preset import is_keras_preset
+    if is_keras_preset(checkpoint):  # KerasHub's forward pass (or a golden file) is the reference
+        from .keras_hub import verify_preset
+        return verify_preset(checkpoint, model_dir, atol=atol, rtol=rtol, reference=reference,
+                             record=record, device=device, dtype=dtype)
     from .sources import check_gelu
     check_gelu(gelu)
     check_device(device)  # before any expensive work

@@ -280,3 +280,30 @@ def test_every_caller_uses_the_one_precedence(tmp_path):
     assert convert_resolve(None, prefix)[0].vocab_size == 100
     assert os.path.basename(find_checkpoint_config(prefix)) == "bert_config.json"
     assert os.path.basename(find_config_file(both)) == "config.json"
+
+
+def test_masked_lm_head_activation_and_eps_are_validated():
+    from bertconvert.errors import ConfigError
+    from bertconvert.models.config import BertConfig
+    with pytest.raises(ConfigError, match="mlm_head_act"):
+        BertConfig(10, hidden_size=8, num_attention_heads=2, mlm_head_act="erf-ish")
+    with pytest.raises(ConfigError, match="mlm_head_layer_norm_eps"):
+        BertConfig(10, hidden_size=8, num_attention_heads=2, mlm_head_layer_norm_eps=0)
+
+
+def test_masked_lm_head_uses_its_own_activation_and_eps():
+    torch = pytest.importorskip("torch")
+    from bertconvert.models.config import BertConfig
+    from bertconvert.models.heads import BertForMaskedLM
+    cfg = BertConfig(10, hidden_size=8, num_hidden_layers=1, num_attention_heads=2,
+                     intermediate_size=16, hidden_act="gelu_new", mlm_head_act="gelu",
+                     mlm_head_layer_norm_eps=1e-5)
+    transform = BertForMaskedLM(cfg).cls.predictions.transform
+    assert transform.LayerNorm.eps == 1e-5
+    x = torch.linspace(-3, 3, 7)
+    assert torch.equal(transform.transform_act_fn(x), torch.nn.functional.gelu(x))
+    plain = BertForMaskedLM(BertConfig(10, hidden_size=8, num_hidden_layers=1,
+                                       num_attention_heads=2, intermediate_size=16,
+                                       hidden_act="gelu_new")).cls.predictions.transform
+    assert plain.LayerNorm.eps == 1e-12
+    assert not torch.equal(plain.transform_act_fn(x), torch.nn.functional.gelu(x))
