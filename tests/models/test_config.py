@@ -283,12 +283,21 @@ def test_every_caller_uses_the_one_precedence(tmp_path):
 
 
 def test_masked_lm_head_activation_and_eps_are_validated():
+    """Checked where every field is (0.6.2's constructor takes anything): before a model is
+    built from the config, and when a config file is read."""
     from bertconvert.errors import ConfigError
     from bertconvert.models.config import BertConfig
+    from bertconvert.models.heads import BertForMaskedLM
+    bad_act = BertConfig(10, hidden_size=8, num_attention_heads=2, mlm_head_act="erf-ish")
     with pytest.raises(ConfigError, match="mlm_head_act"):
-        BertConfig(10, hidden_size=8, num_attention_heads=2, mlm_head_act="erf-ish")
+        bad_act.validate()
+    with pytest.raises(ConfigError, match="mlm_head_act"):
+        BertForMaskedLM(bad_act)
+    bad_eps = BertConfig(10, hidden_size=8, num_attention_heads=2, mlm_head_layer_norm_eps=0)
     with pytest.raises(ConfigError, match="mlm_head_layer_norm_eps"):
-        BertConfig(10, hidden_size=8, num_attention_heads=2, mlm_head_layer_norm_eps=0)
+        bad_eps.validate()
+    with pytest.raises(ConfigError, match="mlm_head_layer_norm_eps"):
+        BertConfig.from_dict(bad_eps.to_dict())
 
 
 def test_masked_lm_head_uses_its_own_activation_and_eps():
