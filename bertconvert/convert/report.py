@@ -35,6 +35,7 @@ class ConversionReport:
     config_inferred: bool = False
     pooler_written: bool = True   # False: the pooler was left out (listed in ``dropped``)
     files: list = field(default_factory=list)
+    publication: dict = None      # --out s3://: identity, objects, status (convert/publish.py)
 
     @classmethod
     def from_plan(cls, plan, dtype):
@@ -63,6 +64,7 @@ class ConversionReport:
             "new_keys": self.new_keys, "tied": self.tied,
             "activation": self.activation, "config_inferred": self.config_inferred,
             "pooler_written": self.pooler_written,
+            **({"publication": self.publication} if self.publication is not None else {}),
         }
 
 

@@ -104,25 +104,47 @@ def convert_checkpoint(checkpoint, out_dir, *, config=None, head="auto", num_lab
     if format != "safetensors":  # before anything is read or written
         _require_torch(f"writing {PYTORCH_NAME} ({_format_option(format)})")
     weights_opener, opener = opener, opener or open
+    from .publish import is_s3_url, publish_converted
+    if is_s3_url(out_dir):  # built locally, then published object by object, marker last
+        def convert_locally(local_dir, precheck):
+            return _convert_checkpoint(checkpoint, local_dir, config, head, num_labels, format,
+                                       dtype, False, allow_new_head, progress, weights_opener,
+                                       opener, source_hash, vocab, gelu, keep_pooler, precheck)
+        report = publish_converted(convert_locally, out_dir, overwrite=overwrite,
+                                   progress=progress)
+        logger.info("%s: %s", report.output_dir, report.publication.get("status"))
+        return report
     check_output_spares_inputs(out_dir, [], keyword="out_dir")  # "" would mean the cwd
     out_dir = os.fspath(out_dir)  # as given, for messages; atomic_directory resolves it
-    with load_checkpoint(checkpoint, mmap=False) as reader:
-        hashing = SourceHashing(reader, source_hash)
-        try:
-            report = _convert_with_reader(reader, hashing, out_dir, config, head, num_labels,
-                                          format, dtype, overwrite, allow_new_head, progress,
-                                          weights_opener, opener, vocab, gelu, keep_pooler)
-        finally:
-            hashing.cancel()  # after a failure, do not keep reading gigabytes for nothing
+    report = _convert_checkpoint(checkpoint, out_dir, config, head, num_labels, format, dtype,
+                                 overwrite, allow_new_head, progress, weights_opener, opener,
+                                 source_hash, vocab, gelu, keep_pooler)
     logger.info("converted %s (%s, %d tensors, %d skipped) into %s", report.checkpoint,
                 report.head, len(report.variables), len(report.skipped), out_dir)
     return report
 
 
+def _convert_checkpoint(checkpoint, out_dir, config, head, num_labels, format, dtype, overwrite,
+                        allow_new_head, progress, weights_opener, opener, source_hash, vocab,
+                        gelu, keep_pooler, precheck=None):
+    """Open the checkpoint and convert it into the local directory ``out_dir``."""
+    with load_checkpoint(checkpoint, mmap=False) as reader:
+        hashing = SourceHashing(reader, source_hash)
+        try:
+            return _convert_with_reader(reader, hashing, out_dir, config, head, num_labels,
+                                        format, dtype, overwrite, allow_new_head, progress,
+                                        weights_opener, opener, vocab, gelu, keep_pooler,
+                                        precheck)
+        finally:
+            hashing.cancel()  # after a failure, do not keep reading gigabytes for nothing
+
+
 def _convert_with_reader(reader, hashing, out_dir, config, head, num_labels, format, dtype,
                          overwrite, allow_new_head, progress, weights_opener, opener,
-                         vocab=None, gelu=None, keep_pooler=False):
-    """The body of :func:`convert_checkpoint`, once the checkpoint is open."""
+                         vocab=None, gelu=None, keep_pooler=False, precheck=None):
+    """The body of :func:`convert_checkpoint`, once the checkpoint is open. ``precheck(report,
+    reader, config_path, vocab_path)`` (``--out s3://``) sees the planned report before any
+    data shard is read; a report it returns is returned as it is, nothing written."""
     cfg, config_path, source = describe_source(config, reader, gelu)
     vocab, has_vocab = vocab_source(vocab, reader.prefix, source.vocab)
     # Before anything is planned or written: --out must not be (or hold) what is read.
@@ -136,6 +158,10 @@ def _convert_with_reader(reader, hashing, out_dir, config, head, num_labels, for
     report.output_dir = os.path.abspath(out_dir)
     report.activation, report.config_inferred = source.activation, source.config_inferred
     report.notes.extend(source.notes)
+    if precheck is not None:  # before plan_ready starts hashing shards
+        done = precheck(report, reader, config_path, vocab if has_vocab else None)
+        if done is not None:
+            return done
     report.notes.extend(hashing.plan_ready(plan))
     if not has_vocab:
         report.notes.append(f"no {VOCAB_NAME} beside the checkpoint; the model directory has "

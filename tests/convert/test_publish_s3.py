@@ -1,0 +1,224 @@
+"""``--out s3://bucket/prefix/``: complete-or-nothing, once (bertconvert/convert/publish.py),
+against moto's S3 server on loopback, reached through boto3's standard configuration."""
+import hashlib
+import json
+import os
+import shutil
+import subprocess
+import sys
+
+import pytest
+
+from bertconvert import convert_checkpoint
+from bertconvert.cli import main
+from bertconvert.errors import OutputExistsError, PublishConflictError, UnsupportedURLError
+from ..cache.servers import _moto_endpoint, cache_env, s3_env  # noqa: F401 (fixtures)
+from ..conftest import fixture_checkpoint
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+MARKER = "conversion.json"
+
+
+@pytest.fixture
+def s3_calls():
+    """Every S3 operation our code calls, in order, as ``(operation, params)``: recorded
+    through botocore's public event system on boto3's default session (clients made from
+    it afterwards carry the handler); nothing is patched or faked."""
+    import boto3
+
+    boto3.setup_default_session()
+    calls = []
+
+    def record(params, event_name, **kwargs):
+        calls.append((event_name.rsplit(".", 1)[-1], dict(params)))
+
+    boto3.DEFAULT_SESSION.events.register("provide-client-params.s3", record)
+    yield calls
+    boto3.DEFAULT_SESSION.events.unregister("provide-client-params.s3", record)
+
+
+@pytest.fixture
+def ckpt(tmp_path):
+    """A private copy of a checkpoint with Adam slots (tests may spoil its shard)."""
+    return str(shutil.copytree(fixture_checkpoint("pretraining-adam"), tmp_path / "ckpt"))
+
+
+def _objects(env, prefix):
+    client = env.client()
+    listing = client.list_objects_v2(Bucket=env.bucket, Prefix=prefix).get("Contents", [])
+    return {o["Key"][len(prefix):]: client.get_object(Bucket=env.bucket, Key=o["Key"])["Body"].read()
+            for o in listing}
+
+
+def _marker(env, prefix):
+    return json.loads(_objects(env, prefix)[MARKER])
+
+
+def _sha(data):
+    return hashlib.sha256(data).hexdigest()
+
+
+def test_publish_uploads_the_local_directory_marker_last(s3_env, s3_calls, ckpt, tmp_path):
+    url = s3_env.url("models/tiny/")
+    report = convert_checkpoint(ckpt, url, progress=False)
+    assert report.publication["status"] == "published"
+    local = tmp_path / "local"
+    convert_checkpoint(ckpt, str(local), progress=False)
+    objects = _objects(s3_env, "models/tiny/")
+    assert sorted(objects) == sorted(os.listdir(local))
+    for name in objects:  # byte-identical to the local conversion (its marker aside)
+        if name != MARKER:
+            assert objects[name] == (local / name).read_bytes(), name
+    marker = json.loads(objects[MARKER])
+    assert marker["publication"]["url"] == url
+    recorded = marker["publication"]["objects"]
+    assert sorted(recorded) == sorted(n for n in objects if n != MARKER)
+    assert all(recorded[n]["sha256"] == _sha(objects[n]) for n in recorded)
+    puts = [p["Key"].rsplit("/", 1)[-1] for op, p in s3_calls if op == "PutObject"]
+    assert puts[-1] == MARKER and sorted(puts[:-1]) == sorted(recorded)
+    marker_put = [p for op, p in s3_calls if op == "PutObject" and p["Key"].endswith(MARKER)]
+    assert marker_put[0]["IfNoneMatch"] == "*"  # the commit is conditional
+
+
+def test_same_conversion_again_is_a_no_op_that_reads_no_shard(s3_env, s3_calls, ckpt):
+    url = s3_env.url("p/")
+    convert_checkpoint(ckpt, url, progress=False)
+    before = _objects(s3_env, "p/")
+    # Spoil every byte of the data shard, keeping its size: a run that read the shard (to
+    # convert, or to hash it) would fail its crc32c checks or see another sha256.
+    shard = os.path.join(ckpt, "bert_model.ckpt.data-00000-of-00001")
+    size = os.path.getsize(shard)
+    with open(shard, "wb") as f:
+        f.write(b"\xff" * size)
+    del s3_calls[:]
+    report = convert_checkpoint(ckpt, url, progress=False)
+    assert report.publication == {"status": "unchanged"}
+    assert [op for op, _ in s3_calls] == ["GetObject"]  # the marker, nothing else
+    assert _objects(s3_env, "p/") == before
+
+
+def test_cli_no_op_and_other_options_need_overwrite(s3_env, ckpt, capsys):
+    url = s3_env.url("cli/model")  # no trailing slash: the same prefix
+    assert main(["--quiet", "convert", ckpt, "--out", url, "--format", "both"]) == 0
+    assert main(["--quiet", "convert", ckpt, "--out", url, "--format", "both"]) == 0
+    assert "holds this conversion already" in capsys.readouterr().out
+    assert main(["--quiet", "convert", ckpt, "--out", url, "--dtype", "float16"]) == 2
+    err = capsys.readouterr().err
+    assert "--overwrite" in err and "Traceback" not in err
+    assert "pytorch_model.bin" in _objects(s3_env, "cli/model/")
+
+
+def test_overwrite_replaces_and_removes_what_the_old_marker_listed(s3_env, s3_calls, ckpt):
+    url = s3_env.url("ow/")
+    convert_checkpoint(ckpt, url, progress=False, format="both")
+    with pytest.raises(OutputExistsError, match="overwrite=True"):
+        convert_checkpoint(ckpt, url, progress=False, dtype="float16")
+    del s3_calls[:]
+    report = convert_checkpoint(ckpt, url, progress=False, dtype="float16", overwrite=True)
+    assert report.publication["status"] == "replaced"
+    objects = _objects(s3_env, "ow/")
+    assert "pytorch_model.bin" not in objects  # listed by the old marker only: removed
+    marker = json.loads(objects[MARKER])
+    assert marker["dtype"] == "float16"
+    assert all(marker["publication"]["objects"][n]["sha256"] == _sha(objects[n])
+               for n in objects if n != MARKER)
+    ops = [(op, p["Key"].rsplit("/", 1)[-1]) for op, p in s3_calls
+           if op in ("PutObject", "DeleteObject")]
+    # The old marker goes first (readers then see no model, never a mixture), the new last.
+    assert ops[0] == ("DeleteObject", MARKER)
+    assert ops.index(("PutObject", MARKER)) == max(i for i, o in enumerate(ops) if o[0] == "PutObject")
+    delete = [p for op, p in s3_calls if op == "DeleteObject" and p["Key"].endswith(MARKER)]
+    assert delete[0]["IfMatch"]  # only the marker version that was read
+
+
+def test_leftovers_of_another_conversion_are_a_conflict(s3_env, ckpt):
+    client = s3_env.client()
+    client.put_object(Bucket=s3_env.bucket, Key="left/model.safetensors", Body=b"not ours")
+    with pytest.raises(PublishConflictError, match="no conversion.json marks it finished"):
+        convert_checkpoint(ckpt, s3_env.url("left/"), progress=False)
+    assert MARKER not in _objects(s3_env, "left/")
+    assert _objects(s3_env, "left/")["model.safetensors"] == b"not ours"  # not ours to delete
+    report = convert_checkpoint(ckpt, s3_env.url("left/"), progress=False, overwrite=True)
+    assert report.publication["status"] == "published"
+
+
+@pytest.mark.parametrize("url", ["s3://bucket-only", "s3://bucket/", "s3://k:s@bucket/p/"])
+def test_output_url_needs_a_prefix_and_no_credentials(url, ckpt):
+    with pytest.raises(UnsupportedURLError):
+        convert_checkpoint(ckpt, url, progress=False)
+
+
+def _worker(ckpt, url, *extra):
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([ROOT, os.environ.get("PYTHONPATH", "")]))
+    return subprocess.Popen([sys.executable, "-m", "tests.convert.publish_worker", ckpt, url,
+                             *extra], cwd=ROOT, env=env, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+
+
+def _results(procs):
+    out = []
+    for proc in procs:
+        stdout, stderr = proc.communicate(timeout=300)
+        lines = stdout.strip().splitlines()
+        assert lines, stderr
+        out.append(json.loads(lines[-1]))
+    return out
+
+
+def _consistent(env, prefix):
+    """A marker, if any, lists exactly the bytes that are there."""
+    objects = _objects(env, prefix)
+    if MARKER not in objects:
+        return None
+    marker = json.loads(objects[MARKER])
+    for name, entry in marker["publication"]["objects"].items():
+        assert _sha(objects[name]) == entry["sha256"], name
+    return marker
+
+
+@pytest.mark.slow
+def test_concurrent_publishers_publish_once(s3_env, ckpt, tmp_path):
+    url, count = s3_env.url("race/"), 4
+    barrier = tmp_path / "barrier"
+    barrier.mkdir()
+    results = _results([_worker(ckpt, url, "--barrier", str(barrier), str(count))
+                        for _ in range(count)])
+    statuses = sorted(r.get("status") for r in results)
+    assert statuses.count("published") == 1, results
+    assert set(statuses) <= {"published", "unchanged", "already published by another run"}
+    assert _consistent(s3_env, "race/")["dtype"] == "float32"
+
+
+@pytest.mark.slow
+def test_racing_conversions_with_other_options_never_mix(s3_env, ckpt, tmp_path):
+    url = s3_env.url("mixed/")
+    barrier = tmp_path / "barrier"
+    barrier.mkdir()
+    dtypes = ["float32", "float16", "float32", "float16"]
+    results = _results([_worker(ckpt, url, "--dtype", d, "--barrier", str(barrier), "4")
+                        for d in dtypes])
+    marker = _consistent(s3_env, "mixed/")
+    winners = [r for r in results if r.get("status") == "published"]
+    assert len(winners) <= 1
+    for r in results:
+        assert r.get("status") or r["error"] in ("OutputExistsError", "PublishConflictError"), r
+    if marker is not None:
+        assert winners and marker["dtype"] == winners[0]["dtype"]
+
+
+def test_killed_mid_upload_leaves_no_marker_and_a_rerun_completes(s3_env, s3_calls, ckpt):
+    url = s3_env.url("killed/")
+    proc = _worker(ckpt, url, "--kill-before", "model.safetensors")
+    proc.communicate(timeout=300)
+    assert proc.returncode == -9
+    left = _objects(s3_env, "killed/")
+    assert left and MARKER not in left and "model.safetensors" not in left
+    from bertconvert import BertForPreTraining
+    from bertconvert.errors import BertConvertError
+    with pytest.raises(BertConvertError, match="conversion.json"):
+        BertForPreTraining.from_pretrained(url)
+    report = convert_checkpoint(ckpt, url, progress=False)
+    assert report.publication["status"] == "published"
+    puts = [p["Key"].rsplit("/", 1)[-1] for op, p in s3_calls if op == "PutObject"]
+    assert puts == ["model.safetensors", MARKER]  # what the killed run left was adopted
+    _consistent(s3_env, "killed/")
