@@ -1,0 +1,126 @@
+"""Loading a model directory from a bucket or a web server (bertconvert/cache/remotedir.py):
+``from_pretrained("s3://bucket/prefix")``, ``cached_path("https://host/dir/")``, the tokenizer
+and ``verify`` of such a URL -- against moto's S3 server and a loopback HTTP server."""
+import json
+import os
+
+import pytest
+import torch
+
+from bertconvert import BertForPreTraining, BertTokenizer, cached_path, convert_checkpoint
+from bertconvert.errors import IntegrityError, WeightsError
+from ..conftest import fixture_checkpoint
+
+pytestmark = pytest.mark.usefixtures("cache_env")
+CKPT = fixture_checkpoint("pretraining")
+
+
+@pytest.fixture(scope="module")
+def local_model(tmp_path_factory):
+    out = str(tmp_path_factory.mktemp("remotedir") / "model")
+    convert_checkpoint(CKPT, out, progress=False)
+    return out
+
+
+def _same_weights(a, b):
+    sa, sb = a.state_dict(), b.state_dict()
+    assert sorted(sa) == sorted(sb)
+    for key in sa:
+        assert torch.equal(sa[key], sb[key]), key
+
+
+def _gets(env_calls, suffix):
+    return [p for op, p in env_calls if op == "GetObject" and p["Key"].endswith(suffix)]
+
+
+@pytest.fixture
+def s3_calls():
+    """S3 operations called by our code, through botocore's public event system."""
+    import boto3
+
+    boto3.setup_default_session()
+    calls = []
+
+    def record(params, event_name, **kwargs):
+        calls.append((event_name.rsplit(".", 1)[-1], dict(params)))
+
+    boto3.DEFAULT_SESSION.events.register("provide-client-params.s3", record)
+    yield calls
+    boto3.DEFAULT_SESSION.events.unregister("provide-client-params.s3", record)
+
+
+def test_from_pretrained_of_a_published_prefix_loads_identical_weights(s3_env, s3_calls,
+                                                                       local_model):
+    url = s3_env.url("team/bert-tiny")
+    convert_checkpoint(CKPT, url, progress=False)
+    del s3_calls[:]
+    remote = BertForPreTraining.from_pretrained(url)
+    _same_weights(remote, BertForPreTraining.from_pretrained(local_model))
+    assert len(_gets(s3_calls, "model.safetensors")) == 1
+    # A second load is a cache hit: HEADs only, no byte of the weights again.
+    del s3_calls[:]
+    directory = cached_path(url + "/")
+    assert sorted(os.listdir(directory)) == sorted(os.listdir(local_model))
+    assert _gets(s3_calls, "model.safetensors") == []
+    for name in os.listdir(local_model):
+        if name != "conversion.json":
+            with open(os.path.join(directory, name), "rb") as f, \
+                    open(os.path.join(local_model, name), "rb") as g:
+                assert f.read() == g.read(), name
+    tok = BertTokenizer.from_pretrained(url)
+    assert tok.vocab == BertTokenizer.from_pretrained(local_model).vocab
+
+
+def test_prefix_without_marker_is_no_model(s3_env):
+    client = s3_env.client()
+    client.put_object(Bucket=s3_env.bucket, Key="half/config.json", Body=b"{}")
+    with pytest.raises(WeightsError, match="no conversion.json"):
+        BertForPreTraining.from_pretrained(s3_env.url("half/"))
+
+
+def test_an_object_replaced_under_the_marker_is_refused(s3_env, cache_env):
+    url = s3_env.url("swapped/")
+    convert_checkpoint(CKPT, url, progress=False)
+    client = s3_env.client()
+    client.put_object(Bucket=s3_env.bucket, Key="swapped/model.safetensors", Body=b"other bytes")
+    with pytest.raises(IntegrityError, match="changed while it was being fetched"):
+        cached_path(url)
+    assert not [n for n in os.listdir(cache_env) if n.endswith("-extracted")]
+
+
+def _serve(server, directory, skip=()):
+    for name in os.listdir(directory):
+        if name not in skip:
+            with open(os.path.join(directory, name), "rb") as f:
+                server.add(f"/models/tiny/{name}", f.read())
+
+
+@pytest.mark.parametrize("with_marker", [True, False])
+def test_from_pretrained_over_http_loads_identical_weights(http_server, local_model, with_marker):
+    _serve(http_server, local_model, skip=() if with_marker else ("conversion.json",))
+    url = http_server.url("/models/tiny/")
+    remote = BertForPreTraining.from_pretrained(url)
+    _same_weights(remote, BertForPreTraining.from_pretrained(local_model))
+    assert http_server.count("GET", "/models/tiny/model.safetensors") == 1
+    directory = cached_path(url)
+    assert os.path.isfile(os.path.join(directory, "vocab.txt"))
+    assert http_server.count("GET", "/models/tiny/model.safetensors") == 1  # cached
+    if with_marker:
+        listed = json.load(open(os.path.join(directory, "conversion.json")))["files"]
+        assert sorted(os.listdir(directory)) == sorted(listed)
+
+
+def test_http_directory_without_weights_is_no_model(http_server):
+    http_server.add("/empty/config.json", b"{}")
+    with pytest.raises(WeightsError, match="holds no model"):
+        cached_path(http_server.url("/empty/"))
+
+
+@pytest.mark.slow
+def test_verify_accepts_a_published_model_directory(s3_env, capsys):
+    pytest.importorskip("tensorflow")
+    from bertconvert.cli import main
+
+    url = s3_env.url("verified/")
+    convert_checkpoint(CKPT, url, progress=False)
+    assert main(["--quiet", "verify", CKPT, url]) == 0
