@@ -132,9 +132,9 @@ def resolve_model_dir(name_or_url, cache_dir=None, *, force_download=False, loca
             "path, or an http(s)/s3 URL")
     if _is_url(url) and _names_directory(url):
         # s3://bucket/prefix or https://host/dir: a model directory, file by file
-        from .remotedir import fetch_model_dir
-        root = fetch_model_dir(url, cache_dir, force_download=force_download,
-                               local_files_only=local_files_only, progress=progress)
+        from .remotedir import as_directory_url
+        root = cached_path(as_directory_url(url), cache_dir, force_download=force_download,
+                           local_files_only=local_files_only, progress=progress)
         log.info("model %s resolved to %s", shown_url(source), root)
         return root
     directory = cached_path(url, cache_dir, force_download=force_download,

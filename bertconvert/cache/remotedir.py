@@ -20,7 +20,7 @@ listed, a directory without the marker is read by its usual names: a config
 
 Example::
 
-    >>> local = fetch_model_dir("s3://team-models/bert/tiny/")
+    >>> local = cached_path("s3://team-models/bert/tiny/")   # store.py calls fetch_model_dir
     >>> sorted(os.listdir(local))[:2]
     ['bert_config.json', 'config.json']
 """
@@ -139,25 +139,28 @@ def _assemble(paths, target):
     return target
 
 
-def fetch_model_dir(url, cache_dir=None, *, force_download=False, local_files_only=False,
-                    proxies=None, progress=True):
-    """Local directory holding the model directory at ``url`` (see the module docstring).
+def as_directory_url(url):
+    """``url`` ending in ``/`` (before its query), so that cached_path takes it for a
+    directory."""
+    base, query = _base(url)
+    return base + query
+
+
+def fetch_model_dir(url, cache_dir, fetch):
+    """Local directory holding the model directory at ``url`` (see the module docstring);
+    ``fetch(file_url, sha256)`` is the cache's fetch of one file
+    (:func:`~bertconvert.cache.store.cached_path`, which calls this for a URL ending in
+    ``/``).
 
     Raises WeightsError when the URL holds no (complete) model, IntegrityError when the
-    files keep changing under the fetch, and what :func:`cached_path` raises otherwise.
+    files keep changing under the fetch, and what ``fetch`` raises otherwise.
     """
     from .entries import EXTRACTED_SUFFIX, make_cache_dir, resolve_cache_dir, url_to_filename
-    from .store import cached_path
 
     base, query = _base(url)
     scheme = base.split("://", 1)[0].lower()
     cache_dir = resolve_cache_dir(cache_dir)
     make_cache_dir(cache_dir)
-
-    def fetch(file_url, sha256):
-        return cached_path(file_url, cache_dir, force_download=force_download,
-                           local_files_only=local_files_only, sha256=sha256, proxies=proxies,
-                           progress=progress)
 
     for attempt in range(ATTEMPTS):
         try:

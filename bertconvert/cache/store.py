@@ -247,9 +247,10 @@ def _cached_path(target, cache_dir, force_download, local_files_only, sha256, ex
         _check_remote_url(target, scheme)
         from .remotedir import fetch_model_dir, is_directory_url
         if is_directory_url(target):  # a model directory: each file through the cache
-            return fetch_model_dir(target, cache_dir, force_download=force_download,
-                                   local_files_only=local_files_only, proxies=proxies,
-                                   progress=progress)
+            def fetch(url, file_sha256):
+                return _fetch_remote(url, cache_dir, force_download, local_files_only,
+                                     file_sha256, False, proxies, progress, limit_args)
+            return fetch_model_dir(target, cache_dir, fetch)
         return _fetch_remote(target, cache_dir, force_download, local_files_only, sha256, extract,
                              proxies, progress, limit_args)
     if scheme == "file":

@@ -54,7 +54,9 @@ def register(subparsers):
                         "and, for TF1 serving exports, the head count from saved_model.pb)")
     p.add_argument("--out", required=True, metavar="DIR",
                    help="output model directory (never the checkpoint's own directory or a "
-                        "directory above it)")
+                        "directory above it), or s3://bucket/prefix/: published complete or "
+                        "not at all, conversion.json last; the same conversion again is a "
+                        "no-op")
     p.add_argument("--vocab", metavar="FILE",
                    help="vocabulary to copy into DIR as vocab.txt (default: the vocab.txt "
                         "beside the checkpoint)")
@@ -71,7 +73,8 @@ def register(subparsers):
     p.add_argument("--dtype", choices=("float32", "float16", "bfloat16"), default="float32",
                    help="dtype of the written weights (default float32: bit-exact)")
     p.add_argument("--overwrite", action="store_true",
-                   help="replace an existing output directory (only once the new one is complete)")
+                   help="replace an existing output directory (only once the new one is "
+                        "complete), or another conversion published under an s3:// prefix")
     p.add_argument("--source-hash", choices=("auto", "full", "index"), default="auto",
                    help="which source files conversion.json gives a sha256: auto (default) all "
                         "but data shards that are mostly variables not converted (optimizer "
