@@ -106,6 +106,8 @@ def print_summary(report, output_dir=None):
     for note in report.notes:
         print(f"  note        {note}")
     print(f"  written     {output_dir or report.output_dir}: {', '.join(report.files)}")
+    if report.publication:  # --out s3://
+        print(f"  published   {report.publication.get('status')}")
 
 
 def _dropped(report):

@@ -80,6 +80,18 @@ def is_s3_url(target):
     return isinstance(target, str) and target[:5].lower() == "s3://"
 
 
+def check_output_url(target):
+    """An output that is a URL must be ``s3://``: http(s) and others cannot be published to
+    (and must not become a local folder named ``https:``)."""
+    from ..cache.redact import shown_url
+
+    text = os.fspath(target) if isinstance(target, (str, os.PathLike)) else None
+    if isinstance(text, str) and "://" in text and not is_s3_url(text):
+        raise UnsupportedURLError(
+            f"cannot publish to '{shown_url(text)}': an output is a local directory or "
+            "s3://bucket/prefix/ (http(s) servers are read from, not written to)")
+
+
 class S3Target:
     """``s3://bucket/prefix/`` as a bucket and a key prefix ending in ``/``."""
 
@@ -257,11 +269,7 @@ class S3Publication:
         report.publication = {"url": self.target.shown, "identity": self.identity,
                               "objects": objects}
         body = json.dumps(report.to_dict(), indent=2, sort_keys=False).encode() + b"\n"
-        try:
-            self._put(REPORT_NAME, body, {"IfNoneMatch": "*"}, None)
-        except _ClientError as e:
-            if not _precondition_failed(e.error):
-                raise e.translated from e.error
+        if not self._commit(body):
             return self._lost_race(report, uploaded)
         if self.old is not None:
             self._remove_unlisted(self.old[0], objects)
@@ -270,6 +278,29 @@ class S3Publication:
         log.info("published %s (%d objects, %s last)", self.target.shown, len(objects),
                  REPORT_NAME)
         return report
+
+    def _commit(self, body):
+        """Create the marker (If-None-Match: *); False when another run's is there first.
+
+        With ``overwrite``, another conversion's marker that appeared meanwhile (a run that
+        did not ask to overwrite, and could only adopt or create objects, never replace
+        ours) is itself replaced: deleted while still that version, then ours created.
+        """
+        for _ in range(3):
+            try:
+                self._put(REPORT_NAME, body, {"IfNoneMatch": "*"}, None)
+                return True
+            except _ClientError as e:
+                if not _precondition_failed(e.error):
+                    raise e.translated from e.error
+            if not self.overwrite:
+                return False
+            marker, etag = self.read_marker()
+            if marker is not None and _identity_of(marker) == self.identity:
+                return False
+            if etag is not None:
+                self._delete(REPORT_NAME, etag)
+        return False
 
     def _put_object(self, name, path, sha):
         """Put one object unless the same bytes are there: ``(ETag, uploaded by us)``, or

@@ -90,6 +90,11 @@ def convert_checkpoint(checkpoint, out_dir, *, config=None, head="auto", num_lab
     mostly optimizer slots, which are never read; "full" hashes those too (for
     BERT-large with Adam slots the conversion then takes about 3.5 times as long), "index"
     none.
+    ``out_dir`` may be ``s3://bucket/prefix/``: the directory is built in a temp directory,
+    then published there complete or not at all, ``conversion.json`` last (see
+    :mod:`bertconvert.convert.publish`); the report's ``publication["status"]`` says
+    "published", "replaced", "unchanged" (the same conversion was there: nothing uploaded)
+    or "already published by another run".
     ``opener(path, mode)`` creates output files (for tests or custom storage; by default the
     weights are written with :class:`~bertconvert.directio.DirectFile`, the rest with ``open``).
 
@@ -104,7 +109,8 @@ def convert_checkpoint(checkpoint, out_dir, *, config=None, head="auto", num_lab
     if format != "safetensors":  # before anything is read or written
         _require_torch(f"writing {PYTORCH_NAME} ({_format_option(format)})")
     weights_opener, opener = opener, opener or open
-    from .publish import is_s3_url, publish_converted
+    from .publish import check_output_url, is_s3_url, publish_converted
+    check_output_url(out_dir)
     if is_s3_url(out_dir):  # built locally, then published object by object, marker last
         def convert_locally(local_dir, precheck):
             return _convert_checkpoint(checkpoint, local_dir, config, head, num_labels, format,

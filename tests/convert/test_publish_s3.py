@@ -225,3 +225,91 @@ def test_killed_mid_upload_leaves_no_marker_and_a_rerun_completes(s3_env, s3_cal
     assert sorted(puts[:-1]) == sorted(set(_objects(s3_env, "killed/")) - set(left) - {MARKER})
     assert "model.safetensors" in puts and puts[-1] == MARKER
     _consistent(s3_env, "killed/")
+
+
+@pytest.fixture
+def before_put():
+    """``before_put(suffix, action)``: run ``action()`` once, just before our code sends the
+    PutObject of a key ending in ``suffix`` -- another writer acting at that moment of a
+    race, its requests real ones to the same server (botocore's public event system)."""
+    import boto3
+
+    boto3.setup_default_session()
+    handlers = []
+
+    def register(suffix, action):
+        fired = []
+
+        def handler(params, **kwargs):
+            if str(params.get("Key", "")).endswith(suffix) and not fired:
+                fired.append(True)
+                action()
+
+        boto3.DEFAULT_SESSION.events.register("provide-client-params.s3.PutObject", handler)
+        handlers.append(handler)
+
+    yield register
+    for handler in handlers:
+        boto3.DEFAULT_SESSION.events.unregister("provide-client-params.s3.PutObject", handler)
+
+
+def test_losing_the_race_to_the_same_conversion_is_success(s3_env, before_put, ckpt):
+    url = s3_env.url("same/")
+    inner = []
+    before_put("same/model.safetensors",
+               lambda: inner.append(convert_checkpoint(ckpt, url, progress=False)))
+    report = convert_checkpoint(ckpt, url, progress=False)
+    assert inner[0].publication["status"] == "published"
+    assert report.publication["status"] == "already published by another run"
+    marker = _consistent(s3_env, "same/")
+    assert marker["publication"]["objects"] == inner[0].publication["objects"]
+
+
+def _foreign_marker(s3_env, key):
+    """Another conversion's marker, written by a client of its own."""
+    import boto3
+
+    client = boto3.session.Session().client("s3")
+    body = json.dumps({"files": [], "publication": {"identity": {"other": True},
+                                                    "objects": {}}}).encode()
+    return lambda: client.put_object(Bucket=s3_env.bucket, Key=key, Body=body)
+
+
+def test_losing_the_race_to_another_conversion_removes_only_our_objects(s3_env, before_put,
+                                                                        ckpt):
+    before_put("other/conversion.json", _foreign_marker(s3_env, "other/conversion.json"))
+    with pytest.raises(OutputExistsError, match="another run published a different"):
+        convert_checkpoint(ckpt, s3_env.url("other/"), progress=False)
+    # The winner's marker lists none of our objects: all of them (ours alone) are removed.
+    assert sorted(_objects(s3_env, "other/")) == [MARKER]
+
+
+def test_overwrite_replaces_a_marker_that_appeared_meanwhile(s3_env, before_put, ckpt):
+    before_put("again/conversion.json", _foreign_marker(s3_env, "again/conversion.json"))
+    report = convert_checkpoint(ckpt, s3_env.url("again/"), progress=False, overwrite=True)
+    assert report.publication["status"] == "published"
+    assert _consistent(s3_env, "again/")["head"] == "pretraining"
+
+
+def test_big_files_go_up_in_parts_under_the_same_conditions(s3_env, s3_calls, ckpt,
+                                                            monkeypatch):
+    from bertconvert.convert import publish
+
+    monkeypatch.setattr(publish, "MULTIPART_THRESHOLD", 64 << 10)  # the weights exceed it
+    monkeypatch.setattr(publish, "PART_SIZE", 5 << 20)
+    convert_checkpoint(ckpt, s3_env.url("parts/"), progress=False)
+    completes = [p for op, p in s3_calls if op == "CompleteMultipartUpload"]
+    assert [p["Key"] for p in completes] == ["parts/model.safetensors"]
+    assert completes[0]["IfNoneMatch"] == "*"
+    _consistent(s3_env, "parts/")
+    head = s3_env.client().head_object(Bucket=s3_env.bucket, Key="parts/model.safetensors")
+    assert head["Metadata"]["sha256"] == json.loads(
+        _objects(s3_env, "parts/")[MARKER])["publication"]["objects"]["model.safetensors"]["sha256"]
+
+
+@pytest.mark.parametrize("out", ["https://host/models/x/", "http://127.0.0.1:1/x"])
+def test_http_outputs_are_refused_before_any_work(out, ckpt, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(UnsupportedURLError, match="local directory or s3://"):
+        convert_checkpoint(ckpt, out, progress=False)
+    assert os.listdir(tmp_path) == ["ckpt"]  # no folder named "https:" or "http:"
