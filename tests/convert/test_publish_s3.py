@@ -80,7 +80,11 @@ def test_publish_uploads_the_local_directory_marker_last(s3_env, s3_calls, ckpt,
     assert marker_put[0]["IfNoneMatch"] == "*"  # the commit is conditional
 
 
-def test_same_conversion_again_is_a_no_op_that_reads_no_shard(s3_env, s3_calls, ckpt):
+@pytest.mark.parametrize("fixture", ["pretraining", "pretraining-adam"])
+def test_same_conversion_again_is_a_no_op_that_reads_no_shard(s3_env, s3_calls, tmp_path,
+                                                               fixture):
+    # Without slots the shard would be hashed whole for conversion.json: not on a no-op.
+    ckpt = str(shutil.copytree(fixture_checkpoint(fixture), tmp_path / "ckpt"))
     url = s3_env.url("p/")
     convert_checkpoint(ckpt, url, progress=False)
     before = _objects(s3_env, "p/")
@@ -91,10 +95,38 @@ def test_same_conversion_again_is_a_no_op_that_reads_no_shard(s3_env, s3_calls, 
     with open(shard, "wb") as f:
         f.write(b"\xff" * size)
     del s3_calls[:]
-    report = convert_checkpoint(ckpt, url, progress=False)
+    with _opened() as opened:
+        report = convert_checkpoint(ckpt, url, progress=False)
     assert report.publication == {"status": "unchanged"}
     assert [op for op, _ in s3_calls] == ["GetObject"]  # the marker, nothing else
     assert _objects(s3_env, "p/") == before
+    assert os.path.abspath(shard) not in opened
+    assert os.path.abspath(shard[:-len(".data-00000-of-00001")] + ".index") in opened
+
+
+_OPEN_LOG = []
+
+
+def _audit(event, args):
+    if event == "open" and _OPEN_LOG and isinstance(args[0], str):
+        _OPEN_LOG[-1].add(os.path.abspath(args[0]))
+
+
+class _opened:
+    """The files this process opens within the block (Python's audit hook for ``open``:
+    a public interface, nothing patched; it stays installed but idle outside the block)."""
+
+    installed = False
+
+    def __enter__(self):
+        if not _opened.installed:
+            sys.addaudithook(_audit)
+            _opened.installed = True
+        _OPEN_LOG.append(set())
+        return _OPEN_LOG[-1]
+
+    def __exit__(self, *exc):
+        _OPEN_LOG.pop()
 
 
 def test_cli_no_op_and_other_options_need_overwrite(s3_env, ckpt, capsys):
