@@ -51,7 +51,6 @@ Every request goes through :func:`bertconvert.cache.s3.make_client` (boto3's sta
 chain: credentials, ``AWS_ENDPOINT_URL_S3``, profiles); URLs in messages through
 :func:`bertconvert.cache.redact.shown_url`.
 """
-import hashlib
 import json
 import logging
 import os
@@ -61,6 +60,7 @@ import tempfile
 from ..errors import (OutputExistsError, OutputWriteError, PublishConflictError,
                       UnsupportedURLError, option)
 from ..layout import REPORT_NAME
+from .identity import conversion_identity, file_sha256, source_identity
 
 log = logging.getLogger(__name__)
 
@@ -70,9 +70,7 @@ MULTIPART_THRESHOLD = 1 << 30
 PART_SIZE = 64 << 20
 #: A marker bigger than this is no conversion.json of ours (it lists a few hundred names).
 MAX_MARKER_BYTES = 64 << 20
-#: conversion.json fields that decide the bytes of the model directory (with the source).
-IDENTITY_FIELDS = ("head", "model_class", "num_labels", "dtype", "format", "activation",
-                   "pooler_written", "new_keys", "config_inferred", "tied")
+
 
 
 def is_s3_url(target):
@@ -129,47 +127,6 @@ def _precondition_failed(e):
 
 def _missing(e):
     return _code(e) in ("NoSuchKey", "404", "NotFound") or _status(e) == 404
-
-
-def file_sha256(path):
-    """Hex sha256 of a file (read in 8 MiB blocks)."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(8 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
-def source_identity(reader, config_path, vocab_path):
-    """What identifies the source of a conversion without reading its data shards.
-
-    The ``.index`` pins every tensor (its crc32c is checked on every read), so its sha256
-    with the shards' sizes stands for the checkpoint; config and vocabulary by sha256. A
-    reader of remote files may offer ``source_identity()`` (ETags) instead.
-    """
-    own = getattr(reader, "source_identity", None)
-    checkpoint = own() if callable(own) else None
-    if checkpoint is None:
-        index, shards = reader.files[0], reader.files[1:]
-        checkpoint = {"index_sha256": file_sha256(index),
-                      "shards": sorted([os.path.basename(s).rsplit(".data-", 1)[-1],
-                                        os.path.getsize(s)] for s in shards)}
-
-    def digest(path):
-        if path is None:
-            return None
-        if "://" in os.fspath(path):  # a remote config/vocab: its reader names it
-            return os.fspath(path)
-        return file_sha256(path)
-
-    return {"checkpoint": checkpoint, "config": digest(config_path), "vocab": digest(vocab_path)}
-
-
-def conversion_identity(report, source):
-    """``publication.identity``: the source plus the options that shape the bytes."""
-    fields = report.to_dict()
-    return json.loads(json.dumps({"source": source,
-                                  "options": {k: fields.get(k) for k in IDENTITY_FIELDS}}))
 
 
 class S3Publication:
