@@ -53,12 +53,21 @@ def convert_one(checkpoint, output, **options):
     """Convert one checkpoint; a result line (a dict) rather than an exception, so that one
     bad checkpoint does not stop the others. Safe to run twice at once for the same
     output: an S3 output is published once (the other run reports it unchanged or already
-    published); a local one is written by the first run to finish."""
+    published); a local one is written by the first run to finish, and an existing local
+    output is kept ("exists")."""
     from bertconvert import convert_checkpoint
     from bertconvert.errors import BertConvertError
 
+    from bertconvert.errors import OutputExistsError, PublishConflictError
+
     try:
         report = convert_checkpoint(checkpoint, output, progress=False, **options)
+    except OutputExistsError as e:
+        if "://" in output or isinstance(e, PublishConflictError):
+            return {"checkpoint": checkpoint, "output": output, "error": type(e).__name__,
+                    "message": str(e)}
+        # A local output of an earlier run: kept (not compared; S3 outputs are compared).
+        return {"checkpoint": checkpoint, "output": output, "status": "exists"}
     except BertConvertError as e:
         return {"checkpoint": checkpoint, "output": output, "error": type(e).__name__,
                 "message": str(e)}

@@ -7,6 +7,8 @@ import hashlib
 import json
 import os
 
+from ..errors import ConversionError
+
 #: conversion.json fields that decide the bytes of the model directory (with the source).
 IDENTITY_FIELDS = ("head", "model_class", "num_labels", "dtype", "format", "activation",
                    "pooler_written", "new_keys", "config_inferred", "tied")
@@ -30,6 +32,11 @@ def source_identity(reader, config_path, vocab_path):
     """
     own = getattr(reader, "source_identity", None)
     checkpoint = own() if callable(own) else None
+    if checkpoint is None and any("://" in os.fspath(f) for f in reader.files):
+        raise ConversionError(
+            "this checkpoint reader cannot say which version of its remote files it read "
+            "(no source_identity()), so an s3:// output could not tell a rerun from a "
+            "changed source; convert to a local directory, or from local files")
     if checkpoint is None:
         index, shards = reader.files[0], reader.files[1:]
         checkpoint = {"index_sha256": file_sha256(index),

@@ -85,3 +85,11 @@ def test_futures_example_reports_a_bad_checkpoint_and_converts_the_rest(runs, tm
     assert results[os.path.join(bad, "model.ckpt")]["error"]
     assert sum("status" in r for r in results.values()) == len(SOURCES)
     assert os.path.isfile(tmp_path / "out" / "run-b" / "bert_model.ckpt" / "config.json")
+
+
+def test_futures_example_again_keeps_existing_local_outputs(runs, tmp_path):
+    out = str(tmp_path / "out")
+    assert _run("convert_bucket_futures.py", runs, out, "--workers", "2")[0] == 0
+    code, results, err = _run("convert_bucket_futures.py", runs, out, "--workers", "2")
+    assert code == 0, err
+    assert {r["status"] for r in results.values()} == {"exists"}
