@@ -58,7 +58,7 @@ import shutil
 import tempfile
 
 from ..errors import (OutputExistsError, OutputWriteError, PublishConflictError,
-                      UnsupportedURLError, option)
+                      RemoteNotFoundError, UnsupportedURLError, option)
 from ..layout import REPORT_NAME
 from .identity import conversion_identity, file_sha256, source_identity
 
@@ -70,7 +70,6 @@ MULTIPART_THRESHOLD = 1 << 30
 PART_SIZE = 64 << 20
 #: A marker bigger than this is no conversion.json of ours (it lists a few hundred names).
 MAX_MARKER_BYTES = 64 << 20
-
 
 
 def is_s3_url(target):
@@ -152,6 +151,11 @@ class S3Publication:
             answer = self.client.get_object(Bucket=self.target.bucket,
                                             Key=self.target.key(REPORT_NAME))
         except _errors() as e:
+            if _code(e) in ("NoSuchBucket", "AccessDenied", "403") or _status(e) == 403:
+                raise RemoteNotFoundError(
+                    f"{self.target.shown}: bucket {self.target.bucket!r} does not exist or "
+                    f"access is denied ({_code(e) or _status(e)}); nothing was uploaded. Check "
+                    "the bucket name, AWS_ENDPOINT_URL_S3 and your AWS credentials") from e
             if _missing(e):
                 return None, None
             raise _translate(self.target.url_of(REPORT_NAME), e, "GetObject") from e

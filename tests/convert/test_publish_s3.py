@@ -345,3 +345,15 @@ def test_http_outputs_are_refused_before_any_work(out, ckpt, tmp_path, monkeypat
     with pytest.raises(UnsupportedURLError, match="local directory or s3://"):
         convert_checkpoint(ckpt, out, progress=False)
     assert os.listdir(tmp_path) == ["ckpt"]  # no folder named "https:" or "http:"
+
+
+def test_a_missing_bucket_is_named_before_anything_is_converted(s3_env, s3_calls, ckpt, capsys):
+    from bertconvert.errors import RemoteNotFoundError
+
+    with pytest.raises(RemoteNotFoundError, match="bucket 'no-such-bucket-i20' does not exist"):
+        convert_checkpoint(ckpt, "s3://no-such-bucket-i20/models/x/", progress=False)
+    assert [op for op, _ in s3_calls] == ["GetObject"]
+    assert main(["convert", ckpt, "--out", "s3://no-such-bucket-i20/m/"]) == 2
+    # (The moto server's own request log may also reach the captured stderr.)
+    last = capsys.readouterr().err.strip().splitlines()[-1]
+    assert "no-such-bucket-i20" in last and "nothing was uploaded" in last
