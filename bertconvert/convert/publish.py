@@ -274,11 +274,13 @@ class S3Publication:
                 marker, _ = self.read_marker()
                 if marker is not None and _identity_of(marker) == self.identity:
                     return None, False
+                why = (f"no {REPORT_NAME} marks it finished: another conversion with other "
+                       "options is publishing to this prefix, or one was interrupted"
+                       if marker is None else
+                       f"{REPORT_NAME} now records another conversion, published meanwhile")
                 raise PublishConflictError(
-                    f"{self.target.url_of(name)} exists with other content and "
-                    f"{'no ' + REPORT_NAME + ' marks it finished' if marker is None else REPORT_NAME + ' records another conversion'}"
-                    ": another conversion with other options is publishing to this prefix, or "
-                    f"one was interrupted; nothing of this run was marked published. Pass "
+                    f"{self.target.url_of(name)} exists with other content and {why}; nothing "
+                    f"of this run was marked published. Pass "
                     f"{option('--overwrite', 'overwrite=True')} to replace it, or choose "
                     "another prefix")
             condition = {"IfMatch": etag} if etag is not None else {"IfNoneMatch": "*"}
