@@ -124,3 +124,22 @@ def test_verify_accepts_a_published_model_directory(s3_env, capsys):
     url = s3_env.url("verified/")
     convert_checkpoint(CKPT, url, progress=False)
     assert main(["--quiet", "verify", CKPT, url]) == 0
+
+
+def test_offline_a_fetched_directory_is_served_from_the_cache(http_server, local_model):
+    _serve(http_server, local_model)
+    url = http_server.url("/models/tiny/")
+    online = cached_path(url)
+    seen = len(http_server.requests)
+    assert cached_path(url, local_files_only=True) == online
+    model = BertForPreTraining.from_pretrained(url, local_files_only=True)
+    _same_weights(model, BertForPreTraining.from_pretrained(local_model))
+    assert len(http_server.requests) == seen  # no request at all
+
+
+def test_a_pushed_model_directory_loads_by_its_marker_file_list(s3_env, local_model):
+    from bertconvert.cache.s3 import push_directory
+
+    push_directory(local_model, s3_env.url("pushed/tiny/"), progress=False)
+    model = BertForPreTraining.from_pretrained(s3_env.url("pushed/tiny"))
+    _same_weights(model, BertForPreTraining.from_pretrained(local_model))
