@@ -143,3 +143,11 @@ def test_a_pushed_model_directory_loads_by_its_marker_file_list(s3_env, local_mo
     push_directory(local_model, s3_env.url("pushed/tiny/"), progress=False)
     model = BertForPreTraining.from_pretrained(s3_env.url("pushed/tiny"))
     _same_weights(model, BertForPreTraining.from_pretrained(local_model))
+
+
+def test_tokenizer_of_a_directory_url_follows_its_tokenizer_config(http_server, local_model):
+    _serve(http_server, local_model, skip=("tokenizer_config.json", "conversion.json"))
+    http_server.add("/models/tiny/tokenizer_config.json",
+                    json.dumps({"do_lower_case": False, "model_max_length": 64}).encode())
+    tok = BertTokenizer.from_pretrained(http_server.url("/models/tiny/"))
+    assert tok.basic_tokenizer.do_lower_case is False and tok.max_len == 64
