@@ -4,8 +4,9 @@ directory in the shared cache.
 Each file is fetched by :func:`~bertconvert.cache.store.cached_path` (ETag-keyed entries,
 verified, shared by processes and machines); the directory is then assembled from hard links
 to those entries (copies where links are impossible) under a temp name and renamed into place
-as ``<key>-extracted``, ``<key>`` derived from the URL and the versions of its files: one
-directory per published version, built once.
+as ``<key>-extracted`` beside the entry of its ``conversion.json`` (else of its weights):
+one directory per published version, built once, listed and removed by ``bertconvert cache``
+with that entry; rebuilt when one of its files was fetched again.
 
 Which files: ``conversion.json`` is the completeness marker of a published model
 (:mod:`bertconvert.convert.publish` writes it last). When it lists its objects with their
@@ -24,7 +25,6 @@ Example::
     >>> sorted(os.listdir(local))[:2]
     ['bert_config.json', 'config.json']
 """
-import hashlib
 import json
 import logging
 import os
@@ -112,11 +112,23 @@ def _fetch_set(base, query, fetch, scheme):
     return paths
 
 
+def _matches(paths, target):
+    """True when ``target`` holds exactly ``paths``' names, each the same file (a link)."""
+    try:
+        if sorted(os.listdir(target)) != sorted(paths):
+            return False
+        return all(os.path.samefile(path, os.path.join(target, name))
+                   for name, path in paths.items())
+    except OSError:
+        return False
+
+
 def _assemble(paths, target):
-    """Hard-link (or copy) the cached files into a temp directory, renamed to ``target``."""
+    """Hard-link (or copy) the cached files into a temp directory renamed to ``target``; a
+    ``target`` that holds other versions (an entry fetched again) is replaced."""
     from ..atomic import fsync_directory, temp_name_for
 
-    if os.path.isdir(target):
+    if _matches(paths, target):
         return target
     tmp = temp_name_for(target)
     os.mkdir(tmp, 0o755)
@@ -126,12 +138,20 @@ def _assemble(paths, target):
                 os.link(path, os.path.join(tmp, name))
             except OSError:
                 shutil.copyfile(path, os.path.join(tmp, name))
+        if os.path.isdir(target):  # an older assembly: out of the way first
+            old = temp_name_for(target) + ".old"
+            try:
+                os.rename(target, old)
+            except OSError:
+                old = None  # another process moved it already
+            if old is not None:
+                shutil.rmtree(old, ignore_errors=True)
         try:
             os.rename(tmp, target)
         except OSError:
             if not os.path.isdir(target):
                 raise
-            shutil.rmtree(tmp, ignore_errors=True)  # another process built the same one first
+            shutil.rmtree(tmp, ignore_errors=True)  # another process built one first
         fsync_directory(os.path.dirname(os.path.abspath(target)))
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
@@ -155,7 +175,7 @@ def fetch_model_dir(url, cache_dir, fetch):
     Raises WeightsError when the URL holds no (complete) model, IntegrityError when the
     files keep changing under the fetch, and what ``fetch`` raises otherwise.
     """
-    from .entries import EXTRACTED_SUFFIX, make_cache_dir, resolve_cache_dir, url_to_filename
+    from .entries import EXTRACTED_SUFFIX, make_cache_dir, resolve_cache_dir
 
     base, query = _base(url)
     scheme = base.split("://", 1)[0].lower()
@@ -172,9 +192,11 @@ def fetch_model_dir(url, cache_dir, fetch):
                     f"{shown_url(base)} changed while it was being fetched ({e}), {ATTEMPTS} "
                     "times: it is being replaced; retry when the publication is done") from e
             log.info("%s changed while it was fetched (%s); fetching it again", shown_url(base), e)
-    version = hashlib.sha256("\n".join(
-        f"{name} {os.path.basename(path)}" for name, path in sorted(paths.items())).encode())
-    target = os.path.join(cache_dir, url_to_filename(base, version.hexdigest()) + EXTRACTED_SUFFIX)
-    directory = _assemble(paths, target)
+    # The directory belongs to one cache entry -- the marker, else the weights -- so that
+    # `cache ls/prune/rm` list and remove it with that entry.
+    anchor = paths.get(REPORT_NAME) or paths.get(SAFETENSORS_NAME) or paths.get(PYTORCH_NAME)
+    if anchor is None:
+        raise WeightsError(f"{shown_url(base)}: {REPORT_NAME} lists no weights file")
+    directory = _assemble(paths, anchor + EXTRACTED_SUFFIX)
     log.info("model directory %s is %s", shown_url(base), directory)
     return directory

@@ -151,3 +151,19 @@ def test_tokenizer_of_a_directory_url_follows_its_tokenizer_config(http_server, 
                     json.dumps({"do_lower_case": False, "model_max_length": 64}).encode())
     tok = BertTokenizer.from_pretrained(http_server.url("/models/tiny/"))
     assert tok.basic_tokenizer.do_lower_case is False and tok.max_len == 64
+
+
+def test_a_changed_file_rebuilds_the_directory_and_cache_rm_removes_it(http_server, local_model,
+                                                                       cache_env):
+    from bertconvert.cli import main
+
+    _serve(http_server, local_model, skip=("conversion.json",))
+    url = http_server.url("/models/tiny/")
+    first = cached_path(url)
+    config = json.load(open(os.path.join(first, "config.json")))
+    config["note"] = "re-uploaded"
+    http_server.resources["/models/tiny/config.json"].replace(json.dumps(config).encode())
+    again = cached_path(url)
+    assert json.load(open(os.path.join(again, "config.json")))["note"] == "re-uploaded"
+    assert main(["--quiet", "cache", "rm", "--all", "--cache-dir", str(cache_env)]) == 0
+    assert not [n for n in os.listdir(cache_env) if n.endswith("-extracted")]
