@@ -33,22 +33,6 @@ def _gets(env_calls, suffix):
     return [p for op, p in env_calls if op == "GetObject" and p["Key"].endswith(suffix)]
 
 
-@pytest.fixture
-def s3_calls():
-    """S3 operations called by our code, through botocore's public event system."""
-    import boto3
-
-    boto3.setup_default_session()
-    calls = []
-
-    def record(params, event_name, **kwargs):
-        calls.append((event_name.rsplit(".", 1)[-1], dict(params)))
-
-    boto3.DEFAULT_SESSION.events.register("provide-client-params.s3", record)
-    yield calls
-    boto3.DEFAULT_SESSION.events.unregister("provide-client-params.s3", record)
-
-
 def test_from_pretrained_of_a_published_prefix_loads_identical_weights(s3_env, s3_calls,
                                                                        local_model):
     url = s3_env.url("team/bert-tiny")

@@ -12,29 +12,11 @@ import pytest
 from bertconvert import convert_checkpoint
 from bertconvert.cli import main
 from bertconvert.errors import OutputExistsError, PublishConflictError, UnsupportedURLError
-from ..cache.servers import _moto_endpoint, cache_env, s3_env  # noqa: F401 (fixtures)
+from ..cache.servers import _moto_endpoint, cache_env, s3_calls, s3_env  # noqa: F401 (fixtures)
 from ..conftest import fixture_checkpoint
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 MARKER = "conversion.json"
-
-
-@pytest.fixture
-def s3_calls():
-    """Every S3 operation our code calls, in order, as ``(operation, params)``: recorded
-    through botocore's public event system on boto3's default session (clients made from
-    it afterwards carry the handler); nothing is patched or faked."""
-    import boto3
-
-    boto3.setup_default_session()
-    calls = []
-
-    def record(params, event_name, **kwargs):
-        calls.append((event_name.rsplit(".", 1)[-1], dict(params)))
-
-    boto3.DEFAULT_SESSION.events.register("provide-client-params.s3", record)
-    yield calls
-    boto3.DEFAULT_SESSION.events.unregister("provide-client-params.s3", record)
 
 
 @pytest.fixture
