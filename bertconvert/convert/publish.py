@@ -217,7 +217,7 @@ class S3Publication:
         report.output_dir = self.target.shown
         if self.old is not None:
             self._remove_old_marker()
-        objects, uploaded = {}, []
+        objects, uploaded = {}, {}  # uploaded: {name: the ETag of our version}
         for name in names:
             path = os.path.join(local_dir, name)
             sha = file_sha256(path)
@@ -226,7 +226,7 @@ class S3Publication:
                 return self._lost_race(report, uploaded)
             objects[name] = {"size": os.path.getsize(path), "sha256": sha, "etag": etag}
             if mine:
-                uploaded.append(name)
+                uploaded[name] = etag
         report.publication = {"url": self.target.shown, "identity": self.identity,
                               "objects": objects}
         body = json.dumps(report.to_dict(), indent=2, sort_keys=False).encode() + b"\n"
@@ -341,9 +341,12 @@ class S3Publication:
         return answer.get("ETag")
 
     def _delete(self, name, etag):
-        """Delete an object only while it is still ``etag`` (If-Match)."""
+        """Delete an object only while it is still ``etag`` (If-Match); without a known
+        ETag, nothing is deleted."""
         from ..cache.s3 import _errors
 
+        if not etag:
+            return False
         try:
             self.client.delete_object(Bucket=self.target.bucket, Key=self.target.key(name),
                                       IfMatch=etag)
@@ -374,11 +377,12 @@ class S3Publication:
         """Another run's marker is there: ours is not written."""
         marker, _ = self.read_marker()
         listed = ((marker or {}).get("publication") or {}).get("objects") or {}
-        for name in uploaded:  # ours alone: the winner's marker does not rely on them
-            if name not in listed:
-                _, etag = self._head(name)
-                if etag is not None:
-                    self._delete(name, etag)
+        for name, etag in uploaded.items():
+            # Ours alone (the winner's marker does not rely on them), and still our version.
+            # Without a marker (a replacement under way) nothing is removed: that run may
+            # have adopted them.
+            if marker is not None and name not in listed:
+                self._delete(name, etag)
         if marker is not None and _identity_of(marker) == self.identity:
             self.status = "already published by another run"
             report.files = list(marker.get("files") or report.files)
