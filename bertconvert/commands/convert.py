@@ -105,9 +105,12 @@ def print_summary(report, output_dir=None):
         print(f"  new keys    {len(report.new_keys)} freshly initialised: {', '.join(report.new_keys)}")
     for note in report.notes:
         print(f"  note        {note}")
-    print(f"  written     {output_dir or report.output_dir}: {', '.join(report.files)}")
-    if report.publication:  # --out s3://
-        print(f"  published   {report.publication.get('status')}")
+    status = (report.publication or {}).get("status")  # --out s3://
+    written = "there" if status in ("unchanged", "already published by another run") \
+        else "written"
+    print(f"  {written:<11} {output_dir or report.output_dir}: {', '.join(report.files)}")
+    if status:
+        print(f"  published   {status}")
 
 
 def _dropped(report):
