@@ -57,8 +57,8 @@ import os
 import shutil
 import tempfile
 
-from ..errors import (OutputExistsError, OutputWriteError, PublishConflictError,
-                      RemoteNotFoundError, UnsupportedURLError, option)
+from ..errors import (BertConvertError, OutputExistsError, OutputWriteError,
+                      PublishConflictError, RemoteNotFoundError, UnsupportedURLError, option)
 from ..layout import REPORT_NAME
 from .identity import conversion_identity, file_sha256, source_identity
 
@@ -221,7 +221,15 @@ class S3Publication:
         for name in names:
             path = os.path.join(local_dir, name)
             sha = file_sha256(path)
-            etag, mine = self._put_object(name, path, sha)
+            try:
+                etag, mine = self._put_object(name, path, sha)
+            except (OutputExistsError, OutputWriteError):
+                raise
+            except BertConvertError as e:  # the store refused or the network failed
+                raise OutputWriteError(
+                    f"uploading {self.target.url_of(name)} failed ({e}); no {REPORT_NAME} "
+                    f"was written, so nothing is published there. Run the conversion again: "
+                    "the objects already uploaded are kept and adopted") from e
             if etag is None:  # the same conversion was published meanwhile
                 return self._lost_race(report, uploaded)
             objects[name] = {"size": os.path.getsize(path), "sha256": sha, "etag": etag}

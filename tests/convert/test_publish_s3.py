@@ -339,3 +339,28 @@ def test_a_missing_bucket_is_named_before_anything_is_converted(s3_env, s3_calls
     # (The moto server's own request log may also reach the captured stderr.)
     last = capsys.readouterr().err.strip().splitlines()[-1]
     assert "no-such-bucket-i20" in last and "nothing was uploaded" in last
+
+
+def test_an_upload_the_store_refuses_publishes_nothing(s3_env, ckpt, capsys):
+    """The store answers the weights' PutObject with an error (the request is sent to a
+    bucket that does not exist: a real error from the real server, injected through
+    botocore's events); the run stops, no marker, and a rerun completes."""
+    import boto3
+
+    boto3.setup_default_session()
+
+    def misdirect(params, **kwargs):
+        if str(params.get("Key", "")).endswith("model.safetensors"):
+            params["Bucket"] = "no-such-bucket-i20-upload"
+
+    events = boto3.DEFAULT_SESSION.events
+    events.register("provide-client-params.s3.PutObject", misdirect)
+    try:
+        assert main(["--quiet", "convert", ckpt, "--out", s3_env.url("refused/")]) == 2
+    finally:
+        events.unregister("provide-client-params.s3.PutObject", misdirect)
+    last = capsys.readouterr().err.strip().splitlines()[-1]
+    assert "model.safetensors failed" in last and "nothing is published" in last
+    assert MARKER not in _objects(s3_env, "refused/")
+    assert convert_checkpoint(ckpt, s3_env.url("refused/"), progress=False) \
+        .publication["status"] == "published"
