@@ -28,8 +28,8 @@ def ckpt(tmp_path):
 def _objects(env, prefix):
     client = env.client()
     listing = client.list_objects_v2(Bucket=env.bucket, Prefix=prefix).get("Contents", [])
-    return {o["Key"][len(prefix):]: client.get_object(Bucket=env.bucket, Key=o["Key"])["Body"].read()
-            for o in listing}
+    return {o["Key"][len(prefix):]:
+            client.get_object(Bucket=env.bucket, Key=o["Key"])["Body"].read() for o in listing}
 
 
 def _marker(env, prefix):
@@ -140,7 +140,8 @@ def test_overwrite_replaces_and_removes_what_the_old_marker_listed(s3_env, s3_ca
            if op in ("PutObject", "DeleteObject")]
     # The old marker goes first (readers then see no model, never a mixture), the new last.
     assert ops[0] == ("DeleteObject", MARKER)
-    assert ops.index(("PutObject", MARKER)) == max(i for i, o in enumerate(ops) if o[0] == "PutObject")
+    puts = [i for i, o in enumerate(ops) if o[0] == "PutObject"]
+    assert ops.index(("PutObject", MARKER)) == max(puts)
     delete = [p for op, p in s3_calls if op == "DeleteObject" and p["Key"].endswith(MARKER)]
     assert delete[0]["IfMatch"]  # only the marker version that was read
 
