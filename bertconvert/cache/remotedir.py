@@ -92,7 +92,11 @@ def _fetch_set(base, query, fetch, scheme):
             raise WeightsError(f"{shown_url(base + REPORT_NAME)} is not a JSON object")
         paths[REPORT_NAME] = marker_path
         for name, sha in sorted(_files_from_marker(marker).items()):
-            paths[name] = fetch(base + name + query, sha)
+            try:
+                paths[name] = fetch(base + name + query, sha)
+            except RemoteNotFoundError as e:  # listed, then gone: being replaced (or broken)
+                raise IntegrityError(f"{REPORT_NAME} lists {name}, which is not there ({e})") \
+                    from e
         return paths
     for group, required in ((CONFIG_NAMES, True), ((SAFETENSORS_NAME, PYTORCH_NAME), True)):
         for name in group:

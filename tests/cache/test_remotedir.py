@@ -151,3 +151,11 @@ def test_a_changed_file_rebuilds_the_directory_and_cache_rm_removes_it(http_serv
     assert json.load(open(os.path.join(again, "config.json")))["note"] == "re-uploaded"
     assert main(["--quiet", "cache", "rm", "--all", "--cache-dir", str(cache_env)]) == 0
     assert not [n for n in os.listdir(cache_env) if n.endswith("-extracted")]
+
+
+def test_a_listed_object_that_is_gone_is_refused_after_retries(s3_env, cache_env):
+    url = s3_env.url("gone/")
+    convert_checkpoint(CKPT, url, progress=False)
+    s3_env.client().delete_object(Bucket=s3_env.bucket, Key="gone/vocab.txt")
+    with pytest.raises(IntegrityError, match="lists vocab.txt, which is not there"):
+        BertForPreTraining.from_pretrained(url)
