@@ -159,3 +159,31 @@ def test_a_listed_object_that_is_gone_is_refused_after_retries(s3_env, cache_env
     s3_env.client().delete_object(Bucket=s3_env.bucket, Key="gone/vocab.txt")
     with pytest.raises(IntegrityError, match="lists vocab.txt, which is not there"):
         BertForPreTraining.from_pretrained(url)
+
+
+def test_a_replacement_during_the_fetch_gives_the_new_model_never_a_mixture(s3_env, cache_env):
+    """An --overwrite publication runs while a reader fetches the weights (started from
+    botocore's event for the reader's first GetObject of them): the reader's files fail the
+    old marker's sha256s, it starts over from the new marker and gets the new model whole."""
+    import boto3
+
+    url = s3_env.url("live/")
+    convert_checkpoint(CKPT, url, progress=False)
+    boto3.setup_default_session()
+    replaced = []
+
+    def replace_once(params, **kwargs):
+        if str(params.get("Key", "")).endswith("model.safetensors") and not replaced:
+            replaced.append(convert_checkpoint(CKPT, url, progress=False, dtype="float16",
+                                               overwrite=True))
+
+    boto3.DEFAULT_SESSION.events.register("provide-client-params.s3.GetObject", replace_once)
+    try:
+        model = BertForPreTraining.from_pretrained(url, torch_dtype="auto")
+    finally:
+        boto3.DEFAULT_SESSION.events.unregister("provide-client-params.s3.GetObject",
+                                                replace_once)
+    assert replaced and replaced[0].publication["status"] == "replaced"
+    assert {p.dtype for p in model.parameters()} == {torch.float16}
+    directory = cached_path(url)
+    assert json.load(open(os.path.join(directory, "conversion.json")))["dtype"] == "float16"
