@@ -66,6 +66,12 @@ class OutputNotReplaceableError(OutputExistsError):
     a regular file, the current or home directory, a link): even ``--overwrite`` leaves it."""
 
 
+class PublishConflictError(OutputExistsError):
+    """An S3 output prefix holds objects with other bytes than this conversion's (another
+    conversion publishing there, or an interrupted one) and no marker of this conversion;
+    nothing of this run was marked published (see :mod:`bertconvert.convert.publish`)."""
+
+
 class UnsafeOutputError(BertConvertError):
     """An output path is empty, or is, contains or lies inside an input file: writing it
     would destroy the input. Nothing was written or deleted."""

@@ -77,6 +77,18 @@ def _is_url(s):
     return urlparse(s).scheme.lower() in ("http", "https", "s3")
 
 
+#: A URL whose last segment ends so names a file (an archive, weights...), not a directory.
+_FILE_SUFFIXES = (".tar.gz", ".tgz", ".tar", ".zip", ".tar.bz2", ".tar.xz", ".bin", ".json",
+                  ".txt", ".safetensors", ".pt", ".pth", ".h5", ".index")
+
+
+def _names_directory(url):
+    """True when a URL names a model directory: it ends with ``/``, or its last segment
+    does not end like a file (``s3://bucket/models/bert-tiny``)."""
+    path = urlparse(url).path
+    return path.endswith("/") or not path.lower().endswith(_FILE_SUFFIXES)
+
+
 def _has_model_files(directory):
     names = set(os.listdir(directory))
     return any(c in names for c in CONFIG_NAMES) and any(w in names for w in WEIGHTS_NAMES)
@@ -109,6 +121,7 @@ def resolve_model_dir(name_or_url, cache_dir=None, *, force_download=False, loca
     the cache, verified, and extracted once (safely). Raises UnknownModelError for anything
     else, WeightsError when the archive holds no model.
     """
+    from .redact import shown_url
     from .store import cached_path
 
     source = os.fspath(name_or_url)
@@ -120,18 +133,25 @@ def resolve_model_dir(name_or_url, cache_dir=None, *, force_download=False, loca
         raise UnknownModelError(
             f"{source!r} is not a known model name ({', '.join(PRETRAINED_NAMES)}), an existing "
             "path, or an http(s)/s3 URL")
+    if _is_url(url) and _names_directory(url):
+        # s3://bucket/prefix or https://host/dir: a model directory, file by file
+        from .remotedir import as_directory_url
+        root = cached_path(as_directory_url(url), cache_dir, force_download=force_download,
+                           local_files_only=local_files_only, progress=progress)
+        log.info("model %s resolved to %s", shown_url(source), root)
+        return root
     directory = cached_path(url, cache_dir, force_download=force_download,
                             local_files_only=local_files_only, extract=True, progress=progress)
     root = find_model_root(directory)
-    from .redact import shown_url
-
     log.info("model %s resolved to %s", shown_url(source), root)
     return root
 
 
 def resolve_vocab_file(name_or_url, cache_dir=None, *, force_download=False, local_files_only=False,
                        progress=True):
-    """Local path of a vocabulary: for a seed name, a URL, a file, or a directory with vocab.txt."""
+    """Local path of a vocabulary: for a seed name, a URL (of the file, or of a model
+    directory: ``s3://bucket/prefix/``), a file, or a directory with vocab.txt."""
+    from .redact import shown_url
     from .store import cached_path
 
     source = os.fspath(name_or_url)
@@ -141,6 +161,13 @@ def resolve_vocab_file(name_or_url, cache_dir=None, *, force_download=False, loc
         path = os.path.join(source, VOCAB_NAME)
         if not os.path.isfile(path):
             raise UnknownModelError(f"directory {source} has no {VOCAB_NAME}")
+        return path
+    elif _is_url(source) and _names_directory(source):  # a model directory's vocab.txt
+        directory = resolve_model_dir(source, cache_dir, force_download=force_download,
+                                      local_files_only=local_files_only, progress=progress)
+        path = os.path.join(directory, VOCAB_NAME)
+        if not os.path.isfile(path):
+            raise UnknownModelError(f"{shown_url(source)} has no {VOCAB_NAME}")
         return path
     elif _is_url(source) or os.path.exists(source):
         url = source

@@ -188,7 +188,9 @@ def cached_path(url_or_filename, cache_dir=None, *, force_download=False, local_
                 max_extract_ratio=None, max_extract_members=None):
     """Local path of ``url_or_filename``, downloading it into the cache if needed.
 
-    ``url_or_filename``: an http(s):// or s3:// URL, or a local path (returned as is).
+    ``url_or_filename``: an http(s):// or s3:// URL, or a local path (returned as is). A URL
+    ending in ``/`` names a model directory (``s3://bucket/prefix/``): its files are fetched
+    one by one and a local directory is returned (:mod:`bertconvert.cache.remotedir`).
     ``cache_dir``: else ``$BERTCONVERT_CACHE``, ``$PYTORCH_PRETRAINED_BERT_CACHE``,
     ``~/.cache/bertconvert``. ``force_download``: fetch again even if cached.
     ``local_files_only``: no network, newest cached entry. ``sha256``: required content hash.
@@ -243,6 +245,12 @@ def _cached_path(target, cache_dir, force_download, local_files_only, sha256, ex
     scheme = _scheme_of(target)
     if scheme in REMOTE_SCHEMES:
         _check_remote_url(target, scheme)
+        from .remotedir import fetch_model_dir, is_directory_url
+        if is_directory_url(target):  # a model directory: each file through the cache
+            def fetch(url, file_sha256):
+                return _fetch_remote(url, cache_dir, force_download, local_files_only,
+                                     file_sha256, False, proxies, progress, limit_args)
+            return fetch_model_dir(target, cache_dir, fetch)
         return _fetch_remote(target, cache_dir, force_download, local_files_only, sha256, extract,
                              proxies, progress, limit_args)
     if scheme == "file":

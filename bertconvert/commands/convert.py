@@ -54,7 +54,9 @@ def register(subparsers):
                         "and, for TF1 serving exports, the head count from saved_model.pb)")
     p.add_argument("--out", required=True, metavar="DIR",
                    help="output model directory (never the checkpoint's own directory or a "
-                        "directory above it)")
+                        "directory above it), or s3://bucket/prefix/: published complete or "
+                        "not at all, conversion.json last; the same conversion again is a "
+                        "no-op")
     p.add_argument("--vocab", metavar="FILE",
                    help="vocabulary to copy into DIR as vocab.txt (default: the vocab.txt "
                         "beside the checkpoint)")
@@ -74,7 +76,8 @@ def register(subparsers):
                    help="replace a previous model directory at DIR (one holding "
                         "conversion.json, or a config and weights, and nothing else), only once "
                         "the new one is complete; other files, links, the current or home "
-                        "directory are never replaced")
+                        "directory are never replaced; under an s3:// prefix, another "
+                        "conversion published there is replaced")
     p.add_argument("--optimizer-state", action="store_true",
                    help=f"also write {layout.OPTIMIZER_NAME}: the Adam slots (<var>/adam_m, "
                         "<var>/adam_v, in their parameters' layout, keyed by parameter name) "
@@ -123,7 +126,12 @@ def print_summary(report, output_dir=None):
               f"global_step {state['global_step']}")
     for note in report.notes:
         print(f"  note        {note}")
-    print(f"  written     {output_dir or report.output_dir}: {', '.join(report.files)}")
+    status = (report.publication or {}).get("status")  # --out s3://
+    written = "there" if status in ("unchanged", "already published by another run") \
+        else "written"
+    print(f"  {written:<11} {output_dir or report.output_dir}: {', '.join(report.files)}")
+    if status:
+        print(f"  published   {status}")
 
 
 def _dropped(report):

@@ -39,6 +39,7 @@ class ConversionReport:
     optimizer_state: dict = None
     #: a KerasHub preset's task, tokenizer settings and (text embedder) pooling, else None
     keras_hub: dict = None
+    publication: dict = None      # --out s3://: identity, objects, status (convert/publish.py)
 
     @classmethod
     def from_plan(cls, plan, dtype):
@@ -68,6 +69,7 @@ class ConversionReport:
             "activation": self.activation, "config_inferred": self.config_inferred,
             "pooler_written": self.pooler_written,
             **({"keras_hub": self.keras_hub} if self.keras_hub is not None else {}),
+            **({"publication": self.publication} if self.publication is not None else {}),
         }
         if self.optimizer_state is not None:  # only with --optimizer-state
             out["optimizer_state"] = self.optimizer_state

@@ -100,6 +100,11 @@ def convert_checkpoint(checkpoint, out_dir, *, config=None, head="auto", num_lab
     mostly optimizer slots, which are never read; "full" hashes those too (for
     BERT-large with Adam slots the conversion then takes about 3.5 times as long), "index"
     none.
+    ``out_dir`` may be ``s3://bucket/prefix/``: the directory is built in a temp directory,
+    then published there complete or not at all, ``conversion.json`` last (see
+    :mod:`bertconvert.convert.publish`); the report's ``publication["status"]`` says
+    "published", "replaced", "unchanged" (the same conversion was there: nothing uploaded)
+    or "already published by another run".
     ``opener(path, mode)`` creates output files (for tests or custom storage; by default the
     weights are written with :class:`~bertconvert.directio.DirectFile`, the rest with ``open``).
 
@@ -115,28 +120,39 @@ def convert_checkpoint(checkpoint, out_dir, *, config=None, head="auto", num_lab
     check_gelu(gelu)
     if format != "safetensors":  # before anything is read or written
         _require_torch(f"writing {PYTORCH_NAME} ({_format_option(format)})")
+    from .publish import check_output_url, is_s3_url, publish_converted
+    check_output_url(out_dir)
     if is_keras_preset(checkpoint):
         _refuse_tf_options(checkpoint, config=config, vocab=vocab, gelu=gelu,
-                           num_labels=num_labels, allow_new_head=allow_new_head or None)
+                           num_labels=num_labels, allow_new_head=allow_new_head or None,
+                           optimizer_state=optimizer_state or None)
+        if is_s3_url(out_dir):
+            raise ConversionError(
+                f"{checkpoint} is a KerasHub preset: its conversion cannot be published to "
+                f"{out_dir} directly yet; convert it to a local directory, then upload that "
+                "(bertconvert cache push) or convert a TF checkpoint")
         from .keras_run import convert_preset
         return convert_preset(checkpoint, out_dir, head=head, format=format, dtype=dtype,
                               overwrite=overwrite, progress=progress, opener=opener,
                               keep_pooler=keep_pooler)
     weights_opener, opener = opener, opener or open
-    check_output_spares_inputs(out_dir, [], keyword="out_dir")  # "" would mean the cwd
-    # As given, for messages (``given``); atomic_directory and the checks resolve it.
-    given = out_dir = os.fspath(out_dir)
     if optimizer_state and source_hash == "auto":
         source_hash = "full"  # the slots are read anyway: every shard gets its sha256
-    with load_checkpoint(checkpoint, mmap=False) as reader:
-        hashing = SourceHashing(reader, source_hash)
-        try:
-            report = _convert_with_reader(reader, hashing, out_dir, config, head, num_labels,
-                                          format, dtype, overwrite, allow_new_head, progress,
-                                          weights_opener, opener, vocab, gelu, keep_pooler,
-                                          optimizer_state, given)
-        finally:
-            hashing.cancel()  # after a failure, do not keep reading gigabytes for nothing
+    if is_s3_url(out_dir):  # built locally, then published object by object, marker last
+        def convert_locally(local_dir, precheck):
+            return _convert_checkpoint(checkpoint, local_dir, config, head, num_labels, format,
+                                       dtype, False, allow_new_head, progress, weights_opener,
+                                       opener, source_hash, vocab, gelu, keep_pooler,
+                                       optimizer_state, None, precheck)
+        report = publish_converted(convert_locally, out_dir, overwrite=overwrite,
+                                   progress=progress)
+        logger.info("%s: %s", report.output_dir, report.publication.get("status"))
+        return report
+    check_output_spares_inputs(out_dir, [], keyword="out_dir")  # "" would mean the cwd
+    given = out_dir = os.fspath(out_dir)  # as given, for messages; atomic_directory resolves it
+    report = _convert_checkpoint(checkpoint, out_dir, config, head, num_labels, format, dtype,
+                                 overwrite, allow_new_head, progress, weights_opener, opener,
+                                 source_hash, vocab, gelu, keep_pooler, optimizer_state, given)
     logger.info("converted %s (%s, %d tensors, %d skipped) into %s", report.checkpoint,
                 report.head, len(report.variables), len(report.skipped), out_dir)
     return report
@@ -152,12 +168,29 @@ def _refuse_tf_options(preset, **given):
             f"form and label count; {', '.join(used)} cannot be given for it")
 
 
+def _convert_checkpoint(checkpoint, out_dir, config, head, num_labels, format, dtype, overwrite,
+                        allow_new_head, progress, weights_opener, opener, source_hash, vocab,
+                        gelu, keep_pooler, optimizer_state=False, given=None, precheck=None):
+    """Open the checkpoint and convert it into the local directory ``out_dir``."""
+    with load_checkpoint(checkpoint, mmap=False) as reader:
+        hashing = SourceHashing(reader, source_hash)
+        try:
+            return _convert_with_reader(reader, hashing, out_dir, config, head, num_labels,
+                                        format, dtype, overwrite, allow_new_head, progress,
+                                        weights_opener, opener, vocab, gelu, keep_pooler,
+                                        optimizer_state, given, precheck)
+        finally:
+            hashing.cancel()  # after a failure, do not keep reading gigabytes for nothing
+
+
 def _convert_with_reader(reader, hashing, out_dir, config, head, num_labels, format, dtype,
                          overwrite, allow_new_head, progress, weights_opener, opener,
                          vocab=None, gelu=None, keep_pooler=False, optimizer_state=False,
-                         given=None):
+                         given=None, precheck=None):
     """The body of :func:`convert_checkpoint`, once the checkpoint is open; ``given`` is
-    ``out_dir`` as the caller spelt it (for messages)."""
+    ``out_dir`` as the caller spelt it (for messages). ``precheck(report, reader, config_path,
+    vocab_path)`` (``--out s3://``) sees the planned report before any data shard is read; a
+    report it returns is returned as it is, nothing written."""
     if optimizer_state:  # by names, before anything else: another optimizer may not plan
         require_adam(reader)
     cfg, config_path, source = describe_source(config, reader, gelu)
@@ -185,6 +218,10 @@ def _convert_with_reader(reader, hashing, out_dir, config, head, num_labels, for
     report.output_dir = os.path.abspath(out_dir)
     report.activation, report.config_inferred = source.activation, source.config_inferred
     report.notes.extend(source.notes)
+    if precheck is not None:  # before plan_ready starts hashing shards
+        done = precheck(report, reader, config_path, vocab if has_vocab else None)
+        if done is not None:
+            return done
     report.notes.extend(hashing.plan_ready(plan))
     if not has_vocab:
         report.notes.append(f"no {VOCAB_NAME} beside the checkpoint; the model directory has "

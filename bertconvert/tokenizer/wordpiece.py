@@ -297,6 +297,12 @@ class BertTokenizer(EncodeMixin):
                 limit = kwargs.get("max_len")
                 kwargs["max_len"] = min(PRETRAINED_VOCAB_POSITIONAL_EMBEDDINGS_SIZE_MAP[source],
                                         NO_MAX_LEN if limit is None else limit)
+            elif os.path.isfile(os.path.join(os.path.dirname(vocab_file), TOKENIZER_CONFIG_NAME)):
+                # A model directory fetched from a bucket or server: its tokenizer_config.json
+                # says how it was trained, as for a local directory.
+                saved = _saved_options(os.path.dirname(vocab_file))
+                for key, value in saved.items():
+                    kwargs.setdefault(key, value)
             else:
                 path = source.split("?")[0].rstrip("/")
                 casing = casing_from_name(path)

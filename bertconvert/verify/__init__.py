@@ -265,6 +265,10 @@ def verify(checkpoint, model_dir=None, *, head=None, num_labels=None, device="cp
                                 "holds the inputs it was recorded with")
     checkpoint = os.fspath(checkpoint)
     model_dir = None if model_dir in (None, "-") else os.fspath(model_dir)
+    if model_dir is not None and model_dir.split("://", 1)[0].lower() in ("s3", "http", "https") \
+            and "://" in model_dir:  # a published model directory: fetched through the cache
+        from ..cache.names import resolve_model_dir
+        model_dir = resolve_model_dir(model_dir, progress=progress)
     # Before any work: the golden file may not land on anything this run reads.
     check_outputs_spare_inputs(checkpoint, model_dir, {"--record": record}, text=text,
                                reference=reference)

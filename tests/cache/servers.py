@@ -555,6 +555,24 @@ def s3_env(_moto_endpoint, monkeypatch, tmp_path):
 
 
 @pytest.fixture
+def s3_calls():
+    """Every S3 operation our code calls from now on, in order, as ``(operation, params)``:
+    recorded through botocore's public event system on boto3's default session (clients
+    made from it afterwards carry the handler); nothing is patched or faked."""
+    import boto3
+
+    boto3.setup_default_session()
+    calls = []
+
+    def record(params, event_name, **kwargs):
+        calls.append((event_name.rsplit(".", 1)[-1], dict(params)))
+
+    boto3.DEFAULT_SESSION.events.register("provide-client-params.s3", record)
+    yield calls
+    boto3.DEFAULT_SESSION.events.unregister("provide-client-params.s3", record)
+
+
+@pytest.fixture
 def cache_env(monkeypatch, tmp_path):
     """A private cache dir via BERTCONVERT_CACHE, fast retries, no mirror/offline/proxy leakage."""
     cache = tmp_path / "cache"
