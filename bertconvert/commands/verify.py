@@ -89,21 +89,23 @@ def _write_json(path, data):
 
 def run(args):
     """Run the check, print the table, write JSON; returns the exit status."""
-    from ..verify import check_outputs_spare_inputs, verify
     from ..convert.keras_preset import is_keras_preset
-    if is_keras_preset(args.checkpoint):
-        return _run_preset(args, verify)
+    from ..verify import check_outputs_spare_inputs, verify
+    preset = is_keras_preset(args.checkpoint)
+    outputs = {"--json": args.json_report, "--record": args.record}
+    if preset:
+        _check_preset_arguments(args, outputs)
     # Before anything runs (and before the error path below writes --json): no output may
     # land on a file the run reads (CKPT's files, config, vocabulary, MODEL_DIR, --text,
     # --reference) nor on the other output.
-    check_outputs_spare_inputs(args.checkpoint, args.model_dir,
-                               {"--json": args.json_report, "--record": args.record},
+    check_outputs_spare_inputs(None if preset else args.checkpoint, args.model_dir, outputs,
                                text=args.text, reference=args.reference)
+    options = {} if preset else {"head": args.head, "num_labels": args.num_labels,
+                                 "text": args.text, "progress": args.progress, "gelu": args.gelu}
     try:
-        report = verify(args.checkpoint, args.model_dir, head=args.head,
-                        num_labels=args.num_labels, device=args.device, dtype=args.dtype,
-                        atol=args.atol, rtol=args.rtol, text=args.text, record=args.record,
-                        reference=args.reference, progress=args.progress, gelu=args.gelu)
+        report = verify(args.checkpoint, args.model_dir, device=args.device, dtype=args.dtype,
+                        atol=args.atol, rtol=args.rtol, record=args.record,
+                        reference=args.reference, **options)
     except BertConvertError as e:
         if args.json_report:  # CI gets a machine-readable reason too
             _write_json(args.json_report, {"passed": False, "first_failure": None,
@@ -119,8 +121,9 @@ def run(args):
     return 0
 
 
-def _run_preset(args, verify):
-    """A KerasHub preset: weights against its h5, outputs against KerasHub (or a golden file)."""
+def _check_preset_arguments(args, outputs):
+    """A KerasHub preset names its own head, labels and GELU, and its inputs come from
+    KerasHub or the golden file; no output may land in the preset directory."""
     import os
     from ..errors import UnsafeOutputError, VerificationError
     given = [flag for flag, value in (("--head", args.head), ("--num-labels", args.num_labels),
@@ -130,22 +133,9 @@ def _run_preset(args, verify):
             f"{args.checkpoint} is a KerasHub preset: its head, labels and GELU come from its "
             f"own files and its inputs from KerasHub or the golden file; {', '.join(given)} "
             "cannot be given for it")
-    for out in (args.json_report, args.record):
-        if out is None:
-            continue
-        real = os.path.realpath(out)
-        for inside in (args.checkpoint, args.model_dir, args.reference):
-            if inside and (real == os.path.realpath(inside) or
-                           real.startswith(os.path.realpath(inside) + os.sep)):
-                raise UnsafeOutputError(f"{out} would overwrite or land inside {inside}, "
-                                        "which this run reads; write it elsewhere")
-    report = verify(args.checkpoint, args.model_dir, device=args.device, dtype=args.dtype,
-                    atol=args.atol, rtol=args.rtol, record=args.record,
-                    reference=args.reference)
-    print(report.format_table(verbose=args.verbose))
-    if args.json_report:
-        report.to_json(args.json_report)
-    if not report.passed:
-        print(f"bertconvert verify: {report.summary()}", file=sys.stderr)
-        return 1
-    return 0
+    preset = os.path.realpath(args.checkpoint)
+    for flag, out in outputs.items():
+        real = None if out is None else os.path.realpath(out)
+        if real is not None and (real == preset or real.startswith(preset + os.sep)):
+            raise UnsafeOutputError(f"{flag} {out} would overwrite or land inside the preset "
+                                    f"{args.checkpoint}, which this run reads; write it elsewhere")
