@@ -45,6 +45,7 @@ from .gelu import check_gelu
 from .source import describe_source
 from .outputs import FORMATS, tokenizer_config, vocab_source, write_json  # noqa: F401
 from .plan import plan_conversion, resolve_config
+from .remote import open_source, schedule_reads
 from .provenance import AUTO_HASH_MAX_UNCONVERTED, SOURCE_HASHES, SourceHashing  # noqa: F401
 from .report import ConversionReport
 from .rules import detect_head  # noqa: F401  (part of this module's public API)
@@ -106,7 +107,7 @@ def convert_checkpoint(checkpoint, out_dir, *, config=None, head="auto", num_lab
     weights_opener, opener = opener, opener or open
     check_output_spares_inputs(out_dir, [], keyword="out_dir")  # "" would mean the cwd
     out_dir = os.fspath(out_dir)  # as given, for messages; atomic_directory resolves it
-    with load_checkpoint(checkpoint, mmap=False) as reader:
+    with open_source(checkpoint, config, vocab) as (reader, config, vocab):
         hashing = SourceHashing(reader, source_hash)
         try:
             report = _convert_with_reader(reader, hashing, out_dir, config, head, num_labels,
@@ -126,11 +127,13 @@ def _convert_with_reader(reader, hashing, out_dir, config, head, num_labels, for
     cfg, config_path, source = describe_source(config, reader, gelu)
     vocab, has_vocab = vocab_source(vocab, reader.prefix, source.vocab)
     # Before anything is planned or written: --out must not be (or hold) what is read.
-    check_output_spares_inputs(out_dir, list(reader.files) + [config_path]
+    local_files = [] if getattr(reader, "store", None) is not None else list(reader.files)
+    check_output_spares_inputs(out_dir, local_files + [config_path]
                                + [vocab if has_vocab else None], keyword="out_dir")
     plan = plan_conversion(reader, cfg, head=head, num_labels=num_labels,
                            allow_new_head=allow_new_head, config_path=config_path,
                            keep_pooler=keep_pooler)
+    schedule_reads(reader, plan, format, dtype)  # a remote source fetches them ahead
     report = ConversionReport.from_plan(plan, dtype)
     report.format, report.source_hash = format, hashing.mode
     report.output_dir = os.path.abspath(out_dir)
