@@ -73,6 +73,7 @@ class RangeReader:
         self._ahead = 0            # bytes of submitted units not yet released
         self._spools = {}          # shard -> path of the whole shard on disk
         self._spool_locks = {}
+        self._gates = {}           # shard -> set once its first read has been answered
         self._tmp = None
         self._closed = False
 
@@ -110,9 +111,15 @@ class RangeReader:
     def _submit(self, unit):
         unit.buffer = np.empty(unit.size, np.uint8)
         view = memoryview(unit.buffer)
-        unit.futures = [self._pool.submit(self._fetch, unit.shard, unit.start + at,
-                                          view[at:at + self.part])
-                        for at in range(0, max(unit.size, 1), self.part)] if unit.size else []
+        unit.futures = []
+        for at in range(0, unit.size, self.part):
+            # The first range asked of a shard goes alone (see _fetch); decided here, in
+            # submission order, so which one it is does not depend on thread timing.
+            opener = unit.shard not in self._gates
+            if opener:
+                self._gates[unit.shard] = threading.Event()
+            unit.futures.append(self._pool.submit(self._fetch, unit.shard, unit.start + at,
+                                                  view[at:at + self.part], opener))
         self._ahead += unit.size
 
     # -- reading ---------------------------------------------------------------------------
@@ -143,13 +150,21 @@ class RangeReader:
         at = offset - unit.start
         return unit.buffer[at:at + size]
 
-    def _fetch(self, shard, start, into):
+    def _fetch(self, shard, start, into, first):
         pin = self.pins[shard]
-        spooled = self._spools.get(shard)
-        if spooled is None:
-            if self.objects.read_range(pin, start, into, lambda chunks, length: self._spool(shard, chunks, length)):
+        # The first read of a shard goes alone: if its server ignores Range, that one answer
+        # is the single whole read, not one of several racing ones.
+        gate = self._gates[shard]
+        if not first:
+            gate.wait()
+        try:
+            if shard not in self._spools and self.objects.read_range(
+                    pin, start, into, lambda chunks, length: self._spool(shard, chunks, length)):
                 return
-            spooled = self._spools[shard]
+        finally:
+            if first:
+                gate.set()
+        spooled = self._spools[shard]
         with open(spooled, "rb", buffering=0) as f:
             got = f.readinto(memoryview(into)) if f.seek(start) == start else 0
         if got != len(into):

@@ -11,6 +11,7 @@ source -> plan -> tensors -> writer.
 """
 import contextlib
 import logging
+import os
 import tempfile
 
 from ..checkpoint import load_checkpoint
@@ -82,9 +83,13 @@ def read_order(plan, format, dtype):
     return [planned[s.name] for s in specs if s.name in planned]
 
 
-def schedule_reads(reader, plan, format, dtype):
-    """Tell a remote reader which tensors will be read, in order, so it fetches them ahead."""
+def schedule_reads(reader, plan, format, dtype, report=None):
+    """Tell a remote reader which tensors will be read, in order, so it fetches them ahead;
+    ``report`` names a fetched config by its URL."""
     store = getattr(reader, "store", None)
     if store is None:
         return
+    if report is not None and report.config_path:
+        report.config_path = store.side_urls.get(os.path.abspath(report.config_path),
+                                                 report.config_path)
     store.schedule([reader.entry(t.name) for t in read_order(plan, format, dtype)])

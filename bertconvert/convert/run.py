@@ -133,8 +133,8 @@ def _convert_with_reader(reader, hashing, out_dir, config, head, num_labels, for
     plan = plan_conversion(reader, cfg, head=head, num_labels=num_labels,
                            allow_new_head=allow_new_head, config_path=config_path,
                            keep_pooler=keep_pooler)
-    schedule_reads(reader, plan, format, dtype)  # a remote source fetches them ahead
     report = ConversionReport.from_plan(plan, dtype)
+    schedule_reads(reader, plan, format, dtype, report)  # a remote source fetches them ahead
     report.format, report.source_hash = format, hashing.mode
     report.output_dir = os.path.abspath(out_dir)
     report.activation, report.config_inferred = source.activation, source.config_inferred
