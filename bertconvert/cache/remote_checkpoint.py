@@ -14,8 +14,12 @@ redacted (:func:`~bertconvert.cache.redact.shown_url`); the store alone keeps th
 Archive URLs (``.zip``, ``.tar.gz``) are not read this way: :func:`is_archive_url` tells
 the caller to fetch and extract them through :func:`~bertconvert.cache.cached_path`.
 """
+import contextlib
+import hashlib
 import logging
+import os
 import re
+import tempfile
 from urllib.parse import urlsplit
 
 from ..checkpoint.paths import INDEX_SUFFIX, STATE_FILE, state_file_prefix
@@ -145,6 +149,7 @@ class RemoteShardStore:
                                           "existing checkpoint prefix")
         data, pin = got
         self.pins[name] = pin
+        self.index_sha256 = hashlib.sha256(data).hexdigest()  # read whole anyway: as locally
         return data
 
     def shard_size(self, name):
@@ -178,7 +183,10 @@ class RemoteShardStore:
 
     def records(self):
         """conversion.json's ``source_files`` for the checkpoint: URL, size, ETag, VersionId."""
-        return [self.pins[name].record() for name in self.pins]
+        records = [self.pins[name].record() for name in self.pins]
+        if records:
+            records[0]["sha256"] = self.index_sha256
+        return records
 
     @property
     def bytes_received(self):
@@ -248,3 +256,28 @@ def side_files(store, directory, config=None, vocab=None):
         return copy
 
     return local(config, GOOGLE_CONFIG_NAME), local(vocab, VOCAB_NAME)
+
+
+@contextlib.contextmanager
+def local_checkpoint(url):
+    """The local prefix of a copy of the remote checkpoint at ``url``, for TensorFlow (which
+    reads files): every object -- ``.index``, data shards, ``bert_config.json`` and
+    ``vocab.txt`` when present -- fetched whole through the shared cache (verified, kept for
+    the next run), then linked under their own names in a temporary directory."""
+    with open_remote_checkpoint(url) as reader:
+        store = reader.store
+        objects = {name: store._real(name) for name in reader.files}
+        for name in (GOOGLE_CONFIG_NAME, VOCAB_NAME):
+            objects[_parent(store.prefix) + name] = _parent(store.real_prefix) + name
+    from .store import cached_path
+
+    with tempfile.TemporaryDirectory(prefix="bertconvert-checkpoint-") as directory:
+        for name, real in objects.items():
+            try:
+                path = cached_path(real)
+            except RemoteNotFoundError:
+                if name.endswith((GOOGLE_CONFIG_NAME, VOCAB_NAME)):
+                    continue  # optional companions
+                raise
+            os.symlink(os.path.abspath(path), os.path.join(directory, name.rsplit("/", 1)[-1]))
+        yield os.path.join(directory, store.prefix.rsplit("/", 1)[-1])

@@ -259,6 +259,13 @@ def verify(checkpoint, model_dir=None, *, head=None, num_labels=None, device="cp
         raise VerificationError("--text cannot be used with --reference: the golden file "
                                 "holds the inputs it was recorded with")
     checkpoint = os.fspath(checkpoint)
+    from ..cache.remote_checkpoint import is_url
+    if is_url(checkpoint):  # TensorFlow reads files: a local copy through the shared cache
+        from ..cache.remote_checkpoint import local_checkpoint
+        with local_checkpoint(checkpoint) as local:
+            return verify(local, model_dir, head=head, num_labels=num_labels, device=device,
+                          dtype=dtype, atol=atol, rtol=rtol, text=text, record=record,
+                          reference=reference, progress=progress, gelu=gelu)
     model_dir = None if model_dir in (None, "-") else os.fspath(model_dir)
     # Before any work: the golden file may not land on anything this run reads.
     check_outputs_spare_inputs(checkpoint, model_dir, {"--record": record}, text=text,
