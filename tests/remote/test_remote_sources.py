@@ -115,3 +115,17 @@ def test_verify_a_remote_checkpoint(capsys, http_server, cache_env, tmp_path):
     captured = capsys.readouterr()
     assert code == 0, captured.err
     assert "PASS" in captured.out.upper()
+
+
+def test_in_memory_conversion_from_a_url(s3_env, cache_env, adam_checkpoint):
+    """``load_converted_model`` / ``from_pretrained(from_tf=True)``'s path reads remote too."""
+    pytest.importorskip("torch")
+    from bertconvert.convert.stream import state_dict_from_checkpoint
+
+    directory, prefix, _ = adam_checkpoint
+    base = upload(s3_env, directory, "mem")
+    remote = state_dict_from_checkpoint(base + "model.ckpt-1000")
+    local = state_dict_from_checkpoint(prefix)
+    assert remote.state_dict.keys() == local.state_dict.keys()
+    for key, value in local.state_dict.items():
+        assert remote.state_dict[key].equal(value), key
