@@ -37,11 +37,12 @@ def describe(checkpoint, head="auto", keep_pooler=False):
     needs a freshly initialised head for those). The pooler is "dropped" for the heads that
     leave it out unless ``keep_pooler`` (as converting does)."""
     from ..convert import rules as mapping
-    from ..checkpoint import load_checkpoint
     from ..convert.plan import FIXED_LABEL_COUNTS, HEAD_LAYOUTS, pooler_drop_reason
     from ..convert.tf2 import resolve_tf2, select_poolers
 
-    with load_checkpoint(checkpoint) as reader:
+    from ..convert.remote import open_source
+
+    with open_source(checkpoint) as (reader, _, _):  # a local path, or read in place from a URL
         shapes = reader.get_variable_to_shape_map()
         rows = []
         for name in sorted(shapes):

@@ -129,3 +129,14 @@ def test_in_memory_conversion_from_a_url(s3_env, cache_env, adam_checkpoint):
     assert remote.state_dict.keys() == local.state_dict.keys()
     for key, value in local.state_dict.items():
         assert remote.state_dict[key].equal(value), key
+
+
+def test_inspect_a_remote_checkpoint_reads_the_index_only(capsys, http_server, cache_env,
+                                                          adam_checkpoint):
+    directory, _, _ = adam_checkpoint
+    serve(http_server, directory, "/run")
+    code = main(["inspect", http_server.url("/run/model.ckpt-1000")])
+    captured = capsys.readouterr()
+    assert code == 0, captured.err
+    assert "adam_m" in captured.out and "word_embeddings" in captured.out
+    assert http_server.count("GET", "/run/model.ckpt-1000.data-00000-of-00001") == 0
