@@ -76,6 +76,10 @@ class RangeReader:
         self._gates = {}           # shard -> set once its first read has been answered
         self._tmp = None
         self._closed = False
+        #: the most bytes fetched ahead of the consumer, and the most range requests in
+        #: flight, at any moment (what the bounds promise; reported by the benchmark)
+        self.peak_ahead = self.peak_requests = 0
+        self._requests = 0
 
     # -- planning --------------------------------------------------------------------------
     def schedule(self, ranges):
@@ -121,6 +125,7 @@ class RangeReader:
             unit.futures.append(self._pool.submit(self._fetch, unit.shard, unit.start + at,
                                                   view[at:at + self.part], opener))
         self._ahead += unit.size
+        self.peak_ahead = max(self.peak_ahead, self._ahead)
 
     # -- reading ---------------------------------------------------------------------------
     def read(self, shard, offset, size):
@@ -157,11 +162,16 @@ class RangeReader:
         gate = self._gates[shard]
         if not first:
             gate.wait()
+        with self._lock:
+            self._requests += 1
+            self.peak_requests = max(self.peak_requests, self._requests)
         try:
             if shard not in self._spools and self.objects.read_range(
                     pin, start, into, lambda chunks, length: self._spool(shard, chunks, length)):
                 return
         finally:
+            with self._lock:
+                self._requests -= 1
             if first:
                 gate.set()
         spooled = self._spools[shard]
