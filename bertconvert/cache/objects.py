@@ -96,6 +96,7 @@ class HttpObjects:
         self.proxies = proxies
         self.received = _Counter()
         self._local = threading.local()
+        self._sessions, self._sessions_lock = [], threading.Lock()
 
     def _session(self):
         session = getattr(self._local, "session", None)
@@ -103,7 +104,16 @@ class HttpObjects:
             from .http import make_session
 
             session = self._local.session = make_session(self.proxies)
+            with self._sessions_lock:
+                self._sessions.append(session)
         return session
+
+    def close(self):
+        """Close every thread's connections."""
+        with self._sessions_lock:
+            sessions, self._sessions = self._sessions, []
+        for session in sessions:
+            session.close()
 
     def _attempts(self, url, what, call):
         """``call()`` with the cache's retry policy; ``call`` returns a value or raises."""
@@ -303,15 +313,19 @@ class S3Objects:
             raise self._translate(url, e, action, pin) from e
 
     def _attempts(self, url, call):
+        import urllib3
+
         from .s3 import _errors
 
+        # A body cut short surfaces as botocore's streaming errors, or urllib3's underneath.
+        transient = (_Retry, urllib3.exceptions.HTTPError, ConnectionError, *_errors())
         last = None
         for attempt in range(self.policy.attempts):
             if attempt:
                 self.policy.sleep(attempt - 1)
             try:
                 return call()
-            except (_Retry, *_errors()) as e:  # a body cut short; requests are retried by boto3
+            except transient as e:  # requests themselves are retried by boto3 already
                 last = e
             except DownloadError as e:
                 if isinstance(e, (RangeProtocolError, SourceChangedError)):
@@ -373,6 +387,9 @@ class S3Objects:
         for chunk in chunks:
             self.received.add(len(chunk))
             yield chunk
+
+    def close(self):
+        """Nothing to close: boto3's client pools its own connections."""
 
 
 def objects_for(url, proxies=None):

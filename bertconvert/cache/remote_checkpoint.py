@@ -193,7 +193,9 @@ class RemoteShardStore:
         return self.objects.received.bytes
 
     def close(self):
+        """Stop the range reads and close the connections."""
         self.ranges.close()
+        self.objects.close()
 
 
 def fetch_beside(real_prefix, name):
