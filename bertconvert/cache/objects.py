@@ -260,6 +260,12 @@ class S3Objects:
         error = _translate(url, e, action)
         if type(error).__name__ == "RemoteChangedError":
             return _changed(url, pin.etag if pin else None, "(412 Precondition Failed)")
+        if isinstance(error, RemoteNotFoundError):  # said for a conversion, not a cache fetch
+            code = getattr(e, "response", {}).get("Error", {}).get("Code", "")
+            return RemoteNotFoundError(
+                f"{shown_url(url)}: {code or 'not found'} on {action}: the bucket or object "
+                "does not exist or access is denied; check the URL, AWS_ENDPOINT_URL_S3 and "
+                "your AWS credentials")
         return error
 
     def head(self, url):

@@ -1,6 +1,7 @@
 """Remote sources under injected faults (real loopback servers): retried, fallen back from,
 or refused with one line and exit 2 -- never a partial model directory."""
 import os
+import shutil
 
 import pytest
 
@@ -161,3 +162,20 @@ def test_s3_reads_are_pinned_to_the_version_seen_first(s3_env, cache_env, adam_c
         s3_env.client().put_object(Bucket=s3_env.bucket, Key="run/" + SHARD, Body=b"\0" * 64)
         with pytest.raises(SourceChangedError, match="changed while it was being converted"):
             reader.get_tensor("bert/embeddings/LayerNorm/gamma")
+
+
+def test_corrupt_bytes_in_a_range_fail_the_crc(capsys, http_server, cache_env, adam_checkpoint,
+                                               tmp_path):
+    directory, prefix, _ = adam_checkpoint
+    copy = tmp_path / "corrupt"
+    shutil.copytree(directory, copy)
+    with load_checkpoint(prefix) as reader:
+        entry = reader.entry("bert/encoder/layer_1/output/dense/kernel")
+    with open(copy / SHARD, "r+b") as f:  # one flipped byte inside a converted tensor
+        f.seek(entry.offset + entry.size // 2)
+        byte = f.read(1)
+        f.seek(-1, 1)
+        f.write(bytes([byte[0] ^ 0x40]))
+    url, _ = serve(http_server, str(copy), "/bad")
+    code, _, err = convert(capsys, url + "model.ckpt-1000", tmp_path / "out")
+    refused(code, err, tmp_path / "out", "crc32c", "layer_1/output/dense/kernel")
