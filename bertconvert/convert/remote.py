@@ -11,7 +11,6 @@ source -> plan -> tensors -> writer.
 """
 import contextlib
 import logging
-import os
 import tempfile
 
 from ..checkpoint import load_checkpoint
@@ -71,25 +70,3 @@ def _local_sides(config, vocab):
         return cached_path(value, progress=False)
 
     return local(config), local(vocab)
-
-
-def read_order(plan, format, dtype):
-    """The planned tensors in the order the weight writer for ``format`` reads them."""
-    from .outputs import tensor_specs
-
-    order = None if format == "safetensors" else ("safetensors" if format == "both" else "model")
-    specs = tensor_specs(plan, dtype) if order is None else tensor_specs(plan, dtype, order=order)
-    planned = {t.key: t for t in plan.tensors}
-    return [planned[s.name] for s in specs if s.name in planned]
-
-
-def schedule_reads(reader, plan, format, dtype, report=None):
-    """Tell a remote reader which tensors will be read, in order, so it fetches them ahead;
-    ``report`` names a fetched config by its URL."""
-    store = getattr(reader, "store", None)
-    if store is None:
-        return
-    if report is not None and report.config_path:
-        report.config_path = store.side_urls.get(os.path.abspath(report.config_path),
-                                                 report.config_path)
-    store.schedule([reader.entry(t.name) for t in read_order(plan, format, dtype)])

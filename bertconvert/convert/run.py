@@ -45,7 +45,7 @@ from .gelu import check_gelu
 from .source import describe_source
 from .outputs import FORMATS, tokenizer_config, vocab_source, write_json  # noqa: F401
 from .plan import plan_conversion, resolve_config
-from .remote import open_source, schedule_reads
+from .remote import open_source
 from .provenance import AUTO_HASH_MAX_UNCONVERTED, SOURCE_HASHES, SourceHashing  # noqa: F401
 from .report import ConversionReport
 from .rules import detect_head  # noqa: F401  (part of this module's public API)
@@ -134,7 +134,7 @@ def _convert_with_reader(reader, hashing, out_dir, config, head, num_labels, for
                            allow_new_head=allow_new_head, config_path=config_path,
                            keep_pooler=keep_pooler)
     report = ConversionReport.from_plan(plan, dtype)
-    schedule_reads(reader, plan, format, dtype, report)  # a remote source fetches them ahead
+    outputs.schedule_reads(reader, plan, format, dtype, report)  # a remote source fetches them ahead
     report.format, report.source_hash = format, hashing.mode
     report.output_dir = os.path.abspath(out_dir)
     report.activation, report.config_inferred = source.activation, source.config_inferred

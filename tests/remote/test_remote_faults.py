@@ -31,7 +31,7 @@ def reference(adam_checkpoint, tmp_path_factory):
 def first_read_offset(prefix):
     """Where the first range read starts: the first tensor the safetensors writer takes."""
     from bertconvert.convert.plan import plan_conversion
-    from bertconvert.convert.remote import read_order
+    from bertconvert.convert.outputs import read_order
     from bertconvert.convert.source import describe_source
 
     with load_checkpoint(prefix) as reader:
