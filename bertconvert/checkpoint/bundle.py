@@ -116,8 +116,11 @@ class CheckpointReader:
         self.index_path = self.prefix + INDEX_SUFFIX
         try:
             # A regular file of bounded size: a FIFO would hang the read, /dev/zero never end.
-            data = store.read_index(self.index_path) if store is not None else read_regular_file(self.index_path, MAX_INDEX_BYTES, CheckpointFormatError,
-                                     "checkpoint index")
+            if store is not None:
+                data = store.read_index(self.index_path)
+            else:
+                data = read_regular_file(self.index_path, MAX_INDEX_BYTES, CheckpointFormatError,
+                                         "checkpoint index")
         except FileNotFoundError as e:
             raise CheckpointNotFoundError(f"checkpoint index {self.index_path} does not "
                                           "exist; pass an existing checkpoint prefix") from e

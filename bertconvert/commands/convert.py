@@ -51,15 +51,16 @@ def register(subparsers):
                         "http:// prefix or directory (read in place: the .index, then only the "
                         "converted tensors' byte ranges) or archive URL (.zip, .tar.gz)")
     p.add_argument("--config", metavar="JSON",
-                   help="bert_config.json, a path or URL (default: the one beside the checkpoint; for TF2 "
-                        "checkpoints and SavedModels without one, inferred from the tensor shapes "
-                        "and, for TF1 serving exports, the head count from saved_model.pb)")
+                   help="bert_config.json, a path or URL (default: the one beside the "
+                        "checkpoint; for TF2 checkpoints and SavedModels without one, inferred "
+                        "from the tensor shapes and, for TF1 serving exports, the head count "
+                        "from saved_model.pb)")
     p.add_argument("--out", required=True, metavar="DIR",
                    help="output model directory (never the checkpoint's own directory or a "
                         "directory above it)")
     p.add_argument("--vocab", metavar="FILE",
-                   help="vocabulary to copy into DIR as vocab.txt, a path or URL (default: the vocab.txt "
-                        "beside the checkpoint)")
+                   help="vocabulary to copy into DIR as vocab.txt, a path or URL (default: "
+                        "the vocab.txt beside the checkpoint)")
     add_head_arguments(p)
     p.add_argument("--gelu", choices=layout.GELU_FORMS, default=None,
                    help="GELU form the model computes: exact (erf; default for TF1 variable "

@@ -43,7 +43,9 @@ def open_source(checkpoint, config=None, vocab=None, ranges=None):
         from ..cache.store import cached_path
 
         directory = cached_path(checkpoint, extract=True)
-        log.info("%s extracted into %s", checkpoint, directory)
+        from ..cache.redact import shown_url
+
+        log.info("%s extracted into %s", shown_url(checkpoint), directory)
         config, vocab = _local_sides(config, vocab)
         with load_checkpoint(directory, mmap=False) as reader:
             yield reader, config, vocab

@@ -134,7 +134,7 @@ def _convert_with_reader(reader, hashing, out_dir, config, head, num_labels, for
                            allow_new_head=allow_new_head, config_path=config_path,
                            keep_pooler=keep_pooler)
     report = ConversionReport.from_plan(plan, dtype)
-    outputs.schedule_reads(reader, plan, format, dtype, report)  # a remote source fetches them ahead
+    outputs.schedule_reads(reader, plan, format, dtype, report)  # remote: fetched ahead
     report.format, report.source_hash = format, hashing.mode
     report.output_dir = os.path.abspath(out_dir)
     report.activation, report.config_inferred = source.activation, source.config_inferred
