@@ -168,6 +168,9 @@ class HttpObjects:
             raise DownloadError(f"{shown_url(url)} has no Content-Length; byte ranges of it "
                                 "cannot be read")
         etag = info.etag if info.etag and not info.etag.startswith("W/") else None
+        if etag is None:
+            log.warning("%s has no strong ETag: a change to it while it is read cannot be "
+                        "detected", shown_url(url))
         return Pin(url, info.size, etag)
 
     def get_small(self, url, limit):

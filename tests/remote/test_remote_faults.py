@@ -179,3 +179,23 @@ def test_corrupt_bytes_in_a_range_fail_the_crc(capsys, http_server, cache_env, a
     url, _ = serve(http_server, str(copy), "/bad")
     code, _, err = convert(capsys, url + "model.ckpt-1000", tmp_path / "out")
     refused(code, err, tmp_path / "out", "crc32c", "layer_1/output/dense/kernel")
+
+
+def test_a_versioned_bucket_keeps_reading_the_version_seen_first(s3_env, cache_env,
+                                                                  adam_checkpoint):
+    """With a VersionId the reads stay on the pinned version even after a new upload."""
+    from bertconvert.cache.remote_checkpoint import open_remote_checkpoint
+
+    directory, prefix, _ = adam_checkpoint
+    client = s3_env.client()
+    client.put_bucket_versioning(Bucket=s3_env.bucket,
+                                 VersioningConfiguration={"Status": "Enabled"})
+    base = upload(s3_env, directory, "run")
+    name = "bert/encoder/layer_0/attention/self/query/kernel"
+    with load_checkpoint(prefix) as local:
+        expected = local.get_tensor(name)
+    with open_remote_checkpoint(base + "model.ckpt-1000") as reader:
+        pins = [p for p in reader.store.pins.values() if p.url.endswith(SHARD)]
+        assert pins and pins[0].version_id
+        client.put_object(Bucket=s3_env.bucket, Key="run/" + SHARD, Body=b"\0" * 64)
+        assert (reader.get_tensor(name) == expected).all()
