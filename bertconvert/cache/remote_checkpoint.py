@@ -98,7 +98,7 @@ def _from_directory(objects, directory):
     if len(indexes) == 1:
         return directory + indexes[0][:-len(INDEX_SUFFIX)]
     if not indexes:
-        there = ", ".join(listed[:8] + [f + "" for f in folders[:4]]) or "nothing"
+        there = ", ".join(listed[:8] + folders[:4]) or "nothing"
         raise CheckpointNotFoundError(
             f"{shown_url(directory)} holds no checkpoint: no '{STATE_FILE}' state file and no "
             f"*{INDEX_SUFFIX} object (it holds {there})")
@@ -116,6 +116,8 @@ def resolve_remote_prefix(objects, url):
         return stem
     try:
         return _from_directory(objects, url + "/")
+    except AmbiguousCheckpointError:
+        raise
     except CheckpointNotFoundError:
         raise CheckpointNotFoundError(
             f"no TensorFlow checkpoint at {shown_url(url)}: {shown_url(stem + INDEX_SUFFIX)} "
@@ -125,8 +127,6 @@ def resolve_remote_prefix(objects, url):
 class RemoteShardStore:
     """Where a :class:`~bertconvert.checkpoint.CheckpointReader` over a remote checkpoint gets
     bytes from: the ``.index`` whole, shard sizes from HEAD, tensors as pinned byte ranges."""
-
-    remote = True
 
     def __init__(self, objects, real_prefix, ranges=None):
         from .ranged import RangeReader

@@ -58,8 +58,9 @@ def test_s3_directory_follows_the_state_file(capsys, s3_env, cache_env, adam_che
     base = upload(s3_env, directory, "run")
     client = s3_env.client()
     client.upload_file(prefix + ".index", s3_env.bucket, "run/model.ckpt-500.index")
-    code, _, err = convert(capsys, base, tmp_path / "two")
-    assert code == 2 and "several checkpoints" in err, err
+    for source in (base, base.rstrip("/")):
+        code, _, err = convert(capsys, source, tmp_path / "two")
+        assert code == 2 and "several checkpoints" in err, err
     client.put_object(Bucket=s3_env.bucket, Key="run/checkpoint",
                       Body=b'model_checkpoint_path: "model.ckpt-1000"\n')
     code, _, err = convert(capsys, base, tmp_path / "out")
@@ -140,3 +141,14 @@ def test_inspect_a_remote_checkpoint_reads_the_index_only(capsys, http_server, c
     assert code == 0, captured.err
     assert "adam_m" in captured.out and "word_embeddings" in captured.out
     assert http_server.count("GET", "/run/model.ckpt-1000.data-00000-of-00001") == 0
+
+
+def test_a_tf2_checkpoint_reads_its_object_graph_remotely(capsys, http_server, cache_env,
+                                                          tmp_path):
+    """TF2 names resolve through the object graph: a string tensor, read as a range too."""
+    directory = os.path.join(FIXTURES, "tf2-pretraining")
+    serve(http_server, directory, "/tf2")
+    code, _, err = convert(capsys, http_server.url("/tf2/bert_model.ckpt"), tmp_path / "out")
+    assert code == 0, err
+    assert (tmp_path / "out" / "model.safetensors").read_bytes() == \
+        local_weights(os.path.join(directory, "bert_model.ckpt"), tmp_path)
