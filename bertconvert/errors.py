@@ -292,6 +292,16 @@ class RemoteChangedError(DownloadError):
     """The remote object changed (ETag or size) between the metadata request and the download."""
 
 
+class SourceChangedError(RemoteChangedError):
+    """A remote checkpoint's object changed while it was being converted (HTTP 412 to a read
+    pinned with ``If-Match``, or another ETag): nothing was published; run it again."""
+
+
+class RangeProtocolError(DownloadError):
+    """A server answered a byte-range read with other bytes than asked for (a wrong
+    Content-Range or a Content-Length that does not match the body)."""
+
+
 class DownloadTooLargeError(CacheError):
     """A download is, or grows, larger than the maximum download size (``max_download_size=``,
     ``BERTCONVERT_MAX_DOWNLOAD_SIZE``), or its Content-Encoding expands it beyond the allowed

@@ -104,16 +104,23 @@ class CheckpointReader:
     context manager or call ``close()`` to release the shard files early.
     """
 
-    def __init__(self, prefix, verify_checksums=True, mmap=True):
+    def __init__(self, prefix, verify_checksums=True, mmap=True, store=None):
         self.prefix = os.fspath(prefix)
+        #: Where the bytes come from when not from local files: an object with
+        #: ``read_index(name)``, ``shard_size(name)`` (None: missing), ``read(entry, dtype,
+        #: label, verify)`` and ``close()`` (:mod:`bertconvert.cache.remote_checkpoint`).
+        self.store = store
         #: Sentences saying which checkpoint a directory gave (set by load_checkpoint).
         self.resolution_notes = []
         self.verify_checksums = bool(verify_checksums)
         self.index_path = self.prefix + INDEX_SUFFIX
         try:
             # A regular file of bounded size: a FIFO would hang the read, /dev/zero never end.
-            data = read_regular_file(self.index_path, MAX_INDEX_BYTES, CheckpointFormatError,
-                                     "checkpoint index")
+            if store is not None:
+                data = store.read_index(self.index_path)
+            else:
+                data = read_regular_file(self.index_path, MAX_INDEX_BYTES, CheckpointFormatError,
+                                         "checkpoint index")
         except FileNotFoundError as e:
             raise CheckpointNotFoundError(f"checkpoint index {self.index_path} does not "
                                           "exist; pass an existing checkpoint prefix") from e
@@ -140,6 +147,10 @@ class CheckpointReader:
                 users.setdefault(entry.file, []).append(entry.name)
         missing, odd = [], []
         for path in sorted(users):
+            if store is not None:
+                if store.shard_size(path) is None:
+                    missing.append(path)
+                continue
             try:
                 mode = os.stat(path).st_mode
             except OSError:
@@ -154,12 +165,13 @@ class CheckpointReader:
             detail = "; ".join(f"{p} (holds {len(users[p])} tensors, e.g. {users[p][0]!r})"
                                for p in missing)
             raise MissingShardError(
-                f"checkpoint {self.prefix} is missing data shard(s): {detail}. Copy every "
+                f"checkpoint {self.prefix} is missing data shard(s): {detail}. "
+                f"{'Upload' if store is not None else 'Copy'} every "
                 f"{os.path.basename(self.prefix)}.data-*-of-{num_shards:05d} file next to "
                 "the .index file.")
         self.files = [self.index_path] + sorted(users)
         self.mmap = bool(mmap)
-        self._shards = ShardFiles(use_mmap=self.mmap)
+        self._shards = store if store is not None else ShardFiles(use_mmap=self.mmap)
         self._finalizer = weakref.finalize(self, self._shards.close)
         log.debug("opened checkpoint %s: %d tensors in %d shard(s)", self.prefix,
                   len(self._entries), num_shards)
@@ -279,7 +291,7 @@ class CheckpointReader:
         for part, _, extents in pieces:
             self._check_declared(part, f"{name!r} (slice {list(extents)})", on_disk=True)
         total = sum(part.size for part, _, _ in pieces)
-        stored = sum(os.stat(path).st_size for path in {part.file for part, _, _ in pieces})
+        stored = sum(self._stored_size(path) for path in {part.file for part, _, _ in pieces})
         if total > stored:
             raise CheckpointFormatError(
                 f"{self.index_path}: the slices of partitioned variable {name!r} add up to "
@@ -299,7 +311,7 @@ class CheckpointReader:
                 f"{entry.dtype_name} {list(entry.shape)} needs {expected}: the index is corrupt")
         if on_disk:
             try:
-                available = os.stat(entry.file).st_size
+                available = self._stored_size(entry.file)
             except OSError as e:
                 raise MissingShardError(f"data shard {entry.file} (holding {label}) cannot be "
                                         f"read: {e}") from e
@@ -308,6 +320,15 @@ class CheckpointReader:
                     f"tensor {label} needs {entry.size} bytes at offset {entry.offset} of "
                     f"{entry.file}, but the file is only {available} bytes long: the shard is "
                     "truncated; copy or download it again")
+
+    def _stored_size(self, path):
+        """A shard's size: its file's, or what the remote store said when it was opened."""
+        if self.store is not None:
+            size = self.store.shard_size(path)
+            if size is None:
+                raise FileNotFoundError(f"{path} does not exist")
+            return size
+        return os.stat(path).st_size
 
     def _check_shape(self, shape, dtype_name, itemsize, label):
         if len(shape) > MAX_RANK:

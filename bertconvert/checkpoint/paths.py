@@ -43,6 +43,15 @@ def shard_path(prefix, shard_id, num_shards):
     return f"{prefix}.data-{shard_id:05d}-of-{num_shards:05d}"
 
 
+def state_file_prefix(text):
+    """The prefix a ``checkpoint`` state file's text names (``model_checkpoint_path``), or
+    None when it names none."""
+    match = _STATE_LINE.search(text)
+    if not match:
+        return None
+    return codecs.escape_decode(match.group(1).encode("utf-8"))[0].decode("utf-8", "replace")
+
+
 def _from_state_file(directory):
     """The prefix named by ``directory/checkpoint`` if that prefix exists, else None."""
     state = os.path.join(directory, STATE_FILE)
@@ -50,12 +59,11 @@ def _from_state_file(directory):
         return None
     try:
         with open(state, encoding="utf-8", errors="replace") as f:
-            match = _STATE_LINE.search(f.read(1 << 20))  # a state file is a few lines
+            named = state_file_prefix(f.read(1 << 20))  # a state file is a few lines
     except OSError:
         return None
-    if not match:
+    if named is None:
         return None
-    named = codecs.escape_decode(match.group(1).encode("utf-8"))[0].decode("utf-8", "replace")
     # Relative paths are relative to the directory; absolute ones may come from another
     # machine (the directory was copied), so fall back to the same base name here.
     candidates = [named if os.path.isabs(named) else os.path.join(directory, named),

@@ -46,20 +46,23 @@ def register(subparsers):
     p.add_argument("checkpoint", metavar="CKPT",
                    help="checkpoint prefix (dir/bert_model.ckpt), its .index file, its directory, "
                         "a SavedModel directory (saved_model.pb + variables/), a TF Serving base "
-                        "directory (its highest numbered version is used), or a directory with "
-                        "exactly one of those in a subdirectory")
+                        "directory (its highest numbered version is used), a directory with "
+                        "exactly one of those in a subdirectory, or an s3://, https:// or "
+                        "http:// prefix or directory (read in place: the .index, then only the "
+                        "converted tensors' byte ranges) or archive URL (.zip, .tar.gz)")
     p.add_argument("--config", metavar="JSON",
-                   help="bert_config.json (default: the one beside the checkpoint; for TF2 "
-                        "checkpoints and SavedModels without one, inferred from the tensor shapes "
-                        "and, for TF1 serving exports, the head count from saved_model.pb)")
+                   help="bert_config.json, a path or URL (default: the one beside the "
+                        "checkpoint; for TF2 checkpoints and SavedModels without one, inferred "
+                        "from the tensor shapes and, for TF1 serving exports, the head count "
+                        "from saved_model.pb)")
     p.add_argument("--out", required=True, metavar="DIR",
                    help="output model directory (never the checkpoint's own directory or a "
                         "directory above it), or s3://bucket/prefix/: published complete or "
                         "not at all, conversion.json last; the same conversion again is a "
                         "no-op")
     p.add_argument("--vocab", metavar="FILE",
-                   help="vocabulary to copy into DIR as vocab.txt (default: the vocab.txt "
-                        "beside the checkpoint)")
+                   help="vocabulary to copy into DIR as vocab.txt, a path or URL (default: "
+                        "the vocab.txt beside the checkpoint)")
     add_head_arguments(p)
     p.add_argument("--gelu", choices=layout.GELU_FORMS, default=None,
                    help="GELU form the model computes: exact (erf; default for TF1 variable "

@@ -39,15 +39,16 @@ def describe(checkpoint, head="auto", keep_pooler=False):
     needs a freshly initialised head for those). The pooler is "dropped" for the heads that
     leave it out unless ``keep_pooler`` (as converting does)."""
     from ..convert import rules as mapping
-    from ..checkpoint import load_checkpoint
     from ..convert.plan import FIXED_LABEL_COUNTS, HEAD_LAYOUTS, pooler_drop_reason
     from ..convert.tf2 import resolve_tf2, select_poolers
     from ..convert.keras_preset import is_keras_preset
 
+    from ..convert.remote import open_source
+
     if is_keras_preset(checkpoint):  # a KerasHub preset directory: its h5 datasets
         from ..convert.keras_rules import describe_preset
         return describe_preset(checkpoint, head, keep_pooler)
-    with load_checkpoint(checkpoint) as reader:
+    with open_source(checkpoint) as (reader, _, _):  # a local path, or read in place from a URL
         shapes = reader.get_variable_to_shape_map()
         rows = []
         for name in sorted(shapes):

@@ -240,3 +240,23 @@ def write_side_files(directory, plan, dtype, config_path, vocab, tokenizer, open
         side.append(os.path.join(directory, TOKENIZER_CONFIG_NAME))
         write_json(side[-1], tokenizer, opener)
     return side
+
+
+def read_order(plan, format, dtype):
+    """The planned tensors in the order the weight writer for ``format`` reads them."""
+    order = None if format == "safetensors" else ("safetensors" if format == "both" else "model")
+    specs = tensor_specs(plan, dtype) if order is None else tensor_specs(plan, dtype, order=order)
+    planned = {t.key: t for t in plan.tensors}
+    return [planned[s.name] for s in specs if s.name in planned]
+
+
+def schedule_reads(reader, plan, format, dtype, report=None):
+    """Tell a remote reader which tensors will be read, in order, so it fetches them ahead;
+    ``report`` names a fetched config by its URL."""
+    store = getattr(reader, "store", None)
+    if store is None:
+        return
+    if report is not None and report.config_path:
+        report.config_path = store.side_urls.get(os.path.abspath(report.config_path),
+                                                 report.config_path)
+    store.schedule([reader.entry(t.name) for t in read_order(plan, format, dtype)])

@@ -116,13 +116,21 @@ class SourceHashing:
 
     def __init__(self, reader, mode):
         self.reader, self.mode = reader, mode
-        self.hasher = start_hashing(reader.files) if mode == "full" else None
+        #: A remote checkpoint is never hashed (that would download every shard whole):
+        #: conversion.json records each object's ETag / VersionId instead.
+        self.store = getattr(reader, "store", None)
+        remote = self.store is not None
+        self.hasher = start_hashing(reader.files) if mode == "full" and not remote else None
 
     def plan_ready(self, plan):
         """Start hashing (unless started) once the plan says which bytes are converted; returns
         notes for the report."""
         if self.hasher is not None:
             return []
+        if self.store is not None:
+            self.hasher = start_hashing([])
+            return [f"{self.reader.prefix}: read in place (byte ranges of the converted tensors "
+                    "only); the source objects are recorded by ETag/VersionId, not sha256"]
         index, shards = self.reader.files[0], self.reader.files[1:]
         notes, whole = [], [index]
         unconverted = self._unconverted_bytes(plan)
@@ -179,6 +187,11 @@ class SourceHashing:
     def entries(self, side_paths):
         """conversion.json's ``source_files``: checkpoint files in order, then config and vocab."""
         hashed = {e["path"]: e for e in self.hasher.wait()}
+        if self.store is not None:
+            sides = hash_files(side_paths)
+            for entry in sides:  # a fetched copy: name the object it came from
+                entry["path"] = self.store.side_urls.get(entry["path"], entry["path"])
+            return self.store.records() + sides
         ordered = []
         for path in self.reader.files:
             key = os.path.abspath(path)

@@ -78,4 +78,6 @@ class ConversionReport:
 
 def _absolute(path):
     """``path`` made absolute against the current directory (None stays None)."""
-    return None if path is None else os.path.abspath(os.fspath(path))
+    if path is None or "://" in str(path):  # a remote source: its (redacted) URL
+        return path
+    return os.path.abspath(os.fspath(path))

@@ -47,6 +47,7 @@ from .keras_preset import is_keras_preset
 from .source import describe_source
 from .outputs import FORMATS, tokenizer_config, vocab_source, write_json  # noqa: F401
 from .plan import plan_conversion, resolve_config
+from .remote import open_source
 from .provenance import AUTO_HASH_MAX_UNCONVERTED, SOURCE_HASHES, SourceHashing  # noqa: F401
 from .optimizer_state import optimizer_record
 from .report import ConversionReport
@@ -171,8 +172,9 @@ def _refuse_tf_options(preset, **given):
 def _convert_checkpoint(checkpoint, out_dir, config, head, num_labels, format, dtype, overwrite,
                         allow_new_head, progress, weights_opener, opener, source_hash, vocab,
                         gelu, keep_pooler, optimizer_state=False, given=None, precheck=None):
-    """Open the checkpoint and convert it into the local directory ``out_dir``."""
-    with load_checkpoint(checkpoint, mmap=False) as reader:
+    """Open the checkpoint (a local path, or read in place from a URL: :func:`open_source`)
+    and convert it into the local directory ``out_dir``."""
+    with open_source(checkpoint, config, vocab) as (reader, config, vocab):
         hashing = SourceHashing(reader, source_hash)
         try:
             return _convert_with_reader(reader, hashing, out_dir, config, head, num_labels,
@@ -196,7 +198,8 @@ def _convert_with_reader(reader, hashing, out_dir, config, head, num_labels, for
     cfg, config_path, source = describe_source(config, reader, gelu)
     vocab, has_vocab = vocab_source(vocab, reader.prefix, source.vocab)
     # Before anything is planned or written: --out must not be (or hold) what is read.
-    check_output_spares_inputs(out_dir, list(reader.files) + [config_path]
+    local_files = [] if getattr(reader, "store", None) is not None else list(reader.files)
+    check_output_spares_inputs(out_dir, local_files + [config_path]
                                + [vocab if has_vocab else None], keyword="out_dir")
     # ... nor anything but a previous model directory, whatever overwrite says.
     may_replace = functools.partial(destination.check_replaceable_model_dir, given=given)
@@ -214,6 +217,7 @@ def _convert_with_reader(reader, hashing, out_dir, config, head, num_labels, for
     report = ConversionReport.from_plan(plan, dtype)
     if slots is not None:
         report.optimizer_state = optimizer_record(slots, read_global_step(reader))
+    outputs.schedule_reads(reader, plan, format, dtype, report)  # remote: fetched ahead
     report.format, report.source_hash = format, hashing.mode
     report.output_dir = os.path.abspath(out_dir)
     report.activation, report.config_inferred = source.activation, source.config_inferred

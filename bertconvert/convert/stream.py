@@ -16,7 +16,6 @@ from typing import NamedTuple
 
 import numpy as np
 
-from ..checkpoint import load_checkpoint
 from ..errors import ConversionError, DtypeRangeError, MissingDependencyError, option
 from ..terminal.progress import progress_bar
 from .gelu import check_gelu
@@ -130,11 +129,15 @@ def state_dict_from_checkpoint(checkpoint, *, config=None, head="auto", num_labe
     check_dtype(dtype)
     check_gelu(gelu)
     _require_torch("converting in memory")
-    with load_checkpoint(checkpoint, mmap=False) as reader:
+    from .remote import open_source
+
+    with open_source(checkpoint, config) as (reader, config, _):  # local, or a URL
         cfg, config_path, source = describe_source(config, reader, gelu)
         plan = plan_conversion(reader, cfg, head=head, num_labels=num_labels,
                                allow_new_head=allow_new_head, config_path=config_path,
                                keep_pooler=keep_pooler)
+        if getattr(reader, "store", None) is not None:  # remote: fetch ahead, in this order
+            reader.store.schedule([reader.entry(t.name) for t in plan.tensors])
         state = {key: _to_torch(array) for key, array in
                  iter_tensors(reader, plan, dtype, reuse_buffer=False)}
     report = ConversionReport.from_plan(plan, dtype)

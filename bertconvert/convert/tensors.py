@@ -155,9 +155,12 @@ class _Source:
         (a uint8 array of that size) filled with them."""
         start, self._pos = self._pos, self._pos + nbytes
         if self._array is not None:
+            view = self._array[start:start + nbytes]
+            if self._crc_expected is not None:  # remote bytes: checked as they are handed on
+                self._crc = crc32c(view, self._crc)
             if into is None:
-                return self._array[start:start + nbytes]
-            into[:] = self._array[start:start + nbytes]
+                return view
+            into[:] = view
             return into
         view = buffers.get("read", nbytes) if into is None else into
         try:
@@ -250,6 +253,12 @@ class TensorCopier:
             raise CheckpointFormatError(
                 f"tensor {name!r} has {entry.size} bytes recorded but {entry.dtype_name} "
                 f"{list(entry.shape)} needs {expected}: the checkpoint index is corrupt")
+        crc = entry.crc32c if self.reader.verify_checksums else None
+        store = getattr(self.reader, "store", None)
+        if store is not None:  # a remote checkpoint: the bytes come as a fetched range
+            self.reader.check_stored(name)  # the object is long enough
+            return _Source(name, entry.dtype, entry.size, crc=crc, offset=entry.offset,
+                           array=store.tensor_bytes(entry), path=path)
         f = self._shard(path, name)
         available = os.fstat(f.fileno()).st_size
         if available < entry.offset + entry.size:
@@ -257,7 +266,6 @@ class TensorCopier:
                 f"tensor {name!r} needs {entry.size} bytes at offset {entry.offset} of {path}, "
                 f"but the file is only {available} bytes long: the shard is truncated; copy or "
                 "download it again")
-        crc = entry.crc32c if self.reader.verify_checksums else None
         return _Source(name, entry.dtype, entry.size, crc=crc, file=f, offset=entry.offset, path=path)
 
     def nbytes(self, tensor):

@@ -264,6 +264,13 @@ def verify(checkpoint, model_dir=None, *, head=None, num_labels=None, device="cp
         raise VerificationError("--text cannot be used with --reference: the golden file "
                                 "holds the inputs it was recorded with")
     checkpoint = os.fspath(checkpoint)
+    from ..cache.remote_checkpoint import is_url
+    if is_url(checkpoint):  # TensorFlow reads files: a local copy through the shared cache
+        from ..cache.remote_checkpoint import local_checkpoint
+        with local_checkpoint(checkpoint) as local:
+            return verify(local, model_dir, head=head, num_labels=num_labels, device=device,
+                          dtype=dtype, atol=atol, rtol=rtol, text=text, record=record,
+                          reference=reference, progress=progress, gelu=gelu)
     model_dir = None if model_dir in (None, "-") else os.fspath(model_dir)
     if model_dir is not None and model_dir.split("://", 1)[0].lower() in ("s3", "http", "https") \
             and "://" in model_dir:  # a published model directory: fetched through the cache

@@ -64,6 +64,8 @@ class Resource:
     drop_after: int = None           # GET bodies stop after this many bytes, connection closed...
     drop_times: int = 1              # ...for this many GETs
     ignore_range: bool = False       # answer Range requests with 200 and the whole body
+    ignore_if_match: bool = False    # serve whatever If-Match says (else 412 on a mismatch)
+    length_lie: int = 0              # GET answers announce this many bytes more than they send
     delay: float = 0.0               # seconds to sleep before each body chunk
     chunk: int = CHUNK               # body chunk size when streaming ``data``
     stall_after: int = None          # a GET crossing this byte offset sleeps ``stall`` seconds there...
@@ -220,6 +222,10 @@ class _Handler(BaseHTTPRequestHandler):
             return self._error(record, res.fail_status, head)
         if head and res.head_status is not None:
             return self._error(record, res.head_status, head)
+        if_match = self.headers.get("If-Match")
+        if if_match is not None and not res.ignore_if_match and if_match != "*" and \
+                if_match != res.etag_header:
+            return self._error(record, 412, head)  # the object changed since it was pinned
 
         size = res.size
         start, end, status = 0, size - 1, 200
@@ -245,7 +251,10 @@ class _Handler(BaseHTTPRequestHandler):
         if chunked:
             self.send_header("Transfer-Encoding", "chunked")
         elif res.content_length is True or (head and res.content_length == "head"):
-            self.send_header("Content-Length", str(length))
+            lie = 0 if head else res.length_lie
+            self.send_header("Content-Length", str(length + lie))
+            if lie:  # the promised bytes never come: the connection closes after the body
+                self.close_connection = True
         else:  # the body ends when the connection closes
             self.send_header("Connection", "close")
             self.close_connection = True
