@@ -27,11 +27,18 @@ def source_identity(reader, config_path, vocab_path):
     """What identifies the source of a conversion without reading its data shards.
 
     The ``.index`` pins every tensor (its crc32c is checked on every read), so its sha256
-    with the shards' sizes stands for the checkpoint; config and vocabulary by sha256. A
-    reader of remote files may offer ``source_identity()`` (ETags) instead.
+    with the shards' sizes stands for the checkpoint; config and vocabulary by sha256. For a
+    checkpoint read in place from a bucket or server, the objects' pins (ETag, VersionId,
+    size; the ``.index``'s sha256) stand for it; a reader may also offer its own
+    ``source_identity()``.
     """
     own = getattr(reader, "source_identity", None)
     checkpoint = own() if callable(own) else None
+    store = getattr(reader, "store", None)  # a checkpoint read in place from s3:// or http(s)://
+    if checkpoint is None and store is not None:
+        # The objects as pinned when the conversion began: the .index's sha256 (read whole
+        # anyway) and each shard's size, ETag and VersionId, from HEAD -- no shard byte.
+        checkpoint = {"objects": store.records()}
     if checkpoint is None and any("://" in os.fspath(f) for f in reader.files):
         raise ConversionError(
             "this checkpoint reader cannot say which version of its remote files it read "

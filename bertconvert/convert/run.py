@@ -217,7 +217,6 @@ def _convert_with_reader(reader, hashing, out_dir, config, head, num_labels, for
     report = ConversionReport.from_plan(plan, dtype)
     if slots is not None:
         report.optimizer_state = optimizer_record(slots, read_global_step(reader))
-    outputs.schedule_reads(reader, plan, format, dtype, report)  # remote: fetched ahead
     report.format, report.source_hash = format, hashing.mode
     report.output_dir = os.path.abspath(out_dir)
     report.activation, report.config_inferred = source.activation, source.config_inferred
@@ -226,6 +225,9 @@ def _convert_with_reader(reader, hashing, out_dir, config, head, num_labels, for
         done = precheck(report, reader, config_path, vocab if has_vocab else None)
         if done is not None:
             return done
+    # A remote source starts fetching the planned ranges ahead: only now that the run will
+    # write (a rerun found already published above reads no shard byte).
+    outputs.schedule_reads(reader, plan, format, dtype, report)
     report.notes.extend(hashing.plan_ready(plan))
     if not has_vocab:
         report.notes.append(f"no {VOCAB_NAME} beside the checkpoint; the model directory has "
