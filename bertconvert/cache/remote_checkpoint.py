@@ -50,15 +50,34 @@ def is_archive_url(url):
     return urlsplit(url).path.lower().endswith(_ARCHIVES)
 
 
+#: Google Cloud Storage's anonymous HTTPS endpoint (public objects).
+GCS_PUBLIC_ENDPOINT = "https://storage.googleapis.com/"
+
+
+def through_transport(url):
+    """``url`` as the transport that reads it: a ``gs://BUCKET/KEY`` is read through the S3
+    code as ``s3://BUCKET/KEY`` when an S3 endpoint is configured (``AWS_ENDPOINT_URL_S3`` or
+    ``AWS_ENDPOINT_URL``, e.g. ``https://storage.googleapis.com`` with HMAC keys as the AWS
+    credentials: Cloud Storage's S3-compatible API), else anonymously over HTTPS from
+    ``https://storage.googleapis.com/BUCKET/KEY`` (public buckets). Other URLs unchanged.
+
+    >>> through_transport("s3://b/k")
+    's3://b/k'
+    """
+    if not (isinstance(url, str) and url[:5].lower() == "gs://"):
+        return url
+    rest = url[5:]
+    if os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get("AWS_ENDPOINT_URL"):
+        target = "s3://" + rest
+    else:
+        target = GCS_PUBLIC_ENDPOINT + rest
+    log.info("%s is read as %s", shown_url(url), shown_url(target))
+    return target
+
+
 def check_url(url):
     """UnsupportedURLError unless ``url`` is an s3/http(s) URL with a host and a path."""
     scheme = url.split("://", 1)[0].lower()
-    if scheme == "gs":
-        raise UnsupportedURLError(
-            f"{shown_url(url)}: gs:// is read through Google Cloud Storage's S3-compatible API: "
-            "set AWS_ENDPOINT_URL_S3=https://storage.googleapis.com with HMAC keys as "
-            "AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY and use s3://BUCKET/..., or give a public "
-            "object's https://storage.googleapis.com/BUCKET/... URL")
     if scheme not in REMOTE_SCHEMES:
         raise UnsupportedURLError(f"{shown_url(url)}: unsupported scheme {scheme}://; a remote "
                                   "checkpoint is an s3://, https:// or http:// URL")

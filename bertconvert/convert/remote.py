@@ -31,8 +31,10 @@ def open_source(checkpoint, config=None, vocab=None, ranges=None):
     ``vocab`` are the ones to use (remote ones, and those found beside a remote prefix,
     fetched into the shared cache). ``ranges``: settings of the remote range reader
     (``connections``, ``budget_bytes``, ``part_bytes``)."""
-    from ..cache.remote_checkpoint import check_url, is_archive_url, is_url, side_files
+    from ..cache.remote_checkpoint import (check_url, is_archive_url, is_url, side_files,
+                                           through_transport)
 
+    checkpoint, config, vocab = (through_transport(v) for v in (checkpoint, config, vocab))
     if not is_url(checkpoint):
         config, vocab = _local_sides(config, vocab)
         with load_checkpoint(checkpoint, mmap=False) as reader:

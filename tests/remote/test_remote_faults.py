@@ -131,7 +131,6 @@ def test_credentials_in_the_url_are_never_shown(capsys, http_server, cache_env, 
     ("ftp://127.0.0.1/run/model.ckpt", ["unsupported scheme ftp://"]),
     ("s3://bucket-only", ["names no object"]),
     ("https://127.0.0.1/", ["names no object"]),
-    ("gs://bucket/run/model.ckpt", ["AWS_ENDPOINT_URL_S3", "storage.googleapis.com"]),
 ])
 def test_urls_that_name_no_checkpoint(capsys, tmp_path, source, words):
     code, _, err = convert(capsys, source, tmp_path / "out")
