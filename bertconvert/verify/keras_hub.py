@@ -85,14 +85,10 @@ def default_batches(preset, head):
 
 
 def _model_weights(model_dir):
-    """MODEL_DIR's tensors as torch tensors, stored dtype kept (bfloat16 included)."""
-    import torch
-    path = os.path.join(model_dir, layout.SAFETENSORS_NAME)
-    if os.path.isfile(path):
-        from safetensors.torch import load_file
-        return load_file(path)
-    return torch.load(os.path.join(model_dir, layout.PYTORCH_NAME), map_location="cpu",
-                      weights_only=True)
+    """MODEL_DIR's tensors as torch tensors, stored dtype kept (bfloat16 included); the
+    models package's loader: sharded files too, WeightsError for a missing or bad file."""
+    from ..models.weightfiles import load_state_dict
+    return load_state_dict(model_dir)
 
 
 def _bits(tensor):
@@ -102,18 +98,23 @@ def _bits(tensor):
     return tensor.contiguous().view(ints[tensor.element_size()])
 
 
-def weights_stage(preset_dir, model_dir):
+def weights_stage(preset_dir, model_dir, head, pooled=True):
     """The weights stage: every model-directory tensor against the preset's h5, bit for bit
-    (the preset converted in memory at the model's stored dtype)."""
+    (the preset converted in memory at the model's stored dtype). A tensor of the preset the
+    directory lacks differs too ("missing"), save the pooler of a directory converted without
+    it (``pooled`` False); a tied alias (the MLM decoder, which ``pytorch_model.bin`` files
+    keep) is compared with the tensor it is tied to."""
     from ..convert.keras_run import preset_state_dict
+    from .pooler import is_pooler_key
 
     have = _model_weights(model_dir)
     stored = {str(v.dtype).replace("torch.", "") for v in have.values()}
     dtype = stored.pop() if len(stored) == 1 and stored <= {"float16", "bfloat16"} else "float32"
     want, _, _, _ = preset_state_dict(preset_dir, dtype=dtype)
+    tied = dict(layout.LAYOUTS[head].tied) if head in layout.LAYOUTS else {}
     differing = []
     for key in sorted(have):
-        got, ref = have[key], want.get(key)
+        got, ref = have[key], want.get(key, want.get(tied.get(key)))
         if ref is None:
             differing.append({"key": key, "name": None, "reason": "not in the preset",
                               "max_abs": None})
@@ -125,7 +126,10 @@ def weights_stage(preset_dir, model_dir):
             diff = float((got.double() - ref.double()).abs().max())
             differing.append({"key": key, "name": None, "reason": "values differ",
                               "max_abs": diff})
-    return _result(len(have), differing, [], "KerasHub preset")
+    missing = [k for k in sorted(want) if k not in have and (pooled or not is_pooler_key(k))]
+    differing += [{"key": k, "name": None, "reason": "missing in the model directory",
+                   "max_abs": None} for k in missing]
+    return _result(len(have) + len(missing), differing, [], "KerasHub preset")
 
 
 def _torch_outputs(model_dir, head, batches, pooling, pooled):
@@ -207,7 +211,9 @@ def verify_preset(preset_dir, model_dir, *, atol=None, rtol=None, reference=None
     if head != preset.head:
         raise VerificationError(f"{model_dir} holds a {head} model, but the preset "
                                 f"{preset_dir} is a {preset.head} ({preset.task or 'BertBackbone'})")
-    weights = weights_stage(preset_dir, model_dir)
+    report_json = _read_report(model_dir)
+    pooled = report_json.get("pooler_written", True)
+    weights = weights_stage(preset_dir, model_dir, head, pooled)
     timings["weights"] = time.perf_counter() - start
     notes = []
     if reference is not None:
@@ -234,8 +240,6 @@ def verify_preset(preset_dir, model_dir, *, atol=None, rtol=None, reference=None
     if not batches:
         raise VerificationError(f"the reference ({source}) holds no inputs")
     timings["reference"] = time.perf_counter() - start - timings["weights"]
-    report_json = _read_report(model_dir)
-    pooled = report_json.get("pooler_written", True)
     pooling = (report_json.get("keras_hub") or {}).get("embedding_pooling") or preset.pooling
     mine = _torch_outputs(model_dir, head, batches, pooling, pooled)
     if not pooled:
