@@ -28,6 +28,7 @@ import time
 import numpy as np
 
 from .. import layout
+from ..atomic import atomic_write
 from ..errors import MissingDependencyError, VerificationError
 from .report import ParityReport, compare_stage
 from .tolerance import EPS, Tolerance, resolve_tolerance
@@ -40,6 +41,20 @@ HEAD_OUTPUT = {layout.SEQUENCE_CLASSIFICATION: "logits", layout.MASKED_LM: "mlm_
 def golden_beside(preset_dir):
     """``PRESET_DIR.outputs.npz``: where a preset's golden file is looked for."""
     return os.path.normpath(os.fspath(preset_dir)) + ".outputs.npz"
+
+
+def check_preset_outputs(preset_dir, model_dir, outputs, reference=None):
+    """Raise UnsafeOutputError (exit 2) when an output (``{flag: path}``) would land on what a
+    preset run reads: the preset directory (or inside it), its golden file beside it,
+    MODEL_DIR or its files, the ``reference`` golden file, or another output."""
+    from ..atomic import check_output_spares_inputs
+    from .sources import check_outputs_spare_inputs
+    check_outputs_spare_inputs(None, model_dir, outputs, reference=reference)
+    read = [os.fspath(preset_dir), golden_beside(preset_dir)]
+    for flag, path in outputs.items():
+        if path is not None:
+            check_output_spares_inputs(path, read, flag=flag,
+                                       keyword=flag.lstrip("-").replace("-", "_"))
 
 
 def load_golden(path):
@@ -204,6 +219,8 @@ def verify_preset(preset_dir, model_dir, *, atol=None, rtol=None, reference=None
     if device != "cpu" or dtype != "float32":
         raise VerificationError("a KerasHub preset is verified on cpu in float32")
     preset_dir, model_dir = os.fspath(preset_dir), os.fspath(model_dir)
+    if record is not None:  # before any work: the golden file may not land on an input
+        check_preset_outputs(preset_dir, model_dir, {"--record": record}, reference=reference)
     timings, start = {}, time.perf_counter()
     preset = read_preset(preset_dir)
     config, _ = resolve_config(model_dir=model_dir)
@@ -234,11 +251,15 @@ def verify_preset(preset_dir, model_dir, *, atol=None, rtol=None, reference=None
                 f"no reference for {preset_dir}'s outputs: keras-hub is not installed and there "
                 f"is no golden file {beside}; install keras-hub (pip install "
                 "'bertconvert[keras-hub]') or pass --reference GOLDEN.npz")
-    if record is not None:
-        np.savez_compressed(record, **{f"{b}.{k}": v for b, x in batches.items()
-                                       for k, v in x.items()}, **ref)
     if not batches:
         raise VerificationError(f"the reference ({source}) holds no inputs")
+    if record is not None:
+        # A golden file's reference already holds its inputs: one array per key.
+        arrays = {f"{b}.{k}": v for b, x in batches.items() for k, v in x.items()}
+        arrays.update(ref)
+        with atomic_write(record, "wb") as f:  # a file object: no ".npz" appended
+            np.savez_compressed(f, **arrays)
+        notes.append(f"recorded the reference's inputs and outputs to {record}")
     timings["reference"] = time.perf_counter() - start - timings["weights"]
     pooling = (report_json.get("keras_hub") or {}).get("embedding_pooling") or preset.pooling
     mine = _torch_outputs(model_dir, head, batches, pooling, pooled)
