@@ -17,7 +17,8 @@ compared: :class:`~bertconvert.errors.MissingDependencyError` (exit 2).
 
 Stages, per batch: ``BATCH embeddings``, ``BATCH layer N`` for every block (where the
 reference has them), ``BATCH sequence_output``, ``BATCH pooled_output`` (not for a model
-directory that left the pooler out), and the head's output. Tolerances as for TF checkpoints
+directory that left the pooler out), and the head's output; a reference lacking the
+sequence output or the head's output fails that stage ("missing in reference"). Tolerances as for TF checkpoints
 (1e-4 for float32); a preset whose dtype policy is bfloat16 was computed by KerasHub in
 bfloat16, which adds 16*eps(bfloat16) of the stage's largest value.
 """
@@ -273,9 +274,12 @@ def verify_preset(preset_dir, model_dir, *, atol=None, rtol=None, reference=None
                         "16*eps(bfloat16) of each stage's largest value on top of float32's")
     stages = []
     batch_rank = {b: i for i, b in enumerate(batches)}
-    compared = [k for k in ref if _order(k) is not None and k in mine]
+    # The model's final outputs must be in the reference: one it lacks fails ("missing in
+    # reference") rather than passing uncompared. Per-layer stages are compared where present.
+    required = {k for k in mine if k.partition(".")[2] in _REQUIRED_OUTPUTS}
+    compared = {k for k in ref if _order(k) is not None and k in mine} | required
     for key in sorted(compared, key=lambda k: (batch_rank.get(k.partition(".")[0], 0), _order(k))):
-        stages.append(compare_stage(_stage_name(key), mine[key], ref[key], tol.atol,
+        stages.append(compare_stage(_stage_name(key), mine[key], ref.get(key), tol.atol,
                                     tol.rtol, tol.scale))
     timings["pytorch"] = time.perf_counter() - start - sum(timings.values())
     first = next(iter(batches.values()))
@@ -286,6 +290,9 @@ def verify_preset(preset_dir, model_dir, *, atol=None, rtol=None, reference=None
         timings=timings, notes=notes + list(preset.notes), weights=weights,
         gelu="tanh (KerasHub's encoder)", tolerance=tol)
 
+
+#: the outputs (after ``BATCH.``) a reference must hold whenever the model computes them
+_REQUIRED_OUTPUTS = ("sequence_output", "logits", "mlm_logits", "embedding")
 
 _OUTPUT_ORDER = ("embeddings", "layer_", "sequence_output", "pooled_output", "logits",
                  "mlm_logits", "embedding")
