@@ -60,11 +60,48 @@ def check_preset_outputs(preset_dir, model_dir, outputs, reference=None):
 
 def load_golden(path):
     """``{key: array}`` of a golden file; VerificationError when it cannot be read."""
+    import zipfile
     try:
         with np.load(path, allow_pickle=False) as data:
             return {k: data[k] for k in data.files}
-    except (OSError, ValueError) as e:
+    except (OSError, ValueError, zipfile.BadZipFile, EOFError) as e:
         raise VerificationError(f"cannot read golden file {path}: {e}") from e
+
+
+def check_batches(batches, config, source):
+    """Raise VerificationError (exit 2) unless every batch of a golden file can be fed to the
+    model: integer ``token_ids``, ``segment_ids`` and ``padding_mask`` of one 2-D shape, ids
+    below ``vocab_size``, segments below ``type_vocab_size``, at most
+    ``max_position_embeddings`` long, a 0/1 mask; a masked-LM batch's ``masked_token_ids``
+    like ``token_ids`` and its ``mask_positions`` inside the sequence. (Else the forward
+    pass fails with an IndexError or a shape error instead of naming the file.)"""
+    def bad(batch, why):
+        return VerificationError(f"the reference ({source}) batch {batch!r} cannot be fed to "
+                                 f"the model: {why}")
+
+    for batch, x in batches.items():
+        missing = [k for k in ("token_ids", "segment_ids", "padding_mask") if k not in x]
+        if missing:
+            raise bad(batch, f"{batch}.{missing[0]} is missing")
+        for key, value in x.items():
+            if value.dtype.kind not in "iub":
+                raise bad(batch, f"{batch}.{key} holds {value.dtype} values, not integers")
+        shape = x["token_ids"].shape
+        if len(shape) != 2 or 0 in shape:
+            raise bad(batch, f"{batch}.token_ids has shape {list(shape)}, not [batch, length]")
+        if shape[1] > config.max_position_embeddings:
+            raise bad(batch, f"length {shape[1]} is over max_position_embeddings "
+                             f"{config.max_position_embeddings}")
+        limits = {"token_ids": config.vocab_size, "masked_token_ids": config.vocab_size,
+                  "segment_ids": config.type_vocab_size, "padding_mask": 2, "mask_positions": shape[1]}
+        for key, value in x.items():
+            if key != "mask_positions" and value.shape != shape:
+                raise bad(batch, f"{batch}.{key} has shape {list(value.shape)}, token_ids "
+                                 f"{list(shape)}")
+            if key == "mask_positions" and (value.ndim != 2 or value.shape[0] != shape[0]):
+                raise bad(batch, f"{batch}.mask_positions has shape {list(value.shape)}")
+            if value.size and (value.min() < 0 or value.max() >= limits[key]):
+                raise bad(batch, f"{batch}.{key} holds values outside 0..{limits[key] - 1}")
 
 
 def batches_of(arrays):
@@ -254,6 +291,7 @@ def verify_preset(preset_dir, model_dir, *, atol=None, rtol=None, reference=None
                 "'bertconvert[keras-hub]') or pass --reference GOLDEN.npz")
     if not batches:
         raise VerificationError(f"the reference ({source}) holds no inputs")
+    check_batches(batches, config, source)
     if record is not None:
         # A golden file's reference already holds its inputs: one array per key.
         arrays = {f"{b}.{k}": v for b, x in batches.items() for k, v in x.items()}
