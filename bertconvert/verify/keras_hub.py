@@ -20,7 +20,9 @@ reference has them), ``BATCH sequence_output``, ``BATCH pooled_output`` (not for
 directory that left the pooler out), and the head's output; a reference lacking the
 sequence output or the head's output fails that stage ("missing in reference"). Tolerances as for TF checkpoints
 (1e-4 for float32); a preset whose dtype policy is bfloat16 was computed by KerasHub in
-bfloat16, which adds 16*eps(bfloat16) of the stage's largest value.
+bfloat16, which adds 16*eps(bfloat16) of the stage's largest value; a MODEL_DIR that stores
+its weights coarser than the preset (``convert --dtype float16`` of a float32 preset) adds
+8*eps of its dtype, since KerasHub computed over the unrounded weights.
 """
 import json
 import os
@@ -32,7 +34,7 @@ from .. import layout
 from ..atomic import atomic_write
 from ..errors import MissingDependencyError, VerificationError
 from .report import ParityReport, compare_stage
-from .tolerance import EPS, Tolerance, resolve_tolerance
+from .tolerance import EPS, REDUCED, Tolerance, resolve_tolerance
 from .weights import _result
 
 #: what the KerasHub side computes per head (after the backbone's two outputs)
@@ -156,7 +158,8 @@ def weights_stage(preset_dir, model_dir, head, pooled=True):
     (the preset converted in memory at the model's stored dtype). A tensor of the preset the
     directory lacks differs too ("missing"), save the pooler of a directory converted without
     it (``pooled`` False); a tied alias (the MLM decoder, which ``pytorch_model.bin`` files
-    keep) is compared with the tensor it is tied to."""
+    keep) is compared with the tensor it is tied to. Returns ``(WeightsResult, the dtype
+    the directory stores)``."""
     from ..convert.keras_run import preset_state_dict
     from .pooler import is_pooler_key
 
@@ -182,7 +185,7 @@ def weights_stage(preset_dir, model_dir, head, pooled=True):
     missing = [k for k in sorted(want) if k not in have and (pooled or not is_pooler_key(k))]
     differing += [{"key": k, "name": None, "reason": "missing in the model directory",
                    "max_abs": None} for k in missing]
-    return _result(len(have) + len(missing), differing, [], "KerasHub preset")
+    return _result(len(have) + len(missing), differing, [], "KerasHub preset"), dtype
 
 
 def _torch_outputs(model_dir, head, batches, pooling, pooled):
@@ -268,7 +271,7 @@ def verify_preset(preset_dir, model_dir, *, atol=None, rtol=None, reference=None
                                 f"{preset_dir} is a {preset.head} ({preset.task or 'BertBackbone'})")
     report_json = _read_report(model_dir)
     pooled = report_json.get("pooler_written", True)
-    weights = weights_stage(preset_dir, model_dir, head, pooled)
+    weights, stored = weights_stage(preset_dir, model_dir, head, pooled)
     timings["weights"] = time.perf_counter() - start
     notes = []
     if reference is not None:
@@ -305,11 +308,7 @@ def verify_preset(preset_dir, model_dir, *, atol=None, rtol=None, reference=None
     if not pooled:
         notes.append(f"{model_dir} left the pooler out ({head} does not use it); the pooled "
                      "output is not compared")
-    tol = resolve_tolerance("float32", atol=atol, rtol=rtol)
-    if any("bfloat16" in n for n in preset.notes) and atol is None:
-        tol = Tolerance(tol.atol, tol.rtol, 16 * EPS["bfloat16"],
-                        "KerasHub computed in bfloat16 (the preset's dtype policy): "
-                        "16*eps(bfloat16) of each stage's largest value on top of float32's")
+    tol = _tolerance(preset, stored, atol, rtol)
     stages = []
     batch_rank = {b: i for i, b in enumerate(batches)}
     # The model's final outputs must be in the reference: one it lacks fails ("missing in
@@ -327,6 +326,25 @@ def verify_preset(preset_dir, model_dir, *, atol=None, rtol=None, reference=None
         stages=stages, inputs={"source": ", ".join(batches), "shape": list(first["token_ids"].shape)},
         timings=timings, notes=notes + list(preset.notes), weights=weights,
         gelu="tanh (KerasHub's encoder)", tolerance=tol)
+
+
+def _tolerance(preset, stored, atol, rtol):
+    """The run's :class:`Tolerance`: float32 defaults; the weights' rounding when MODEL_DIR
+    stores them coarser than the preset does (``convert --dtype float16`` of a float32 preset:
+    KerasHub computed over the unrounded ones); KerasHub's bfloat16 activations for a preset
+    whose dtype policy is bfloat16 (its h5 weights are bfloat16 then)."""
+    bf16_policy = any("bfloat16" in n for n in preset.notes)
+    preset_dtype = "bfloat16" if bf16_policy else "float32"
+    rounded = (stored,) if stored in REDUCED else ()
+    same = not rounded or stored == preset_dtype
+    tol = resolve_tolerance("float32", stored, atol, rtol,
+                            reference_rounding=rounded if same else ())
+    if bf16_policy and atol is None:
+        why = ("KerasHub computed in bfloat16 (the preset's dtype policy): 16*eps(bfloat16) "
+               "of each stage's largest value on top of float32's")
+        tol = Tolerance(tol.atol, tol.rtol, tol.scale + 16 * EPS["bfloat16"],
+                        why + (f"; {tol.why}" if tol.scale else ""))
+    return tol
 
 
 #: the outputs (after ``BATCH.``) a reference must hold whenever the model computes them
