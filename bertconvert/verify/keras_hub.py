@@ -238,12 +238,16 @@ def _pool(seq, mask, pooling):
 
 
 def _read_report(model_dir):
-    path = os.path.join(model_dir, layout.REPORT_NAME)
-    try:
-        with open(path, encoding="utf-8") as f:
-            return json.load(f)
-    except (OSError, ValueError):
-        return {}
+    """MODEL_DIR's conversion.json as a dict ({} when absent, unreadable or not an object)."""
+    from .weights import _conversion_report
+    return _conversion_report(model_dir) or {}
+
+
+def _recorded_pooling(report_json):
+    """The embedder's pooling conversion.json records, or None when it records none usable."""
+    section = report_json.get("keras_hub")
+    pooling = section.get("embedding_pooling") if isinstance(section, dict) else None
+    return pooling if isinstance(pooling, dict) and isinstance(pooling.get("mode"), str) else None
 
 
 def verify_preset(preset_dir, model_dir, *, atol=None, rtol=None, reference=None, record=None,
@@ -270,7 +274,7 @@ def verify_preset(preset_dir, model_dir, *, atol=None, rtol=None, reference=None
         raise VerificationError(f"{model_dir} holds a {head} model, but the preset "
                                 f"{preset_dir} is a {preset.head} ({preset.task or 'BertBackbone'})")
     report_json = _read_report(model_dir)
-    pooled = report_json.get("pooler_written", True)
+    pooled = report_json.get("pooler_written", True) is not False
     weights, stored = weights_stage(preset_dir, model_dir, head, pooled)
     timings["weights"] = time.perf_counter() - start
     notes = []
@@ -303,7 +307,7 @@ def verify_preset(preset_dir, model_dir, *, atol=None, rtol=None, reference=None
             np.savez_compressed(f, **arrays)
         notes.append(f"recorded the reference's inputs and outputs to {record}")
     timings["reference"] = time.perf_counter() - start - timings["weights"]
-    pooling = (report_json.get("keras_hub") or {}).get("embedding_pooling") or preset.pooling
+    pooling = _recorded_pooling(report_json) or preset.pooling
     mine = _torch_outputs(model_dir, head, batches, pooling, pooled)
     if not pooled:
         notes.append(f"{model_dir} left the pooler out ({head} does not use it); the pooled "
