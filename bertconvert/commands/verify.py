@@ -102,11 +102,11 @@ def run(args):
         check_outputs_spare_inputs(args.checkpoint, args.model_dir, outputs, text=args.text,
                                    reference=args.reference)
     options = {} if preset else {"head": args.head, "num_labels": args.num_labels,
-                                 "text": args.text, "progress": args.progress, "gelu": args.gelu}
+                                 "text": args.text, "gelu": args.gelu}
     try:
         report = verify(args.checkpoint, args.model_dir, device=args.device, dtype=args.dtype,
                         atol=args.atol, rtol=args.rtol, record=args.record,
-                        reference=args.reference, **options)
+                        reference=args.reference, progress=args.progress, **options)
     except BertConvertError as e:
         if args.json_report:  # CI gets a machine-readable reason too
             _write_json(args.json_report, {"passed": False, "first_failure": None,

@@ -36,3 +36,13 @@ def test_a_model_archive_url_is_fetched_and_verified(cache_env, http_server, tmp
     report = verify(PRESET, url, reference=GOLDEN, progress=False)
     assert report.passed and report.weights.passed and report.weights.tensors > 0
     assert main(["-q", "verify", PRESET, url, "--reference", GOLDEN]) == 0
+
+
+def test_progress_flags_reach_the_download(cache_env, http_server, tmp_path, capsys):  # noqa: F811
+    model = tmp_path / "m"
+    convert_checkpoint(PRESET, model, progress=False)
+    http_server.add("/m.tar.gz", _tgz(model))
+    url = http_server.url("/m.tar.gz")
+    # --progress draws bars even on pytest's captured stderr: the flag reached the fetch
+    assert main(["--progress", "verify", PRESET, url, "--reference", GOLDEN]) == 0
+    assert "%|" in capsys.readouterr().err
