@@ -93,19 +93,20 @@ def run(args):
     from ..verify import check_outputs_spare_inputs, verify
     preset = is_keras_preset(args.checkpoint)
     outputs = {"--json": args.json_report, "--record": args.record}
-    if preset:
-        _check_preset_arguments(args, outputs)
     # Before anything runs (and before the error path below writes --json): no output may
     # land on a file the run reads (CKPT's files, config, vocabulary, MODEL_DIR, --text,
-    # --reference) nor on the other output.
-    check_outputs_spare_inputs(None if preset else args.checkpoint, args.model_dir, outputs,
-                               text=args.text, reference=args.reference)
+    # --reference; a preset's directory and golden file) nor on the other output.
+    if preset:
+        _check_preset_arguments(args, outputs)
+    else:
+        check_outputs_spare_inputs(args.checkpoint, args.model_dir, outputs, text=args.text,
+                                   reference=args.reference)
     options = {} if preset else {"head": args.head, "num_labels": args.num_labels,
-                                 "text": args.text, "progress": args.progress, "gelu": args.gelu}
+                                 "text": args.text, "gelu": args.gelu}
     try:
         report = verify(args.checkpoint, args.model_dir, device=args.device, dtype=args.dtype,
                         atol=args.atol, rtol=args.rtol, record=args.record,
-                        reference=args.reference, **options)
+                        reference=args.reference, progress=args.progress, **options)
     except BertConvertError as e:
         if args.json_report:  # CI gets a machine-readable reason too
             _write_json(args.json_report, {"passed": False, "first_failure": None,
@@ -124,8 +125,7 @@ def run(args):
 def _check_preset_arguments(args, outputs):
     """A KerasHub preset names its own head, labels and GELU, and its inputs come from
     KerasHub or the golden file; no output may land in the preset directory."""
-    import os
-    from ..errors import UnsafeOutputError, VerificationError
+    from ..errors import VerificationError
     given = [flag for flag, value in (("--head", args.head), ("--num-labels", args.num_labels),
                                       ("--gelu", args.gelu), ("--text", args.text)) if value]
     if given:
@@ -133,9 +133,5 @@ def _check_preset_arguments(args, outputs):
             f"{args.checkpoint} is a KerasHub preset: its head, labels and GELU come from its "
             f"own files and its inputs from KerasHub or the golden file; {', '.join(given)} "
             "cannot be given for it")
-    preset = os.path.realpath(args.checkpoint)
-    for flag, out in outputs.items():
-        real = None if out is None else os.path.realpath(out)
-        if real is not None and (real == preset or real.startswith(preset + os.sep)):
-            raise UnsafeOutputError(f"{flag} {out} would overwrite or land inside the preset "
-                                    f"{args.checkpoint}, which this run reads; write it elsewhere")
+    from ..verify.keras_hub import check_preset_outputs
+    check_preset_outputs(args.checkpoint, args.model_dir, outputs, reference=args.reference)

@@ -105,6 +105,11 @@ class AdamWeightDecay(torch.optim.Optimizer):
                     state["adam_m"] = torch.zeros_like(p, memory_format=torch.preserve_format)
                     state["adam_v"] = torch.zeros_like(p, memory_format=torch.preserve_format)
                 m, v = state["adam_m"], state["adam_v"]
+                if m.device != p.device or m.dtype != p.dtype:
+                    # Slots loaded (resume_from_tf) before the model was moved (.cuda(),
+                    # .double()) follow their parameter, as torch's loaded state does.
+                    m = state["adam_m"] = m.to(p)
+                    v = state["adam_v"] = v.to(p)
                 # TF: tf.multiply(beta_1, m) + tf.multiply(1.0 - beta_1, grad), and alike.
                 torch.add(m * b1, g * (1.0 - b1), out=m)
                 torch.add(v * b2, (g * g) * (1.0 - b2), out=v)

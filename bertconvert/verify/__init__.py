@@ -252,7 +252,7 @@ def verify(checkpoint, model_dir=None, *, head=None, num_labels=None, device="cp
     from ..convert.keras_preset import is_keras_preset
     if is_keras_preset(checkpoint):  # KerasHub's forward pass (or a golden file) is the reference
         from .keras_hub import verify_preset
-        return verify_preset(checkpoint, model_dir, atol=atol, rtol=rtol, reference=reference,
+        return verify_preset(checkpoint, _local_model_dir(model_dir, progress), atol=atol, rtol=rtol, reference=reference,
                              record=record, device=device, dtype=dtype)
     from .sources import check_gelu
     check_gelu(gelu)
@@ -271,11 +271,7 @@ def verify(checkpoint, model_dir=None, *, head=None, num_labels=None, device="cp
             return verify(local, model_dir, head=head, num_labels=num_labels, device=device,
                           dtype=dtype, atol=atol, rtol=rtol, text=text, record=record,
                           reference=reference, progress=progress, gelu=gelu)
-    model_dir = None if model_dir in (None, "-") else os.fspath(model_dir)
-    if model_dir is not None and model_dir.split("://", 1)[0].lower() in ("s3", "http", "https") \
-            and "://" in model_dir:  # a published model directory: fetched through the cache
-        from ..cache.names import resolve_model_dir
-        model_dir = resolve_model_dir(model_dir, progress=progress)
+    model_dir = _local_model_dir(model_dir, progress)
     # Before any work: the golden file may not land on anything this run reads.
     check_outputs_spare_inputs(checkpoint, model_dir, {"--record": record}, text=text,
                                reference=reference)
@@ -385,6 +381,17 @@ def verify(checkpoint, model_dir=None, *, head=None, num_labels=None, device="cp
                       "reference": reference}
     log.info("%s", report.summary())
     return report
+
+
+def _local_model_dir(model_dir, progress):
+    """``model_dir`` as a local path (None for None or "-"): a published model directory
+    (``s3://``, ``http(s)://``) is fetched through the cache."""
+    model_dir = None if model_dir in (None, "-") else os.fspath(model_dir)
+    if model_dir is not None and model_dir.split("://", 1)[0].lower() in ("s3", "http", "https") \
+            and "://" in model_dir:
+        from ..cache.names import resolve_model_dir
+        model_dir = resolve_model_dir(model_dir, progress=progress)
+    return model_dir
 
 
 def _make_inputs(checkpoint, model_dir, loaded, head, text):

@@ -17,9 +17,12 @@ compared: :class:`~bertconvert.errors.MissingDependencyError` (exit 2).
 
 Stages, per batch: ``BATCH embeddings``, ``BATCH layer N`` for every block (where the
 reference has them), ``BATCH sequence_output``, ``BATCH pooled_output`` (not for a model
-directory that left the pooler out), and the head's output. Tolerances as for TF checkpoints
+directory that left the pooler out), and the head's output; a reference lacking the
+sequence output or the head's output fails that stage ("missing in reference"). Tolerances as for TF checkpoints
 (1e-4 for float32); a preset whose dtype policy is bfloat16 was computed by KerasHub in
-bfloat16, which adds 16*eps(bfloat16) of the stage's largest value.
+bfloat16, which adds 16*eps(bfloat16) of the stage's largest value; a MODEL_DIR that stores
+its weights coarser than the preset (``convert --dtype float16`` of a float32 preset) adds
+8*eps of its dtype, since KerasHub computed over the unrounded weights.
 """
 import json
 import os
@@ -28,9 +31,10 @@ import time
 import numpy as np
 
 from .. import layout
+from ..atomic import atomic_write
 from ..errors import MissingDependencyError, VerificationError
 from .report import ParityReport, compare_stage
-from .tolerance import EPS, Tolerance, resolve_tolerance
+from .tolerance import EPS, REDUCED, Tolerance, resolve_tolerance
 from .weights import _result
 
 #: what the KerasHub side computes per head (after the backbone's two outputs)
@@ -42,13 +46,64 @@ def golden_beside(preset_dir):
     return os.path.normpath(os.fspath(preset_dir)) + ".outputs.npz"
 
 
+def check_preset_outputs(preset_dir, model_dir, outputs, reference=None):
+    """Raise UnsafeOutputError (exit 2) when an output (``{flag: path}``) would land on what a
+    preset run reads: the preset directory (or inside it), its golden file beside it,
+    MODEL_DIR or its files, the ``reference`` golden file, or another output."""
+    from ..atomic import check_output_spares_inputs
+    from .sources import check_outputs_spare_inputs
+    check_outputs_spare_inputs(None, model_dir, outputs, reference=reference)
+    read = [os.fspath(preset_dir), golden_beside(preset_dir)]
+    for flag, path in outputs.items():
+        if path is not None:
+            check_output_spares_inputs(path, read, flag=flag,
+                                       keyword=flag.lstrip("-").replace("-", "_"))
+
+
 def load_golden(path):
     """``{key: array}`` of a golden file; VerificationError when it cannot be read."""
+    import zipfile
     try:
         with np.load(path, allow_pickle=False) as data:
             return {k: data[k] for k in data.files}
-    except (OSError, ValueError) as e:
+    except (OSError, ValueError, zipfile.BadZipFile, EOFError) as e:
         raise VerificationError(f"cannot read golden file {path}: {e}") from e
+
+
+def check_batches(batches, config, source):
+    """Raise VerificationError (exit 2) unless every batch of a golden file can be fed to the
+    model: integer ``token_ids``, ``segment_ids`` and ``padding_mask`` of one 2-D shape, ids
+    below ``vocab_size``, segments below ``type_vocab_size``, at most
+    ``max_position_embeddings`` long, a 0/1 mask; a masked-LM batch's ``masked_token_ids``
+    like ``token_ids`` and its ``mask_positions`` inside the sequence. (Else the forward
+    pass fails with an IndexError or a shape error instead of naming the file.)"""
+    def bad(batch, why):
+        return VerificationError(f"the reference ({source}) batch {batch!r} cannot be fed to "
+                                 f"the model: {why}")
+
+    for batch, x in batches.items():
+        missing = [k for k in ("token_ids", "segment_ids", "padding_mask") if k not in x]
+        if missing:
+            raise bad(batch, f"{batch}.{missing[0]} is missing")
+        for key, value in x.items():
+            if value.dtype.kind not in "iub":
+                raise bad(batch, f"{batch}.{key} holds {value.dtype} values, not integers")
+        shape = x["token_ids"].shape
+        if len(shape) != 2 or 0 in shape:
+            raise bad(batch, f"{batch}.token_ids has shape {list(shape)}, not [batch, length]")
+        if shape[1] > config.max_position_embeddings:
+            raise bad(batch, f"length {shape[1]} is over max_position_embeddings "
+                             f"{config.max_position_embeddings}")
+        limits = {"token_ids": config.vocab_size, "masked_token_ids": config.vocab_size,
+                  "segment_ids": config.type_vocab_size, "padding_mask": 2, "mask_positions": shape[1]}
+        for key, value in x.items():
+            if key != "mask_positions" and value.shape != shape:
+                raise bad(batch, f"{batch}.{key} has shape {list(value.shape)}, token_ids "
+                                 f"{list(shape)}")
+            if key == "mask_positions" and (value.ndim != 2 or value.shape[0] != shape[0]):
+                raise bad(batch, f"{batch}.mask_positions has shape {list(value.shape)}")
+            if value.size and (value.min() < 0 or value.max() >= limits[key]):
+                raise bad(batch, f"{batch}.{key} holds values outside 0..{limits[key] - 1}")
 
 
 def batches_of(arrays):
@@ -85,14 +140,10 @@ def default_batches(preset, head):
 
 
 def _model_weights(model_dir):
-    """MODEL_DIR's tensors as torch tensors, stored dtype kept (bfloat16 included)."""
-    import torch
-    path = os.path.join(model_dir, layout.SAFETENSORS_NAME)
-    if os.path.isfile(path):
-        from safetensors.torch import load_file
-        return load_file(path)
-    return torch.load(os.path.join(model_dir, layout.PYTORCH_NAME), map_location="cpu",
-                      weights_only=True)
+    """MODEL_DIR's tensors as torch tensors, stored dtype kept (bfloat16 included); the
+    models package's loader: sharded files too, WeightsError for a missing or bad file."""
+    from ..models.weightfiles import load_state_dict
+    return load_state_dict(model_dir)
 
 
 def _bits(tensor):
@@ -102,18 +153,24 @@ def _bits(tensor):
     return tensor.contiguous().view(ints[tensor.element_size()])
 
 
-def weights_stage(preset_dir, model_dir):
+def weights_stage(preset_dir, model_dir, head, pooled=True):
     """The weights stage: every model-directory tensor against the preset's h5, bit for bit
-    (the preset converted in memory at the model's stored dtype)."""
+    (the preset converted in memory at the model's stored dtype). A tensor of the preset the
+    directory lacks differs too ("missing"), save the pooler of a directory converted without
+    it (``pooled`` False); a tied alias (the MLM decoder, which ``pytorch_model.bin`` files
+    keep) is compared with the tensor it is tied to. Returns ``(WeightsResult, the dtype
+    the directory stores)``."""
     from ..convert.keras_run import preset_state_dict
+    from .pooler import is_pooler_key
 
     have = _model_weights(model_dir)
     stored = {str(v.dtype).replace("torch.", "") for v in have.values()}
     dtype = stored.pop() if len(stored) == 1 and stored <= {"float16", "bfloat16"} else "float32"
     want, _, _, _ = preset_state_dict(preset_dir, dtype=dtype)
+    tied = dict(layout.LAYOUTS[head].tied) if head in layout.LAYOUTS else {}
     differing = []
     for key in sorted(have):
-        got, ref = have[key], want.get(key)
+        got, ref = have[key], want.get(key, want.get(tied.get(key)))
         if ref is None:
             differing.append({"key": key, "name": None, "reason": "not in the preset",
                               "max_abs": None})
@@ -125,7 +182,10 @@ def weights_stage(preset_dir, model_dir):
             diff = float((got.double() - ref.double()).abs().max())
             differing.append({"key": key, "name": None, "reason": "values differ",
                               "max_abs": diff})
-    return _result(len(have), differing, [], "KerasHub preset")
+    missing = [k for k in sorted(want) if k not in have and (pooled or not is_pooler_key(k))]
+    differing += [{"key": k, "name": None, "reason": "missing in the model directory",
+                   "max_abs": None} for k in missing]
+    return _result(len(have) + len(missing), differing, [], "KerasHub preset"), dtype
 
 
 def _torch_outputs(model_dir, head, batches, pooling, pooled):
@@ -178,12 +238,16 @@ def _pool(seq, mask, pooling):
 
 
 def _read_report(model_dir):
-    path = os.path.join(model_dir, layout.REPORT_NAME)
-    try:
-        with open(path, encoding="utf-8") as f:
-            return json.load(f)
-    except (OSError, ValueError):
-        return {}
+    """MODEL_DIR's conversion.json as a dict ({} when absent, unreadable or not an object)."""
+    from .weights import _conversion_report
+    return _conversion_report(model_dir) or {}
+
+
+def _recorded_pooling(report_json):
+    """The embedder's pooling conversion.json records, or None when it records none usable."""
+    section = report_json.get("keras_hub")
+    pooling = section.get("embedding_pooling") if isinstance(section, dict) else None
+    return pooling if isinstance(pooling, dict) and isinstance(pooling.get("mode"), str) else None
 
 
 def verify_preset(preset_dir, model_dir, *, atol=None, rtol=None, reference=None, record=None,
@@ -200,6 +264,8 @@ def verify_preset(preset_dir, model_dir, *, atol=None, rtol=None, reference=None
     if device != "cpu" or dtype != "float32":
         raise VerificationError("a KerasHub preset is verified on cpu in float32")
     preset_dir, model_dir = os.fspath(preset_dir), os.fspath(model_dir)
+    if record is not None:  # before any work: the golden file may not land on an input
+        check_preset_outputs(preset_dir, model_dir, {"--record": record}, reference=reference)
     timings, start = {}, time.perf_counter()
     preset = read_preset(preset_dir)
     config, _ = resolve_config(model_dir=model_dir)
@@ -207,7 +273,9 @@ def verify_preset(preset_dir, model_dir, *, atol=None, rtol=None, reference=None
     if head != preset.head:
         raise VerificationError(f"{model_dir} holds a {head} model, but the preset "
                                 f"{preset_dir} is a {preset.head} ({preset.task or 'BertBackbone'})")
-    weights = weights_stage(preset_dir, model_dir)
+    report_json = _read_report(model_dir)
+    pooled = report_json.get("pooler_written", True) is not False
+    weights, stored = weights_stage(preset_dir, model_dir, head, pooled)
     timings["weights"] = time.perf_counter() - start
     notes = []
     if reference is not None:
@@ -228,29 +296,31 @@ def verify_preset(preset_dir, model_dir, *, atol=None, rtol=None, reference=None
                 f"no reference for {preset_dir}'s outputs: keras-hub is not installed and there "
                 f"is no golden file {beside}; install keras-hub (pip install "
                 "'bertconvert[keras-hub]') or pass --reference GOLDEN.npz")
-    if record is not None:
-        np.savez_compressed(record, **{f"{b}.{k}": v for b, x in batches.items()
-                                       for k, v in x.items()}, **ref)
     if not batches:
         raise VerificationError(f"the reference ({source}) holds no inputs")
+    check_batches(batches, config, source)
+    if record is not None:
+        # A golden file's reference already holds its inputs: one array per key.
+        arrays = {f"{b}.{k}": v for b, x in batches.items() for k, v in x.items()}
+        arrays.update(ref)
+        with atomic_write(record, "wb") as f:  # a file object: no ".npz" appended
+            np.savez_compressed(f, **arrays)
+        notes.append(f"recorded the reference's inputs and outputs to {record}")
     timings["reference"] = time.perf_counter() - start - timings["weights"]
-    report_json = _read_report(model_dir)
-    pooled = report_json.get("pooler_written", True)
-    pooling = (report_json.get("keras_hub") or {}).get("embedding_pooling") or preset.pooling
+    pooling = _recorded_pooling(report_json) or preset.pooling
     mine = _torch_outputs(model_dir, head, batches, pooling, pooled)
     if not pooled:
         notes.append(f"{model_dir} left the pooler out ({head} does not use it); the pooled "
                      "output is not compared")
-    tol = resolve_tolerance("float32", atol=atol, rtol=rtol)
-    if any("bfloat16" in n for n in preset.notes) and atol is None:
-        tol = Tolerance(tol.atol, tol.rtol, 16 * EPS["bfloat16"],
-                        "KerasHub computed in bfloat16 (the preset's dtype policy): "
-                        "16*eps(bfloat16) of each stage's largest value on top of float32's")
+    tol = _tolerance(preset, stored, atol, rtol)
     stages = []
     batch_rank = {b: i for i, b in enumerate(batches)}
-    compared = [k for k in ref if _order(k) is not None and k in mine]
+    # The model's final outputs must be in the reference: one it lacks fails ("missing in
+    # reference") rather than passing uncompared. Per-layer stages are compared where present.
+    required = {k for k in mine if k.partition(".")[2] in _REQUIRED_OUTPUTS}
+    compared = {k for k in ref if _order(k) is not None and k in mine} | required
     for key in sorted(compared, key=lambda k: (batch_rank.get(k.partition(".")[0], 0), _order(k))):
-        stages.append(compare_stage(_stage_name(key), mine[key], ref[key], tol.atol,
+        stages.append(compare_stage(_stage_name(key), mine[key], ref.get(key), tol.atol,
                                     tol.rtol, tol.scale))
     timings["pytorch"] = time.perf_counter() - start - sum(timings.values())
     first = next(iter(batches.values()))
@@ -261,6 +331,28 @@ def verify_preset(preset_dir, model_dir, *, atol=None, rtol=None, reference=None
         timings=timings, notes=notes + list(preset.notes), weights=weights,
         gelu="tanh (KerasHub's encoder)", tolerance=tol)
 
+
+def _tolerance(preset, stored, atol, rtol):
+    """The run's :class:`Tolerance`: float32 defaults; the weights' rounding when MODEL_DIR
+    stores them coarser than the preset does (``convert --dtype float16`` of a float32 preset:
+    KerasHub computed over the unrounded ones); KerasHub's bfloat16 activations for a preset
+    whose dtype policy is bfloat16 (its h5 weights are bfloat16 then)."""
+    bf16_policy = any("bfloat16" in n for n in preset.notes)
+    preset_dtype = "bfloat16" if bf16_policy else "float32"
+    rounded = (stored,) if stored in REDUCED else ()
+    same = not rounded or stored == preset_dtype
+    tol = resolve_tolerance("float32", stored, atol, rtol,
+                            reference_rounding=rounded if same else ())
+    if bf16_policy and atol is None:
+        why = ("KerasHub computed in bfloat16 (the preset's dtype policy): 16*eps(bfloat16) "
+               "of each stage's largest value on top of float32's")
+        tol = Tolerance(tol.atol, tol.rtol, tol.scale + 16 * EPS["bfloat16"],
+                        why + (f"; {tol.why}" if tol.scale else ""))
+    return tol
+
+
+#: the outputs (after ``BATCH.``) a reference must hold whenever the model computes them
+_REQUIRED_OUTPUTS = ("sequence_output", "logits", "mlm_logits", "embedding")
 
 _OUTPUT_ORDER = ("embeddings", "layer_", "sequence_output", "pooled_output", "logits",
                  "mlm_logits", "embedding")
