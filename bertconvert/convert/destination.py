@@ -17,13 +17,14 @@ import stat
 from ..atomic import temp_target
 from ..checkpoint.table import FOOTER_SIZE, MAGIC
 from ..errors import OutputNotReplaceableError, OutputWriteError, option
-from ..layout import (CONFIG_NAME, CONFIG_NAMES, GOOGLE_CONFIG_NAME, PYTORCH_NAME, REPORT_NAME,
-                      SAFETENSORS_NAME, TOKENIZER_CONFIG_NAME, VOCAB_NAME)
+from ..layout import (CONFIG_NAME, CONFIG_NAMES, GOOGLE_CONFIG_NAME, OPTIMIZER_NAME, PYTORCH_NAME,
+                      REPORT_NAME, SAFETENSORS_NAME, TOKENIZER_CONFIG_NAME, VOCAB_NAME)
 from ..safeio import MAX_JSON_BYTES, file_kind, read_regular_file
 
-#: Every file a conversion writes into its model directory, and nothing else.
+#: Every file a conversion writes into its model directory (``--optimizer-state`` included),
+#: and nothing else.
 MODEL_DIR_FILES = frozenset((CONFIG_NAME, GOOGLE_CONFIG_NAME, SAFETENSORS_NAME, PYTORCH_NAME,
-                             VOCAB_NAME, TOKENIZER_CONFIG_NAME, REPORT_NAME))
+                             VOCAB_NAME, TOKENIZER_CONFIG_NAME, REPORT_NAME, OPTIMIZER_NAME))
 _WEIGHT_FILES = (SAFETENSORS_NAME, PYTORCH_NAME)
 #: How many foreign entries a refusal lists before "... (N more)".
 _SHOWN = 5

@@ -1,0 +1,34 @@
+"""``--optimizer-state`` outputs meet the output rules: a local model directory written with
+``optimizer.safetensors`` is a previous model directory that ``--overwrite`` may replace, and
+an ``s3://`` publication tells a conversion with the slots from one without them."""
+import json
+import os
+import shutil
+
+import pytest
+
+from bertconvert import convert_checkpoint
+from bertconvert.errors import OutputExistsError
+from ..cache.servers import _moto_endpoint, s3_env  # noqa: F401 (fixtures)
+from ..conftest import fixture_checkpoint
+
+OPTIMIZER = "optimizer.safetensors"
+
+
+@pytest.fixture
+def ckpt(tmp_path):
+    return str(shutil.copytree(fixture_checkpoint("pretraining-adam"), tmp_path / "ckpt"))
+
+
+def test_overwrite_replaces_a_model_directory_with_optimizer_state(ckpt, tmp_path):
+    out = tmp_path / "model"
+    convert_checkpoint(ckpt, str(out), progress=False, optimizer_state=True)
+    assert OPTIMIZER in os.listdir(out)
+    report = convert_checkpoint(ckpt, str(out), progress=False, overwrite=True,
+                                dtype="float16")
+    assert report.dtype == "float16"
+    assert sorted(os.listdir(out)) == sorted(report.files)
+    assert OPTIMIZER not in os.listdir(out)
+    with open(out / "conversion.json") as f:
+        assert json.load(f)["dtype"] == "float16"
+
