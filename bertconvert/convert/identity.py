@@ -10,8 +10,10 @@ import os
 from ..errors import ConversionError
 
 #: conversion.json fields that decide the bytes of the model directory (with the source).
+#: ``optimizer_state`` (the slots' list and global_step) decides whether the optimizer file is
+#: written at all.
 IDENTITY_FIELDS = ("head", "model_class", "num_labels", "dtype", "format", "activation",
-                   "pooler_written", "new_keys", "config_inferred", "tied")
+                   "pooler_written", "new_keys", "config_inferred", "tied", "optimizer_state")
 
 
 def file_sha256(path):

@@ -32,3 +32,17 @@ def test_overwrite_replaces_a_model_directory_with_optimizer_state(ckpt, tmp_pat
     with open(out / "conversion.json") as f:
         assert json.load(f)["dtype"] == "float16"
 
+
+def test_s3_rerun_with_optimizer_state_is_not_taken_for_the_same_conversion(s3_env, ckpt):
+    url = s3_env.url("opt/")
+    convert_checkpoint(ckpt, url, progress=False)
+    with pytest.raises(OutputExistsError, match="holds another conversion"):
+        convert_checkpoint(ckpt, url, progress=False, optimizer_state=True)
+    report = convert_checkpoint(ckpt, url, progress=False, optimizer_state=True, overwrite=True)
+    assert report.publication["status"] == "replaced"
+    client = s3_env.client()
+    keys = {o["Key"] for o in client.list_objects_v2(Bucket=s3_env.bucket,
+                                                     Prefix="opt/")["Contents"]}
+    assert "opt/" + OPTIMIZER in keys
+    again = convert_checkpoint(ckpt, url, progress=False, optimizer_state=True)
+    assert again.publication["status"] == "unchanged"
