@@ -10,13 +10,14 @@ is refused with :class:`~bertconvert.errors.OutputNotReplaceableError` (exit 2),
 the flags, before anything is changed. Messages name the path as the user typed it.
 """
 import errno
+import functools
 import json
 import os
 import stat
 
 from ..atomic import temp_target
 from ..checkpoint.table import FOOTER_SIZE, MAGIC
-from ..errors import OutputNotReplaceableError, OutputWriteError, option
+from ..errors import OutputExistsError, OutputNotReplaceableError, OutputWriteError, option
 from ..layout import (CONFIG_NAME, CONFIG_NAMES, GOOGLE_CONFIG_NAME, OPTIMIZER_NAME, PYTORCH_NAME,
                       REPORT_NAME, SAFETENSORS_NAME, TOKENIZER_CONFIG_NAME, VOCAB_NAME)
 from ..safeio import MAX_JSON_BYTES, file_kind, read_regular_file
@@ -144,6 +145,22 @@ def check_replaceable_model_dir(path, given=None, flag="--out", keyword="out_dir
                 f"no {REPORT_NAME} and no config with a weights file); "
                 f"{option('--overwrite', 'overwrite=True')} replaces only those. Give {hint} a "
                 f"new directory, e.g. {new}")
+
+
+def check_model_dir_output(out_dir, given, overwrite):
+    """Before any work: refuse an existing ``out_dir`` that is not a previous model directory
+    (whatever ``overwrite`` says), or any existing one without ``overwrite``. Returns the
+    ``may_replace`` check for :func:`~bertconvert.atomic.atomic_directory`, which repeats it
+    just before the swap. ``given`` is ``out_dir`` as the user spelt it."""
+    may_replace = functools.partial(check_replaceable_model_dir, given=given)
+    if os.path.lexists(out_dir):
+        may_replace(out_dir)
+        if not overwrite:  # said before any work, with the path as the caller gave it
+            what = "a previous model directory" if os.listdir(out_dir) else "empty"
+            raise OutputExistsError(f"{option('--out', 'out_dir')} {given} already exists "
+                                    f"({what}); pass "
+                                    f"{option('--overwrite', 'overwrite=True')} to replace it")
+    return may_replace
 
 
 def _kind_problem(path, kind):

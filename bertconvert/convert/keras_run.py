@@ -23,7 +23,7 @@ from ..atomic import atomic_directory, check_output_spares_inputs
 from ..checkpoint.h5 import H5WeightsReader
 from ..errors import OutputWriteError, option
 from ..layout import GELU_OF_HIDDEN_ACT, REPORT_NAME
-from . import outputs
+from . import destination, outputs
 from .keras_preset import ENCODER_HIDDEN_ACT, read_preset
 from .keras_rules import plan_preset
 from .report import ConversionReport
@@ -71,6 +71,8 @@ def convert_preset(directory, out_dir, *, head="auto", format="safetensors", dty
     preset = read_preset(directory, head)
     inputs = list(preset.weight_files) + [os.path.join(preset.directory, n) for n in preset.json_files]
     check_output_spares_inputs(out_dir, inputs + [preset.vocab], keyword="out_dir")
+    # ... nor anything but a previous model directory, whatever overwrite says.
+    may_replace = destination.check_model_dir_output(out_dir, out_dir, overwrite)
     with H5WeightsReader(preset.weight_files, prefix=preset.directory) as reader:
         plan = plan_preset(reader, preset, keep_pooler)
         report = preset_report(preset, plan, dtype)
@@ -79,7 +81,7 @@ def convert_preset(directory, out_dir, *, head="auto", format="safetensors", dty
             from ..tokenizer.vocab import check_vocab_size
             check_vocab_size(preset.vocab, plan.config.vocab_size, preset.config_path)
         try:
-            with atomic_directory(out_dir, overwrite=overwrite) as tmp:
+            with atomic_directory(out_dir, overwrite=overwrite, may_replace=may_replace) as tmp:
                 side = outputs.write_side_files(tmp, plan, dtype, None, preset.vocab,
                                                 preset.tokenizer_config(), opener)
                 files = outputs.write_weights(tmp, plan, reader, format, dtype, progress,

@@ -30,7 +30,6 @@ Example::
     ('pretraining', 0)
     >>> model, report = load_converted_model("fine_tuned/model.ckpt-1000", head="auto")
 """
-import functools
 import logging
 import os
 
@@ -202,14 +201,7 @@ def _convert_with_reader(reader, hashing, out_dir, config, head, num_labels, for
     check_output_spares_inputs(out_dir, local_files + [config_path]
                                + [vocab if has_vocab else None], keyword="out_dir")
     # ... nor anything but a previous model directory, whatever overwrite says.
-    may_replace = functools.partial(destination.check_replaceable_model_dir, given=given)
-    if os.path.lexists(out_dir):
-        may_replace(out_dir)
-        if not overwrite:  # said before any work, with the path as the caller gave it
-            what = "a previous model directory" if os.listdir(out_dir) else "empty"
-            raise OutputExistsError(f"{option('--out', 'out_dir')} {given} already exists "
-                                    f"({what}); pass "
-                                    f"{option('--overwrite', 'overwrite=True')} to replace it")
+    may_replace = destination.check_model_dir_output(out_dir, given, overwrite)
     plan = plan_conversion(reader, cfg, head=head, num_labels=num_labels,
                            allow_new_head=allow_new_head, config_path=config_path,
                            keep_pooler=keep_pooler)
