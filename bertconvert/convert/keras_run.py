@@ -14,14 +14,12 @@ encoder computes the tanh GELU) and, for a masked LM, the head's own activation 
 ``do_lower_case`` and ``strip_accents``; ``conversion.json`` (the text embedder's pooling
 under ``keras_hub``).
 """
-import errno
 import hashlib
 import logging
 import os
 
 from ..atomic import atomic_directory, check_output_spares_inputs
 from ..checkpoint.h5 import H5WeightsReader
-from ..errors import OutputWriteError, option
 from ..layout import GELU_OF_HIDDEN_ACT, REPORT_NAME
 from . import destination, outputs
 from .keras_preset import ENCODER_HIDDEN_ACT, read_preset
@@ -94,11 +92,7 @@ def convert_preset(directory, out_dir, *, head="auto", format="safetensors", dty
                 outputs.write_json(os.path.join(tmp, REPORT_NAME), report.to_dict(), opener,
                                    fsync=True)
         except OSError as e:
-            what = "the disk is full" if e.errno == errno.ENOSPC else "an I/O error"
-            raise OutputWriteError(
-                f"writing {out_dir} failed with {what} ({e}); nothing was published there. "
-                f"Free space or choose another {option('--out', 'out_dir')}, then run the "
-                "conversion again") from e
+            raise destination.write_error(e, out_dir) from e
     logger.info("converted KerasHub preset %s (%s, %d tensors) into %s", directory, plan.head,
                 len(plan.tensors), out_dir)
     return report

@@ -36,3 +36,12 @@ def test_a_preset_replaces_a_previous_model_directory(tmp_path):
                        cwd=tmp_path)
     assert code == 0, err
     assert '"dtype": "float16"' in (tmp_path / "model" / "conversion.json").read_text()
+
+
+def test_a_failed_write_is_named_by_its_cause_as_for_a_checkpoint(tmp_path):
+    (tmp_path / "file.txt").write_text("a file\n")
+    for source in (PRESET, os.path.join(ROOT, "fixtures", "checkpoints", "base")):
+        code, _, err = cli("convert", source, "--out", "file.txt/sub/model", cwd=tmp_path)
+        refused(code, err, "a part of its path is not a directory", "nothing was published")
+        assert "Free space" not in err and "disk" not in err, err
+    assert os.listdir(tmp_path) == ["file.txt"]
