@@ -46,3 +46,22 @@ def test_s3_rerun_with_optimizer_state_is_not_taken_for_the_same_conversion(s3_e
     assert "opt/" + OPTIMIZER in keys
     again = convert_checkpoint(ckpt, url, progress=False, optimizer_state=True)
     assert again.publication["status"] == "unchanged"
+
+
+def test_a_global_step_beyond_int64_is_a_named_error(tmp_path):
+    import numpy as np
+
+    from bertconvert.checkpoint import load_checkpoint, save_checkpoint
+    from bertconvert.errors import SlotShapeError
+
+    source = fixture_checkpoint("pretraining-adam")
+    with load_checkpoint(source) as reader:
+        tensors = {n: reader.get_tensor(n) for n in reader.get_variable_to_shape_map()}
+    tensors["global_step"] = np.array(2 ** 64 - 1, np.uint64)
+    (tmp_path / "ckpt").mkdir()
+    save_checkpoint(str(tmp_path / "ckpt" / "bert_model.ckpt"), tensors)
+    shutil.copy(os.path.join(source, "bert_config.json"), tmp_path / "ckpt")
+    with pytest.raises(SlotShapeError, match="global_step is uint64"):
+        convert_checkpoint(str(tmp_path / "ckpt"), str(tmp_path / "out"), progress=False,
+                           optimizer_state=True)
+    assert sorted(os.listdir(tmp_path)) == ["ckpt"]
