@@ -14,7 +14,6 @@ encoder computes the tanh GELU) and, for a masked LM, the head's own activation 
 ``do_lower_case`` and ``strip_accents``; ``conversion.json`` (the text embedder's pooling
 under ``keras_hub``).
 """
-import hashlib
 import logging
 import os
 
@@ -24,22 +23,10 @@ from ..layout import GELU_OF_HIDDEN_ACT, REPORT_NAME
 from . import destination, outputs
 from .keras_preset import ENCODER_HIDDEN_ACT, read_preset
 from .keras_rules import plan_preset
+from .provenance import start_hashing
 from .report import ConversionReport
 
 logger = logging.getLogger(__name__)
-
-
-def _sha256(path):
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
-def _source_entries(paths):
-    return [{"path": os.path.abspath(p), "size": os.path.getsize(p), "sha256": _sha256(p)}
-            for p in paths]
 
 
 def preset_report(preset, plan, dtype):
@@ -78,6 +65,8 @@ def convert_preset(directory, out_dir, *, head="auto", format="safetensors", dty
         if preset.vocab is not None:
             from ..tokenizer.vocab import check_vocab_size
             check_vocab_size(preset.vocab, plan.config.vocab_size, preset.config_path)
+        # conversion.json's sha256 of every input, on a spare core while the weights are written
+        hasher = start_hashing(inputs + ([preset.vocab] if preset.vocab else []))
         try:
             with atomic_directory(out_dir, overwrite=overwrite, may_replace=may_replace) as tmp:
                 side = outputs.write_side_files(tmp, plan, dtype, None, preset.vocab,
@@ -87,12 +76,13 @@ def convert_preset(directory, out_dir, *, head="auto", format="safetensors", dty
                 for path in side:
                     outputs.fsync_path(path)
                 report.files = sorted(files + [os.path.basename(p) for p in side] + [REPORT_NAME])
-                report.source_files = _source_entries(
-                    inputs + ([preset.vocab] if preset.vocab else []))
+                report.source_files = hasher.wait()
                 outputs.write_json(os.path.join(tmp, REPORT_NAME), report.to_dict(), opener,
                                    fsync=True)
         except OSError as e:
             raise destination.write_error(e, out_dir) from e
+        finally:
+            hasher.cancel()  # after a failure, do not keep reading the weights for nothing
     logger.info("converted KerasHub preset %s (%s, %d tensors) into %s", directory, plan.head,
                 len(plan.tensors), out_dir)
     return report

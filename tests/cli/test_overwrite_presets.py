@@ -45,3 +45,19 @@ def test_a_failed_write_is_named_by_its_cause_as_for_a_checkpoint(tmp_path):
         refused(code, err, "a part of its path is not a directory", "nothing was published")
         assert "Free space" not in err and "disk" not in err, err
     assert os.listdir(tmp_path) == ["file.txt"]
+
+
+def test_a_preset_conversion_records_each_input_sha256(tmp_path):
+    import hashlib
+    import json
+
+    code, _, err = cli("convert", PRESET, "--out", "model", cwd=tmp_path)
+    assert code == 0, err
+    entries = json.loads((tmp_path / "model" / "conversion.json").read_text())["source_files"]
+    paths = [e["path"] for e in entries]
+    assert any(p.endswith(".weights.h5") for p in paths) and any(
+        p.endswith("vocabulary.txt") for p in paths)
+    for entry in entries:
+        with open(entry["path"], "rb") as f:
+            data = f.read()
+        assert (entry["size"], entry["sha256"]) == (len(data), hashlib.sha256(data).hexdigest())
