@@ -17,7 +17,8 @@ import stat
 
 from ..atomic import temp_target
 from ..checkpoint.table import FOOTER_SIZE, MAGIC
-from ..errors import OutputExistsError, OutputNotReplaceableError, OutputWriteError, option
+from ..errors import (OutputExistsError, OutputNotReplaceableError, OutputWriteError,
+                      UnsupportedURLError, option)
 from ..layout import (CONFIG_NAME, CONFIG_NAMES, GOOGLE_CONFIG_NAME, OPTIMIZER_NAME, PYTORCH_NAME,
                       REPORT_NAME, SAFETENSORS_NAME, TOKENIZER_CONFIG_NAME, VOCAB_NAME)
 from ..safeio import MAX_JSON_BYTES, file_kind, read_regular_file
@@ -210,6 +211,19 @@ def check_replaceable_files(files, given, flag, keyword, what):
             _refuse(f"{option(flag, keyword)} {given}{which} {problem}; bertconvert "
                     f"replaces only what a previous {what} wrote there. Choose another "
                     f"{option(flag, keyword)}")
+
+
+def check_local_output(output, flag, keyword, what):
+    """Refuse a URL as the output of a command that writes local files only (``export``,
+    the legacy command): it would otherwise become a local folder named ``s3:`` or ``https:``
+    while the summary showed the URL, as if uploaded."""
+    text = os.fspath(output) if isinstance(output, (str, os.PathLike)) else None
+    if isinstance(text, str) and "://" in text:
+        from ..cache.redact import shown_url
+
+        raise UnsupportedURLError(
+            f"{option(flag, keyword)} '{shown_url(text)}' is a URL, but {what} writes local "
+            f"files only; give a local path (and upload the files yourself)")
 
 
 def check_export_prefix(prefix):

@@ -271,6 +271,8 @@ def convert_to_pytorch_file(checkpoint, config_file, output_file, *, head="auto"
     """
     _require_torch(f"writing {PYTORCH_NAME}")
     check_output_spares_inputs(output_file, [], "PYTORCH_DUMP_OUTPUT", "output_file")
+    destination.check_local_output(output_file, "PYTORCH_DUMP_OUTPUT", "output_file",
+                                   "this command")
     given = output_file = os.fspath(output_file)
     if os.path.isdir(output_file):
         output_file = os.path.join(output_file, PYTORCH_NAME)
