@@ -219,7 +219,7 @@ def _convert_with_reader(reader, hashing, out_dir, config, head, num_labels, for
             return done
     # A remote source starts fetching the planned ranges ahead: only now that the run will
     # write (a rerun found already published above reads no shard byte).
-    outputs.schedule_reads(reader, plan, format, dtype, report)
+    outputs.schedule_reads(reader, plan, format, dtype, report, slots)
     report.notes.extend(hashing.plan_ready(plan))
     if not has_vocab:
         report.notes.append(f"no {VOCAB_NAME} beside the checkpoint; the model directory has "
