@@ -52,6 +52,7 @@ def convert_preset(directory, out_dir, *, head="auto", format="safetensors", dty
     left as it was."""
     weights_opener, opener = opener, opener or open
     check_output_spares_inputs(out_dir, [], keyword="out_dir")
+    destination.check_local_output(out_dir, "--out", "out_dir", "a KerasHub preset's conversion")
     out_dir = os.fspath(out_dir)
     preset = read_preset(directory, head)
     inputs = list(preset.weight_files) + [os.path.join(preset.directory, n) for n in preset.json_files]

@@ -23,3 +23,17 @@ def test_the_legacy_command_refuses_a_url_output(tmp_path):
                        cwd=tmp_path)
     refused(code, err, "PYTORCH_DUMP_OUTPUT", "is a URL")
     assert os.listdir(tmp_path) == []
+
+
+@pytest.mark.parametrize("url", ["s3://bucket/models/x/", "https://host/models/x/"])
+def test_convert_preset_refuses_a_url_output(tmp_path, monkeypatch, url):
+    from bertconvert.convert import convert_preset
+    from bertconvert.errors import UnsupportedURLError
+
+    from .test_overwrite import ROOT
+
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(UnsupportedURLError, match="writes local files only"):
+        convert_preset(os.path.join(ROOT, "fixtures", "keras_hub", "classifier"), url,
+                       progress=False)
+    assert os.listdir(tmp_path) == []
