@@ -65,3 +65,15 @@ def test_a_global_step_beyond_int64_is_a_named_error(tmp_path):
         convert_checkpoint(str(tmp_path / "ckpt"), str(tmp_path / "out"), progress=False,
                            optimizer_state=True)
     assert sorted(os.listdir(tmp_path)) == ["ckpt"]
+
+
+def test_a_marker_recorded_before_optimizer_state_counted_still_matches(s3_env, ckpt):
+    url = s3_env.url("older/")
+    convert_checkpoint(ckpt, url, progress=False)
+    client = s3_env.client()
+    marker = json.loads(client.get_object(Bucket=s3_env.bucket,
+                                          Key="older/conversion.json")["Body"].read())
+    options = marker["publication"]["identity"]["options"]
+    assert "optimizer_state" not in options  # not written: not part of the identity
+    again = convert_checkpoint(ckpt, url, progress=False)
+    assert again.publication["status"] == "unchanged"
