@@ -20,7 +20,6 @@ import re
 import shutil
 import signal
 import socket
-import tempfile
 import threading
 import uuid
 
@@ -39,6 +38,7 @@ _TEMP_RE = re.compile(r"\.(?P<name>.+)\.tmp-(?P<pid>\d+)-[0-9a-f]{12}"
 #: The signals that stop a command on purpose: Ctrl-C, and a supervisor's polite kill.
 INTERRUPT_SIGNALS = (signal.SIGINT, signal.SIGTERM)
 _publish_listeners = []
+_ELSEWHERE = contextvars.ContextVar("bertconvert_publish_elsewhere", default=False)
 #: The files of a :func:`published_together` block: renames and removals held until its end.
 _STAGE = contextvars.ContextVar("bertconvert_publish_stage", default=None)
 
@@ -74,9 +74,22 @@ def on_publish(callback):
         _publish_listeners.remove(callback)
 
 
-def _announce_published():
-    for callback in list(_publish_listeners):
+def announce_published():
+    """Tell the :func:`on_publish` listeners that the final output is published (also for
+    one published by other means: an S3 prefix's ``conversion.json``)."""
+    for callback in ([] if _ELSEWHERE.get() else list(_publish_listeners)):
         callback()
+
+
+@contextlib.contextmanager
+def publishing_elsewhere():
+    """What is published within the block is a step towards an output published elsewhere
+    (built locally, then uploaded): not announced, so an interrupt still stops the command."""
+    token = _ELSEWHERE.set(True)
+    try:
+        yield
+    finally:
+        _ELSEWHERE.reset(token)
 
 
 @contextlib.contextmanager
@@ -99,7 +112,7 @@ def published_together():
                 pending.pop(0)
             for directory in directories:
                 fsync_directory(directory)
-            _announce_published()
+            announce_published()
     except BaseException:
         with interrupts_deferred():
             _discard(tmp for tmp, _, _ in pending)
@@ -375,7 +388,7 @@ def atomic_directory(path, overwrite=False, may_replace=None):
         yield tmp
         with interrupts_deferred():
             _swap_into_place(tmp, path, overwrite, may_replace)
-            _announce_published()
+            announce_published()
     except BaseException:
         with interrupts_deferred():
             shutil.rmtree(tmp, ignore_errors=True)
@@ -435,9 +448,3 @@ def exchange_paths(a, b):
         return False  # an old kernel, or a filesystem without the flag
     raise OSError(err, os.strerror(err), a, None, b)
 
-
-def make_temp_dir_beside(path):
-    """A unique temp directory next to ``path`` (for callers that rename it themselves)."""
-    parent = os.path.dirname(os.path.abspath(path)) or "."
-    os.makedirs(parent, exist_ok=True)
-    return tempfile.mkdtemp(prefix=f".{os.path.basename(path)}{TEMP_MARKER}", dir=parent)

@@ -151,6 +151,8 @@ def _dropped(report):
 
 def _slots_unread(report):
     """True when no skipped variable's bytes were read, not even for a sha256."""
+    if report.optimizer_state:  # the Adam slots were read for optimizer.safetensors
+        return False
     shards = [e for e in report.source_files if ".data-" in os.path.basename(e["path"])]
     return bool(shards) and all(e["sha256"] is None for e in shards)
 

@@ -6,8 +6,9 @@ out checkpoint tensors (``tensors``), every planned tensor in turn and the in-me
 source hashing (``provenance``), the report (``report``), the run itself (``run``),
 0.6.2's ``load_tf_weights_in_bert`` (``tf_weights``), KerasHub presets (``keras_preset``,
 ``keras_rules``, ``keras_run``) and PyTorch -> TF export (``export``). May import ``models``,
-``tokenizer``, ``checkpoint`` and the top-level leaves;
-never ``cli``/``commands``, ``verify`` or ``cache``.
+``tokenizer``, ``checkpoint`` and the top-level leaves, and ``cache`` inside functions only
+(``remote``: checkpoints read in place from URLs; ``publish``: ``s3://`` outputs); never
+``cli``/``commands`` or ``verify``.
 
 The public functions are re-exported here and resolved lazily (PEP 562), so that importing
 ``bertconvert.convert.rules`` does not load the whole conversion machinery.

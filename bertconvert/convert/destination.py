@@ -10,20 +10,23 @@ is refused with :class:`~bertconvert.errors.OutputNotReplaceableError` (exit 2),
 the flags, before anything is changed. Messages name the path as the user typed it.
 """
 import errno
+import functools
 import json
 import os
 import stat
 
 from ..atomic import temp_target
 from ..checkpoint.table import FOOTER_SIZE, MAGIC
-from ..errors import OutputNotReplaceableError, OutputWriteError, option
-from ..layout import (CONFIG_NAME, CONFIG_NAMES, GOOGLE_CONFIG_NAME, PYTORCH_NAME, REPORT_NAME,
-                      SAFETENSORS_NAME, TOKENIZER_CONFIG_NAME, VOCAB_NAME)
+from ..errors import (OutputExistsError, OutputNotReplaceableError, OutputWriteError,
+                      UnsupportedURLError, option)
+from ..layout import (CONFIG_NAME, CONFIG_NAMES, GOOGLE_CONFIG_NAME, OPTIMIZER_NAME, PYTORCH_NAME,
+                      REPORT_NAME, SAFETENSORS_NAME, TOKENIZER_CONFIG_NAME, VOCAB_NAME)
 from ..safeio import MAX_JSON_BYTES, file_kind, read_regular_file
 
-#: Every file a conversion writes into its model directory, and nothing else.
+#: Every file a conversion writes into its model directory (``--optimizer-state`` included),
+#: and nothing else.
 MODEL_DIR_FILES = frozenset((CONFIG_NAME, GOOGLE_CONFIG_NAME, SAFETENSORS_NAME, PYTORCH_NAME,
-                             VOCAB_NAME, TOKENIZER_CONFIG_NAME, REPORT_NAME))
+                             VOCAB_NAME, TOKENIZER_CONFIG_NAME, REPORT_NAME, OPTIMIZER_NAME))
 _WEIGHT_FILES = (SAFETENSORS_NAME, PYTORCH_NAME)
 #: How many foreign entries a refusal lists before "... (N more)".
 _SHOWN = 5
@@ -145,6 +148,22 @@ def check_replaceable_model_dir(path, given=None, flag="--out", keyword="out_dir
                 f"new directory, e.g. {new}")
 
 
+def check_model_dir_output(out_dir, given, overwrite):
+    """Before any work: refuse an existing ``out_dir`` that is not a previous model directory
+    (whatever ``overwrite`` says), or any existing one without ``overwrite``. Returns the
+    ``may_replace`` check for :func:`~bertconvert.atomic.atomic_directory`, which repeats it
+    just before the swap. ``given`` is ``out_dir`` as the user spelt it."""
+    may_replace = functools.partial(check_replaceable_model_dir, given=given)
+    if os.path.lexists(out_dir):
+        may_replace(out_dir)
+        if not overwrite:  # said before any work, with the path as the caller gave it
+            what = "a previous model directory" if os.listdir(out_dir) else "empty"
+            raise OutputExistsError(f"{option('--out', 'out_dir')} {given} already exists "
+                                    f"({what}); pass "
+                                    f"{option('--overwrite', 'overwrite=True')} to replace it")
+    return may_replace
+
+
 def _kind_problem(path, kind):
     """Why the existing file ``path`` is not a previous output of ``kind`` ("index", "data",
     "config", "vocab", "state dict"), or None."""
@@ -192,6 +211,19 @@ def check_replaceable_files(files, given, flag, keyword, what):
             _refuse(f"{option(flag, keyword)} {given}{which} {problem}; bertconvert "
                     f"replaces only what a previous {what} wrote there. Choose another "
                     f"{option(flag, keyword)}")
+
+
+def check_local_output(output, flag, keyword, what):
+    """Refuse a URL as the output of a command that writes local files only (``export``,
+    the legacy command): it would otherwise become a local folder named ``s3:`` or ``https:``
+    while the summary showed the URL, as if uploaded."""
+    text = os.fspath(output) if isinstance(output, (str, os.PathLike)) else None
+    if isinstance(text, str) and "://" in text:
+        from ..cache.redact import shown_url
+
+        raise UnsupportedURLError(
+            f"{option(flag, keyword)} '{shown_url(text)}' is a URL, but {what} writes local "
+            f"files only; give a local path (and upload the files yourself)")
 
 
 def check_export_prefix(prefix):

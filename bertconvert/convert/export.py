@@ -38,7 +38,8 @@ from ..models.config import BertConfig
 from ..models.statedict import BUFFER_KEYS, modern_key
 from ..layout import GOOGLE_CONFIG_NAME, OPTIMIZER_NAME, VOCAB_NAME
 from ..errors import MappingError, OutputExistsError, option
-from .destination import check_export_prefix, check_replaceable_files, write_error
+from .destination import (check_export_prefix, check_local_output, check_replaceable_files,
+                          write_error)
 
 logger = logging.getLogger(__name__)
 
@@ -149,6 +150,7 @@ def export_model_dir(model_dir, prefix, *, overwrite=False, progress=True):
     paths, spelt as ``prefix`` is (relative stays relative).
     """
     check_output_spares_inputs(prefix, [], keyword="prefix")  # "" would mean the cwd
+    check_local_output(prefix, "--out", "prefix", "export")
     model_dir, prefix = os.fspath(model_dir), os.fspath(prefix)
     config_file = serialization.find_config_file(model_dir)
     weights_file = serialization.find_weights_file(model_dir)

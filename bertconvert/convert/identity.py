@@ -10,8 +10,10 @@ import os
 from ..errors import ConversionError
 
 #: conversion.json fields that decide the bytes of the model directory (with the source).
+#: ``optimizer_state`` (the slots' list and global_step) decides whether the optimizer file is
+#: written at all.
 IDENTITY_FIELDS = ("head", "model_class", "num_labels", "dtype", "format", "activation",
-                   "pooler_written", "new_keys", "config_inferred", "tied")
+                   "pooler_written", "new_keys", "config_inferred", "tied", "optimizer_state")
 
 
 def file_sha256(path):
@@ -63,5 +65,7 @@ def source_identity(reader, config_path, vocab_path):
 def conversion_identity(report, source):
     """``publication.identity``: the source plus the options that shape the bytes."""
     fields = report.to_dict()
-    return json.loads(json.dumps({"source": source,
-                                  "options": {k: fields.get(k) for k in IDENTITY_FIELDS}}))
+    # optimizer_state only when written, so a marker recorded before it counted still matches
+    options = {k: fields.get(k) for k in IDENTITY_FIELDS
+               if k != "optimizer_state" or fields.get(k) is not None}
+    return json.loads(json.dumps({"source": source, "options": options}))

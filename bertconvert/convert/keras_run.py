@@ -14,34 +14,19 @@ encoder computes the tanh GELU) and, for a masked LM, the head's own activation 
 ``do_lower_case`` and ``strip_accents``; ``conversion.json`` (the text embedder's pooling
 under ``keras_hub``).
 """
-import errno
-import hashlib
 import logging
 import os
 
 from ..atomic import atomic_directory, check_output_spares_inputs
 from ..checkpoint.h5 import H5WeightsReader
-from ..errors import OutputWriteError, option
 from ..layout import GELU_OF_HIDDEN_ACT, REPORT_NAME
-from . import outputs
+from . import destination, outputs
 from .keras_preset import ENCODER_HIDDEN_ACT, read_preset
 from .keras_rules import plan_preset
+from .provenance import start_hashing
 from .report import ConversionReport
 
 logger = logging.getLogger(__name__)
-
-
-def _sha256(path):
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
-def _source_entries(paths):
-    return [{"path": os.path.abspath(p), "size": os.path.getsize(p), "sha256": _sha256(p)}
-            for p in paths]
 
 
 def preset_report(preset, plan, dtype):
@@ -67,10 +52,13 @@ def convert_preset(directory, out_dir, *, head="auto", format="safetensors", dty
     left as it was."""
     weights_opener, opener = opener, opener or open
     check_output_spares_inputs(out_dir, [], keyword="out_dir")
+    destination.check_local_output(out_dir, "--out", "out_dir", "a KerasHub preset's conversion")
     out_dir = os.fspath(out_dir)
     preset = read_preset(directory, head)
     inputs = list(preset.weight_files) + [os.path.join(preset.directory, n) for n in preset.json_files]
     check_output_spares_inputs(out_dir, inputs + [preset.vocab], keyword="out_dir")
+    # ... nor anything but a previous model directory, whatever overwrite says.
+    may_replace = destination.check_model_dir_output(out_dir, out_dir, overwrite)
     with H5WeightsReader(preset.weight_files, prefix=preset.directory) as reader:
         plan = plan_preset(reader, preset, keep_pooler)
         report = preset_report(preset, plan, dtype)
@@ -78,8 +66,10 @@ def convert_preset(directory, out_dir, *, head="auto", format="safetensors", dty
         if preset.vocab is not None:
             from ..tokenizer.vocab import check_vocab_size
             check_vocab_size(preset.vocab, plan.config.vocab_size, preset.config_path)
+        # conversion.json's sha256 of every input, on a spare core while the weights are written
+        hasher = start_hashing(inputs + ([preset.vocab] if preset.vocab else []))
         try:
-            with atomic_directory(out_dir, overwrite=overwrite) as tmp:
+            with atomic_directory(out_dir, overwrite=overwrite, may_replace=may_replace) as tmp:
                 side = outputs.write_side_files(tmp, plan, dtype, None, preset.vocab,
                                                 preset.tokenizer_config(), opener)
                 files = outputs.write_weights(tmp, plan, reader, format, dtype, progress,
@@ -87,16 +77,13 @@ def convert_preset(directory, out_dir, *, head="auto", format="safetensors", dty
                 for path in side:
                     outputs.fsync_path(path)
                 report.files = sorted(files + [os.path.basename(p) for p in side] + [REPORT_NAME])
-                report.source_files = _source_entries(
-                    inputs + ([preset.vocab] if preset.vocab else []))
+                report.source_files = hasher.wait()
                 outputs.write_json(os.path.join(tmp, REPORT_NAME), report.to_dict(), opener,
                                    fsync=True)
         except OSError as e:
-            what = "the disk is full" if e.errno == errno.ENOSPC else "an I/O error"
-            raise OutputWriteError(
-                f"writing {out_dir} failed with {what} ({e}); nothing was published there. "
-                f"Free space or choose another {option('--out', 'out_dir')}, then run the "
-                "conversion again") from e
+            raise destination.write_error(e, out_dir) from e
+        finally:
+            hasher.cancel()  # after a failure, do not keep reading the weights for nothing
     logger.info("converted KerasHub preset %s (%s, %d tensors) into %s", directory, plan.head,
                 len(plan.tensors), out_dir)
     return report

@@ -34,12 +34,23 @@ def optimizer_record(slots, global_step):
             "slots": {key: [m.name, v.name] for key, (m, v) in sorted(slots.items())}}
 
 
+def _slot_specs(slots):
+    """``({file name: planned slot}, specs in the file's order, global_step's included)``."""
+    planned = {slot_key(k, s): t for k, pair in slots.items() for s, t in zip(ADAM_SLOTS, pair)}
+    specs = [TensorSpec(name, "float32", tuple(t.shape)) for name, t in planned.items()]
+    return planned, safetensors_order(specs + [TensorSpec(GLOBAL_STEP, "int64", ())])
+
+
+def slot_read_order(slots):
+    """The planned slots in the order :func:`write_optimizer_file` reads them."""
+    planned, specs = _slot_specs(slots)
+    return [planned[s.name] for s in specs if s.name in planned]
+
+
 def write_optimizer_file(raw, reader, slots, global_step):
     """Stream every planned slot (``{key: (m, v)}`` from :func:`~.slots.plan_slots`) and the
     step into the open binary file ``raw``, piece by piece (one slot's buffer in memory)."""
-    planned = {slot_key(k, s): t for k, pair in slots.items() for s, t in zip(ADAM_SLOTS, pair)}
-    specs = [TensorSpec(name, "float32", tuple(t.shape)) for name, t in planned.items()]
-    specs = safetensors_order(specs + [TensorSpec(GLOBAL_STEP, "int64", ())])
+    planned, specs = _slot_specs(slots)
     writer = SafetensorsStreamWriter(raw, specs, metadata={"optimizer": OPTIMIZER,
                                                            "global_step": global_step})
     with TensorCopier(reader, "float32") as copier:

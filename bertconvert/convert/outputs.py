@@ -13,7 +13,7 @@ from ..directio import DirectFile
 from ..errors import ConversionError, VocabError, option
 from ..layout import (CONFIG_NAME, DEFAULT_NUM_LABELS, GOOGLE_CONFIG_NAME, OPTIMIZER_NAME,
                       PYTORCH_NAME, SAFETENSORS_NAME, TOKENIZER_CONFIG_NAME, VOCAB_NAME)
-from .optimizer_state import write_optimizer_file
+from .optimizer_state import slot_read_order, write_optimizer_file
 from .stream import _format_option, _fresh, _progress, _require_torch, iter_tensors
 from .tensors import TensorCopier
 from .writers import SafetensorsStreamWriter, TensorSpec, safetensors_order, torch_zip_writer
@@ -250,13 +250,15 @@ def read_order(plan, format, dtype):
     return [planned[s.name] for s in specs if s.name in planned]
 
 
-def schedule_reads(reader, plan, format, dtype, report=None):
-    """Tell a remote reader which tensors will be read, in order, so it fetches them ahead;
-    ``report`` names a fetched config by its URL."""
+def schedule_reads(reader, plan, format, dtype, report=None, slots=None):
+    """Tell a remote reader which tensors will be read, in order, so it fetches them ahead:
+    the weights, then the Adam ``slots`` (``--optimizer-state``) if any (one schedule: a
+    later one would replace it); ``report`` names a fetched config by its URL."""
     store = getattr(reader, "store", None)
     if store is None:
         return
     if report is not None and report.config_path:
         report.config_path = store.side_urls.get(os.path.abspath(report.config_path),
                                                  report.config_path)
-    store.schedule([reader.entry(t.name) for t in read_order(plan, format, dtype)])
+    tensors = read_order(plan, format, dtype) + (slot_read_order(slots) if slots else [])
+    store.schedule([reader.entry(t.name) for t in tensors])

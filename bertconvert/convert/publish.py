@@ -57,6 +57,7 @@ import os
 import shutil
 import tempfile
 
+from ..atomic import announce_published, interrupts_deferred, publishing_elsewhere
 from ..errors import (BertConvertError, OutputExistsError, OutputWriteError,
                       PublishConflictError, RemoteNotFoundError, UnsupportedURLError, option)
 from ..layout import REPORT_NAME
@@ -238,7 +239,13 @@ class S3Publication:
         report.publication = {"url": self.target.shown, "identity": self.identity,
                               "objects": objects}
         body = json.dumps(report.to_dict(), indent=2, sort_keys=False).encode() + b"\n"
-        if not self._commit(body):
+        # The marker is the publication: an interrupt while it is written waits until it is
+        # (or is not), and once it is, cannot undo it: the command then completes.
+        with interrupts_deferred():
+            committed = self._commit(body)
+            if committed:
+                announce_published()
+        if not committed:
             return self._lost_race(report, uploaded)
         if self.old is not None:
             self._remove_unlisted(self.old[0], objects)
@@ -427,7 +434,8 @@ def publish_converted(convert, url, *, overwrite=False, progress=True):
     workdir = tempfile.mkdtemp(prefix="bertconvert-publish-")
     try:
         local = os.path.join(workdir, "model")
-        report = convert(local, publication.precheck)
+        with publishing_elsewhere():  # the local directory is not the output: the marker is
+            report = convert(local, publication.precheck)
         if publication.status == "unchanged":
             report.publication = {"status": "unchanged"}
             return report

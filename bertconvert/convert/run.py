@@ -30,7 +30,6 @@ Example::
     ('pretraining', 0)
     >>> model, report = load_converted_model("fine_tuned/model.ckpt-1000", head="auto")
 """
-import functools
 import logging
 import os
 
@@ -202,14 +201,7 @@ def _convert_with_reader(reader, hashing, out_dir, config, head, num_labels, for
     check_output_spares_inputs(out_dir, local_files + [config_path]
                                + [vocab if has_vocab else None], keyword="out_dir")
     # ... nor anything but a previous model directory, whatever overwrite says.
-    may_replace = functools.partial(destination.check_replaceable_model_dir, given=given)
-    if os.path.lexists(out_dir):
-        may_replace(out_dir)
-        if not overwrite:  # said before any work, with the path as the caller gave it
-            what = "a previous model directory" if os.listdir(out_dir) else "empty"
-            raise OutputExistsError(f"{option('--out', 'out_dir')} {given} already exists "
-                                    f"({what}); pass "
-                                    f"{option('--overwrite', 'overwrite=True')} to replace it")
+    may_replace = destination.check_model_dir_output(out_dir, given, overwrite)
     plan = plan_conversion(reader, cfg, head=head, num_labels=num_labels,
                            allow_new_head=allow_new_head, config_path=config_path,
                            keep_pooler=keep_pooler)
@@ -227,7 +219,7 @@ def _convert_with_reader(reader, hashing, out_dir, config, head, num_labels, for
             return done
     # A remote source starts fetching the planned ranges ahead: only now that the run will
     # write (a rerun found already published above reads no shard byte).
-    outputs.schedule_reads(reader, plan, format, dtype, report)
+    outputs.schedule_reads(reader, plan, format, dtype, report, slots)
     report.notes.extend(hashing.plan_ready(plan))
     if not has_vocab:
         report.notes.append(f"no {VOCAB_NAME} beside the checkpoint; the model directory has "
@@ -279,6 +271,8 @@ def convert_to_pytorch_file(checkpoint, config_file, output_file, *, head="auto"
     """
     _require_torch(f"writing {PYTORCH_NAME}")
     check_output_spares_inputs(output_file, [], "PYTORCH_DUMP_OUTPUT", "output_file")
+    destination.check_local_output(output_file, "PYTORCH_DUMP_OUTPUT", "output_file",
+                                   "this command")
     given = output_file = os.fspath(output_file)
     if os.path.isdir(output_file):
         output_file = os.path.join(output_file, PYTORCH_NAME)

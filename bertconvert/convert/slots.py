@@ -75,9 +75,12 @@ def read_global_step(reader):
     if not reader.has_tensor(GLOBAL_STEP):
         raise UnsupportedOptimizerError(f"{reader.prefix} has Adam slots but no global_step")
     value = np.asarray(reader.get_tensor(GLOBAL_STEP))
-    if value.shape != () or value.dtype.kind not in "iu" or int(value) < 0:
+    # (optimizer.safetensors stores it as int64, as TensorFlow does: a uint64 beyond is no step)
+    if value.shape != () or value.dtype.kind not in "iu" or \
+            not 0 <= int(value) <= np.iinfo(np.int64).max:
         raise SlotShapeError(f"{reader.prefix}: global_step is {value.dtype} {list(value.shape)} "
-                             f"= {value.tolist()!r}, expected a non-negative integer scalar")
+                             f"= {value.tolist()!r}, expected a non-negative integer scalar "
+                             "(int64)")
     return int(value)
 
 
