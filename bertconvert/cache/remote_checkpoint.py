@@ -79,16 +79,18 @@ def _parent(url):
 def _from_directory(objects, directory):
     """The prefix URL of the checkpoint in ``directory`` (ends with '/')."""
     state = objects.get_small(directory + STATE_FILE, 1 << 20)
-    listed = None
-    if hasattr(objects, "list"):
-        keys, folders = objects.list(directory)
-        listed = keys
+    listable = hasattr(objects, "list")
     if state is not None:
         named = state_file_prefix(state[0].decode("utf-8", "replace"))
         if named:
             base = named.replace("\\", "/").rsplit("/", 1)[-1]
-            if listed is None or base + INDEX_SUFFIX in listed:
+            # Asked by HEAD, not looked up in a listing: reading needs s3:GetObject only,
+            # and a reader may not be allowed s3:ListBucket.
+            if not listable or objects.head(directory + base + INDEX_SUFFIX) is not None:
                 return directory + base
+    listed = folders = None
+    if listable:
+        listed, folders = objects.list(directory)
     if listed is None:
         raise CheckpointNotFoundError(
             f"{shown_url(directory)} has no usable '{STATE_FILE}' state file and an HTTP server "
