@@ -9,7 +9,7 @@ S3 ``GetObject`` gets ``IfMatch`` (and ``VersionId`` when the bucket is versione
 are never mixed in (:class:`~bertconvert.errors.SourceChangedError`).
 
 Retries follow the cache's policy (:class:`~bertconvert.cache.retry.RetryPolicy`: attempts,
-backoff, ``Retry-After``, at most ``max_stalls`` read timeouts over HTTP): a dropped
+backoff, ``Retry-After``, at most ``max_stalls`` read timeouts): a dropped
 connection, a short body and 5xx/429 are tried again;
 a 404/403 is :class:`~bertconvert.errors.RemoteNotFoundError`, a 412 SourceChangedError, a
 range answered with other bytes :class:`~bertconvert.errors.RangeProtocolError`. A server
@@ -335,9 +335,12 @@ class S3Objects:
 
         from .s3 import _errors
 
+        from .retry import Stalls
+
         # A body cut short surfaces as botocore's streaming errors, or urllib3's underneath.
         transient = (_Retry, urllib3.exceptions.HTTPError, ConnectionError, *_errors())
         last = None
+        stalls = Stalls(self.policy)  # as HttpObjects: a silent store costs max_stalls timeouts
         for attempt in range(self.policy.attempts):
             if attempt:
                 self.policy.sleep(attempt - 1)
@@ -349,6 +352,10 @@ class S3Objects:
                 if isinstance(e, (RangeProtocolError, SourceChangedError)):
                     raise
                 last = e
+            stalls.seen(last, 0, lambda seconds: DownloadError(
+                f"GetObject {shown_url(url)} stalled: no byte for {seconds:g} s, {stalls.count} "
+                "times; stopped. Raise BERTCONVERT_HTTP_TIMEOUT for a store that pauses this "
+                "long"))
             log.info("GetObject %s failed (%s); attempt %d/%d", shown_url(url), last,
                      attempt + 1, self.policy.attempts)
         raise DownloadError(f"GetObject {shown_url(url)} failed after {self.policy.attempts} "
