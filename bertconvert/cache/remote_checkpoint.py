@@ -25,7 +25,7 @@ from urllib.parse import urlsplit
 from ..checkpoint.paths import INDEX_SUFFIX, STATE_FILE, state_file_prefix
 from ..checkpoint.crc import crc32c, mask
 from ..errors import (AmbiguousCheckpointError, CheckpointNotFoundError, ChecksumMismatchError,
-                      RemoteNotFoundError, UnsupportedURLError)
+                      ConfigError, RemoteNotFoundError, UnsupportedURLError, VocabError)
 from ..layout import GOOGLE_CONFIG_NAME, VOCAB_NAME
 from ..safeio import MAX_INDEX_BYTES
 from .objects import objects_for
@@ -242,6 +242,7 @@ def side_files(store, directory, config=None, vocab=None):
     import os
     import shutil
 
+    from .remotedir import is_directory_url
     from .store import cached_path
 
     def local(value, name):
@@ -249,6 +250,12 @@ def side_files(store, directory, config=None, vocab=None):
             found = fetch_beside(store.real_prefix, name)
         elif is_url(value):
             check_url(value)
+            if is_directory_url(value):  # the cache would fetch a whole model directory
+                error, what = (ConfigError, "config") if name == GOOGLE_CONFIG_NAME else \
+                    (VocabError, "vocabulary")
+                raise error(f"the {what} URL {shown_url(value)} names a directory, not a "
+                            f"file; give the URL of the file itself (e.g. "
+                            f"{shown_url(value)}{name})")
             found = cached_path(value, progress=False), value
         else:
             return value
