@@ -48,13 +48,20 @@ class CacheEntry:
     sha256: str = None
     extracted: str = None
 
-    def disk_usage(self):
+    def disk_usage(self, counted=()):
+        """Bytes the entry holds: its file, and its extracted directory's files, each file
+        (inode) once and none of ``counted`` (``(st_dev, st_ino)`` of the cache's entries: a
+        model directory fetched from a URL is hard links to them, bytes counted already)."""
         total = self.size or 0
         if self.extracted:
+            seen = set(counted)
             for d, _, files in os.walk(self.extracted):
                 for name in files:
                     with contextlib.suppress(OSError):
-                        total += os.lstat(os.path.join(d, name)).st_size
+                        st = os.lstat(os.path.join(d, name))
+                        if (st.st_dev, st.st_ino) not in seen:
+                            seen.add((st.st_dev, st.st_ino))
+                            total += st.st_size
         return total
 
 
@@ -213,12 +220,17 @@ def prune(cache_dir=None, *, max_size=None, older_than=None, dry_run=False):
         doomed += [e for e in keep if now - e.last_used > older_than]
         keep = [e for e in keep if now - e.last_used <= older_than]
     if max_size is not None:
-        total = sum(e.disk_usage() for e in keep)
+        counted = set()
+        for e in entries:
+            with contextlib.suppress(OSError):
+                st = os.stat(e.path)
+                counted.add((st.st_dev, st.st_ino))
+        total = sum(e.disk_usage(counted) for e in keep)
         for e in sorted(keep, key=lambda e: e.last_used):  # least recently used first
             if total <= max_size:
                 break
             doomed.append(e)
-            total -= e.disk_usage()
+            total -= e.disk_usage(counted)
     if dry_run:
         return doomed_paths + [e.path for e in doomed]
     removed = remove_leftovers(cache_dir)

@@ -63,7 +63,10 @@ def s3_etag(url):
 def _fetch_into(transport, url, temp_file):
     info = transport.head(url)
     try:
-        transport.fetch(url, info, temp_file, hashlib.sha256(), progress=True, desc=url)
+        # The bar's description is shown (or logged where no terminal draws it): never the
+        # URL's token or signature.
+        transport.fetch(url, info, temp_file, hashlib.sha256(), progress=True,
+                        desc=shown_url(url))
     finally:
         transport.close()
 

@@ -9,7 +9,8 @@ S3 ``GetObject`` gets ``IfMatch`` (and ``VersionId`` when the bucket is versione
 are never mixed in (:class:`~bertconvert.errors.SourceChangedError`).
 
 Retries follow the cache's policy (:class:`~bertconvert.cache.retry.RetryPolicy`: attempts,
-backoff, ``Retry-After``): a dropped connection, a short body and 5xx/429 are tried again;
+backoff, ``Retry-After``, at most ``max_stalls`` read timeouts): a dropped
+connection, a short body and 5xx/429 are tried again;
 a 404/403 is :class:`~bertconvert.errors.RemoteNotFoundError`, a 412 SourceChangedError, a
 range answered with other bytes :class:`~bertconvert.errors.RangeProtocolError`. A server
 that answers a ``Range`` request with ``200`` (it ignores ranges) hands the response to the
@@ -118,9 +119,13 @@ class HttpObjects:
     def _attempts(self, url, what, call):
         """``call()`` with the cache's retry policy; ``call`` returns a value or raises."""
         from .http import _network_errors, _raise_if_certificate_failure
+        from .retry import Stalls
 
         errors = _network_errors()
         last = None
+        # A silent server costs a read timeout per attempt: bounded as the cache's downloads
+        # are (max_stalls), not by every attempt.
+        stalls = Stalls(self.policy)
         for attempt in range(self.policy.attempts):
             if attempt:
                 self.policy.sleep(attempt - 1, getattr(last, "retry_after", None))
@@ -131,6 +136,10 @@ class HttpObjects:
             except errors as e:
                 _raise_if_certificate_failure(url, e)
                 last = e
+                stalls.seen(e, 0, lambda seconds: DownloadError(
+                    f"{what} {shown_url(url)} stalled: no byte for {seconds:g} s, {stalls.count} "
+                    "times; stopped. Raise BERTCONVERT_HTTP_TIMEOUT for a server that pauses "
+                    "this long"))
             log.info("%s %s failed (%s); attempt %d/%d", what, shown_url(url),
                      scrub(str(last), url), attempt + 1, self.policy.attempts)
         raise DownloadError(f"{what} {shown_url(url)} failed after {self.policy.attempts} "
@@ -326,9 +335,12 @@ class S3Objects:
 
         from .s3 import _errors
 
+        from .retry import Stalls
+
         # A body cut short surfaces as botocore's streaming errors, or urllib3's underneath.
         transient = (_Retry, urllib3.exceptions.HTTPError, ConnectionError, *_errors())
         last = None
+        stalls = Stalls(self.policy)  # as HttpObjects: a silent store costs max_stalls timeouts
         for attempt in range(self.policy.attempts):
             if attempt:
                 self.policy.sleep(attempt - 1)
@@ -340,6 +352,10 @@ class S3Objects:
                 if isinstance(e, (RangeProtocolError, SourceChangedError)):
                     raise
                 last = e
+            stalls.seen(last, 0, lambda seconds: DownloadError(
+                f"GetObject {shown_url(url)} stalled: no byte for {seconds:g} s, {stalls.count} "
+                "times; stopped. Raise BERTCONVERT_HTTP_TIMEOUT for a store that pauses this "
+                "long"))
             log.info("GetObject %s failed (%s); attempt %d/%d", shown_url(url), last,
                      attempt + 1, self.policy.attempts)
         raise DownloadError(f"GetObject {shown_url(url)} failed after {self.policy.attempts} "

@@ -73,6 +73,7 @@ class RangeReader:
         self._ahead = 0            # bytes of submitted units not yet released
         self._spools = {}          # shard -> path of the whole shard on disk
         self._spool_locks = {}
+        self._spool_paths = {}     # shard -> its spool file's name (one per shard)
         self._gates = {}           # shard -> set once its first read has been answered
         self._tmp = None
         self._closed = False
@@ -186,13 +187,18 @@ class RangeReader:
             lock = self._spool_locks.setdefault(shard, threading.Lock())
             if self._tmp is None:
                 self._tmp = tempfile.TemporaryDirectory(prefix="bertconvert-shards-")
+            # One name per shard, given under the lock: named from len(self._spools), shards
+            # spooled at once shared one file (and handed out each other's bytes).
+            if shard not in self._spool_paths:
+                self._spool_paths[shard] = os.path.join(self._tmp.name,
+                                                        f"shard-{len(self._spool_paths)}")
+            path = self._spool_paths[shard]
         with lock:
             if shard in self._spools:
                 return  # another thread read it meanwhile
             pin = self.pins[shard]
             log.warning("%s ignores byte ranges (it answered 200 with the whole object): "
                         "reading the shard whole, once (%d bytes)", shown_url(shard), pin.size)
-            path = os.path.join(self._tmp.name, f"shard-{len(self._spools)}")
             total = 0
             with open(path, "wb") as f:
                 for chunk in chunks:

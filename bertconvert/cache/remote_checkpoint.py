@@ -25,7 +25,7 @@ from urllib.parse import urlsplit
 from ..checkpoint.paths import INDEX_SUFFIX, STATE_FILE, state_file_prefix
 from ..checkpoint.crc import crc32c, mask
 from ..errors import (AmbiguousCheckpointError, CheckpointNotFoundError, ChecksumMismatchError,
-                      RemoteNotFoundError, UnsupportedURLError)
+                      ConfigError, RemoteNotFoundError, UnsupportedURLError, VocabError)
 from ..layout import GOOGLE_CONFIG_NAME, VOCAB_NAME
 from ..safeio import MAX_INDEX_BYTES
 from .objects import objects_for
@@ -98,16 +98,18 @@ def _parent(url):
 def _from_directory(objects, directory):
     """The prefix URL of the checkpoint in ``directory`` (ends with '/')."""
     state = objects.get_small(directory + STATE_FILE, 1 << 20)
-    listed = None
-    if hasattr(objects, "list"):
-        keys, folders = objects.list(directory)
-        listed = keys
+    listable = hasattr(objects, "list")
     if state is not None:
         named = state_file_prefix(state[0].decode("utf-8", "replace"))
         if named:
             base = named.replace("\\", "/").rsplit("/", 1)[-1]
-            if listed is None or base + INDEX_SUFFIX in listed:
+            # Asked by HEAD, not looked up in a listing: reading needs s3:GetObject only,
+            # and a reader may not be allowed s3:ListBucket.
+            if not listable or objects.head(directory + base + INDEX_SUFFIX) is not None:
                 return directory + base
+    listed = folders = None
+    if listable:
+        listed, folders = objects.list(directory)
     if listed is None:
         raise CheckpointNotFoundError(
             f"{shown_url(directory)} has no usable '{STATE_FILE}' state file and an HTTP server "
@@ -259,6 +261,7 @@ def side_files(store, directory, config=None, vocab=None):
     import os
     import shutil
 
+    from .remotedir import is_directory_url
     from .store import cached_path
 
     def local(value, name):
@@ -266,6 +269,12 @@ def side_files(store, directory, config=None, vocab=None):
             found = fetch_beside(store.real_prefix, name)
         elif is_url(value):
             check_url(value)
+            if is_directory_url(value):  # the cache would fetch a whole model directory
+                error, what = (ConfigError, "config") if name == GOOGLE_CONFIG_NAME else \
+                    (VocabError, "vocabulary")
+                raise error(f"the {what} URL {shown_url(value)} names a directory, not a "
+                            f"file; give the URL of the file itself (e.g. "
+                            f"{shown_url(value)}{name})")
             found = cached_path(value, progress=False), value
         else:
             return value

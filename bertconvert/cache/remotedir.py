@@ -28,12 +28,13 @@ Example::
 import json
 import logging
 import os
+import re
 import shutil
 
 from ..errors import IntegrityError, RemoteNotFoundError, WeightsError
 from ..layout import (CONFIG_NAMES, PYTORCH_NAME, REPORT_NAME, SAFETENSORS_NAME,
                       TOKENIZER_CONFIG_NAME, VOCAB_NAME)
-from .redact import shown_url
+from .redact import printable, shown_url
 
 log = logging.getLogger(__name__)
 
@@ -67,6 +68,15 @@ def _files_from_marker(marker):
     bad = [n for n in named if not n or "/" in n or "\\" in n or n.startswith(".")]
     if bad:
         raise WeightsError(f"{REPORT_NAME} lists file names that are no plain names: {bad}")
+    # Checked here, not by the fetch: a digest that is no digest would fail every download
+    # (read as a directory being replaced), or crash the comparison (a number, a list).
+    for name, sha in named.items():
+        if sha is None:
+            continue
+        if not isinstance(sha, str) or not re.fullmatch(r"[0-9a-fA-F]{64}", sha):
+            raise WeightsError(f"{REPORT_NAME} lists sha256 {printable(repr(sha))[:80]} for "
+                               f"{name}, which is not 64 hex digits: the marker is broken")
+        named[name] = sha.lower()
     return named
 
 

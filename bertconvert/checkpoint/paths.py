@@ -6,8 +6,8 @@ A directory holding none of those is looked into one level down: a TF Serving ba
 directory (``export/`` with numbered SavedModel versions ``1700000000/``...) gives its
 highest version; a directory with exactly one subdirectory holding a checkpoint or a
 SavedModel (a Model Garden / TF Hub download: ``case/saved_model/`` beside other files)
-gives that one; several are an :class:`~bertconvert.errors.AmbiguousCheckpointError` that
-lists them. Which was taken is said (:func:`resolve_checkpoint` returns it as a note).
+gives that one (an interrupted estimator export, ``temp-<time>/``, is never one); several
+are an :class:`~bertconvert.errors.AmbiguousCheckpointError` that lists them. Which was taken is said (:func:`resolve_checkpoint` returns it as a note).
 
 A SavedModel directory (``saved_model.pb`` + ``variables/variables.{index,data-*}``) keeps
 its weights in an ordinary checkpoint; we read that (and, for TF1 serving exports, only
@@ -166,25 +166,34 @@ def _one_level_down(path):
             f"'checkpoint' state file or one '*{INDEX_SUFFIX}' file, or saved_model.pb with "
             "variables/; pass the checkpoint prefix (e.g. DIR/bert_model.ckpt) or the "
             "SavedModel directory")
-    versions = [name for name in subdirs if name.isdigit() and is_saved_model(os.path.join(path, name))]
     # The estimator's exporter writes temp-<time>/ first and renames it when complete; one
-    # left by an interrupted export is not a version (TF Serving ignores it too).
+    # left by an interrupted export is not a version (TF Serving ignores it too), nor a
+    # candidate of any kind: its variables may be half written.
     unfinished = [name for name in subdirs if name.startswith(TEMP_EXPORT_PREFIX)]
-    others = set(subdirs) - set(versions) - set(unfinished)
+    candidates = [name for name in subdirs if name not in unfinished]
+    if not candidates:
+        raise CheckpointNotFoundError(
+            f"directory {path} holds only unfinished exports ({', '.join(unfinished)}): an "
+            "export writes temp-<time>/ and renames it to its version when complete, so these "
+            "were interrupted; export again (or pass that directory itself if you know it is "
+            "complete)")
+    versions = [name for name in candidates
+                if name.isdigit() and is_saved_model(os.path.join(path, name))]
+    others = set(candidates) - set(versions)
     if versions and not others and (len(versions) > 1 or unfinished):
         chosen = max(versions, key=int)
         also = sorted((v for v in versions if v != chosen), key=int) + unfinished
         note = (f"{path} is a TF Serving base directory: using its highest version {chosen}"
                 f"{' (also there: ' + ', '.join(also) + ')' if also else ''}; pass "
                 f"{os.path.join(path, '<version>')} for another")
-    elif len(subdirs) == 1:
-        chosen = subdirs[0]
+    elif len(candidates) == 1:
+        chosen = candidates[0]
         kind = "SavedModel" if is_saved_model(os.path.join(path, chosen)) else "checkpoint"
         note = f"{path} holds no checkpoint itself: using the {kind} in {os.path.join(path, chosen)}"
     else:
-        listed = ", ".join(os.path.join(path, name) for name in subdirs)
+        listed = ", ".join(os.path.join(path, name) for name in candidates)
         raise AmbiguousCheckpointError(
-            f"directory {path} holds no checkpoint itself but {len(subdirs)} subdirectories "
+            f"directory {path} holds no checkpoint itself but {len(candidates)} subdirectories "
             f"that do ({listed}); pass the one you mean")
     prefix = _in_directory(os.path.join(path, chosen))
     if prefix is None:  # the subdirectory lost its files since it was looked at
