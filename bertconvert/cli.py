@@ -150,8 +150,8 @@ def main(argv=None):
     args = parser.parse_args(_hoist_global_flags(argv))
     _configure_logging(args)
     # One decision for every bar (bertconvert.terminal.progress): on a terminal unless -q;
-    # --progress draws them anywhere.
-    args.progress = ALWAYS if args.force_progress else not args.quiet
+    # --progress draws them anywhere, but -q (no bars, as its help says) wins over it.
+    args.progress = False if args.quiet else ALWAYS if args.force_progress else True
     try:
         with _Interrupts(process_exit=not argv_given) as interrupts, \
                 on_publish(interrupts.mark_published), cli_spelling():

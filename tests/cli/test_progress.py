@@ -87,6 +87,13 @@ def test_progress_forces_bars_into_a_pipe(tmp_path):
     assert code == 0 and "writing bert_model.ckpt" in err and BAR in err
 
 
+def test_quiet_wins_over_progress(tmp_path):
+    """-q promises no progress bars; --progress beside it does not break that promise."""
+    code, _, err = run_piped("-q", "--progress", "convert", CKPT, "--out", str(tmp_path / "a"))
+    assert code == 0
+    assert_no_bars(err)
+
+
 def test_a_terminal_gets_bars_by_default_and_none_with_quiet(tmp_path):
     code, err = run_on_terminal("convert", CKPT, "--out", str(tmp_path / "a"))
     assert code == 0 and "converting" in err and BAR in err
