@@ -111,21 +111,26 @@ class SourceHashing:
     """The sha256 side of conversion.json for one conversion (see :data:`SOURCE_HASHES`).
 
     With "full" the hashing starts at once, before planning: it is the longest single job
-    and runs on the other core. Otherwise the plan decides which shards to hash whole.
+    and runs on the other core -- unless ``defer`` (an ``s3://`` output, whose rerun must find
+    the conversion already published without reading a shard): then at :meth:`plan_ready`.
+    Otherwise the plan decides which shards to hash whole.
     """
 
-    def __init__(self, reader, mode):
+    def __init__(self, reader, mode, defer=False):
         self.reader, self.mode = reader, mode
         #: A remote checkpoint is never hashed (that would download every shard whole):
         #: conversion.json records each object's ETag / VersionId instead.
         self.store = getattr(reader, "store", None)
-        remote = self.store is not None
-        self.hasher = start_hashing(reader.files) if mode == "full" and not remote else None
+        self._whole_now = mode == "full" and self.store is None
+        self.hasher = start_hashing(reader.files) if self._whole_now and not defer else None
 
     def plan_ready(self, plan):
         """Start hashing (unless started) once the plan says which bytes are converted; returns
         notes for the report."""
         if self.hasher is not None:
+            return []
+        if self._whole_now:  # "full", deferred until the run is known to write
+            self.hasher = start_hashing(self.reader.files)
             return []
         if self.store is not None:
             self.hasher = start_hashing([])

@@ -174,7 +174,9 @@ def _convert_checkpoint(checkpoint, out_dir, config, head, num_labels, format, d
     """Open the checkpoint (a local path, or read in place from a URL: :func:`open_source`)
     and convert it into the local directory ``out_dir``."""
     with open_source(checkpoint, config, vocab) as (reader, config, vocab):
-        hashing = SourceHashing(reader, source_hash)
+        # An s3:// output (precheck) may find this conversion already published: no shard
+        # is read for a hash before that is known.
+        hashing = SourceHashing(reader, source_hash, defer=precheck is not None)
         try:
             return _convert_with_reader(reader, hashing, out_dir, config, head, num_labels,
                                         format, dtype, overwrite, allow_new_head, progress,

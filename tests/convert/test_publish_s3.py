@@ -62,13 +62,16 @@ def test_publish_uploads_the_local_directory_marker_last(s3_env, s3_calls, ckpt,
     assert marker_put[0]["IfNoneMatch"] == "*"  # the commit is conditional
 
 
-@pytest.mark.parametrize("fixture", ["pretraining", "pretraining-adam"])
+@pytest.mark.parametrize("fixture, source_hash", [("pretraining", "auto"),
+                                                  ("pretraining-adam", "auto"),
+                                                  ("pretraining-adam", "full")])
 def test_same_conversion_again_is_a_no_op_that_reads_no_shard(s3_env, s3_calls, tmp_path,
-                                                               fixture):
-    # Without slots the shard would be hashed whole for conversion.json: not on a no-op.
+                                                               fixture, source_hash):
+    # Without slots the shard would be hashed whole for conversion.json: not on a no-op;
+    # nor with --source-hash full, which otherwise starts hashing before planning.
     ckpt = str(shutil.copytree(fixture_checkpoint(fixture), tmp_path / "ckpt"))
     url = s3_env.url("p/")
-    convert_checkpoint(ckpt, url, progress=False)
+    convert_checkpoint(ckpt, url, progress=False, source_hash=source_hash)
     before = _objects(s3_env, "p/")
     # Spoil every byte of the data shard, keeping its size: a run that read the shard (to
     # convert, or to hash it) would fail its crc32c checks or see another sha256.
@@ -78,7 +81,7 @@ def test_same_conversion_again_is_a_no_op_that_reads_no_shard(s3_env, s3_calls, 
         f.write(b"\xff" * size)
     del s3_calls[:]
     with _opened() as opened:
-        report = convert_checkpoint(ckpt, url, progress=False)
+        report = convert_checkpoint(ckpt, url, progress=False, source_hash=source_hash)
     assert report.publication == {"status": "unchanged"}
     assert [op for op, _ in s3_calls] == ["GetObject"]  # the marker, nothing else
     assert _objects(s3_env, "p/") == before
