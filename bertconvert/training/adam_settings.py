@@ -64,3 +64,21 @@ def scheduled_lrs(optimizer):
                 return [0]
             rates.append(group["lr"] * group["schedule"].get_lr(state["step"]))
     return rates
+
+
+class PerParameterStep:
+    """The ``step()`` BertAdam and OpenAIAdam share (both 0.6.2's): evaluate ``closure`` with
+    gradients on, then ``self._update(p, group)`` for every parameter that has a gradient."""
+
+    @torch.no_grad()
+    def step(self, closure=None):
+        """One update of every parameter that has a gradient; returns ``closure()``'s loss."""
+        loss = None
+        if closure is not None:
+            with torch.enable_grad():
+                loss = closure()
+        for group in self.param_groups:
+            for p in group["params"]:
+                if p.grad is not None:
+                    self._update(p, group)
+        return loss

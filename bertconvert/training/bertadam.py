@@ -12,10 +12,10 @@ from torch.optim import Optimizer
 from torch.optim.optimizer import required
 
 from ..errors import SparseGradientError
-from .adam_settings import check_adam_settings, scheduled_lrs
+from .adam_settings import PerParameterStep, check_adam_settings, scheduled_lrs
 
 
-class BertAdam(Optimizer):
+class BertAdam(PerParameterStep, Optimizer):
     """BERT's Adam, with 0.6.2's arguments and defaults.
 
     ``lr``: the base learning rate. ``warmup``: fraction of ``t_total`` spent warming up
@@ -45,23 +45,8 @@ class BertAdam(Optimizer):
         the first step)."""
         return scheduled_lrs(self)
 
-    @torch.no_grad()
-    def step(self, closure=None):
-        """One update of every parameter that has a gradient; returns ``closure()``'s loss.
-
-        Clipping scales each ``p.grad`` in place, as 0.6.2 did."""
-        loss = None
-        if closure is not None:
-            with torch.enable_grad():
-                loss = closure()
-        for group in self.param_groups:
-            for p in group["params"]:
-                if p.grad is None:
-                    continue
-                self._update(p, group)
-        return loss
-
     def _update(self, p, group):
+        # Clipping scales ``p.grad`` in place, as 0.6.2 did.
         grad = p.grad
         if grad.is_sparse:
             raise SparseGradientError("BertAdam does not support sparse gradients: "

@@ -29,7 +29,7 @@ import re
 import torch
 from torch.optim.lr_scheduler import LambdaLR
 
-from ..errors import ScheduleError
+from ..errors import ScheduleError, SparseGradientError
 
 #: create_optimizer's exclusions, matched with re.search in the TF variable name.
 GOOGLE_EXCLUDE = ("LayerNorm", "layer_norm", "bias")
@@ -91,7 +91,8 @@ class AdamWeightDecay(torch.optim.Optimizer):
                 loss = closure()
         grads = [p.grad for group in self.param_groups for p in group["params"] if p.grad is not None]
         if any(g.is_sparse for g in grads):
-            raise RuntimeError("AdamWeightDecay does not support sparse gradients")
+            raise SparseGradientError("AdamWeightDecay does not support sparse gradients: "
+                                      "use torch.optim.SparseAdam for sparse parameters")
         scale = self._clip_scale(grads)
         for group in self.param_groups:
             b1, b2, eps = group["beta_1"], group["beta_2"], group["epsilon"]

@@ -14,10 +14,10 @@ from torch.optim import Optimizer
 from torch.optim.optimizer import required
 
 from ..errors import SparseGradientError
-from .adam_settings import check_adam_settings, scheduled_lrs
+from .adam_settings import PerParameterStep, check_adam_settings, scheduled_lrs
 
 
-class OpenAIAdam(Optimizer):
+class OpenAIAdam(PerParameterStep, Optimizer):
     """OpenAI GPT's Adam, with 0.6.2's arguments and defaults.
 
     ``lr``, ``schedule``, ``warmup``, ``t_total``, ``b1``, ``b2``: as for ``BertAdam``.
@@ -40,20 +40,6 @@ class OpenAIAdam(Optimizer):
         """The scheduled learning rate of each parameter at its recorded step count (``[0]``
         before the first step)."""
         return scheduled_lrs(self)
-
-    @torch.no_grad()
-    def step(self, closure=None):
-        """One update of every parameter that has a gradient; returns ``closure()``'s loss."""
-        loss = None
-        if closure is not None:
-            with torch.enable_grad():
-                loss = closure()
-        for group in self.param_groups:
-            for p in group["params"]:
-                if p.grad is None:
-                    continue
-                self._update(p, group)
-        return loss
 
     def _update(self, p, group):
         grad = p.grad

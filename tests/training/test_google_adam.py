@@ -109,3 +109,12 @@ def test_the_schedule_starts_at_the_optimizers_step():
     sched = google_schedule(opt, num_train_steps=10, num_warmup_steps=4)
     assert sched.last_epoch == 6
     assert opt.param_groups[0]["lr"] == pytest.approx(2.0 * (1 - 7 / 10))
+
+
+def test_sparse_gradients_are_a_named_error():
+    from bertconvert.errors import SparseGradientError
+    emb = torch.nn.Embedding(5, 2, sparse=True)
+    optimizer = AdamWeightDecay(emb.parameters(), lr=0.1)
+    emb(torch.tensor([1, 2])).sum().backward()
+    with pytest.raises(SparseGradientError, match="AdamWeightDecay"):
+        optimizer.step()
