@@ -3,11 +3,11 @@
 shape the output's bytes. Two runs with equal identities write the same files (fresh head
 weights aside), so :mod:`bertconvert.convert.publish` can treat the second as a no-op.
 """
-import hashlib
 import json
 import os
 
 from ..errors import ConversionError
+from .provenance import hash_files
 
 #: conversion.json fields that decide the bytes of the model directory (with the source).
 #: ``optimizer_state`` (the slots' list and global_step) decides whether the optimizer file is
@@ -17,12 +17,8 @@ IDENTITY_FIELDS = ("head", "model_class", "num_labels", "dtype", "format", "acti
 
 
 def file_sha256(path):
-    """Hex sha256 of a file (read in 8 MiB blocks)."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(8 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
+    """Hex sha256 of a file (the same reader as conversion.json's source hashes)."""
+    return hash_files([path])[0]["sha256"]
 
 
 def source_identity(reader, config_path, vocab_path):
