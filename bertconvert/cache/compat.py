@@ -61,8 +61,8 @@ def s3_etag(url):
 
 
 def _fetch_into(transport, url, temp_file):
-    info = transport.head(url)
-    try:
+    try:  # closed also when HEAD fails (a 404, a refused connection)
+        info = transport.head(url)
         # The bar's description is shown (or logged where no terminal draws it): never the
         # URL's token or signature.
         transport.fetch(url, info, temp_file, hashlib.sha256(), progress=True,

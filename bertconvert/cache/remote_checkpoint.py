@@ -239,10 +239,14 @@ def open_remote_checkpoint(url, ranges=None):
 
     check_url(url)
     objects = objects_for(url)
-    prefix = resolve_remote_prefix(objects, url)
-    if prefix != url:
-        log.info("checkpoint %s resolved to %s", shown_url(url), shown_url(prefix))
-    store = RemoteShardStore(objects, prefix, ranges)
+    try:  # a prefix that resolves to nothing must not leave the connections open
+        prefix = resolve_remote_prefix(objects, url)
+        if prefix != url:
+            log.info("checkpoint %s resolved to %s", shown_url(url), shown_url(prefix))
+        store = RemoteShardStore(objects, prefix, ranges)
+    except BaseException:
+        objects.close()
+        raise
     try:
         reader = CheckpointReader(store.prefix, mmap=False, store=store)
     except BaseException:
